@@ -1,0 +1,91 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers (see DESIGN.md): Store → Model → VMM → Guest → Engine → CLI.
+// A module depends only on modules earlier in that list. `CladeGuestProtocol`
+// belongs to the Guest layer; it is split out so that the in-guest agent can link
+// it without pulling in any host-side code.
+let package = Package(
+    name: "clade",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "clade", targets: ["clade"]),
+        .executable(name: "clade-agent", targets: ["clade-agent"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.24.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        .target(name: "CLinuxShims"),
+        .target(
+            name: "CladeStore",
+            dependencies: [
+                "CLinuxShims",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "CladeModel",
+            dependencies: ["CladeStore"]
+        ),
+        .target(
+            name: "CladeVMM",
+            dependencies: [
+                "CladeStore",
+                "CladeModel",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+            ]
+        ),
+        .target(name: "CladeGuestProtocol"),
+        .target(
+            name: "CladeGuest",
+            dependencies: [
+                "CladeStore",
+                "CladeModel",
+                "CladeVMM",
+                "CladeGuestProtocol",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "CladeEngine",
+            dependencies: [
+                "CladeStore",
+                "CladeModel",
+                "CladeVMM",
+                "CladeGuest",
+                "CladeGuestProtocol",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "clade",
+            dependencies: [
+                "CladeEngine",
+                "CladeGuest",
+                "CladeVMM",
+                "CladeModel",
+                "CladeStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "clade-agent",
+            dependencies: ["CladeGuestProtocol", "CLinuxShims"]
+        ),
+        .testTarget(name: "CladeStoreTests", dependencies: ["CladeStore"]),
+        .testTarget(name: "CladeVMMTests", dependencies: ["CladeVMM"]),
+        .testTarget(name: "CladeGuestTests", dependencies: ["CladeGuest", "CladeGuestProtocol"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["CladeEngine", "CladeGuest", "CladeModel", "CladeStore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

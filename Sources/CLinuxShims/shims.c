@@ -1,0 +1,1 @@
+// C shims live in include/CLinuxShims.h.

@@ -1,0 +1,126 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CLinuxShims
+import CladeGuestProtocol
+
+/// Reads newline-terminated lines from a file descriptor.
+struct LineReader {
+    let fd: Int32
+    private var pending: [UInt8] = []
+    private var buffer = [UInt8](repeating: 0, count: 65536)
+
+    init(fd: Int32) { self.fd = fd }
+
+    /// The next line without its newline, or nil at end of file or on error.
+    mutating func nextLine() -> [UInt8]? {
+        while true {
+            if let newline = pending.firstIndex(of: 0x0A) {
+                let line = Array(pending[..<newline])
+                pending.removeSubrange(...newline)
+                return line
+            }
+            if pending.count > AgentCodec.maxLineBytes { return nil }
+            let count = read(fd, &buffer, buffer.count)
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { return nil }
+            pending.append(contentsOf: buffer[0..<count])
+        }
+    }
+}
+
+/// Writes all of `bytes`, retrying short writes. Returns false when the peer is gone.
+@discardableResult
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    var offset = 0
+    while offset < bytes.count {
+        let count = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 { return false }
+        offset += count
+    }
+    return true
+}
+
+func encodeResponse(_ response: AgentResponse) -> [UInt8] {
+    (try? AgentCodec.encodeLine(response)) ?? Array("{\"error\":\"cannot encode response\"}\n".utf8)
+}
+
+/// Serves requests over TCP (forkd-compatible): one connection may carry several
+/// requests, answered in order.
+func serveTCP(port: UInt16, handler: RequestHandler) {
+    let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard listener >= 0 else { return log("cannot create the TCP socket: \(String(cString: strerror(errno)))") }
+    var one: Int32 = 1
+    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr = in_addr(s_addr: INADDR_ANY)
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0, listen(listener, 64) == 0 else {
+        return log("cannot listen on TCP port \(port): \(String(cString: strerror(errno)))")
+    }
+    log("listening on TCP port \(port)")
+    while true {
+        let connection = clade_accept_cloexec(listener)
+        if connection < 0 {
+            if errno != EINTR { usleep(10_000) }
+            continue
+        }
+        startThread {
+            var reader = LineReader(fd: connection)
+            while let line = reader.nextLine() {
+                if line.isEmpty { continue }
+                if !writeAll(connection, encodeResponse(handler.handle(line: line))) { break }
+            }
+            close(connection)
+        }
+    }
+}
+
+/// Serves requests on the virtio-serial port named `name`. Requests run concurrently
+/// and answers carry the request's `id`, so the host can multiplex one channel.
+func serveSerial(name: String, handler: RequestHandler) {
+    guard let device = findSerialPort(named: name) else {
+        return log("no virtio-serial port named \(name); serving TCP only")
+    }
+    let writeLock = Guarded(())
+    while true {
+        let fd = open(device, O_RDWR | O_CLOEXEC)
+        if fd < 0 {
+            log("cannot open \(device): \(String(cString: strerror(errno)))")
+            sleep(1)
+            continue
+        }
+        var reader = LineReader(fd: fd)
+        while let line = reader.nextLine() {
+            if line.isEmpty { continue }
+            startThread {
+                let bytes = encodeResponse(handler.handle(line: line))
+                writeLock.withLock { _ in _ = writeAll(fd, bytes) }
+            }
+        }
+        // End of file: the host side disconnected. Reopen and wait for the next one.
+        close(fd)
+        usleep(100_000)
+    }
+}
+
+private func findSerialPort(named name: String) -> String? {
+    guard let directory = opendir("/sys/class/virtio-ports") else { return nil }
+    defer { closedir(directory) }
+    while let entry = readdir(directory) {
+        let port = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        if port.hasPrefix(".") { continue }
+        let portName = readSmallFile("/sys/class/virtio-ports/\(port)/name")
+        if trimmed(portName) == name { return "/dev/\(port)" }
+    }
+    return nil
+}
