@@ -1,1 +1,22 @@
-// C shims live in include/CLinuxShims.h.
+#define _GNU_SOURCE
+#include "CLinuxShims.h"
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+int clade_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+int clade_accept_cloexec(int fd) { return accept4(fd, 0, 0, SOCK_CLOEXEC); }
+int clade_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path) {
+    return posix_spawn_file_actions_addchdir_np(actions, path);
+}
+short clade_spawn_setsid_flag(void) { return POSIX_SPAWN_SETSID; }
+int clade_ficlone(int dest, int src) { return ioctl(dest, FICLONE, src); }
+int clade_statfs_type(const char *path, unsigned long *type) {
+    struct statfs info;
+    if (statfs(path, &info) != 0) return -1;
+    *type = (unsigned long)info.f_type;
+    return 0;
+}

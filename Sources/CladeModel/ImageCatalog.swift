@@ -1,0 +1,47 @@
+import CladeStore
+import Foundation
+
+/// Named images, one JSON file each under `images/`.
+public struct ImageCatalog: Sendable {
+    public let home: CladeHome
+
+    public init(home: CladeHome) { self.home = home }
+
+    private func url(_ name: String) -> URL { home.images.appendingPathComponent("\(name).json") }
+
+    public func get(_ name: String) throws -> ImageRecord? {
+        try Names.validate(name, kind: "image")
+        return try JSONFiles.read(ImageRecord.self, from: url(name))
+    }
+
+    public func require(_ name: String) throws -> ImageRecord {
+        guard let record = try get(name) else {
+            let hint = name == "default"
+                ? "it is built automatically on first use"
+                : "build it with `clade image build --from-dir DIR --name \(name)` or list images with `clade image ls`"
+            throw ModelError.notFound(kind: "image", name: name, hint: hint)
+        }
+        return record
+    }
+
+    public func put(_ record: ImageRecord) throws {
+        try Names.validate(record.name, kind: "image")
+        try home.prepare()
+        try JSONFiles.write(record, to: url(record.name))
+    }
+
+    public func remove(_ name: String) throws {
+        guard try get(name) != nil else {
+            throw ModelError.notFound(kind: "image", name: name, hint: "list images with `clade image ls`")
+        }
+        try FileSystem.remove(url(name))
+    }
+
+    public func list() throws -> [ImageRecord] {
+        guard try FileSystem.exists(home.images) else { return [] }
+        return try FileManager.default.contentsOfDirectory(atPath: home.images.path)
+            .filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
+            .sorted()
+            .compactMap { try JSONFiles.read(ImageRecord.self, from: home.images.appendingPathComponent($0)) }
+    }
+}

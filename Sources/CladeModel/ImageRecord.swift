@@ -1,0 +1,76 @@
+import CladeStore
+import Foundation
+
+/// A bootable image: kernel, initrd and an ext4 root filesystem, each a blob by digest.
+public struct ImageRecord: Codable, Sendable, Equatable {
+    public static let currentFormat = 1
+
+    public var format: Int
+    public var name: String
+    /// The deterministic ext4 root filesystem.
+    public var rootfs: Digest
+    public var rootfsSize: Int64
+    public var initrd: Digest
+    public var kernel: Digest
+    /// Kernel release the initrd's modules were taken from, e.g. `6.1.0-56-cloud-amd64`.
+    public var kernelRelease: String
+    public var agentVersion: String
+    public var createdAt: Date
+
+    public init(
+        name: String, rootfs: Digest, rootfsSize: Int64, initrd: Digest, kernel: Digest,
+        kernelRelease: String, agentVersion: String, createdAt: Date = Date()
+    ) {
+        self.format = Self.currentFormat
+        self.name = name
+        self.rootfs = rootfs
+        self.rootfsSize = rootfsSize
+        self.initrd = initrd
+        self.kernel = kernel
+        self.kernelRelease = kernelRelease
+        self.agentVersion = agentVersion
+        self.createdAt = createdAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case format, name, rootfs, initrd, kernel
+        case rootfsSize = "rootfs_size"
+        case kernelRelease = "kernel_release"
+        case agentVersion = "agent_version"
+        case createdAt = "created_at"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        format = try container.decodeIfPresent(Int.self, forKey: .format) ?? 1
+        guard format <= Self.currentFormat else { throw ModelError.newerFormat(kind: "image record", found: format, supported: Self.currentFormat) }
+        name = try container.decode(String.self, forKey: .name)
+        rootfs = try container.decode(Digest.self, forKey: .rootfs)
+        rootfsSize = try container.decodeIfPresent(Int64.self, forKey: .rootfsSize) ?? 0
+        initrd = try container.decode(Digest.self, forKey: .initrd)
+        kernel = try container.decode(Digest.self, forKey: .kernel)
+        kernelRelease = try container.decodeIfPresent(String.self, forKey: .kernelRelease) ?? ""
+        agentVersion = try container.decodeIfPresent(String.self, forKey: .agentVersion) ?? ""
+        createdAt = try container.decodeIfPresent(Date.self, forKey: .createdAt) ?? Date(timeIntervalSince1970: 0)
+    }
+}
+
+public enum ModelError: Error, CustomStringConvertible, Sendable {
+    case newerFormat(kind: String, found: Int, supported: Int)
+    case notFound(kind: String, name: String, hint: String)
+    case alreadyExists(kind: String, name: String, hint: String)
+    case corrupt(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .newerFormat(let kind, let found, let supported):
+            return "this \(kind) has format version \(found) but this clade reads up to \(supported); upgrade clade to use it"
+        case .notFound(let kind, let name, let hint):
+            return "no \(kind) named '\(name)'; \(hint)"
+        case .alreadyExists(let kind, let name, let hint):
+            return "\(kind) '\(name)' already exists; \(hint)"
+        case .corrupt(let path, let reason):
+            return "\(path) cannot be read: \(reason)"
+        }
+    }
+}

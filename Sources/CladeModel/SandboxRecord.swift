@@ -1,0 +1,105 @@
+import CladeStore
+import Foundation
+
+/// Lifecycle states of a sandbox. See the README's state machine.
+public enum SandboxState: String, Codable, Sendable {
+    case booting
+    case running
+    case paused
+    case standby
+    /// Its hypervisor process is gone without clade stopping it.
+    case dead
+}
+
+/// A VM clade started, persisted as `sandboxes/<id>/sandbox.json`.
+///
+/// Paths are derived from the home and id, never stored, so a store can move.
+public struct SandboxRecord: Codable, Sendable, Equatable {
+    public var id: String
+    public var image: String
+    public var state: SandboxState
+    public var pid: Int32?
+    /// Host TCP port forwarded to the agent's port 8888 in the guest.
+    public var agentPort: Int
+    public var mac: String
+    public var memoryMiB: Int
+    public var cpus: Int
+    public var accelerator: String
+    public var createdAt: Date
+
+    public init(
+        id: String, image: String, state: SandboxState, pid: Int32?, agentPort: Int, mac: String,
+        memoryMiB: Int, cpus: Int, accelerator: String, createdAt: Date = Date()
+    ) {
+        self.id = id
+        self.image = image
+        self.state = state
+        self.pid = pid
+        self.agentPort = agentPort
+        self.mac = mac
+        self.memoryMiB = memoryMiB
+        self.cpus = cpus
+        self.accelerator = accelerator
+        self.createdAt = createdAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, image, state, pid, mac, cpus, accelerator
+        case agentPort = "agent_port"
+        case memoryMiB = "memory_mib"
+        case createdAt = "created_at"
+    }
+
+    /// `127.0.0.1:PORT`, where the guest agent answers.
+    public var agentEndpoint: String { "127.0.0.1:\(agentPort)" }
+}
+
+/// The files of one sandbox, all inside its directory.
+public struct SandboxPaths: Sendable {
+    public let directory: URL
+
+    public init(home: CladeHome, id: String) {
+        directory = home.sandboxes.appendingPathComponent(id)
+    }
+
+    public var record: URL { directory.appendingPathComponent("sandbox.json") }
+    public var pidFile: URL { directory.appendingPathComponent("qemu.pid") }
+    public var qmpSocket: URL { directory.appendingPathComponent("qmp.sock") }
+    public var agentSocket: URL { directory.appendingPathComponent("agent.sock") }
+    public var console: URL { directory.appendingPathComponent("console.log") }
+    public var disk: URL { directory.appendingPathComponent("disk.qcow2") }
+    public var memory: URL { directory.appendingPathComponent("memory") }
+}
+
+/// All sandboxes on this host, one directory each under `sandboxes/`.
+public struct SandboxCatalog: Sendable {
+    public let home: CladeHome
+
+    public init(home: CladeHome) { self.home = home }
+
+    public func paths(_ id: String) -> SandboxPaths { SandboxPaths(home: home, id: id) }
+
+    public func get(_ id: String) throws -> SandboxRecord? {
+        try Names.validateSandboxID(id)
+        return try JSONFiles.read(SandboxRecord.self, from: paths(id).record)
+    }
+
+    public func require(_ id: String) throws -> SandboxRecord {
+        guard let record = try get(id) else {
+            throw ModelError.notFound(kind: "sandbox", name: id, hint: "list sandboxes with `clade ls`")
+        }
+        return record
+    }
+
+    public func put(_ record: SandboxRecord) throws {
+        try JSONFiles.write(record, to: paths(record.id).record)
+    }
+
+    /// Every sandbox directory's id, including ones whose record was never written (a crash mid-boot).
+    public func ids() throws -> [String] {
+        guard try FileSystem.exists(home.sandboxes) else { return [] }
+        return try FileManager.default.contentsOfDirectory(atPath: home.sandboxes.path)
+            .filter { (try? Names.validateSandboxID($0)) != nil }
+            .sorted()
+    }
+}
