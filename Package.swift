@@ -53,6 +53,7 @@ let package = Package(
                 "CladeVMM",
                 "CladeGuestProtocol",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .target(

@@ -14,6 +14,13 @@ public struct AcceleratorChoice: Codable, Sendable, Equatable {
     /// Seconds the KVM probe boot took, when it ran.
     public var probeSeconds: Double?
 
+    public init(accelerator: Accelerator, reason: String, qemuVersion: String, probeSeconds: Double? = nil) {
+        self.accelerator = accelerator
+        self.reason = reason
+        self.qemuVersion = qemuVersion
+        self.probeSeconds = probeSeconds
+    }
+
     enum CodingKeys: String, CodingKey {
         case accelerator, reason
         case qemuVersion = "qemu_version"

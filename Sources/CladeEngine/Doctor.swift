@@ -1,0 +1,99 @@
+import CladeGuest
+import CladeModel
+import CladeStore
+import CladeVMM
+import Foundation
+
+/// One prerequisite check of `clade doctor`.
+public struct DoctorCheck: Codable, Sendable {
+    public enum Status: String, Codable, Sendable { case ok, warning, error }
+    public var name: String
+    public var status: Status
+    public var detail: String
+    /// The exact command or step that fixes a problem; nil when nothing needs fixing.
+    public var fix: String?
+
+    public init(name: String, status: Status, detail: String, fix: String? = nil) {
+        self.name = name
+        self.status = status
+        self.detail = detail
+        self.fix = fix
+    }
+}
+
+extension Engine {
+    static let minimumFreeBytes: Int64 = 2 << 30
+    static let installFix = "sudo scripts/install-deps.sh"
+
+    /// Checks every prerequisite; re-probes the accelerator by really booting under KVM.
+    public func doctor() async -> [DoctorCheck] {
+        var checks: [DoctorCheck] = []
+        var qemuOK = false
+        do {
+            let version = try hypervisor.version()
+            let parts = version.split(separator: ".").compactMap { Int($0) }
+            let recentEnough = parts.count >= 2 && (parts[0], parts[1]) >= (7, 2)
+            checks.append(DoctorCheck(
+                name: "qemu", status: recentEnough ? .ok : .warning,
+                detail: "qemu-system-x86_64 \(version)" + (recentEnough ? "" : " (clade is tested with 7.2 and newer)"),
+                fix: recentEnough ? nil : "install QEMU 7.2 or newer"))
+            qemuOK = true
+        } catch {
+            checks.append(DoctorCheck(name: "qemu", status: .error, detail: "\(error)", fix: Self.installFix))
+        }
+        for (tool, package) in [("qemu-img", "qemu-utils"), ("mke2fs", "e2fsprogs"), ("debugfs", "e2fsprogs"), ("e2fsck", "e2fsprogs"), ("busybox", "busybox-static"), ("cpio", "cpio")] {
+            if let path = ExternalCommand.locate(tool) {
+                checks.append(DoctorCheck(name: tool, status: .ok, detail: path.path))
+            } else {
+                checks.append(DoctorCheck(name: tool, status: .error, detail: "\(tool) not found", fix: "apt-get install -y \(package)"))
+            }
+        }
+        var kernelOK = false
+        do {
+            let kernel = try GuestKernel.locate(home: home)
+            checks.append(DoctorCheck(name: "kernel", status: .ok, detail: "\(kernel.release) at \(kernel.directory.path)"))
+            kernelOK = true
+        } catch {
+            checks.append(DoctorCheck(name: "kernel", status: .error, detail: "\(error)", fix: Self.installFix))
+        }
+        do {
+            checks.append(DoctorCheck(name: "agent", status: .ok, detail: try AgentBinary.locate().path))
+        } catch {
+            checks.append(DoctorCheck(name: "agent", status: .error, detail: "\(error)", fix: "swift build -c release --static-swift-stdlib"))
+        }
+        if qemuOK && kernelOK {
+            do {
+                let choice = try await accelerator(refresh: true)
+                checks.append(DoctorCheck(
+                    name: "accelerator", status: choice.accelerator == .kvm ? .ok : .warning,
+                    detail: "\(choice.accelerator.rawValue.uppercased()): \(choice.reason)",
+                    fix: choice.accelerator == .kvm ? nil : "guests run under TCG (slower); on a host with working KVM clade uses it automatically"))
+            } catch {
+                checks.append(DoctorCheck(name: "accelerator", status: .error, detail: "probe failed: \(error)", fix: Self.installFix))
+            }
+        } else {
+            checks.append(DoctorCheck(name: "accelerator", status: .error, detail: "not probed: QEMU and a guest kernel are needed first", fix: Self.installFix))
+        }
+        do {
+            try home.prepare()
+            let probe = home.temporary.appendingPathComponent(".doctor-\(getpid())")
+            try FileSystem.writeAtomically(Data("ok".utf8), to: probe)
+            try FileSystem.remove(probe)
+            checks.append(DoctorCheck(name: "store", status: .ok, detail: "\(home.root.path) is writable"))
+            let type = try FileSystem.filesystemType(at: home.root)
+            let reflink = FileSystem.supportsReflink(in: home.temporary)
+            checks.append(DoctorCheck(
+                name: "filesystem", status: .ok,
+                detail: "\(type), reflink \(reflink ? "supported" : "not supported (copies fall back to sparse copy)")"))
+            let free = try FileSystem.freeBytes(at: home.root)
+            let enough = free >= Self.minimumFreeBytes
+            checks.append(DoctorCheck(
+                name: "disk space", status: enough ? .ok : .warning,
+                detail: String(format: "%.1f GiB free", Double(free) / Double(1 << 30)),
+                fix: enough ? nil : "free space on \(home.root.path) or choose another --home"))
+        } catch {
+            checks.append(DoctorCheck(name: "store", status: .error, detail: "\(error)", fix: "choose a writable directory with --home DIR or CLADE_HOME"))
+        }
+        return checks
+    }
+}

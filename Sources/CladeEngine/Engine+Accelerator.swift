@@ -1,0 +1,30 @@
+import CladeGuest
+import CladeModel
+import CladeStore
+import CladeVMM
+import Foundation
+
+extension Engine {
+    private var acceleratorCache: URL { home.state.appendingPathComponent("accelerator.json") }
+
+    /// The accelerator to boot with. The probe result is cached per QEMU version; `refresh` re-probes.
+    public func accelerator(refresh: Bool = false) async throws -> AcceleratorChoice {
+        let version = try hypervisor.version()
+        if let forced = ProcessInfo.processInfo.environment["CLADE_ACCEL"], let accelerator = Accelerator(rawValue: forced) {
+            return AcceleratorChoice(accelerator: accelerator, reason: "forced by CLADE_ACCEL=\(forced)", qemuVersion: version)
+        }
+        if !refresh, let cached = try? JSONFiles.read(AcceleratorChoice.self, from: acceleratorCache), cached.qemuVersion == version {
+            return cached
+        }
+        let kernel = try GuestKernel.locate(home: home)
+        let work = try home.makeTemporaryDirectory(prefix: "probe")
+        defer { try? FileSystem.remove(work) }
+        let initrd = try ProbeInitrd.build(in: work)
+        let choice = await AcceleratorProbe(logger: logger).probe(
+            kernel: kernel.image, initrd: initrd, workDirectory: work, qemuVersion: version)
+        try home.prepare()
+        try JSONFiles.write(choice, to: acceleratorCache)
+        logger.info("accelerator chosen", metadata: ["accelerator": "\(choice.accelerator.rawValue)", "reason": "\(choice.reason)"])
+        return choice
+    }
+}

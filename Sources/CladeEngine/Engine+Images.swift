@@ -1,0 +1,63 @@
+import CladeGuest
+import CladeModel
+import CladeStore
+import CladeVMM
+import Foundation
+
+extension Engine {
+    /// Builds an image from a directory: deterministic ext4 root, initrd with the agent, kernel blob.
+    @discardableResult
+    public func buildImage(
+        from directory: URL, name: String, freeMiB: Int = 256, progress: @Sendable (String) -> Void = { _ in }
+    ) throws -> ImageRecord {
+        try Names.validate(name, kind: "image")
+        guard (1...1_048_576).contains(freeMiB) else {
+            throw EngineError.invalidOption("--free-space must be between 1 and 1048576 MiB")
+        }
+        try home.prepare()
+        let lock = try FileLock(home: home, name: "image-\(name)")
+        defer { lock.unlock() }
+        let kernel = try GuestKernel.locate(home: home)
+        let agent = try AgentBinary.locate()
+        progress("building root filesystem from \(directory.path)")
+        let rootfs = try Ext4Builder(home: home, logger: logger).build(from: directory, freeMiB: freeMiB)
+        progress("building initrd (agent, virtio modules)")
+        let initrd = try InitrdBuilder(home: home, logger: logger).build(kernel: kernel, agent: agent)
+        progress("storing kernel \(kernel.release)")
+        let kernelDigest = try blobs.ingestCopy(of: kernel.image).digest
+        let record = ImageRecord(
+            name: name, rootfs: rootfs.digest, rootfsSize: rootfs.size, initrd: initrd, kernel: kernelDigest,
+            kernelRelease: kernel.release, agentVersion: "0.1.0")
+        try images.put(record)
+        logger.info("image ready", metadata: ["image": "\(name)", "rootfs": "\(rootfs.digest)"])
+        return record
+    }
+
+    /// The image called `name`; the built-in `default` image is built on first use.
+    public func image(named name: String, progress: @Sendable (String) -> Void = { _ in }) throws -> ImageRecord {
+        if let record = try images.get(name) { return record }
+        guard name == DefaultImage.name else { return try images.require(name) }
+        progress("building the built-in default image (first use)")
+        let work = try home.makeTemporaryDirectory(prefix: "default-image")
+        defer { try? FileSystem.remove(work) }
+        try DefaultImage.populate(work)
+        return try buildImage(from: work, name: name, progress: progress)
+    }
+
+    public func listImages() throws -> [ImageRecord] { try images.list() }
+
+    /// Removes the image's name. Its blobs stay while anything else references them.
+    public func removeImage(_ name: String) throws {
+        try images.remove(name)
+    }
+
+    /// The blob paths an image boots from, checked to exist before any VM starts.
+    func bootFiles(of image: ImageRecord) throws -> (kernel: URL, initrd: URL, rootfs: URL) {
+        func path(_ digest: Digest, _ what: String) throws -> URL {
+            let url = blobs.url(for: digest)
+            guard try FileSystem.exists(url) else { throw EngineError.imageDamaged(name: image.name, missing: "its \(what) (\(digest.short))") }
+            return url
+        }
+        return (try path(image.kernel, "kernel"), try path(image.initrd, "initrd"), try path(image.rootfs, "root filesystem"))
+    }
+}

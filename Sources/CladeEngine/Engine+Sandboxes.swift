@@ -1,0 +1,195 @@
+import CladeGuest
+import CladeGuestProtocol
+import CladeModel
+import CladeStore
+import CladeVMM
+import Foundation
+
+/// Options for a cold boot.
+public struct BootOptions: Sendable {
+    public var image: String
+    public var memoryMiB: Int
+    public var cpus: Int
+    /// Seconds to wait for the guest agent.
+    public var readyTimeout: Double
+
+    public init(image: String = "default", memoryMiB: Int = 256, cpus: Int = 1, readyTimeout: Double = 90) {
+        self.image = image
+        self.memoryMiB = memoryMiB
+        self.cpus = cpus
+        self.readyTimeout = readyTimeout
+    }
+
+    func validate() throws {
+        guard MachineSpec.memoryRange.contains(memoryMiB) else {
+            throw EngineError.invalidOption("--memory must be between \(MachineSpec.memoryRange.lowerBound) and \(MachineSpec.memoryRange.upperBound) MiB (got \(memoryMiB))")
+        }
+        guard MachineSpec.cpuRange.contains(cpus) else {
+            throw EngineError.invalidOption("--cpus must be between \(MachineSpec.cpuRange.lowerBound) and \(MachineSpec.cpuRange.upperBound) (got \(cpus))")
+        }
+        guard readyTimeout > 0 else { throw EngineError.invalidOption("the boot timeout must be positive") }
+    }
+}
+
+extension Engine {
+    /// Cold-boots a sandbox from an image and returns once its agent answers.
+    /// On failure nothing of the sandbox remains: no process, directory or socket.
+    public func boot(_ options: BootOptions, progress: @Sendable (String) -> Void = { _ in }) async throws -> SandboxRecord {
+        try options.validate()
+        let image = try self.image(named: options.image, progress: progress)
+        let files = try bootFiles(of: image)
+        let choice = try await accelerator()
+        try home.prepare()
+        let id = Names.newSandboxID()
+        let paths = sandboxes.paths(id)
+        try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
+        var record = SandboxRecord(
+            id: id, image: image.name, state: .booting, pid: nil, agentPort: 0, mac: MachineSpec.randomMAC(),
+            memoryMiB: options.memoryMiB, cpus: options.cpus, accelerator: choice.accelerator.rawValue)
+        do {
+            progress("creating the disk overlay")
+            try ExternalCommand("qemu-img", [
+                "create", "-q", "-f", "qcow2", "-F", "raw", "-b", files.rootfs.path, paths.disk.path,
+            ]).check()
+            try sandboxes.put(record)
+            progress("starting the VM (\(choice.accelerator.rawValue))")
+            var commandLine = "console=ttyS0 quiet panic=-1 clade.hostname=\(id)"
+            if choice.accelerator == .tcg, let khz = HostInfo.tscKHz() { commandLine += " tsc_early_khz=\(khz)" }
+            var lastError: Error?
+            for _ in 0..<4 {
+                record.agentPort = try PortAllocator.freeLoopbackPort()
+                let spec = MachineSpec(
+                    name: "clade-\(id)", memoryMiB: options.memoryMiB, cpus: options.cpus, accelerator: choice.accelerator,
+                    kernel: files.kernel, initrd: files.initrd, kernelCommandLine: commandLine, rootDisk: paths.disk,
+                    memoryFile: paths.memory, qmpSocket: paths.qmpSocket, agentSocket: paths.agentSocket,
+                    console: paths.console, pidFile: paths.pidFile, agentPort: record.agentPort, mac: record.mac)
+                do {
+                    record.pid = try await hypervisor.launch(spec)
+                    lastError = nil
+                    break
+                } catch VMMError.launchFailed(let reason) where reason.contains("hostfwd") || reason.contains("forwarding") {
+                    lastError = VMMError.launchFailed(reason: reason)  // the port was taken meanwhile; pick another
+                }
+            }
+            if let lastError { throw lastError }
+            try sandboxes.put(record)
+            progress("waiting for the guest agent")
+            let marker = paths.directory.path
+            let pid = record.pid ?? 0
+            _ = try await AgentClient(port: record.agentPort).waitUntilReady(timeout: options.readyTimeout) {
+                if !ProcessControl.isAlive(pid, marker: marker) {
+                    throw EngineError.bootFailed(id: id, reason: "QEMU exited during boot", consoleTail: consoleTail(paths))
+                }
+            }
+            record.state = .running
+            try sandboxes.put(record)
+            logger.info("sandbox running", metadata: ["id": "\(id)", "port": "\(record.agentPort)", "pid": "\(pid)"])
+            return record
+        } catch {
+            let tail = consoleTail(paths)
+            await destroy(id: id, pid: record.pid)
+            if error is EngineError { throw error }
+            if case GuestError.agent(let message) = error {
+                throw EngineError.bootFailed(id: id, reason: message, consoleTail: tail)
+            }
+            throw error
+        }
+    }
+
+    /// Runs a command in a running sandbox.
+    public func exec(
+        id: String, argv: [String], env: [String: String]? = nil, cwd: String? = nil, stdin: String? = nil, timeout: Double? = nil
+    ) async throws -> AgentResponse {
+        let record = try runningRecord(id)
+        guard !argv.isEmpty else { throw EngineError.invalidOption("give the command to run after --") }
+        if let timeout, !(timeout > 0) { throw EngineError.invalidOption("--timeout must be a positive number of seconds") }
+        return try await AgentClient(port: record.agentPort).exec(argv, env: env, cwd: cwd, stdin: stdin, timeout: timeout)
+    }
+
+    /// An agent client for a running sandbox.
+    public func agent(for id: String) throws -> AgentClient {
+        AgentClient(port: try runningRecord(id).agentPort)
+    }
+
+    /// Stops a sandbox and removes everything it had: process, sockets, pid file, disk overlay, memory file.
+    public func kill(id: String) async throws {
+        try Names.validateSandboxID(id)
+        let paths = sandboxes.paths(id)
+        guard try FileSystem.exists(paths.directory) else {
+            throw ModelError.notFound(kind: "sandbox", name: id, hint: "list sandboxes with `clade ls`")
+        }
+        let record = try? sandboxes.get(id)
+        await destroy(id: id, pid: record?.pid ?? ProcessControl.readPidFile(paths.pidFile))
+    }
+
+    /// All sandboxes. Ones whose QEMU died without clade are reported `dead` once and their files removed.
+    public func listSandboxes() async throws -> [SandboxRecord] {
+        var result: [SandboxRecord] = []
+        for id in try sandboxes.ids() {
+            let paths = sandboxes.paths(id)
+            let record = try? sandboxes.get(id)
+            let pid = record?.pid ?? ProcessControl.readPidFile(paths.pidFile)
+            let alive = pid.map { ProcessControl.isAlive($0, marker: paths.directory.path) } ?? false
+            if var record {
+                if record.state == .booting, !alive, Date().timeIntervalSince(record.createdAt) < 300 {
+                    result.append(record)  // another clade process is still booting it
+                    continue
+                }
+                if !alive {
+                    record.state = .dead
+                    logger.warning("sandbox's VM is gone; cleaning up", metadata: ["id": "\(id)"])
+                    await destroy(id: id, pid: nil)
+                }
+                result.append(record)
+            } else if !alive {
+                await destroy(id: id, pid: nil)  // a crash before the record was written
+            }
+        }
+        return result
+    }
+
+    /// Cold-boots, runs one command, and tears the VM down whatever happens.
+    public func run(
+        _ options: BootOptions, argv: [String], timeout: Double?, progress: @Sendable (String) -> Void = { _ in }
+    ) async throws -> AgentResponse {
+        guard !argv.isEmpty else { throw EngineError.invalidOption("give the command to run after --") }
+        if let timeout, !(timeout > 0) { throw EngineError.invalidOption("--timeout must be a positive number of seconds") }
+        let record = try await boot(options, progress: progress)
+        do {
+            progress("running \(argv.joined(separator: " "))")
+            let response = try await AgentClient(port: record.agentPort).exec(argv, timeout: timeout)
+            try await kill(id: record.id)
+            return response
+        } catch {
+            try? await kill(id: record.id)
+            throw error
+        }
+    }
+
+    func runningRecord(_ id: String) throws -> SandboxRecord {
+        let record = try sandboxes.require(id)
+        let paths = sandboxes.paths(id)
+        guard record.state == .running, let pid = record.pid, ProcessControl.isAlive(pid, marker: paths.directory.path) else {
+            throw EngineError.notRunning(id: id, state: record.state == .running ? "dead (its VM exited)" : record.state.rawValue)
+        }
+        return record
+    }
+
+    /// Stops the process if it is still ours, then removes the sandbox directory.
+    func destroy(id: String, pid: Int32?) async {
+        let paths = sandboxes.paths(id)
+        if let pid {
+            await hypervisor.stop(pid: pid, controlSocket: paths.qmpSocket, marker: paths.directory.path)
+        }
+        do {
+            try FileSystem.remove(paths.directory)
+        } catch {
+            logger.error("cannot remove sandbox directory", metadata: ["path": "\(paths.directory.path)", "error": "\(error)"])
+        }
+    }
+
+    func consoleTail(_ paths: SandboxPaths, lines: Int = 12) -> String {
+        guard let text = try? String(contentsOf: paths.console, encoding: .utf8) else { return "" }
+        return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+}

@@ -1,0 +1,66 @@
+import ArgumentParser
+import CladeEngine
+import CladeStore
+import Foundation
+import Logging
+
+@main
+struct Clade: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "clade",
+        abstract: "Bake microVMs into snapshots and fork them in milliseconds.",
+        version: "0.1.0",
+        subcommands: [
+            Doctor.self, ImageCommand.self, Run.self, Boot.self, Exec.self, List.self, Kill.self,
+        ])
+}
+
+/// Options every command takes.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: "Store directory (default: $CLADE_HOME, else /var/lib/clade for root, ~/.local/share/clade otherwise).")
+    var home: String?
+
+    @Flag(name: [.short, .long], help: "Log what clade does (repeat for more detail).")
+    var verbose: Int
+
+    func makeEngine() -> Engine {
+        let level: Logger.Level
+        if let fromEnvironment = ProcessInfo.processInfo.environment["CLADE_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) {
+            level = fromEnvironment
+        } else {
+            level = verbose >= 2 ? .debug : verbose == 1 ? .info : .warning
+        }
+        LoggingBootstrap.once(level: level)
+        return Engine(home: CladeHome.resolve(explicit: home))
+    }
+}
+
+enum LoggingBootstrap {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var done = false
+
+    static func once(level: Logger.Level) {
+        lock.withLock {
+            guard !done else { return }
+            done = true
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+        }
+    }
+}
+
+/// Writes a value as pretty JSON on standard output.
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.dateEncodingStrategy = .iso8601
+    FileHandle.standardOutput.write(try encoder.encode(value))
+    FileHandle.standardOutput.write(Data("\n".utf8))
+}
+
+func writeStandardError(_ text: String) {
+    FileHandle.standardError.write(Data(text.utf8))
+}

@@ -1,0 +1,170 @@
+import ArgumentParser
+import CladeEngine
+import CladeGuestProtocol
+import CladeModel
+import Foundation
+
+/// Machine options shared by `run` and `boot`.
+struct MachineOptions: ParsableArguments {
+    @Option(help: "Image to boot.") var image = "default"
+    @Option(help: "Guest memory, MiB.") var memory = 256
+    @Option(help: "Virtual CPUs.") var cpus = 1
+
+    var boot: BootOptions { BootOptions(image: image, memoryMiB: memory, cpus: cpus) }
+}
+
+/// What `boot --json` and `ls --json` print for a sandbox.
+struct SandboxView: Encodable {
+    let id: String
+    let image: String
+    let state: String
+    let pid: Int32?
+    let agentEndpoint: String
+    let memoryMiB: Int
+    let cpus: Int
+    let accelerator: String
+    let createdAt: Date
+
+    init(_ record: SandboxRecord) {
+        id = record.id
+        image = record.image
+        state = record.state.rawValue
+        pid = record.pid
+        agentEndpoint = record.agentEndpoint
+        memoryMiB = record.memoryMiB
+        cpus = record.cpus
+        accelerator = record.accelerator
+        createdAt = record.createdAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, image, state, pid, cpus, accelerator
+        case agentEndpoint = "agent_endpoint"
+        case memoryMiB = "memory_mib"
+        case createdAt = "created_at"
+    }
+}
+
+/// Prints an exec result the way a local command would, and returns its exit code.
+func emit(_ response: AgentResponse) -> Int32 {
+    if let stdout = response.stdout { FileHandle.standardOutput.write(Data(stdout.utf8)) }
+    if let stderr = response.stderr { FileHandle.standardError.write(Data(stderr.utf8)) }
+    if response.timedOut == true {
+        writeStandardError("clade: \(response.error ?? "command timed out")\n")
+        return 124
+    }
+    if let error = response.error, response.exitCode == nil {
+        writeStandardError("clade: \(error)\n")
+        return 127
+    }
+    return response.exitCode ?? 1
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Cold-boot a VM, run a command in it, print its output and exit with its exit code.")
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var machine: MachineOptions
+    @Option(help: "Seconds before the command's process group is killed.") var timeout: Double?
+    @Argument(parsing: .postTerminator, help: "The command, after --.") var command: [String] = []
+
+    func run() async throws {
+        let engine = global.makeEngine()
+        let progress = ProgressReporter(quiet: !isInteractive)
+        let response = try await engine.run(machine.boot, argv: command, timeout: timeout, progress: { progress.update($0) })
+        progress.finish()
+        throw ExitCode(emit(response))
+    }
+}
+
+/// Spinners only on a terminal: `run` output is usually piped or captured.
+var isInteractive: Bool { isatty(2) == 1 }
+
+struct Boot: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Cold-boot a VM and leave it running; prints its id.")
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var machine: MachineOptions
+    @Flag(help: "Print the sandbox as JSON.") var json = false
+
+    func run() async throws {
+        let engine = global.makeEngine()
+        let progress = ProgressReporter(quiet: json || !isInteractive)
+        let record = try await engine.boot(machine.boot, progress: { progress.update($0) })
+        progress.finish()
+        if json { try printJSON(SandboxView(record)) } else { print(record.id) }
+    }
+}
+
+struct Exec: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a command in a running sandbox.")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Seconds before the command's process group is killed.") var timeout: Double?
+    @Option(name: .customLong("env"), help: "KEY=VALUE, repeatable.") var environment: [String] = []
+    @Option(help: "Working directory in the guest.") var cwd: String?
+    @Flag(help: "Print the agent's reply as JSON instead of replaying output.") var json = false
+    @Argument(help: "Sandbox id.") var id: String
+    @Argument(parsing: .postTerminator, help: "The command, after --.") var command: [String] = []
+
+    func run() async throws {
+        var env: [String: String] = [:]
+        for pair in environment {
+            guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
+                throw ValidationError("--env takes KEY=VALUE, got '\(pair)'")
+            }
+            env[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+        }
+        let response = try await global.makeEngine().exec(
+            id: id, argv: command, env: env.isEmpty ? nil : env, cwd: cwd, timeout: timeout)
+        if json {
+            try printJSON(response)
+            return
+        }
+        throw ExitCode(emit(response))
+    }
+}
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List sandboxes (and clean up ones whose VM died).")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let records = try await global.makeEngine().listSandboxes()
+        if json { return try printJSON(records.map(SandboxView.init)) }
+        print("ID            STATE     IMAGE         AGENT            PID")
+        for record in records {
+            print(record.id.padding(toLength: 14, withPad: " ", startingAt: 0)
+                + record.state.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)
+                + record.image.padding(toLength: 14, withPad: " ", startingAt: 0)
+                + record.agentEndpoint.padding(toLength: 17, withPad: " ", startingAt: 0)
+                + (record.pid.map(String.init) ?? "-"))
+        }
+    }
+}
+
+struct Kill: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop sandboxes and remove their files.")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Kill every sandbox.") var all = false
+    @Argument(help: "Sandbox ids.") var ids: [String] = []
+
+    func validate() throws {
+        if all == !ids.isEmpty { throw ValidationError("give sandbox ids or --all (not both)") }
+    }
+
+    func run() async throws {
+        let engine = global.makeEngine()
+        let targets = all ? try await engine.listSandboxes().filter { $0.state != .dead }.map(\.id) : ids
+        var failed = false
+        for id in targets {
+            do {
+                try await engine.kill(id: id)
+                print(id)
+            } catch {
+                writeStandardError("clade: cannot kill \(id): \(error)\n")
+                failed = true
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
