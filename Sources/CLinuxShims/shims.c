@@ -20,3 +20,6 @@ int clade_statfs_type(const char *path, unsigned long *type) {
     *type = (unsigned long)info.f_type;
     return 0;
 }
+int clade_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}

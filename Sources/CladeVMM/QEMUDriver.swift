@@ -26,16 +26,18 @@ public struct QEMUDriver: Hypervisor {
     }
 
     public func launch(_ spec: MachineSpec) async throws -> Int32 {
-        guard ExternalCommand.locate(executable) != nil else { throw VMMError.qemuMissing }
+        guard let qemu = ExternalCommand.locate(executable) else { throw VMMError.qemuMissing }
         for socket in [spec.qmpSocket, spec.agentSocket] where socket.path.utf8.count > 107 {
             throw VMMError.socketPathTooLong(socket.path)
         }
         let arguments = QEMUCommandLine.arguments(for: spec)
         logger.debug("starting qemu", metadata: ["vm": "\(spec.name)", "accel": "\(spec.accelerator.rawValue)"])
-        let output = try ExternalCommand(executable, arguments).run()
-        guard output.status == 0 else {
-            let message = output.stderr.split(separator: "\n").filter { !$0.isEmpty }.suffix(3).joined(separator: "; ")
-            throw VMMError.launchFailed(reason: message.isEmpty ? "exit status \(output.status)" : message)
+        let launchLog = spec.pidFile.deletingLastPathComponent().appendingPathComponent("qemu-launch.log")
+        let status = try DetachedLauncher.run(qemu, arguments: arguments, log: launchLog)
+        guard status == 0 else {
+            let output = (try? String(contentsOf: launchLog, encoding: .utf8)) ?? ""
+            let message = output.split(separator: "\n").filter { !$0.isEmpty }.suffix(3).joined(separator: "; ")
+            throw VMMError.launchFailed(reason: message.isEmpty ? "exit status \(status)" : message)
         }
         guard let pid = ProcessControl.readPidFile(spec.pidFile) else {
             throw VMMError.launchFailed(reason: "QEMU exited without writing its pid file \(spec.pidFile.path)")

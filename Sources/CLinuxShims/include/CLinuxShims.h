@@ -13,4 +13,6 @@ short clade_spawn_setsid_flag(void);
 int clade_ficlone(int dest, int src);
 /// The f_type of the filesystem holding `path`. 0 on success, -1 + errno.
 int clade_statfs_type(const char *path, unsigned long *type);
+/// Closes every descriptor from `from` up in the spawned child (glibc 2.34+).
+int clade_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from);
 #endif

@@ -1,0 +1,43 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinuxShims
+import Foundation
+
+/// Starts programs that daemonize themselves (QEMU's `-daemonize`).
+///
+/// Foundation's `Process` cannot be used for these: the daemon inherits the descriptors
+/// Process uses to watch its child and keeps them open, so Process never sees the exit.
+/// Here the child gets /dev/null for stdin, a log file for stdout and stderr, and no
+/// other descriptor of ours; we wait only for the direct child.
+public enum DetachedLauncher {
+    /// Runs `executable` and waits for the direct child to exit; returns its exit status.
+    public static func run(_ executable: URL, arguments: [String], log: URL) throws -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        clade_spawn_addclosefrom(&actions, 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var emptySet = sigset_t()
+        sigemptyset(&emptySet)
+        posix_spawnattr_setsigmask(&attributes, &emptySet)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+
+        let argv = [executable.path] + arguments
+        let pointers = argv.map { strdup($0) } + [nil]
+        defer { pointers.forEach { free($0) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, executable.path, &actions, &attributes, pointers, environ)
+        guard result == 0 else { throw StoreError.systemCall("posix_spawn", path: executable.path, errno: result) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            if errno != EINTR { throw StoreError.systemCall("waitpid", path: executable.path, errno: errno) }
+        }
+        return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+}
