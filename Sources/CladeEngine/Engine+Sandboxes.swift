@@ -32,6 +32,9 @@ public struct BootOptions: Sendable {
 }
 
 extension Engine {
+    /// A sandbox still `booting` after this many seconds was abandoned by a clade process that died.
+    static let bootAbandonedAfter: Double = 300
+
     /// Cold-boots a sandbox from an image and returns once its agent answers.
     /// On failure nothing of the sandbox remains: no process, directory or socket.
     public func boot(_ options: BootOptions, progress: @Sendable (String) -> Void = { _ in }) async throws -> SandboxRecord {
@@ -131,14 +134,16 @@ extension Engine {
             let pid = record?.pid ?? ProcessControl.readPidFile(paths.pidFile)
             let alive = pid.map { ProcessControl.isAlive($0, marker: paths.directory.path) } ?? false
             if var record {
-                if record.state == .booting, !alive, Date().timeIntervalSince(record.createdAt) < 300 {
+                let bootAge = Date().timeIntervalSince(record.createdAt)
+                if record.state == .booting, bootAge < Self.bootAbandonedAfter {
                     result.append(record)  // another clade process is still booting it
                     continue
                 }
-                if !alive {
+                if !alive || record.state == .booting {
+                    // Dead, or a boot whose clade process died before finishing it.
                     record.state = .dead
                     logger.warning("sandbox's VM is gone; cleaning up", metadata: ["id": "\(id)"])
-                    await destroy(id: id, pid: nil)
+                    await destroy(id: id, pid: pid)
                 }
                 result.append(record)
             } else if !alive {

@@ -26,10 +26,11 @@ public struct GuestKernel: Sendable {
         }
     }
 
-    /// Directories searched, in order: `CLADE_KERNEL_DIR`, `<home>/kernel`, `/usr/local/lib/clade/kernel`.
+    /// Directories searched: only `CLADE_KERNEL_DIR` when it is set (an explicit choice never
+    /// falls back silently), else `<home>/kernel` then `/usr/local/lib/clade/kernel`.
     public static func searchPath(home: CladeHome, environment: [String: String] = ProcessInfo.processInfo.environment) -> [URL] {
+        if let explicit = environment["CLADE_KERNEL_DIR"], !explicit.isEmpty { return [URL(fileURLWithPath: explicit)] }
         var candidates: [URL] = []
-        if let explicit = environment["CLADE_KERNEL_DIR"], !explicit.isEmpty { candidates.append(URL(fileURLWithPath: explicit)) }
         candidates.append(home.kernel)
         candidates.append(URL(fileURLWithPath: "/usr/local/lib/clade/kernel"))
         return candidates

@@ -1,0 +1,75 @@
+import Foundation
+import Testing
+
+@testable import CladeVMM
+
+@Suite struct QMPCodecTests {
+    @Test func decodesGreeting() throws {
+        let line = #"{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "Debian"}, "capabilities": ["oob"]}}"#
+        #expect(try QMPCodec.decode(Data(line.utf8)) == .greeting(version: "7.2.22"))
+    }
+
+    @Test func decodesReturnWithID() throws {
+        let line = #"{"return": {"status": "running", "running": true}, "id": "clade-3"}"#
+        guard case .success(let id, let value) = try QMPCodec.decode(Data(line.utf8)) else {
+            Issue.record("expected success")
+            return
+        }
+        #expect(id == "clade-3")
+        #expect(value["status"]?.stringValue == "running")
+        #expect(value["running"]?.boolValue == true)
+    }
+
+    @Test func decodesErrorCarryingQEMUsMessage() throws {
+        let line = #"{"id": "clade-1", "error": {"class": "CommandNotFound", "desc": "The command foo has not been found"}}"#
+        #expect(try QMPCodec.decode(Data(line.utf8))
+            == .failure(id: "clade-1", errorClass: "CommandNotFound", description: "The command foo has not been found"))
+    }
+
+    @Test func decodesEventWithTimestamp() throws {
+        let line = #"{"timestamp": {"seconds": 1700000000, "microseconds": 500000}, "event": "STOP"}"#
+        guard case .event(let name, let data, let timestamp) = try QMPCodec.decode(Data(line.utf8)) else {
+            Issue.record("expected event")
+            return
+        }
+        #expect(name == "STOP")
+        #expect(data == .null)
+        #expect(timestamp == 1_700_000_000.5)
+    }
+
+    @Test func refusesNonJSONAndUnknownShapes() {
+        #expect(throws: ChannelError.self) { try QMPCodec.decode(Data("not json".utf8)) }
+        #expect(throws: ChannelError.self) { try QMPCodec.decode(Data(#"{"something": 1}"#.utf8)) }
+    }
+
+    @Test func encodesCommandsAsOneLine() throws {
+        let data = try QMPCodec.encodeCommand("migrate", arguments: ["uri": .string("exec:cat > f")], id: "clade-9")
+        let text = String(decoding: data, as: UTF8.self)
+        #expect(text == #"{"arguments":{"uri":"exec:cat > f"},"execute":"migrate","id":"clade-9"}"# + "\n")
+    }
+
+    @Test func commandLineKeepsRAMInASharedFileAndAFixedDeviceOrder() {
+        let directory = URL(fileURLWithPath: "/store/sandboxes/abc")
+        let spec = MachineSpec(
+            name: "clade-abc", memoryMiB: 256, cpus: 2, accelerator: .tcg,
+            kernel: URL(fileURLWithPath: "/k"), initrd: URL(fileURLWithPath: "/i"), kernelCommandLine: "console=ttyS0",
+            rootDisk: directory.appendingPathComponent("disk.qcow2"), memoryFile: directory.appendingPathComponent("memory"),
+            qmpSocket: directory.appendingPathComponent("qmp.sock"), agentSocket: directory.appendingPathComponent("agent.sock"),
+            console: directory.appendingPathComponent("console.log"), pidFile: directory.appendingPathComponent("qemu.pid"),
+            agentPort: 40000, mac: "52:54:00:00:00:01")
+        let arguments = QEMUCommandLine.arguments(for: spec)
+        let joined = arguments.joined(separator: " ")
+        #expect(joined.contains("memory-backend-file,id=ram,size=256M,mem-path=/store/sandboxes/abc/memory,share=on"))
+        #expect(joined.contains("hostfwd=tcp:127.0.0.1:40000-:8888"))
+        #expect(joined.contains("-accel tcg,tb-size=32 -cpu max"))
+        let devices = zip(arguments, arguments.dropFirst()).filter { $0.0 == "-device" }.map { $0.1.split(separator: ",")[0] }
+        #expect(devices == ["virtio-blk-device", "virtio-net-device", "virtio-serial-device", "virtserialport", "virtio-rng-device"])
+        #expect(arguments.last == "-daemonize")
+    }
+
+    @Test func randomMACsAreLocalQEMUAddresses() {
+        let mac = MachineSpec.randomMAC()
+        #expect(mac.hasPrefix("52:54:00:"))
+        #expect(mac.split(separator: ":").count == 6)
+    }
+}

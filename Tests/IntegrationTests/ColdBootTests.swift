@@ -1,0 +1,127 @@
+import Foundation
+import Testing
+
+/// Real VMs (TCG on CI hosts) driven through the `clade` binary.
+@Suite(.serialized) struct ColdBootTests {
+    let cli = CLIHarness()
+
+    @Test func runPrintsOutputAndPropagatesExitCodes() throws {
+        let hello = try cli.run(["run", "--", "echo", "hello"])
+        #expect(hello.status == 0, "stderr: \(hello.stderr)")
+        #expect(hello.stdout == "hello\n")
+
+        let seven = try cli.run(["run", "--", "sh", "-c", "echo to-out; echo to-err >&2; exit 7"])
+        #expect(seven.status == 7)
+        #expect(seven.stdout == "to-out\n")
+        #expect(seven.stderr.contains("to-err"))
+        #expect(!seven.stdout.contains("to-err"))
+        #expect(cli.sandboxDirectories().isEmpty)
+        #expect(cli.qemuProcesses().isEmpty)
+    }
+
+    @Test func commandOutlivingTimeoutIsKilledAndReported() throws {
+        let start = Date()
+        let result = try cli.run(["run", "--timeout", "2", "--", "sh", "-c", "sleep 60 & sleep 60"])
+        #expect(result.status == 124)
+        #expect(result.stderr.contains("timed out after 2"))
+        #expect(Date().timeIntervalSince(start) < 50, "the guest's sleep must not be waited for")
+        #expect(cli.qemuProcesses().isEmpty)
+    }
+
+    @Test func bootExecFilesAndKillLeaveNothingBehind() throws {
+        let boot = try cli.run(["boot", "--json"])
+        #expect(boot.status == 0, "stderr: \(boot.stderr)")
+        let view = try JSONSerialization.jsonObject(with: Data(boot.stdout.utf8)) as? [String: Any]
+        let id = try #require(view?["id"] as? String)
+        let endpoint = try #require(view?["agent_endpoint"] as? String)
+        let pid = try #require(view?["pid"] as? Int)
+        #expect(endpoint.hasPrefix("127.0.0.1:"))
+
+        let first = try cli.run(["exec", id, "--", "hostname"])
+        #expect(first.status == 0)
+        #expect(first.stdout == "\(id)\n")
+        let second = try cli.run(["exec", id, "--env", "GREETING=hi there", "--", "sh", "-c", "echo $GREETING > /root/note; cat /root/note"])
+        #expect(second.stdout == "hi there\n")
+
+        // write_file / read_file round trip through the forkd-compatible TCP protocol.
+        let port = try #require(Int(endpoint.split(separator: ":").last ?? ""))
+        let payload = Data((0..<3000).map { UInt8($0 % 251) })
+        let write = try AgentSocket.request(port: port, [
+            "action": "write_file", "path": "/tmp/blob.bin", "content": payload.base64EncodedString(), "mode": 0o600,
+        ])
+        #expect(write["error"] == nil)
+        let read = try AgentSocket.request(port: port, ["action": "read_file", "path": "/tmp/blob.bin"])
+        #expect((read["content"] as? String).flatMap { Data(base64Encoded: $0) } == payload)
+        #expect(read["mode"] as? Int == 0o600)
+        let ping = try AgentSocket.request(port: port, ["action": "ping"])
+        #expect(ping["pong"] as? Bool == true)
+        #expect((ping["boot_id"] as? String)?.count == 36)
+
+        let listed = try cli.run(["ls", "--json"])
+        #expect(listed.stdout.contains(id))
+
+        let kill = try cli.run(["kill", id])
+        #expect(kill.status == 0, "stderr: \(kill.stderr)")
+        #expect(!cli.sandboxDirectories().contains(id))
+        #expect(!FileManager.default.fileExists(atPath: "/proc/\(pid)/cmdline") || cli.qemuProcesses().isEmpty)
+        #expect(cli.qemuProcesses().isEmpty)
+        let again = try cli.run(["exec", id, "--", "true"])
+        #expect(again.status != 0)
+    }
+
+    @Test func lsCleansUpASandboxWhoseVMWasKilledBehindClade() throws {
+        let boot = try cli.run(["boot"])
+        #expect(boot.status == 0, "stderr: \(boot.stderr)")
+        let id = boot.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let pidText = try String(contentsOf: cli.home.appendingPathComponent("sandboxes/\(id)/qemu.pid"), encoding: .utf8)
+        let pid = try #require(Int32(pidText.trimmingCharacters(in: .whitespacesAndNewlines)))
+        kill(pid, SIGKILL)
+        Thread.sleep(forTimeInterval: 0.5)
+        let listed = try cli.run(["ls", "--json"])
+        #expect(listed.stdout.contains("\"dead\""))
+        #expect(!cli.sandboxDirectories().contains(id))
+    }
+
+    @Test func doctorReportsTheAcceleratorAndWhyKVMWasRejected() throws {
+        let result = try cli.run(["doctor", "--json"])
+        let checks = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
+        let accelerator = try #require(checks.first { $0["name"] as? String == "accelerator" })
+        let detail = accelerator["detail"] as? String ?? ""
+        if detail.hasPrefix("TCG") {
+            #expect(detail.contains("KVM"), "a TCG choice must say why KVM was not used: \(detail)")
+        } else {
+            #expect(detail.hasPrefix("KVM"), "unexpected accelerator report: \(detail)")
+        }
+        for name in ["qemu", "kernel", "store", "filesystem", "disk space"] {
+            #expect(checks.contains { $0["name"] as? String == name }, "doctor must check \(name)")
+        }
+    }
+}
+
+/// Speaks the agent's JSON-lines protocol directly, as forkd's Python client does.
+enum AgentSocket {
+    static func request(port: Int, _ object: [String: Any]) throws -> [String: Any] {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw HarnessError("socket failed") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr = in_addr(s_addr: inet_addr("127.0.0.1"))
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw HarnessError("cannot connect to 127.0.0.1:\(port)") }
+        var line = try JSONSerialization.data(withJSONObject: object)
+        line.append(0x0A)
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        var reply = Data()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !reply.contains(0x0A) {
+            let count = read(fd, &buffer, buffer.count)
+            if count <= 0 { break }
+            reply.append(contentsOf: buffer[0..<count])
+        }
+        return try JSONSerialization.jsonObject(with: reply) as? [String: Any] ?? [:]
+    }
+}
