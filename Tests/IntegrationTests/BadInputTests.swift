@@ -3,7 +3,13 @@ import Testing
 
 /// Bad input gets a one-line actionable error, a non-zero exit, and leaves nothing behind.
 @Suite(.serialized) struct BadInputTests {
-    let cli = CLIHarness()
+    /// A store of its own, so work of other suites (image builds in tmp/) cannot be mistaken for leftovers.
+    static let home: URL = {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("clade-badinput-\(getpid())")
+        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }()
+    let cli = CLIHarness(home: BadInputTests.home)
 
     func expectCleanFailure(_ result: CLIHarness.Result, mentioning phrase: String, in harness: CLIHarness) {
         #expect(result.status != 0)
