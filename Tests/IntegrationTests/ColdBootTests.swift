@@ -57,6 +57,15 @@ import Testing
         #expect(ping["pong"] as? Bool == true)
         #expect((ping["boot_id"] as? String)?.count == 36)
 
+        // The virtio-serial channel multiplexes: a ping sent after a slow exec is answered first.
+        let socketPath = cli.home.appendingPathComponent("sandboxes/\(id)/agent.sock").path
+        let replies = try AgentSocket.unixRequests(path: socketPath, lines: [
+            #"{"id":"slow","action":"exec","args":["sh","-c","sleep 1; echo done"]}"#,
+            #"{"id":"fast","action":"ping"}"#,
+        ])
+        #expect(replies.map { $0["id"] as? String } == ["fast", "slow"])
+        #expect(replies.last?["stdout"] as? String == "done\n")
+
         let listed = try cli.run(["ls", "--json"])
         #expect(listed.stdout.contains(id))
 
@@ -100,6 +109,34 @@ import Testing
 
 /// Speaks the agent's JSON-lines protocol directly, as forkd's Python client does.
 enum AgentSocket {
+    /// Sends several lines on the VM's virtio-serial unix socket and reads as many replies.
+    static func unixRequests(path: String, lines: [String]) throws -> [[String: Any]] {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw HarnessError("socket failed") }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.prefix(raw.count - 1).enumerated() { raw[index] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else { throw HarnessError("cannot connect to \(path)") }
+        let payload = Data((lines.joined(separator: "\n") + "\n").utf8)
+        _ = payload.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        var received = Data()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while received.filter({ $0 == 0x0A }).count < lines.count {
+            let count = read(fd, &buffer, buffer.count)
+            if count <= 0 { break }
+            received.append(contentsOf: buffer[0..<count])
+        }
+        return try received.split(separator: 0x0A).map {
+            try JSONSerialization.jsonObject(with: Data($0)) as? [String: Any] ?? [:]
+        }
+    }
+
     static func request(port: Int, _ object: [String: Any]) throws -> [String: Any] {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw HarnessError("socket failed") }
