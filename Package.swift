@@ -84,6 +84,7 @@ let package = Package(
             dependencies: ["CladeGuestProtocol", "CLinuxShims"]
         ),
         .testTarget(name: "CladeStoreTests", dependencies: ["CladeStore"]),
+        .testTarget(name: "CladeModelTests", dependencies: ["CladeModel", "CladeStore"]),
         .testTarget(name: "CladeVMMTests", dependencies: ["CladeVMM"]),
         .testTarget(name: "CladeGuestTests", dependencies: ["CladeGuest", "CladeGuestProtocol"]),
         .testTarget(name: "IntegrationTests", dependencies: ["CladeEngine", "CladeGuest", "CladeModel", "CladeStore"]),

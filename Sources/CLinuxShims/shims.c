@@ -6,6 +6,9 @@
 #include <sys/socket.h>
 #include <sys/vfs.h>
 #include <unistd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/random.h>
 
 int clade_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 int clade_accept_cloexec(int fd) { return accept4(fd, 0, 0, SOCK_CLOEXEC); }
@@ -22,4 +25,14 @@ int clade_statfs_type(const char *path, unsigned long *type) {
 }
 int clade_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
+int clade_add_entropy(int fd, const unsigned char *bytes, int length) {
+    struct rand_pool_info *info = malloc(sizeof(struct rand_pool_info) + (size_t)length);
+    if (!info) return -1;
+    info->entropy_count = length * 8;
+    info->buf_size = length;
+    memcpy(info->buf, bytes, (size_t)length);
+    int result = ioctl(fd, RNDADDENTROPY, info);
+    free(info);
+    return result;
 }

@@ -49,15 +49,21 @@ extension Engine {
         var record = SandboxRecord(
             id: id, image: image.name, state: .booting, pid: nil, agentPort: 0, mac: MachineSpec.randomMAC(),
             memoryMiB: options.memoryMiB, cpus: options.cpus, accelerator: choice.accelerator.rawValue)
+        record.kernel = image.kernel
+        record.initrd = image.initrd
+        record.rootfs = image.rootfs
         do {
             progress("creating the disk overlay")
+            // Relative backing path: sandbox and snapshot directories are both two levels below
+            // the home, so the same overlay (later a snapshot's disk layer) resolves anywhere.
             try ExternalCommand("qemu-img", [
-                "create", "-q", "-f", "qcow2", "-F", "raw", "-b", files.rootfs.path, paths.disk.path,
-            ]).check()
+                "create", "-q", "-f", "qcow2", "-F", "raw", "-b", "../../blobs/sha256/\(image.rootfs.hex)", paths.disk.path,
+            ], currentDirectory: paths.directory).check()
             try sandboxes.put(record)
             progress("starting the VM (\(choice.accelerator.rawValue))")
             var commandLine = "console=ttyS0 quiet panic=-1 clade.hostname=\(id)"
             if choice.accelerator == .tcg, let khz = HostInfo.tscKHz() { commandLine += " tsc_early_khz=\(khz)" }
+            record.kernelCommandLine = commandLine
             var lastError: Error?
             for _ in 0..<4 {
                 record.agentPort = try PortAllocator.freeLoopbackPort()

@@ -17,6 +17,8 @@ public enum AgentAction: String, Codable, Sendable, CaseIterable {
     case writeFile = "write_file"
     /// Liveness and identity: agent version, uptime, boot id.
     case ping
+    /// Sent right after a restore: reseed the RNG, set the clock, hostname, MAC and generation id.
+    case identity
 }
 
 /// One request, sent as a single JSON line.
@@ -45,17 +47,34 @@ public struct AgentRequest: Codable, Sendable, Equatable {
     public var content: String?
     /// `write_file`: permission bits, default 0o644.
     public var mode: Int?
+    /// `identity`: the guest's new hostname.
+    public var hostname: String?
+    /// `identity`: fresh host entropy, base64, mixed into and credited to the guest's RNG.
+    public var entropy: String?
+    /// `identity`: the host's wall clock, nanoseconds since the epoch.
+    public var timeNanoseconds: Int64?
+    /// `identity`: the new generation id.
+    public var generation: String?
+    /// `identity`: the MAC address to give eth0.
+    public var mac: String?
 
     enum CodingKeys: String, CodingKey {
-        case id, action, args, env, cwd, stdin, timeout, path, content, mode
+        case id, action, args, env, cwd, stdin, timeout, path, content, mode, hostname, entropy, generation, mac
         case stdinBase64 = "stdin_b64"
+        case timeNanoseconds = "time_ns"
     }
 
     public init(
         id: String? = nil, action: AgentAction, args: [String]? = nil, env: [String: String]? = nil,
         cwd: String? = nil, stdin: String? = nil, stdinBase64: String? = nil, timeout: Double? = nil,
-        path: String? = nil, content: String? = nil, mode: Int? = nil
+        path: String? = nil, content: String? = nil, mode: Int? = nil, hostname: String? = nil, entropy: String? = nil,
+        timeNanoseconds: Int64? = nil, generation: String? = nil, mac: String? = nil
     ) {
+        self.hostname = hostname
+        self.entropy = entropy
+        self.timeNanoseconds = timeNanoseconds
+        self.generation = generation
+        self.mac = mac
         self.id = id
         self.action = action.rawValue
         self.args = args
@@ -93,9 +112,13 @@ public struct AgentResponse: Codable, Sendable, Equatable {
     public var content: String?
     public var size: Int?
     public var mode: Int?
+    /// `ping` / `identity`: the generation id set by the last `identity`, if any.
+    public var generation: String?
+    /// `identity`: steps that could not be applied (the others were).
+    public var warnings: [String]?
 
     enum CodingKeys: String, CodingKey {
-        case id, error, stdout, stderr, pong, version, hostname, content, size, mode, truncated
+        case id, error, stdout, stderr, pong, version, hostname, content, size, mode, truncated, generation, warnings
         case exitCode = "exit_code"
         case timedOut = "timed_out"
         case protocolVersion = "protocol_version"

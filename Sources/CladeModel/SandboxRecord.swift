@@ -26,11 +26,22 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
     public var cpus: Int
     public var accelerator: String
     public var createdAt: Date
+    /// The snapshot this sandbox was forked from, if any.
+    public var snapshot: String?
+    /// Changes every time the guest is restored from a snapshot (fork, resume).
+    public var generation: String?
+    /// What the VM booted from, so a snapshot of it can name them by digest.
+    public var kernel: Digest?
+    public var initrd: Digest?
+    public var rootfs: Digest?
+    public var kernelCommandLine: String?
 
     public init(
         id: String, image: String, state: SandboxState, pid: Int32?, agentPort: Int, mac: String,
-        memoryMiB: Int, cpus: Int, accelerator: String, createdAt: Date = Date()
+        memoryMiB: Int, cpus: Int, accelerator: String, createdAt: Date = Date(), snapshot: String? = nil, generation: String? = nil
     ) {
+        self.snapshot = snapshot
+        self.generation = generation
         self.id = id
         self.image = image
         self.state = state
@@ -44,7 +55,8 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, image, state, pid, mac, cpus, accelerator
+        case id, image, state, pid, mac, cpus, accelerator, snapshot, generation, kernel, initrd, rootfs
+        case kernelCommandLine = "kernel_command_line"
         case agentPort = "agent_port"
         case memoryMiB = "memory_mib"
         case createdAt = "created_at"
@@ -69,6 +81,9 @@ public struct SandboxPaths: Sendable {
     public var console: URL { directory.appendingPathComponent("console.log") }
     public var disk: URL { directory.appendingPathComponent("disk.qcow2") }
     public var memory: URL { directory.appendingPathComponent("memory") }
+    public var deviceState: URL { directory.appendingPathComponent("devices.state") }
+    /// A fork's own name for its snapshot's disk layer (the overlay's backing file).
+    public var baseLayer: URL { directory.appendingPathComponent("base.qcow2") }
 }
 
 /// All sandboxes on this host, one directory each under `sandboxes/`.

@@ -11,6 +11,13 @@ public protocol Hypervisor: Sendable {
     func launch(_ spec: MachineSpec) async throws -> Int32
     /// Stops a VM: politely through its control socket, then by signal. Returns when the process is gone.
     func stop(pid: Int32, controlSocket: URL, marker: String) async
+    /// Pauses the VM and writes its device state (not its RAM, which stays in the shared
+    /// memory file) to `file`. The VM stays paused; call ``resume(controlSocket:)`` to continue it.
+    func captureDeviceState(controlSocket: URL, to file: URL) async throws
+    /// Loads device state into a VM started with `restoring` set, then runs it.
+    func restoreDeviceState(controlSocket: URL, from file: URL) async throws
+    /// Continues a paused VM.
+    func resume(controlSocket: URL) async throws
 }
 
 /// Failures starting or controlling a VM.
@@ -19,6 +26,7 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
     case launchFailed(reason: String)
     case socketPathTooLong(String)
     case accelerator(String)
+    case migrationFailed(String)
 
     public var description: String {
         switch self {
@@ -30,6 +38,8 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
             return "the socket path \(path) is longer than the 107 bytes Linux allows; use a shorter --home"
         case .accelerator(let reason):
             return reason
+        case .migrationFailed(let reason):
+            return "QEMU could not save or load the VM state: \(reason)"
         }
     }
 }

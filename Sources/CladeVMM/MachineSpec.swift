@@ -27,6 +27,9 @@ public struct MachineSpec: Sendable {
     /// Host port on 127.0.0.1 forwarded to the agent's TCP port in the guest.
     public var agentPort: Int
     public var mac: String
+    /// Start paused, waiting for device state (`-incoming defer`), with RAM mapped private
+    /// (`share=off`) so the guest's writes never reach the snapshot's memory file.
+    public var restoring: Bool = false
 
     public init(
         name: String, memoryMiB: Int, cpus: Int, accelerator: Accelerator, kernel: URL, initrd: URL,
@@ -80,7 +83,7 @@ public enum QEMUCommandLine {
         arguments += [
             "-m", "\(spec.memoryMiB)M",
             "-smp", "\(spec.cpus)",
-            "-object", "memory-backend-file,id=ram,size=\(spec.memoryMiB)M,mem-path=\(spec.memoryFile.path),share=on",
+            "-object", "memory-backend-file,id=ram,size=\(spec.memoryMiB)M,mem-path=\(spec.memoryFile.path),share=\(spec.restoring ? "off" : "on")",
             "-nodefaults", "-no-user-config", "-display", "none",
             "-serial", "file:\(spec.console.path)",
             "-kernel", spec.kernel.path,
@@ -98,7 +101,14 @@ public enum QEMUCommandLine {
             "-qmp", "unix:\(spec.qmpSocket.path),server=on,wait=off",
             "-pidfile", spec.pidFile.path,
         ]
+        if spec.restoring { arguments += ["-S", "-incoming", "defer"] }
         if daemonize { arguments.append("-daemonize") }
         return arguments
+    }
+
+    /// The device drivers, in order, that a restore must recreate (recorded in snapshot.json).
+    public static func deviceDrivers(for spec: MachineSpec) -> [String] {
+        let arguments = self.arguments(for: spec, daemonize: false)
+        return zip(arguments, arguments.dropFirst()).filter { $0.0 == "-device" }.map { String($0.1.split(separator: ",")[0]) }
     }
 }

@@ -13,6 +13,11 @@ import CladeGuestProtocol
 
 let agentVersion = "0.1.0"
 
+/// Identity the host assigned at the last restore.
+enum GuestIdentity {
+    static let generation = Guarded<String?>(nil)
+}
+
 /// Turns one decoded request into one response. Never throws: every failure becomes
 /// a response with `error` set, so a client always gets an answer.
 struct RequestHandler: Sendable {
@@ -37,6 +42,7 @@ struct RequestHandler: Sendable {
             case .readFile: response = try readFile(request)
             case .writeFile: response = try writeFile(request)
             case .ping: response = ping()
+            case .identity: response = identity(request)
             }
         } catch {
             response = AgentResponse(error: "\(error)")
@@ -148,6 +154,38 @@ struct RequestHandler: Sendable {
         if gethostname(&name, name.count) == 0 {
             response.hostname = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
+        response.generation = GuestIdentity.generation.withLock { $0 }
+        return response
+    }
+
+    /// After a restore every sibling has the same RNG state, clock and name; this makes them distinct.
+    private func identity(_ request: AgentRequest) -> AgentResponse {
+        var warnings: [String] = []
+        if let encoded = request.entropy {
+            if let bytes = Data(base64Encoded: encoded), !bytes.isEmpty {
+                let fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC)
+                let added = fd >= 0 && [UInt8](bytes).withUnsafeBufferPointer { clade_add_entropy(fd, $0.baseAddress, Int32($0.count)) } == 0
+                if !added { warnings.append("cannot add entropy: \(String(cString: strerror(errno)))") }
+                if fd >= 0 { close(fd) }
+            } else {
+                warnings.append("entropy is not valid base64")
+            }
+        }
+        if let nanoseconds = request.timeNanoseconds {
+            var now = timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
+            if clock_settime(CLOCK_REALTIME, &now) != 0 { warnings.append("cannot set the clock: \(String(cString: strerror(errno)))") }
+        }
+        if let hostname = request.hostname {
+            if sethostname(hostname, hostname.utf8.count) != 0 { warnings.append("cannot set the hostname: \(String(cString: strerror(errno)))") }
+        }
+        if let mac = request.mac {
+            let result = try? CommandRunner(reaper: reaper).run(
+                argv: ["ip", "link", "set", "dev", "eth0", "address", mac], environment: [:], cwd: nil, stdin: [], timeout: 5)
+            if result?.exitCode != 0 { warnings.append("cannot set the MAC address: \(String(decoding: result?.stderr ?? [], as: UTF8.self))") }
+        }
+        if let generation = request.generation { GuestIdentity.generation.withLock { $0 = generation } }
+        var response = ping()
+        if !warnings.isEmpty { response.warnings = warnings }
         return response
     }
 

@@ -12,6 +12,7 @@ struct Clade: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             Doctor.self, ImageCommand.self, Run.self, Boot.self, Exec.self, List.self, Kill.self,
+            Bake.self, SnapshotCommand.self, Snapshots.self, SnapshotInfoCommand.self, Fork.self, RemoveSnapshot.self,
         ])
 }
 

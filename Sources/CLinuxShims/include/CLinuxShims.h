@@ -15,4 +15,6 @@ int clade_ficlone(int dest, int src);
 int clade_statfs_type(const char *path, unsigned long *type);
 /// Closes every descriptor from `from` up in the spawned child (glibc 2.34+).
 int clade_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from);
+/// Adds `length` bytes to the kernel's entropy pool, crediting them (RNDADDENTROPY on /dev/urandom's fd).
+int clade_add_entropy(int fd, const unsigned char *bytes, int length);
 #endif

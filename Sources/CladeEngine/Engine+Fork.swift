@@ -1,0 +1,182 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CladeGuest
+import CladeGuestProtocol
+import CladeModel
+import CladeStore
+import CladeVMM
+import Foundation
+
+/// The outcome for one child of a fork: a running sandbox or the reason it failed.
+public struct ForkOutcome: Sendable {
+    public var record: SandboxRecord?
+    public var error: String?
+    /// Milliseconds from the start of this child's setup to its agent confirming the new identity.
+    public var milliseconds: Double
+    /// How the memory file reached the child's directory.
+    public var memoryMethod: MaterializeMethod?
+}
+
+extension Engine {
+    /// Most children one fork request may start.
+    public static let maxForkCount = 64
+
+    func restoreSpec(
+        memoryMiB: Int, cpus: Int, accelerator: Accelerator, kernel: URL, initrd: URL, commandLine: String,
+        paths: SandboxPaths, port: Int, mac: String
+    ) -> MachineSpec {
+        MachineSpec(
+            name: "clade-\(paths.directory.lastPathComponent)", memoryMiB: memoryMiB, cpus: cpus, accelerator: accelerator,
+            kernel: kernel, initrd: initrd, kernelCommandLine: commandLine, rootDisk: paths.disk, memoryFile: paths.memory,
+            qmpSocket: paths.qmpSocket, agentSocket: paths.agentSocket, console: paths.console, pidFile: paths.pidFile,
+            agentPort: port, mac: mac)
+    }
+
+    /// Checks, before any QEMU starts, that everything a restore of `metadata` needs is present and intact.
+    func preflight(_ metadata: SnapshotMetadata) throws {
+        let directory = snapshotCatalog.directory(metadata.tag)
+        func damaged(_ what: String) -> EngineError {
+            .invalidOption("snapshot '\(metadata.tag)' is damaged: \(what); remove it with `clade rmi \(metadata.tag)` and bake it again")
+        }
+        let memory = directory.appendingPathComponent(metadata.memory.file)
+        guard let memoryStatus = try FileSystem.status(of: memory) else { throw damaged("its memory file \(memory.path) is missing") }
+        let expected = Int64(metadata.machine.memoryMiB) << 20
+        guard memoryStatus.size == expected else {
+            throw damaged("its memory file is \(memoryStatus.size) bytes, expected \(expected) (truncated or replaced)")
+        }
+        let state = directory.appendingPathComponent(metadata.deviceState.file)
+        guard try FileSystem.exists(state) else { throw damaged("its device state \(state.path) is missing") }
+        let actual = try Digest.ofFile(at: state)
+        guard actual.digest == metadata.deviceState.sha256, actual.size == metadata.deviceState.size else {
+            throw damaged("its device state does not match the recorded SHA-256 and size")
+        }
+        for layer in metadata.diskLayers where try !FileSystem.exists(directory.appendingPathComponent(layer.file)) {
+            throw damaged("its disk layer \(layer.file) is missing")
+        }
+        for (digest, what) in [(metadata.kernel, "kernel"), (metadata.initrd, "initrd"), (metadata.rootfs, "root filesystem")]
+        where try !blobs.contains(digest) {
+            throw damaged("its \(what) blob \(digest.short) is missing from the store")
+        }
+        guard metadata.hypervisor.name == hypervisor.name else {
+            throw EngineError.invalidOption("snapshot '\(metadata.tag)' was taken with \(metadata.hypervisor.name), not \(hypervisor.name)")
+        }
+    }
+
+    /// Starts `count` sandboxes from snapshot `tag` in parallel. Children that fail are cleaned
+    /// up and reported; the others keep running.
+    public func fork(tag: String, count: Int) async throws -> [ForkOutcome] {
+        guard (1...Self.maxForkCount).contains(count) else {
+            throw EngineError.invalidOption("-n must be between 1 and \(Self.maxForkCount) (got \(count))")
+        }
+        let metadata = try snapshotCatalog.require(tag)
+        try preflight(metadata)
+        if metadata.machine.accelerator == Accelerator.kvm.rawValue, try await accelerator().accelerator != .kvm {
+            throw EngineError.invalidOption("snapshot '\(tag)' was taken under KVM, which does not work on this host (see `clade doctor`)")
+        }
+        return await withTaskGroup(of: ForkOutcome.self) { group in
+            for _ in 0..<count {
+                group.addTask {
+                    let start = Date()
+                    do {
+                        let (record, method) = try await self.startChild(of: metadata, id: Names.newSandboxID(), port: nil, mac: nil)
+                        return ForkOutcome(record: record, error: nil, milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: method)
+                    } catch {
+                        return ForkOutcome(record: nil, error: "\(error)", milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: nil)
+                    }
+                }
+            }
+            var outcomes: [ForkOutcome] = []
+            for await outcome in group { outcomes.append(outcome) }
+            return outcomes
+        }
+    }
+
+    /// Restores one child of a snapshot into `sandboxes/<id>`: memory hardlinked (else reflink,
+    /// sparse copy), the disk layer hardlinked as `base.qcow2` under a private qcow2 overlay, RAM
+    /// mapped `share=off`, then a fresh identity pushed to the agent.
+    func startChild(of metadata: SnapshotMetadata, id: String, port: Int?, mac: String?) async throws -> (SandboxRecord, MaterializeMethod) {
+        let directory = snapshotCatalog.directory(metadata.tag)
+        let paths = sandboxes.paths(id)
+        try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
+        var record = SandboxRecord(
+            id: id, image: metadata.image ?? "", state: .booting, pid: nil, agentPort: 0, mac: mac ?? MachineSpec.randomMAC(),
+            memoryMiB: metadata.machine.memoryMiB, cpus: metadata.machine.vcpus, accelerator: metadata.machine.accelerator,
+            snapshot: metadata.tag, generation: UUID().uuidString.lowercased())
+        record.kernel = metadata.kernel
+        record.initrd = metadata.initrd
+        record.rootfs = metadata.rootfs
+        record.kernelCommandLine = metadata.machine.kernelCommandLine
+        do {
+            let materializer = Materializer(logger: logger)
+            let method = try materializer.materialize(directory.appendingPathComponent(metadata.memory.file), at: paths.memory)
+            try materializer.materialize(directory.appendingPathComponent(metadata.deviceState.file), at: paths.deviceState)
+            guard let layer = metadata.diskLayers.last else { throw EngineError.invalidOption("snapshot '\(metadata.tag)' has no disk layer") }
+            try materializer.materialize(directory.appendingPathComponent(layer.file), at: paths.baseLayer)
+            try ExternalCommand("qemu-img", [
+                "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", paths.baseLayer.lastPathComponent, paths.disk.path,
+            ], currentDirectory: paths.directory).check()
+            try sandboxes.put(record)
+            var launched = false
+            for _ in 0..<4 where !launched {
+                record.agentPort = try port ?? PortAllocator.freeLoopbackPort()
+                var spec = restoreSpec(
+                    memoryMiB: metadata.machine.memoryMiB, cpus: metadata.machine.vcpus,
+                    accelerator: Accelerator(rawValue: metadata.machine.accelerator) ?? .tcg,
+                    kernel: blobs.url(for: metadata.kernel), initrd: blobs.url(for: metadata.initrd),
+                    commandLine: metadata.machine.kernelCommandLine, paths: paths, port: record.agentPort, mac: record.mac)
+                spec.restoring = true
+                guard QEMUCommandLine.deviceDrivers(for: spec) == metadata.machine.devices else {
+                    throw EngineError.invalidOption("snapshot '\(metadata.tag)' was taken with devices \(metadata.machine.devices), which this clade does not build; use the clade version that made it")
+                }
+                do {
+                    record.pid = try await hypervisor.launch(spec)
+                    launched = true
+                } catch VMMError.launchFailed(let reason) where port == nil && (reason.contains("hostfwd") || reason.contains("forwarding")) {
+                    continue
+                }
+            }
+            guard launched else { throw VMMError.launchFailed(reason: "no free loopback port for the agent after 4 tries") }
+            try sandboxes.put(record)
+            try await hypervisor.restoreDeviceState(controlSocket: paths.qmpSocket, from: paths.deviceState)
+            try await pushIdentity(record)
+            record.state = .running
+            try sandboxes.put(record)
+            return (record, method)
+        } catch {
+            let tail = consoleTail(paths)
+            await destroy(id: id, pid: record.pid)
+            if tail.isEmpty { throw error }
+            throw EngineError.bootFailed(id: id, reason: "\(error)", consoleTail: tail)
+        }
+    }
+
+    /// Siblings restored from one snapshot share RNG state, clock, hostname and MAC; give each its own.
+    func pushIdentity(_ record: SandboxRecord) async throws {
+        // SystemRandomNumberGenerator draws from the kernel's CSPRNG (getrandom).
+        var generator = SystemRandomNumberGenerator()
+        let entropy = (0..<64).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let request = AgentRequest(
+            action: .identity, hostname: record.id, entropy: Data(entropy).base64EncodedString(),
+            timeNanoseconds: Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec), generation: record.generation, mac: record.mac)
+        let client = AgentClient(port: record.agentPort)
+        let deadline = Date().addingTimeInterval(30)
+        var lastError: Error?
+        while Date() < deadline {
+            do {
+                let response = try await client.send(request, timeout: 10)
+                if let error = response.error { throw GuestError.agent("the agent refused the new identity: \(error)") }
+                if let warnings = response.warnings { logger.warning("identity partly applied", metadata: ["id": "\(record.id)", "warnings": "\(warnings)"]) }
+                return
+            } catch let error as GuestError {
+                throw error
+            } catch {
+                lastError = error
+                try await Task.sleep(nanoseconds: 20_000_000)
+            }
+        }
+        throw GuestError.agent("the restored guest's agent did not answer within 30 s (last error: \(lastError.map { "\($0)" } ?? "none"))")
+    }
+}

@@ -1,0 +1,198 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CladeGuest
+import CladeGuestProtocol
+import CladeModel
+import CladeStore
+import CladeVMM
+import Foundation
+
+/// Options for `clade bake`.
+public struct BakeOptions: Sendable {
+    public var boot: BootOptions
+    public var tag: String
+    /// A shell command run (with `sh -c`) before the snapshot, e.g. to start an interpreter.
+    public var warm: String?
+
+    public init(boot: BootOptions, tag: String, warm: String? = nil) {
+        self.boot = boot
+        self.tag = tag
+        self.warm = warm
+    }
+}
+
+/// A snapshot with its sizes and what depends on it.
+public struct SnapshotInfo: Encodable, Sendable {
+    public var metadata: SnapshotMetadata
+    public var logicalBytes: Int64
+    public var physicalBytes: Int64
+    public var dependentSandboxes: [String]
+    public var childSnapshots: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case metadata
+        case logicalBytes = "logical_bytes"
+        case physicalBytes = "physical_bytes"
+        case dependentSandboxes = "dependent_sandboxes"
+        case childSnapshots = "child_snapshots"
+    }
+}
+
+extension Engine {
+    var snapshotCatalog: SnapshotCatalog { SnapshotCatalog(home: home) }
+
+    /// Pauses a cold-booted sandbox and captures it as snapshot `tag`: device state via QMP, the
+    /// memory file (sealed 0444) and the disk overlay (frozen 0444 as the snapshot's layer).
+    /// Without `keepRunning` the sandbox is gone afterwards; with it, it continues as a fork of the
+    /// new snapshot with the same id and endpoint (a new process on a private view of the memory).
+    public func snapshot(id: String, tag: String, keepRunning: Bool = false, progress: @Sendable (String) -> Void = { _ in }) async throws -> SnapshotMetadata {
+        try Names.validate(tag, kind: "tag")
+        let lock = try FileLock(home: home, name: "snapshot-\(tag)")
+        defer { lock.unlock() }
+        if try snapshotCatalog.get(tag) != nil {
+            throw ModelError.alreadyExists(kind: "snapshot", name: tag, hint: "choose another --tag or remove it with `clade rmi \(tag)`")
+        }
+        let record = try runningRecord(id)
+        if record.snapshot != nil {
+            throw EngineError.invalidOption(
+                "sandbox \(id) was forked from snapshot '\(record.snapshot ?? "")'; its memory is a private copy-on-write view, so it is captured with `clade branch` (not available yet), not `clade snapshot`")
+        }
+        guard let kernel = record.kernel, let initrd = record.initrd, let rootfs = record.rootfs, let commandLine = record.kernelCommandLine else {
+            throw EngineError.invalidOption("sandbox \(id) was started by an older clade that did not record its boot files; boot a new one")
+        }
+        let paths = sandboxes.paths(id)
+        try home.prepare()
+        let staging = home.snapshots.appendingPathComponent(".staging-\(tag)-\(getpid())")
+        try? FileSystem.remove(staging)
+        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: false)
+        let stagedState = staging.appendingPathComponent("devices.state")
+        progress("pausing \(id) and saving its device state")
+        let pauseStart = Date()
+        do {
+            try await hypervisor.captureDeviceState(controlSocket: paths.qmpSocket, to: stagedState)
+        } catch {
+            try? await hypervisor.resume(controlSocket: paths.qmpSocket)
+            try? FileSystem.remove(staging)
+            throw error
+        }
+        let pauseMilliseconds = Date().timeIntervalSince(pauseStart) * 1000
+        // The VM is paused and its state saved; stop it so nothing can write the memory file again.
+        await hypervisor.stop(pid: record.pid ?? 0, controlSocket: paths.qmpSocket, marker: paths.directory.path)
+        let memory = staging.appendingPathComponent("memory")
+        let disk = staging.appendingPathComponent("disk.qcow2")
+        do {
+            for (from, to) in [(paths.memory, memory), (paths.disk, disk)] {
+                guard rename(from.path, to.path) == 0 else { throw StoreError.systemCall("rename", path: from.path, errno: errno) }
+            }
+            for file in [memory, disk, stagedState] where chmod(file.path, 0o444) != 0 {
+                throw StoreError.systemCall("chmod", path: file.path, errno: errno)
+            }
+            let state = try Digest.ofFile(at: stagedState)
+            guard let memoryStatus = try FileSystem.status(of: memory) else { throw StoreError.systemCall("stat", path: memory.path, errno: ENOENT) }
+            let spec = restoreSpec(
+                memoryMiB: record.memoryMiB, cpus: record.cpus, accelerator: Accelerator(rawValue: record.accelerator) ?? .tcg,
+                kernel: blobs.url(for: kernel), initrd: blobs.url(for: initrd), commandLine: commandLine, paths: paths, port: 0, mac: record.mac)
+            let metadata = SnapshotMetadata(
+                tag: tag, id: UUID().uuidString.lowercased(),
+                hypervisor: .init(name: hypervisor.name, version: (try? hypervisor.version()) ?? "unknown"),
+                machine: .init(
+                    type: "microvm", vcpus: record.cpus, memoryMiB: record.memoryMiB,
+                    devices: QEMUCommandLine.deviceDrivers(for: spec), kernelCommandLine: commandLine, accelerator: record.accelerator),
+                image: record.image, kernel: kernel, initrd: initrd, rootfs: rootfs,
+                diskLayers: [.init(file: "disk.qcow2", format: "qcow2", backing: rootfs)],
+                memory: .init(file: "memory", logicalSize: memoryStatus.size, physicalSize: memoryStatus.allocatedBytes),
+                deviceState: .init(file: "devices.state", size: state.size, sha256: state.digest),
+                parent: nil, agentProtocolVersion: agentProtocolVersion)
+            try JSONFiles.write(metadata, to: staging.appendingPathComponent(SnapshotMetadata.fileName))
+            let final = snapshotCatalog.directory(tag)
+            guard rename(staging.path, final.path) == 0 else { throw StoreError.systemCall("rename", path: final.path, errno: errno) }
+            try? FileSystem.sync(home.snapshots)
+            try FileSystem.remove(paths.directory)
+            logger.info("snapshot taken", metadata: ["tag": "\(tag)", "pause_ms": "\(Int(pauseMilliseconds))", "device_state_bytes": "\(state.size)"])
+            if keepRunning {
+                progress("resuming \(id) as a fork of \(tag)")
+                _ = try await startChild(of: metadata, id: id, port: record.agentPort, mac: record.mac)
+            }
+            return metadata
+        } catch {
+            try? FileSystem.remove(staging)
+            await destroy(id: id, pid: nil)
+            throw error
+        }
+    }
+
+    /// Boots, optionally warms up, snapshots and stops: the usual way to make a snapshot.
+    public func bake(_ options: BakeOptions, progress: @Sendable (String) -> Void = { _ in }) async throws -> SnapshotMetadata {
+        try Names.validate(options.tag, kind: "tag")
+        if try snapshotCatalog.get(options.tag) != nil {
+            throw ModelError.alreadyExists(kind: "snapshot", name: options.tag, hint: "choose another --tag or remove it with `clade rmi \(options.tag)`")
+        }
+        let record = try await boot(options.boot, progress: progress)
+        do {
+            if let warm = options.warm {
+                progress("warming up: \(warm)")
+                let response = try await AgentClient(port: record.agentPort).exec(["sh", "-c", warm], timeout: 600)
+                guard response.exitCode == 0 else {
+                    throw EngineError.invalidOption("the warm-up command exited with \(response.exitCode.map(String.init) ?? "an error"): \(response.error ?? response.stderr ?? "")")
+                }
+            }
+            progress("snapshotting as \(options.tag)")
+            return try await snapshot(id: record.id, tag: options.tag, progress: progress)
+        } catch {
+            if (try? sandboxes.get(record.id)) != nil { try? await kill(id: record.id) }
+            throw error
+        }
+    }
+
+    public func listSnapshots() throws -> [SnapshotMetadata] { try snapshotCatalog.list() }
+
+    public func snapshotInfo(_ tag: String) async throws -> SnapshotInfo {
+        let metadata = try snapshotCatalog.require(tag)
+        let directory = snapshotCatalog.directory(tag)
+        var logical: Int64 = 0, physical: Int64 = 0
+        for name in try FileManager.default.contentsOfDirectory(atPath: directory.path) {
+            if let status = try FileSystem.status(of: directory.appendingPathComponent(name)) {
+                logical += status.size
+                physical += status.allocatedBytes
+            }
+        }
+        let (sandboxIDs, children) = try await dependents(of: tag)
+        return SnapshotInfo(metadata: metadata, logicalBytes: logical, physicalBytes: physical, dependentSandboxes: sandboxIDs, childSnapshots: children)
+    }
+
+    /// Live sandboxes forked from `tag`, and snapshots whose parent is `tag`.
+    func dependents(of tag: String) async throws -> (sandboxes: [String], snapshots: [String]) {
+        let live = try await listSandboxes().filter { $0.snapshot == tag && $0.state != .dead }.map(\.id)
+        let children = try snapshotCatalog.list().filter { $0.parent?.tag == tag }.map(\.tag)
+        return (live, children)
+    }
+
+    /// Removes snapshot `tag`. Refuses while sandboxes or snapshots depend on it, listing them;
+    /// `force` removes the names anyway (running forks keep their own hardlinks and keep working);
+    /// `cascade` first kills its sandboxes and removes its descendants.
+    public func removeSnapshot(_ tag: String, force: Bool = false, cascade: Bool = false) async throws -> [String] {
+        _ = try snapshotCatalog.require(tag)
+        let (live, children) = try await dependents(of: tag)
+        var removed: [String] = []
+        if cascade {
+            for child in children { removed += try await removeSnapshot(child, force: force, cascade: true) }
+            for id in live { try await kill(id: id) }
+        } else if !force, !(live.isEmpty && children.isEmpty) {
+            var parts: [String] = []
+            if !live.isEmpty { parts.append("running sandboxes \(live.joined(separator: ", "))") }
+            if !children.isEmpty { parts.append("snapshots \(children.joined(separator: ", "))") }
+            throw EngineError.invalidOption(
+                "snapshot '\(tag)' is used by \(parts.joined(separator: " and ")); kill them first, or use --force (forks keep running) or --cascade (removes them too)")
+        }
+        let lock = try FileLock(home: home, name: "snapshot-\(tag)")
+        defer { lock.unlock() }
+        let directory = snapshotCatalog.directory(tag)
+        // Rename first so the tag disappears atomically, then unlink the files.
+        let doomed = home.snapshots.appendingPathComponent(".deleting-\(tag)-\(getpid())")
+        guard rename(directory.path, doomed.path) == 0 else { throw StoreError.systemCall("rename", path: directory.path, errno: errno) }
+        try FileSystem.remove(doomed)
+        removed.append(tag)
+        return removed
+    }
+}

@@ -1,0 +1,146 @@
+import ArgumentParser
+import CladeEngine
+import CladeModel
+import Foundation
+
+struct SnapshotCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot", abstract: "Capture a running (cold-booted) sandbox as a snapshot.")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Tag of the new snapshot.") var tag: String
+    @Flag(help: "Keep the sandbox running (as a fork of the new snapshot, same id and endpoint).") var keepRunning = false
+    @Flag(help: "Print snapshot.json.") var json = false
+    @Argument(help: "Sandbox id.") var id: String
+
+    func run() async throws {
+        let progress = ProgressReporter(quiet: json || !isInteractive)
+        let metadata = try await global.makeEngine().snapshot(id: id, tag: tag, keepRunning: keepRunning) { progress.update($0) }
+        progress.finish()
+        if json { try printJSON(metadata) } else { print(metadata.tag) }
+    }
+}
+
+struct Bake: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Boot an image, optionally warm it up, and snapshot it.")
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var machine: MachineOptions
+    @Option(help: "Tag of the new snapshot.") var tag: String
+    @Option(help: "Shell command to run before the snapshot (e.g. start an interpreter).") var warm: String?
+    @Flag(help: "Print snapshot.json.") var json = false
+
+    func run() async throws {
+        let progress = ProgressReporter(quiet: json)
+        let metadata = try await global.makeEngine().bake(BakeOptions(boot: machine.boot, tag: tag, warm: warm)) { progress.update($0) }
+        progress.finish()
+        if json { try printJSON(metadata) } else { print(metadata.tag) }
+    }
+}
+
+struct Snapshots: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List snapshots.")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let list = try global.makeEngine().listSnapshots()
+        if json { return try printJSON(list) }
+        print("TAG                 IMAGE         MEMORY   VCPUS  PARENT        CREATED")
+        for snapshot in list {
+            print(snapshot.tag.padding(toLength: 20, withPad: " ", startingAt: 0)
+                + (snapshot.image ?? "-").padding(toLength: 14, withPad: " ", startingAt: 0)
+                + "\(snapshot.machine.memoryMiB)MiB".padding(toLength: 9, withPad: " ", startingAt: 0)
+                + "\(snapshot.machine.vcpus)".padding(toLength: 7, withPad: " ", startingAt: 0)
+                + (snapshot.parent?.tag ?? "-").padding(toLength: 14, withPad: " ", startingAt: 0)
+                + ISO8601DateFormatter().string(from: snapshot.createdAt))
+        }
+    }
+}
+
+struct SnapshotInfoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "snapshot-info", abstract: "Show a snapshot's metadata, sizes and dependents.")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print JSON.") var json = false
+    @Argument(help: "Snapshot tag.") var tag: String
+
+    func run() async throws {
+        let info = try await global.makeEngine().snapshotInfo(tag)
+        if json { return try printJSON(info) }
+        let metadata = info.metadata
+        print("tag:          \(metadata.tag) (\(metadata.id))")
+        print("created:      \(ISO8601DateFormatter().string(from: metadata.createdAt))")
+        print("machine:      \(metadata.machine.type), \(metadata.machine.vcpus) vCPU, \(metadata.machine.memoryMiB) MiB, \(metadata.machine.accelerator)")
+        print("hypervisor:   \(metadata.hypervisor.name) \(metadata.hypervisor.version)")
+        print("size:         \(info.logicalBytes) bytes logical, \(info.physicalBytes) bytes on disk")
+        print("parent:       \(metadata.parent.map { "\($0.tag) (\($0.id))" } ?? "-")")
+        print("sandboxes:    \(info.dependentSandboxes.isEmpty ? "-" : info.dependentSandboxes.joined(separator: ", "))")
+        print("children:     \(info.childSnapshots.isEmpty ? "-" : info.childSnapshots.joined(separator: ", "))")
+    }
+}
+
+/// One line of `fork --json`.
+struct ForkView: Encodable {
+    let id: String?
+    let snapshotTag: String
+    let agentEndpoint: String?
+    let pid: Int32?
+    let createdAt: Date?
+    let generation: String?
+    let milliseconds: Double
+    let memory: String?
+    let error: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, pid, generation, milliseconds, memory, error
+        case snapshotTag = "snapshot_tag"
+        case agentEndpoint = "agent_endpoint"
+        case createdAt = "created_at"
+    }
+}
+
+struct Fork: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start sandboxes from a snapshot, in parallel.")
+    @OptionGroup var global: GlobalOptions
+    @Option(name: .short, help: "Number of children (1-\(Engine.maxForkCount)).") var n = 1
+    @Flag(help: "Print one JSON object per child.") var json = false
+    @Argument(help: "Snapshot tag.") var tag: String
+
+    func run() async throws {
+        let start = Date()
+        let outcomes = try await global.makeEngine().fork(tag: tag, count: n)
+        let total = Date().timeIntervalSince(start) * 1000
+        let views = outcomes.map { outcome in
+            ForkView(
+                id: outcome.record?.id, snapshotTag: tag, agentEndpoint: outcome.record?.agentEndpoint, pid: outcome.record?.pid,
+                createdAt: outcome.record?.createdAt, generation: outcome.record?.generation, milliseconds: outcome.milliseconds,
+                memory: outcome.memoryMethod?.rawValue, error: outcome.error)
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            encoder.dateEncodingStrategy = .iso8601
+            for view in views { print(String(decoding: try encoder.encode(view), as: UTF8.self)) }
+        } else {
+            for view in views {
+                if let id = view.id {
+                    print("\(id)  \(view.agentEndpoint ?? "")  \(String(format: "%.0f ms", view.milliseconds))  memory: \(view.memory ?? "?")")
+                } else {
+                    writeStandardError("clade: a child failed: \(view.error ?? "unknown error")\n")
+                }
+            }
+            writeStandardError(String(format: "forked %d/%d children from %@ in %.0f ms\n", views.filter { $0.id != nil }.count, n, tag, total))
+        }
+        if outcomes.contains(where: { $0.record == nil }) { throw ExitCode(1) }
+    }
+}
+
+struct RemoveSnapshot: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rmi", abstract: "Remove a snapshot.")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Remove it even though sandboxes or snapshots depend on it (running forks keep working).") var force = false
+    @Flag(help: "Also kill its sandboxes and remove every snapshot derived from it.") var cascade = false
+    @Argument(help: "Snapshot tag.") var tag: String
+
+    func run() async throws {
+        for removed in try await global.makeEngine().removeSnapshot(tag, force: force, cascade: cascade) { print(removed) }
+    }
+}
