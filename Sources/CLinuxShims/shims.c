@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/random.h>
+#include <net/if.h>
+#include <net/if_arp.h>
 
 int clade_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 int clade_accept_cloexec(int fd) { return accept4(fd, 0, 0, SOCK_CLOEXEC); }
@@ -34,5 +36,17 @@ int clade_add_entropy(int fd, const unsigned char *bytes, int length) {
     memcpy(info->buf, bytes, (size_t)length);
     int result = ioctl(fd, RNDADDENTROPY, info);
     free(info);
+    return result;
+}
+int clade_set_mac(const char *name, const unsigned char mac[6]) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+    request.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    memcpy(request.ifr_hwaddr.sa_data, mac, 6);
+    int result = ioctl(fd, SIOCSIFHWADDR, &request);
+    close(fd);
     return result;
 }

@@ -107,6 +107,9 @@ extension Engine {
         record.initrd = metadata.initrd
         record.rootfs = metadata.rootfs
         record.kernelCommandLine = metadata.machine.kernelCommandLine
+        let started = Date()
+        var phases: [String] = []
+        func mark(_ phase: String) { phases.append("\(phase)=\(Int(Date().timeIntervalSince(started) * 1000))ms") }
         do {
             let materializer = Materializer(logger: logger)
             let method = try materializer.materialize(directory.appendingPathComponent(metadata.memory.file), at: paths.memory)
@@ -116,6 +119,7 @@ extension Engine {
             try ExternalCommand("qemu-img", [
                 "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", paths.baseLayer.lastPathComponent, paths.disk.path,
             ], currentDirectory: paths.directory).check()
+            mark("files")
             try sandboxes.put(record)
             var launched = false
             for _ in 0..<4 where !launched {
@@ -137,11 +141,15 @@ extension Engine {
                 }
             }
             guard launched else { throw VMMError.launchFailed(reason: "no free loopback port for the agent after 4 tries") }
+            mark("launched")
             try sandboxes.put(record)
             try await hypervisor.restoreDeviceState(controlSocket: paths.qmpSocket, from: paths.deviceState)
+            mark("restored")
             try await pushIdentity(record)
+            mark("identity")
             record.state = .running
             try sandboxes.put(record)
+            logger.debug("child started", metadata: ["id": "\(id)", "phases": "\(phases.joined(separator: " "))"])
             return (record, method)
         } catch {
             let tail = consoleTail(paths)

@@ -179,9 +179,12 @@ struct RequestHandler: Sendable {
             if sethostname(hostname, hostname.utf8.count) != 0 { warnings.append("cannot set the hostname: \(String(cString: strerror(errno)))") }
         }
         if let mac = request.mac {
-            let result = try? CommandRunner(reaper: reaper).run(
-                argv: ["ip", "link", "set", "dev", "eth0", "address", mac], environment: [:], cwd: nil, stdin: [], timeout: 5)
-            if result?.exitCode != 0 { warnings.append("cannot set the MAC address: \(String(decoding: result?.stderr ?? [], as: UTF8.self))") }
+            let octets = mac.split(separator: ":").compactMap { UInt8($0, radix: 16) }
+            if octets.count != 6 {
+                warnings.append("'\(mac)' is not a MAC address")
+            } else if octets.withUnsafeBufferPointer({ clade_set_mac("eth0", $0.baseAddress) }) != 0 {
+                warnings.append("cannot set the MAC address: \(String(cString: strerror(errno)))")
+            }
         }
         if let generation = request.generation { GuestIdentity.generation.withLock { $0 = generation } }
         var response = ping()

@@ -17,4 +17,6 @@ int clade_statfs_type(const char *path, unsigned long *type);
 int clade_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from);
 /// Adds `length` bytes to the kernel's entropy pool, crediting them (RNDADDENTROPY on /dev/urandom's fd).
 int clade_add_entropy(int fd, const unsigned char *bytes, int length);
+/// Sets the hardware address of network interface `name` (SIOCSIFHWADDR). 0 on success, -1 + errno.
+int clade_set_mac(const char *name, const unsigned char mac[6]);
 #endif
