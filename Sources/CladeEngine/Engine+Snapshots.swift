@@ -83,7 +83,7 @@ extension Engine {
         let disk = staging.appendingPathComponent("disk.qcow2")
         do {
             for (from, to) in [(paths.memory, memory), (paths.disk, disk)] {
-                guard rename(from.path, to.path) == 0 else { throw StoreError.systemCall("rename", path: from.path, errno: errno) }
+                try Materializer(logger: logger).move(from, to: to)
             }
             for file in [memory, disk, stagedState] where chmod(file.path, 0o444) != 0 {
                 throw StoreError.systemCall("chmod", path: file.path, errno: errno)

@@ -79,6 +79,18 @@ public struct Materializer: Sendable {
         return true
     }
 
+    /// Moves a file: a rename when both paths are on one filesystem, else a private copy
+    /// (reflink or sparse copy), synced, then the source unlinked.
+    public func move(_ source: URL, to destination: URL) throws {
+        if rename(source.path, destination.path) == 0 { return }
+        let code = errno
+        guard code == EXDEV else { throw StoreError.systemCall("rename", path: source.path, errno: code) }
+        let method = try materialize(source, at: destination, order: Self.privateCopyOrder)
+        try FileSystem.sync(destination)
+        guard unlink(source.path) == 0 else { throw StoreError.systemCall("unlink", path: source.path, errno: errno) }
+        logger.warning("moved across filesystems by copying", metadata: ["from": "\(source.path)", "to": "\(destination.path)", "method": "\(method.rawValue)"])
+    }
+
     /// Errors that mean "this method cannot work here", as opposed to real I/O failures.
     static func isUnsupported(_ code: Int32) -> Bool {
         [EXDEV, EPERM, EOPNOTSUPP, ENOTSUP, EINVAL, ENOSYS, EMLINK, ENOTTY, EBADF].contains(code)
