@@ -65,7 +65,7 @@ extension Engine {
 
     /// Starts `count` sandboxes from snapshot `tag` in parallel. Children that fail are cleaned
     /// up and reported; the others keep running.
-    public func fork(tag: String, count: Int) async throws -> [ForkOutcome] {
+    public func fork(tag: String, count: Int, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder) async throws -> [ForkOutcome] {
         guard (1...Self.maxForkCount).contains(count) else {
             throw EngineError.invalidOption("-n must be between 1 and \(Self.maxForkCount) (got \(count))")
         }
@@ -79,7 +79,8 @@ extension Engine {
                 group.addTask {
                     let start = Date()
                     do {
-                        let (record, method) = try await self.startChild(of: metadata, id: Names.newSandboxID(), port: nil, mac: nil)
+                        let (record, method) = try await self.startChild(
+                            of: metadata, id: Names.newSandboxID(), port: nil, mac: nil, memoryOrder: memoryOrder)
                         return ForkOutcome(record: record, error: nil, milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: method)
                     } catch {
                         return ForkOutcome(record: nil, error: "\(error)", milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: nil)
@@ -95,7 +96,9 @@ extension Engine {
     /// Restores one child of a snapshot into `sandboxes/<id>`: memory hardlinked (else reflink,
     /// sparse copy), the disk layer hardlinked as `base.qcow2` under a private qcow2 overlay, RAM
     /// mapped `share=off`, then a fresh identity pushed to the agent.
-    func startChild(of metadata: SnapshotMetadata, id: String, port: Int?, mac: String?) async throws -> (SandboxRecord, MaterializeMethod) {
+    func startChild(
+        of metadata: SnapshotMetadata, id: String, port: Int?, mac: String?, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder
+    ) async throws -> (SandboxRecord, MaterializeMethod) {
         let directory = snapshotCatalog.directory(metadata.tag)
         let paths = sandboxes.paths(id)
         try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
@@ -112,7 +115,7 @@ extension Engine {
         func mark(_ phase: String) { phases.append("\(phase)=\(Int(Date().timeIntervalSince(started) * 1000))ms") }
         do {
             let materializer = Materializer(logger: logger)
-            let method = try materializer.materialize(directory.appendingPathComponent(metadata.memory.file), at: paths.memory)
+            let method = try materializer.materialize(directory.appendingPathComponent(metadata.memory.file), at: paths.memory, order: memoryOrder)
             try materializer.materialize(directory.appendingPathComponent(metadata.deviceState.file), at: paths.deviceState)
             guard let layer = metadata.diskLayers.last else { throw EngineError.invalidOption("snapshot '\(metadata.tag)' has no disk layer") }
             try materializer.materialize(directory.appendingPathComponent(layer.file), at: paths.baseLayer)

@@ -1,0 +1,183 @@
+import CladeGuest
+import CladeModel
+import CladeStore
+import CladeVMM
+import Foundation
+
+/// One measured approach in `clade bench fork`.
+public struct BenchFigure: Codable, Sendable {
+    public var name: String
+    /// Wall-clock milliseconds until all N were ready.
+    public var totalMilliseconds: Double
+    /// Mean milliseconds per child (each child's own start-to-ready time).
+    public var perChildMilliseconds: Double
+    public var succeeded: Int
+    /// Memory-file bytes written per child.
+    public var memoryBytesCopiedPerChild: Int64?
+
+    enum CodingKeys: String, CodingKey {
+        case name, succeeded
+        case totalMilliseconds = "total_ms"
+        case perChildMilliseconds = "per_child_ms"
+        case memoryBytesCopiedPerChild = "memory_bytes_copied_per_child"
+    }
+}
+
+/// The result of `clade bench fork`: every figure measured in one run on one snapshot.
+public struct ForkBenchReport: Codable, Sendable {
+    public var count: Int
+    public var memoryMiB: Int
+    public var accelerator: String
+    public var figures: [BenchFigure]
+    /// Private (copied-on-write) guest RAM of each idle clade fork, from smaps of the RAM mapping.
+    public var idlePrivateGuestRAMBytes: [Int64]
+    /// Named ratios, e.g. `cold_boot/fork`.
+    public var ratios: [String: Double]
+
+    enum CodingKeys: String, CodingKey {
+        case count, accelerator, figures, ratios
+        case memoryMiB = "memory_mib"
+        case idlePrivateGuestRAMBytes = "idle_private_guest_ram_bytes"
+    }
+}
+
+extension Engine {
+    /// Measures, in one run: (a) cold boot of N VMs to agent-ready, (b) clade fork of N,
+    /// (c) fork where each child gets a full copy of the memory file, (e) a bare `qemu -S`
+    /// start as the floor; plus the private guest RAM of idle forks.
+    public func benchFork(count: Int, memoryMiB: Int = 256, progress: @Sendable (String) -> Void = { _ in }) async throws -> ForkBenchReport {
+        guard (1...Self.maxForkCount).contains(count) else {
+            throw EngineError.invalidOption("-n must be between 1 and \(Self.maxForkCount) (got \(count))")
+        }
+        let tag = "bench-\(Names.newSandboxID())"
+        progress("baking snapshot \(tag)")
+        let metadata = try await bake(BakeOptions(boot: BootOptions(memoryMiB: memoryMiB), tag: tag))
+        do {
+            let report = try await runForkBench(metadata, count: count, memoryMiB: memoryMiB, progress: progress)
+            _ = try? await removeSnapshot(tag, cascade: true)
+            return report
+        } catch {
+            _ = try? await removeSnapshot(tag, cascade: true)
+            throw error
+        }
+    }
+
+    private func runForkBench(
+        _ metadata: SnapshotMetadata, count: Int, memoryMiB: Int, progress: @Sendable (String) -> Void
+    ) async throws -> ForkBenchReport {
+        var figures: [BenchFigure] = []
+
+        progress("(a) cold boot of \(count) to agent-ready")
+        figures.append(try await measure("cold_boot", count: count) { _ in
+            let record = try await self.boot(BootOptions(memoryMiB: memoryMiB))
+            return (record.id, nil)
+        })
+
+        progress("(b) clade fork of \(count) (hardlinked memory)")
+        var idle: [Int64] = []
+        let forkFigure = try await measure("clade_fork", count: count, keep: true) { _ in
+            let (record, method) = try await self.startChild(of: metadata, id: Names.newSandboxID(), port: nil, mac: nil)
+            return (record.id, method == .hardlink ? 0 : metadata.memory.physicalSize)
+        } inspect: { ids in
+            try? await Task.sleep(nanoseconds: 2_000_000_000)
+            idle = ids.compactMap { self.privateGuestRAM(of: $0) }
+        }
+        figures.append(forkFigure)
+
+        progress("(c) fork with a full copy of the memory file per child")
+        figures.append(try await measure("fork_full_copy", count: count) { _ in
+            let (record, _) = try await self.startChild(of: metadata, id: Names.newSandboxID(), port: nil, mac: nil, memoryOrder: [.copy])
+            return (record.id, metadata.memory.logicalSize)
+        })
+
+        progress("(e) bare qemu -S process start")
+        figures.append(try await measure("qemu_floor", count: count) { _ in
+            try await self.startBareQEMU(metadata)
+        })
+
+        func total(_ name: String) -> Double { figures.first { $0.name == name }?.totalMilliseconds ?? .nan }
+        func perChild(_ name: String) -> Double { figures.first { $0.name == name }?.perChildMilliseconds ?? .nan }
+        let ratios: [String: Double] = [
+            "cold_boot/clade_fork": total("cold_boot") / total("clade_fork"),
+            "fork_full_copy/clade_fork": total("fork_full_copy") / total("clade_fork"),
+            "clade_fork_per_child/qemu_floor_per_child": perChild("clade_fork") / perChild("qemu_floor"),
+            "idle_private_ram/guest_ram": idle.isEmpty ? .nan : Double(idle.max() ?? 0) / Double(Int64(memoryMiB) << 20),
+        ]
+        return ForkBenchReport(
+            count: count, memoryMiB: memoryMiB, accelerator: metadata.machine.accelerator, figures: figures,
+            idlePrivateGuestRAMBytes: idle, ratios: ratios)
+    }
+
+    /// Runs `start` N times in parallel, timing each and the whole, then kills what started.
+    private func measure(
+        _ name: String, count: Int, keep: Bool = false,
+        _ start: @escaping @Sendable (Int) async throws -> (String, Int64?),
+        inspect: ([String]) async -> Void = { _ in }
+    ) async throws -> BenchFigure {
+        let begin = Date()
+        let results = await withTaskGroup(of: (String, Int64?, Double)?.self) { group in
+            for index in 0..<count {
+                group.addTask {
+                    let childStart = Date()
+                    guard let (id, copied) = try? await start(index) else { return nil }
+                    return (id, copied, Date().timeIntervalSince(childStart) * 1000)
+                }
+            }
+            var collected: [(String, Int64?, Double)] = []
+            for await result in group { if let result { collected.append(result) } }
+            return collected
+        }
+        let total = Date().timeIntervalSince(begin) * 1000
+        await inspect(results.map(\.0))
+        for (id, _, _) in results { try? await kill(id: id) }
+        let perChild = results.isEmpty ? .nan : results.map(\.2).reduce(0, +) / Double(results.count)
+        return BenchFigure(
+            name: name, totalMilliseconds: total, perChildMilliseconds: perChild, succeeded: results.count,
+            memoryBytesCopiedPerChild: results.first?.1)
+    }
+
+    /// Starts QEMU paused, waiting for incoming state, with the same command line a fork uses:
+    /// the cost of the process itself, with no guest code run.
+    private func startBareQEMU(_ metadata: SnapshotMetadata) async throws -> (String, Int64?) {
+        let id = Names.newSandboxID()
+        let paths = sandboxes.paths(id)
+        try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
+        try Materializer(logger: logger).materialize(snapshotCatalog.directory(metadata.tag).appendingPathComponent(metadata.memory.file), at: paths.memory)
+        try ExternalCommand("qemu-img", ["create", "-q", "-f", "qcow2", paths.disk.path, "64M"]).check()
+        var record = SandboxRecord(
+            id: id, image: "", state: .booting, pid: nil, agentPort: try PortAllocator.freeLoopbackPort(), mac: MachineSpec.randomMAC(),
+            memoryMiB: metadata.machine.memoryMiB, cpus: metadata.machine.vcpus, accelerator: metadata.machine.accelerator)
+        var spec = restoreSpec(
+            memoryMiB: metadata.machine.memoryMiB, cpus: metadata.machine.vcpus, accelerator: Accelerator(rawValue: metadata.machine.accelerator) ?? .tcg,
+            kernel: blobs.url(for: metadata.kernel), initrd: blobs.url(for: metadata.initrd), commandLine: metadata.machine.kernelCommandLine,
+            paths: paths, port: record.agentPort, mac: record.mac)
+        spec.restoring = true
+        record.pid = try await hypervisor.launch(spec)
+        try sandboxes.put(record)
+        return (id, 0)
+    }
+
+    /// Private bytes of the guest-RAM mapping (pages the guest wrote since the restore), from smaps.
+    func privateGuestRAM(of id: String) -> Int64? {
+        // procfs files report size 0, so read them through a handle to the end.
+        guard let record = try? sandboxes.get(id), let pid = record.pid,
+              let handle = FileHandle(forReadingAtPath: "/proc/\(pid)/smaps"),
+              let data = try? handle.readToEnd() else { return nil }
+        try? handle.close()
+        let smaps = String(decoding: data, as: UTF8.self)
+        let memoryPath = sandboxes.paths(id).memory.path
+        var inMapping = false
+        var total: Int64 = 0
+        for line in smaps.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if let first = fields.first, first.contains("-"), first.first?.isHexDigit == true {
+                inMapping = line.hasSuffix(memoryPath)
+            } else if inMapping, fields.count >= 2, fields[0] == "Anonymous:" {
+                // Copy-on-write pages of the share=off mapping: what this child wrote. (Private_Dirty
+                // would also count the snapshot file's not-yet-written-back page cache.)
+                total += (Int64(fields[1]) ?? 0) * 1024
+            }
+        }
+        return total
+    }
+}

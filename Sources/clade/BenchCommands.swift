@@ -1,0 +1,32 @@
+import ArgumentParser
+import CladeEngine
+import Foundation
+
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Benchmarks, each measured against baselines in the same run.", subcommands: [ForkBench.self])
+
+    struct ForkBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "fork", abstract: "Cold boot vs fork vs full-copy fork vs a bare QEMU start.")
+        @OptionGroup var global: GlobalOptions
+        @Option(name: .short, help: "Children per approach.") var n = 8
+        @Option(help: "Guest memory, MiB.") var memory = 256
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let progress = ProgressReporter(quiet: json)
+            let report = try await global.makeEngine().benchFork(count: n, memoryMiB: memory) { progress.update($0) }
+            progress.finish()
+            if json { return try printJSON(report) }
+            print("bench fork: N=\(report.count), \(report.memoryMiB) MiB guests, \(report.accelerator)")
+            for figure in report.figures {
+                let copied = figure.memoryBytesCopiedPerChild.map { " memory copied/child: \($0) B" } ?? ""
+                print(String(format: "  %-16@ total %8.0f ms   per child %7.0f ms   ok %d/%d", figure.name as NSString, figure.totalMilliseconds, figure.perChildMilliseconds, figure.succeeded, report.count) + copied)
+            }
+            let idle = report.idlePrivateGuestRAMBytes.map { String(format: "%.1f MiB", Double($0) / 1_048_576) }.joined(separator: ", ")
+            print("  idle fork private guest RAM: \(idle)")
+            for (name, value) in report.ratios.sorted(by: { $0.key < $1.key }) {
+                print(String(format: "  %-42@ %.2f", name as NSString, value))
+            }
+        }
+    }
+}
