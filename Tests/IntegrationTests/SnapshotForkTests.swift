@@ -184,3 +184,25 @@ import Testing
         #expect(try cli.run(["rmi", "damaged"]).status == 0)
     }
 }
+
+/// `clade bench fork` runs end to end and reports every figure; speed targets are judged
+/// from its output, not asserted here, because CI machines are noisy.
+@Suite(.serialized) struct ForkBenchSmokeTests {
+    @Test func benchForkReportsEveryApproachAndRatio() throws {
+        let cli = CLIHarness(home: SnapshotForkTests.home)
+        let result = try cli.run(["bench", "fork", "-n", "1", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let figures = try #require(report["figures"] as? [[String: Any]])
+        #expect(Set(figures.compactMap { $0["name"] as? String }) == ["cold_boot", "clade_fork", "fork_full_copy", "qemu_floor"])
+        #expect(figures.allSatisfy { $0["succeeded"] as? Int == 1 })
+        let fork = try #require(figures.first { $0["name"] as? String == "clade_fork" })
+        #expect(fork["memory_bytes_copied_per_child"] as? Int == 0)
+        let ratios = try #require(report["ratios"] as? [String: Double])
+        #expect(ratios.keys.contains("cold_boot/clade_fork"))
+        #expect((report["idle_private_guest_ram_bytes"] as? [Int])?.count == 1)
+        #expect(cli.sandboxDirectories().isEmpty)
+        let remaining = (try? FileManager.default.contentsOfDirectory(atPath: SnapshotForkTests.home.appendingPathComponent("snapshots").path)) ?? []
+        #expect(remaining.allSatisfy { !$0.hasPrefix("bench-") }, "the bench must remove its snapshot: \(remaining)")
+    }
+}
