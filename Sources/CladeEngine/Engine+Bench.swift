@@ -90,6 +90,9 @@ extension Engine {
             return (record.id, metadata.memory.logicalSize)
         })
 
+        progress("(d) qcow2 internal snapshot: savevm once, a copy of the qcow2 per child, -loadvm")
+        figures.append(try await measureInternalSnapshot(count: count, memoryMiB: memoryMiB))
+
         progress("(e) bare qemu -S process start")
         figures.append(try await measure("qemu_floor", count: count) { _ in
             try await self.startBareQEMU(metadata)
@@ -100,6 +103,7 @@ extension Engine {
         let ratios: [String: Double] = [
             "cold_boot/clade_fork": total("cold_boot") / total("clade_fork"),
             "fork_full_copy/clade_fork": total("fork_full_copy") / total("clade_fork"),
+            "qcow2_loadvm/clade_fork": total("qcow2_loadvm") / total("clade_fork"),
             "clade_fork_per_child/qemu_floor_per_child": perChild("clade_fork") / perChild("qemu_floor"),
             "idle_private_ram/guest_ram": idle.isEmpty ? .nan : Double(idle.max() ?? 0) / Double(Int64(memoryMiB) << 20),
         ]
@@ -134,6 +138,49 @@ extension Engine {
         return BenchFigure(
             name: name, totalMilliseconds: total, perChildMilliseconds: perChild, succeeded: results.count,
             memoryBytesCopiedPerChild: results.first?.1)
+    }
+
+    /// The technique clade replaces: `savevm` writes RAM and device state into the source's qcow2;
+    /// each child gets a copy of that qcow2 and starts with `-loadvm`.
+    private func measureInternalSnapshot(count: Int, memoryMiB: Int) async throws -> BenchFigure {
+        let source = try await boot(BootOptions(memoryMiB: memoryMiB))
+        let sourcePaths = sandboxes.paths(source.id)
+        let snapshotName = "clade-bench"
+        do {
+            let output = try await QMPClient.withConnection(socket: sourcePaths.qmpSocket) { client in
+                try await client.execute("human-monitor-command", arguments: ["command-line": .string("savevm \(snapshotName)")], timeout: 300)
+            }
+            if let text = output.stringValue, !text.isEmpty { throw VMMError.migrationFailed("savevm: \(text)") }
+            await hypervisor.stop(pid: source.pid ?? 0, controlSocket: sourcePaths.qmpSocket, marker: sourcePaths.directory.path)
+            guard let kernel = source.kernel, let initrd = source.initrd, let commandLine = source.kernelCommandLine else {
+                throw EngineError.invalidOption("the benchmark source did not record its boot files")
+            }
+            let figure = try await measure("qcow2_loadvm", count: count) { _ in
+                let id = Names.newSandboxID()
+                let paths = self.sandboxes.paths(id)
+                try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
+                try Materializer.copy(from: sourcePaths.disk, to: paths.disk, mode: 0o644, sparse: true)
+                var record = SandboxRecord(
+                    id: id, image: source.image, state: .booting, pid: nil, agentPort: try PortAllocator.freeLoopbackPort(),
+                    mac: MachineSpec.randomMAC(), memoryMiB: memoryMiB, cpus: source.cpus, accelerator: source.accelerator)
+                var spec = self.restoreSpec(
+                    memoryMiB: memoryMiB, cpus: source.cpus, accelerator: Accelerator(rawValue: source.accelerator) ?? .tcg,
+                    kernel: self.blobs.url(for: kernel), initrd: self.blobs.url(for: initrd), commandLine: commandLine,
+                    paths: paths, port: record.agentPort, mac: record.mac)
+                spec.extraArguments = ["-loadvm", snapshotName]
+                try self.sandboxes.put(record)
+                record.pid = try await self.hypervisor.launch(spec)
+                try self.sandboxes.put(record)
+                _ = try await AgentClient(port: record.agentPort).waitUntilReady(timeout: 120) {}
+                let copied = try FileSystem.status(of: paths.disk)?.allocatedBytes
+                return (id, copied)
+            }
+            await destroy(id: source.id, pid: nil)
+            return figure
+        } catch {
+            await destroy(id: source.id, pid: source.pid)
+            throw error
+        }
     }
 
     /// Starts QEMU paused, waiting for incoming state, with the same command line a fork uses:

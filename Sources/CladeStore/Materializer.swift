@@ -117,7 +117,7 @@ public struct Materializer: Sendable {
 
     /// Copies data; with `sparse`, only the source's data extents are read and written and its
     /// holes stay holes. Zero bytes inside data extents are written as data, never punched out.
-    static func copy(from source: URL, to destination: URL, mode: mode_t, sparse: Bool) throws {
+    public static func copy(from source: URL, to destination: URL, mode: mode_t, sparse: Bool) throws {
         let input = try FileSystem.open(source, flags: O_RDONLY)
         defer { close(input) }
         let output = try FileSystem.open(destination, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)

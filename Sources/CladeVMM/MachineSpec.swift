@@ -30,6 +30,8 @@ public struct MachineSpec: Sendable {
     /// Start paused, waiting for device state (`-incoming defer`), with RAM mapped private
     /// (`share=off`) so the guest's writes never reach the snapshot's memory file.
     public var restoring: Bool = false
+    /// Extra QEMU arguments appended after the machine definition (e.g. `-loadvm NAME` in benchmarks).
+    public var extraArguments: [String] = []
 
     public init(
         name: String, memoryMiB: Int, cpus: Int, accelerator: Accelerator, kernel: URL, initrd: URL,
@@ -102,6 +104,7 @@ public enum QEMUCommandLine {
             "-pidfile", spec.pidFile.path,
         ]
         if spec.restoring { arguments += ["-S", "-incoming", "defer"] }
+        arguments += spec.extraArguments
         if daemonize { arguments.append("-daemonize") }
         return arguments
     }

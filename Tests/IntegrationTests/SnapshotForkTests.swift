@@ -194,7 +194,7 @@ import Testing
         #expect(result.status == 0, "\(result.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
         let figures = try #require(report["figures"] as? [[String: Any]])
-        #expect(Set(figures.compactMap { $0["name"] as? String }) == ["cold_boot", "clade_fork", "fork_full_copy", "qemu_floor"])
+        #expect(Set(figures.compactMap { $0["name"] as? String }) == ["cold_boot", "clade_fork", "fork_full_copy", "qcow2_loadvm", "qemu_floor"])
         #expect(figures.allSatisfy { $0["succeeded"] as? Int == 1 })
         let fork = try #require(figures.first { $0["name"] as? String == "clade_fork" })
         #expect(fork["memory_bytes_copied_per_child"] as? Int == 0)
