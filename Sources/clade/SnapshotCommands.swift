@@ -1,6 +1,7 @@
 import ArgumentParser
 import CladeEngine
 import CladeModel
+import CladeStore
 import Foundation
 
 struct SnapshotCommand: AsyncParsableCommand {
@@ -97,16 +98,35 @@ struct ForkView: Encodable {
     }
 }
 
+/// How `fork` places the snapshot's memory file in each child.
+enum MemoryPlacement: String, ExpressibleByArgument, CaseIterable {
+    /// Hardlink, falling back to reflink, sparse copy, copy (the default: no I/O, one page cache).
+    case auto
+    /// A reflink per child (its own inode sharing extents), falling back to sparse copy.
+    case reflink
+    /// A full copy per child (for comparison; what seed 003 replaced).
+    case copy
+
+    var order: [MaterializeMethod] {
+        switch self {
+        case .auto: return Materializer.fanoutOrder
+        case .reflink: return Materializer.privateCopyOrder
+        case .copy: return [.copy]
+        }
+    }
+}
+
 struct Fork: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Start sandboxes from a snapshot, in parallel.")
     @OptionGroup var global: GlobalOptions
     @Option(name: .short, help: "Number of children (1-\(Engine.maxForkCount)).") var n = 1
+    @Option(help: "How each child gets the memory file: auto (hardlink first), reflink, copy.") var memoryPlacement = MemoryPlacement.auto
     @Flag(help: "Print one JSON object per child.") var json = false
     @Argument(help: "Snapshot tag.") var tag: String
 
     func run() async throws {
         let start = Date()
-        let outcomes = try await global.makeEngine().fork(tag: tag, count: n)
+        let outcomes = try await global.makeEngine().fork(tag: tag, count: n, memoryOrder: memoryPlacement.order)
         let total = Date().timeIntervalSince(start) * 1000
         let views = outcomes.map { outcome in
             ForkView(

@@ -39,4 +39,32 @@ import Testing
         #expect(echo.stdout == "far\n")
         #expect(try cli.run(["kill", child]).status == 0)
     }
+
+    /// The whole store on the reflink-capable filesystem: a fork asked for per-child reflinks gets
+    /// them (each child its own inode sharing the snapshot's extents), and the snapshot is untouched.
+    @Test(.enabled(
+        if: xfs != nil,
+        "skipped: needs CLADE_TEST_REFLINK_DIR (an XFS reflink filesystem, from scripts/reflink-testfs.sh); .ci/run provides it"))
+    func forkWithReflinkPlacementOnXFS() throws {
+        let xfs = try #require(Self.xfs)
+        let home = URL(fileURLWithPath: xfs).appendingPathComponent("home-\(getpid())")
+        defer { try? FileSystem.remove(home) }
+        let cli = CLIHarness(home: home)
+        #expect(try cli.run(["bake", "--tag", "cloned"]).status == 0)
+        let memory = home.appendingPathComponent("snapshots/cloned/memory")
+        let before = try Digest.ofFile(at: memory).digest
+        let fork = try cli.run(["fork", "cloned", "-n", "2", "--memory-placement", "reflink", "--json"])
+        #expect(fork.status == 0, "\(fork.stderr)")
+        let children = fork.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(children.count == 2)
+        #expect(children.allSatisfy { $0["memory"] as? String == "reflink" }, "\(fork.stdout)")
+        for child in children {
+            let id = try #require(child["id"] as? String)
+            #expect(try FileSystem.status(of: home.appendingPathComponent("sandboxes/\(id)/memory"))?.inode != FileSystem.status(of: memory)?.inode)
+            #expect(try cli.run(["exec", id, "--", "sh", "-c", "head -c 10000000 /dev/urandom > /tmp/x; echo ok"]).stdout == "ok\n")
+        }
+        #expect(try Digest.ofFile(at: memory).digest == before)
+        #expect(try FileSystem.status(of: memory)?.linkCount == 1)
+        #expect(try cli.run(["rmi", "--cascade", "cloned"]).status == 0)
+    }
 }
