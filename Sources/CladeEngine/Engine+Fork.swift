@@ -106,6 +106,7 @@ extension Engine {
             id: id, image: metadata.image ?? "", state: .booting, pid: nil, agentPort: 0, mac: mac ?? MachineSpec.randomMAC(),
             memoryMiB: metadata.machine.memoryMiB, cpus: metadata.machine.vcpus, accelerator: metadata.machine.accelerator,
             snapshot: metadata.tag, generation: UUID().uuidString.lowercased())
+        record.snapshotID = metadata.id
         record.kernel = metadata.kernel
         record.initrd = metadata.initrd
         record.rootfs = metadata.rootfs
@@ -117,11 +118,17 @@ extension Engine {
             let materializer = Materializer(logger: logger)
             let method = try materializer.materialize(directory.appendingPathComponent(metadata.memory.file), at: paths.memory, order: memoryOrder)
             try materializer.materialize(directory.appendingPathComponent(metadata.deviceState.file), at: paths.deviceState)
-            guard let layer = metadata.diskLayers.last else { throw EngineError.invalidOption("snapshot '\(metadata.tag)' has no disk layer") }
-            try materializer.materialize(directory.appendingPathComponent(layer.file), at: paths.baseLayer)
+            guard !metadata.diskLayers.isEmpty else { throw EngineError.invalidOption("snapshot '\(metadata.tag)' has no disk layer") }
+            // Every layer of the chain gets a name in the child's directory, so the chain resolves
+            // there (relative backing names) and survives `rmi --force` of the snapshot.
+            for (index, layer) in metadata.diskLayers.enumerated() {
+                try materializer.materialize(directory.appendingPathComponent(layer.file), at: paths.layer(index))
+            }
             try ExternalCommand("qemu-img", [
-                "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", paths.baseLayer.lastPathComponent, paths.disk.path,
+                "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", SandboxPaths.layerName(metadata.diskLayers.count - 1), paths.disk.path,
             ], currentDirectory: paths.directory).check()
+            record.layerCount = metadata.diskLayers.count
+            record.activeDisk = paths.disk.lastPathComponent
             mark("files")
             try sandboxes.put(record)
             var launched = false
@@ -133,6 +140,7 @@ extension Engine {
                     kernel: blobs.url(for: metadata.kernel), initrd: blobs.url(for: metadata.initrd),
                     commandLine: metadata.machine.kernelCommandLine, paths: paths, port: record.agentPort, mac: record.mac)
                 spec.restoring = true
+                spec.deviceStateWithoutConfiguration = metadata.deviceState.format == SnapshotMetadata.DeviceState.devicesFormat
                 guard QEMUCommandLine.deviceDrivers(for: spec) == metadata.machine.devices else {
                     throw EngineError.invalidOption("snapshot '\(metadata.tag)' was taken with devices \(metadata.machine.devices), which this clade does not build; use the clade version that made it")
                 }
@@ -146,7 +154,9 @@ extension Engine {
             guard launched else { throw VMMError.launchFailed(reason: "no free loopback port for the agent after 4 tries") }
             mark("launched")
             try sandboxes.put(record)
-            try await hypervisor.restoreDeviceState(controlSocket: paths.qmpSocket, from: paths.deviceState)
+            try await hypervisor.restoreDeviceState(
+                controlSocket: paths.qmpSocket, from: paths.deviceState,
+                ignoreShared: metadata.deviceState.format != SnapshotMetadata.DeviceState.devicesFormat)
             mark("restored")
             try await pushIdentity(record)
             mark("identity")

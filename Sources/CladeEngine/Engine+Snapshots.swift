@@ -80,7 +80,7 @@ extension Engine {
         // The VM is paused and its state saved; stop it so nothing can write the memory file again.
         await hypervisor.stop(pid: record.pid ?? 0, controlSocket: paths.qmpSocket, marker: paths.directory.path)
         let memory = staging.appendingPathComponent("memory")
-        let disk = staging.appendingPathComponent("disk.qcow2")
+        let disk = staging.appendingPathComponent(SandboxPaths.layerName(0))
         do {
             for (from, to) in [(paths.memory, memory), (paths.disk, disk)] {
                 try Materializer(logger: logger).move(from, to: to)
@@ -100,7 +100,7 @@ extension Engine {
                     type: "microvm", vcpus: record.cpus, memoryMiB: record.memoryMiB,
                     devices: QEMUCommandLine.deviceDrivers(for: spec), kernelCommandLine: commandLine, accelerator: record.accelerator),
                 image: record.image, kernel: kernel, initrd: initrd, rootfs: rootfs,
-                diskLayers: [.init(file: "disk.qcow2", format: "qcow2", backing: rootfs)],
+                diskLayers: [.init(file: SandboxPaths.layerName(0), format: "qcow2", backing: rootfs)],
                 memory: .init(file: "memory", logicalSize: memoryStatus.size, physicalSize: memoryStatus.allocatedBytes),
                 deviceState: .init(file: "devices.state", size: state.size, sha256: state.digest),
                 parent: nil, agentProtocolVersion: agentProtocolVersion)

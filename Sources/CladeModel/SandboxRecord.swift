@@ -28,6 +28,8 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
     public var createdAt: Date
     /// The snapshot this sandbox was forked from, if any.
     public var snapshot: String?
+    /// The id of that snapshot (tags can be reused after `rmi`; ids cannot).
+    public var snapshotID: String?
     /// Changes every time the guest is restored from a snapshot (fork, resume).
     public var generation: String?
     /// What the VM booted from, so a snapshot of it can name them by digest.
@@ -35,6 +37,10 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
     public var initrd: Digest?
     public var rootfs: Digest?
     public var kernelCommandLine: String?
+    /// The qcow2 file in the sandbox directory the guest writes to (changes when a branch freezes the disk).
+    public var activeDisk: String?
+    /// Read-only disk layers hardlinked into the sandbox directory as `layer-0.qcow2` … (a fork's chain).
+    public var layerCount: Int?
 
     public init(
         id: String, image: String, state: SandboxState, pid: Int32?, agentPort: Int, mac: String,
@@ -57,6 +63,9 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case id, image, state, pid, mac, cpus, accelerator, snapshot, generation, kernel, initrd, rootfs
         case kernelCommandLine = "kernel_command_line"
+        case activeDisk = "active_disk"
+        case snapshotID = "snapshot_id"
+        case layerCount = "layer_count"
         case agentPort = "agent_port"
         case memoryMiB = "memory_mib"
         case createdAt = "created_at"
@@ -79,11 +88,14 @@ public struct SandboxPaths: Sendable {
     public var qmpSocket: URL { directory.appendingPathComponent("qmp.sock") }
     public var agentSocket: URL { directory.appendingPathComponent("agent.sock") }
     public var console: URL { directory.appendingPathComponent("console.log") }
+    /// The overlay a cold boot or a fork starts writing to.
     public var disk: URL { directory.appendingPathComponent("disk.qcow2") }
+    /// Layer `index` of a disk chain; layer 0 backs onto the image's rootfs blob.
+    public func layer(_ index: Int) -> URL { directory.appendingPathComponent(SandboxPaths.layerName(index)) }
+    public static func layerName(_ index: Int) -> String { "layer-\(index).qcow2" }
     public var memory: URL { directory.appendingPathComponent("memory") }
     public var deviceState: URL { directory.appendingPathComponent("devices.state") }
-    /// A fork's own name for its snapshot's disk layer (the overlay's backing file).
-    public var baseLayer: URL { directory.appendingPathComponent("base.qcow2") }
+
 }
 
 /// All sandboxes on this host, one directory each under `sandboxes/`.

@@ -45,8 +45,11 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         }
     }
 
+    /// Deepest disk chain (and so branch chain) clade accepts; `clade compact` flattens deeper ones.
+    public static let maxChainDepth = 16
+
     public struct DiskLayer: Codable, Sendable, Equatable {
-        /// File in the snapshot directory.
+        /// File in the snapshot directory: `layer-<i>.qcow2`, backing onto layer i-1 (layer 0 onto the rootfs blob).
         public var file: String
         public var format: String
         /// The blob this layer's unchanged clusters resolve to.
@@ -75,13 +78,31 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
     }
 
     public struct DeviceState: Codable, Sendable, Equatable {
+        /// A full migration stream without RAM (`migration`), or QEMU's device-only save (`devices`,
+        /// from `xen-save-devices-state`), which restores with `migration.send-configuration=off`.
+        public static let migrationFormat = "migration"
+        public static let devicesFormat = "devices"
+
         public var file: String
         public var size: Int64
         public var sha256: Digest
-        public init(file: String, size: Int64, sha256: Digest) {
+        public var format: String
+
+        public init(file: String, size: Int64, sha256: Digest, format: String = DeviceState.migrationFormat) {
             self.file = file
             self.size = size
             self.sha256 = sha256
+            self.format = format
+        }
+
+        enum CodingKeys: String, CodingKey { case file, size, sha256, format }
+
+        public init(from decoder: Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            file = try container.decode(String.self, forKey: .file)
+            size = try container.decode(Int64.self, forKey: .size)
+            sha256 = try container.decode(Digest.self, forKey: .sha256)
+            format = try container.decodeIfPresent(String.self, forKey: .format) ?? Self.migrationFormat
         }
     }
 

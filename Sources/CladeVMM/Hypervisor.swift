@@ -15,9 +15,15 @@ public protocol Hypervisor: Sendable {
     /// memory file) to `file`. The VM stays paused; call ``resume(controlSocket:)`` to continue it.
     func captureDeviceState(controlSocket: URL, to file: URL) async throws
     /// Loads device state into a VM started with `restoring` set, then runs it.
-    func restoreDeviceState(controlSocket: URL, from file: URL) async throws
+    /// `ignoreShared` matches how the state was saved: with `x-ignore-shared` (a snapshot) or as
+    /// device-only state (a branch).
+    func restoreDeviceState(controlSocket: URL, from file: URL, ignoreShared: Bool) async throws
     /// Continues a paused VM.
     func resume(controlSocket: URL) async throws
+    /// Pauses the VM and writes its device state only (no RAM), for branches and standby.
+    func pauseAndSaveDevices(controlSocket: URL, to file: URL) async throws
+    /// Makes an existing overlay (backed by the current disk) the disk the guest writes to.
+    func switchDisk(controlSocket: URL, to overlay: URL) async throws
 }
 
 /// Failures starting or controlling a VM.

@@ -30,6 +30,9 @@ public struct MachineSpec: Sendable {
     /// Start paused, waiting for device state (`-incoming defer`), with RAM mapped private
     /// (`share=off`) so the guest's writes never reach the snapshot's memory file.
     public var restoring: Bool = false
+    /// The device state to load is a device-only save (`xen-save-devices-state`), which carries no
+    /// configuration section, so QEMU must not expect one.
+    public var deviceStateWithoutConfiguration: Bool = false
     /// Extra QEMU arguments appended after the machine definition (e.g. `-loadvm NAME` in benchmarks).
     public var extraArguments: [String] = []
 
@@ -104,6 +107,7 @@ public enum QEMUCommandLine {
             "-pidfile", spec.pidFile.path,
         ]
         if spec.restoring { arguments += ["-S", "-incoming", "defer"] }
+        if spec.deviceStateWithoutConfiguration { arguments += ["-global", "migration.send-configuration=off"] }
         arguments += spec.extraArguments
         if daemonize { arguments.append("-daemonize") }
         return arguments

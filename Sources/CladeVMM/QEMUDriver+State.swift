@@ -18,10 +18,10 @@ extension QEMUDriver {
         }
     }
 
-    public func restoreDeviceState(controlSocket: URL, from file: URL) async throws {
+    public func restoreDeviceState(controlSocket: URL, from file: URL, ignoreShared: Bool) async throws {
         guard !file.path.contains("'") else { throw VMMError.migrationFailed("the path \(file.path) contains a quote") }
         try await QMPClient.withConnection(socket: controlSocket) { client in
-            try await client.execute("migrate-set-capabilities", arguments: Self.ignoreSharedCapability)
+            if ignoreShared { try await client.execute("migrate-set-capabilities", arguments: Self.ignoreSharedCapability) }
             try await client.execute("migrate-incoming", arguments: ["uri": .string("exec:cat '\(file.path)'")])
             try await Self.waitForMigration(client)
             try await client.execute("cont")

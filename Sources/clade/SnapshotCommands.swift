@@ -164,3 +164,23 @@ struct RemoveSnapshot: AsyncParsableCommand {
         for removed in try await global.makeEngine().removeSnapshot(tag, force: force, cascade: cascade) { print(removed) }
     }
 }
+
+extension BranchMode: ExpressibleByArgument {}
+
+struct Branch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Snapshot a running fork into a new tag (parent: its origin) and keep it running.")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Tag of the new snapshot.") var tag: String
+    @Option(help: "full: write all of guest RAM; diff: only the pages the fork wrote.") var mode = BranchMode.diff
+    @Flag(help: "Print the report as JSON.") var json = false
+    @Argument(help: "Sandbox id.") var id: String
+
+    func run() async throws {
+        let progress = ProgressReporter(quiet: json || !isInteractive)
+        let (_, report) = try await global.makeEngine().branch(id: id, tag: tag, mode: mode) { progress.update($0) }
+        progress.finish()
+        if json { return try printJSON(report) }
+        print(String(format: "%@: %@ branch, paused %.0f ms, %d pages (%lld bytes), %.0f ms total",
+                     report.tag as NSString, report.mode.rawValue as NSString, report.pauseMilliseconds, report.pagesCaptured, report.bytesWritten, report.totalMilliseconds))
+    }
+}

@@ -22,7 +22,7 @@ import Testing
         let bake = try cli.run(["bake", "--tag", "torture"])
         #expect(bake.status == 0, "\(bake.stderr)")
         let memoryBefore = try fingerprint("snapshots/torture/memory")
-        let diskBefore = try fingerprint("snapshots/torture/disk.qcow2")
+        let diskBefore = try fingerprint("snapshots/torture/layer-0.qcow2")
 
         let fork = try cli.run(["fork", "torture", "-n", "20", "--json"], timeout: 600)
         #expect(fork.status == 0, "\(fork.stderr)")
@@ -63,7 +63,7 @@ import Testing
         let scratch = Self.home.appendingPathComponent("raw-check")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         for id in children {
-            let overlay = Self.home.appendingPathComponent("sandboxes/\(id)/disk.qcow2")
+            let overlay = Self.home.appendingPathComponent("sandboxes/\(id)/layer-0.qcow2")
             let raw = scratch.appendingPathComponent("\(id).raw")
             try ExternalCommand("qemu-img", ["convert", "-O", "raw", overlay.path, raw.path]).check()
             let replay = try ExternalCommand("e2fsck", ["-E", "journal_only", "-y", raw.path]).run()
@@ -75,7 +75,7 @@ import Testing
         try FileSystem.remove(scratch)
 
         #expect(try fingerprint("snapshots/torture/memory") == memoryBefore)
-        #expect(try fingerprint("snapshots/torture/disk.qcow2") == diskBefore)
+        #expect(try fingerprint("snapshots/torture/layer-0.qcow2") == diskBefore)
         // clade notices the dead VMs and cleans up after them.
         let listed = try cli.run(["ls", "--json"])
         #expect(listed.stdout.contains("\"dead\""))

@@ -46,7 +46,7 @@ import Testing
     @Test func forkIsolatesChildrenFromTheSnapshotAndEachOther() throws {
         try bake("iso")
         let memoryBefore = try fingerprint("snapshots/iso/memory")
-        let diskBefore = try fingerprint("snapshots/iso/disk.qcow2")
+        let diskBefore = try fingerprint("snapshots/iso/layer-0.qcow2")
 
         let first = try fork("iso", 1)
         let child = try #require(first.first?["id"] as? String)
@@ -56,11 +56,11 @@ import Testing
         let write = try exec(child, "echo mem > /tmp/mem-sentinel; echo disk > /root/disk-sentinel; head -c 20000000 /dev/urandom > /tmp/noise; sync; cat /tmp/mem-sentinel /root/disk-sentinel")
         #expect(write.stdout == "mem\ndisk\n")
         #expect(try fingerprint("snapshots/iso/memory") == memoryBefore)
-        #expect(try fingerprint("snapshots/iso/disk.qcow2") == diskBefore)
+        #expect(try fingerprint("snapshots/iso/layer-0.qcow2") == diskBefore)
 
         #expect(try cli.run(["kill", child]).status == 0)
         #expect(try fingerprint("snapshots/iso/memory") == memoryBefore)
-        #expect(try fingerprint("snapshots/iso/disk.qcow2") == diskBefore)
+        #expect(try fingerprint("snapshots/iso/layer-0.qcow2") == diskBefore)
 
         let second = try #require(try fork("iso", 1).first?["id"] as? String)
         let look = try exec(second, "ls /tmp/mem-sentinel /root/disk-sentinel 2>&1; cat /root/baked")
@@ -68,7 +68,7 @@ import Testing
         #expect(!look.stdout.contains("\nmem") && look.stdout.hasSuffix("baked\n"))
         #expect(try cli.run(["kill", second]).status == 0)
         #expect(try fingerprint("snapshots/iso/memory") == memoryBefore)
-        #expect(try fingerprint("snapshots/iso/disk.qcow2") == diskBefore)
+        #expect(try fingerprint("snapshots/iso/layer-0.qcow2") == diskBefore)
         #expect(cli.qemuProcesses().isEmpty)
     }
 

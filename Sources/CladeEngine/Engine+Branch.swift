@@ -1,0 +1,160 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CladeGuestProtocol
+import CladeModel
+import CladeStore
+import CladeVMM
+import Foundation
+
+/// How `branch` captures memory.
+public enum BranchMode: String, Codable, Sendable, CaseIterable {
+    /// Every page of guest RAM is written to a new memory file.
+    case full
+    /// Only the pages the sandbox wrote since its restore, over a private copy of its parent's memory.
+    case diff
+}
+
+/// What a branch cost.
+public struct BranchReport: Codable, Sendable {
+    public var tag: String
+    public var mode: BranchMode
+    /// From `stop` to `cont`: the time the guest did not run.
+    public var pauseMilliseconds: Double
+    public var pagesCaptured: Int
+    public var bytesWritten: Int64
+    public var totalMilliseconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case tag, mode
+        case pauseMilliseconds = "pause_ms"
+        case pagesCaptured = "pages_captured"
+        case bytesWritten = "bytes_written"
+        case totalMilliseconds = "total_ms"
+    }
+}
+
+extension Engine {
+    /// Snapshots a running fork into a new tag whose parent is its origin, and lets it run on.
+    ///
+    /// Paused only for: stop, device-only state, the pagemap scan, reading the dirty pages and
+    /// freezing the disk (a new overlay on top). The new memory file is a private copy of the
+    /// fork's base memory (reflink where possible, else sparse copy) with the dirty pages written
+    /// in at their offsets, built after the guest runs again. The base memory file is never
+    /// written: the copy is a new inode, so the unshare guard's rule holds by construction.
+    public func branch(id: String, tag: String, mode: BranchMode = .diff, progress: @Sendable (String) -> Void = { _ in }) async throws -> (SnapshotMetadata, BranchReport) {
+        let started = Date()
+        try Names.validate(tag, kind: "tag")
+        let lock = try FileLock(home: home, name: "snapshot-\(tag)")
+        defer { lock.unlock() }
+        if try snapshotCatalog.get(tag) != nil {
+            throw ModelError.alreadyExists(kind: "snapshot", name: tag, hint: "choose another --tag or remove it with `clade rmi \(tag)`")
+        }
+        let sandboxLock = try FileLock(home: home, name: "sandbox-\(id)")
+        defer { sandboxLock.unlock() }
+        var record = try runningRecord(id)
+        guard let origin = record.snapshot else {
+            throw EngineError.invalidOption("sandbox \(id) was cold-booted, so its memory is not layered on a snapshot; capture it with `clade snapshot \(id) --tag \(tag) --keep-running`")
+        }
+        guard let kernel = record.kernel, let initrd = record.initrd, let rootfs = record.rootfs,
+              let commandLine = record.kernelCommandLine, let layerCount = record.layerCount, let activeDisk = record.activeDisk,
+              let pid = record.pid else {
+            throw EngineError.invalidOption("sandbox \(id) was started by an older clade that did not record its disk chain; fork a new one")
+        }
+        guard layerCount + 1 <= SnapshotMetadata.maxChainDepth else {
+            throw EngineError.invalidOption("a branch of \(id) would have \(layerCount + 1) disk layers, more than the limit of \(SnapshotMetadata.maxChainDepth); `clade compact \(origin) --to NEW` and fork from NEW")
+        }
+        let paths = sandboxes.paths(id)
+        let staging = home.snapshots.appendingPathComponent(".staging-\(tag)-\(getpid())")
+        try? FileSystem.remove(staging)
+        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: false)
+        let stagedState = staging.appendingPathComponent("devices.state")
+        let nextDisk = "disk-\(layerCount + 1).qcow2"
+
+        progress("pausing \(id)")
+        let pauseStart = Date()
+        let pages: DirtyPages
+        let contents: [UInt8]
+        do {
+            try await hypervisor.pauseAndSaveDevices(controlSocket: paths.qmpSocket, to: stagedState)
+            pages = mode == .diff
+                ? try DirtyPages.scan(pid: pid, memoryFile: paths.memory)
+                : try DirtyPages.all(pid: pid, memoryFile: paths.memory)
+            contents = try pages.read(pid: pid)
+            // Freeze the disk: the current overlay becomes layer N, a new overlay takes the writes.
+            let frozen = paths.layer(layerCount)
+            try? FileSystem.remove(frozen)
+            guard link(paths.directory.appendingPathComponent(activeDisk).path, frozen.path) == 0 else {
+                throw StoreError.systemCall("link", path: frozen.path, errno: errno)
+            }
+            try ExternalCommand("qemu-img", [
+                "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", frozen.lastPathComponent, nextDisk,
+            ], currentDirectory: paths.directory).check()
+            try await hypervisor.switchDisk(controlSocket: paths.qmpSocket, to: paths.directory.appendingPathComponent(nextDisk))
+            // QEMU now only reads the frozen layer; seal it like every other snapshot file.
+            guard chmod(frozen.path, 0o444) == 0 else { throw StoreError.systemCall("chmod", path: frozen.path, errno: errno) }
+            try await hypervisor.resume(controlSocket: paths.qmpSocket)
+        } catch {
+            try? await hypervisor.resume(controlSocket: paths.qmpSocket)
+            try? FileSystem.remove(staging)
+            try? FileSystem.remove(paths.layer(layerCount))
+            try? FileSystem.remove(paths.directory.appendingPathComponent(nextDisk))
+            throw error
+        }
+        let pauseMilliseconds = Date().timeIntervalSince(pauseStart) * 1000
+        record.activeDisk = nextDisk
+        record.layerCount = layerCount + 1
+        try sandboxes.put(record)
+
+        do {
+            progress("writing the \(mode.rawValue) memory file (\(pages.pages.count) pages)")
+            let memory = staging.appendingPathComponent("memory")
+            if mode == .diff {
+                try Materializer(logger: logger).materialize(paths.memory, at: memory, order: Materializer.privateCopyOrder)
+                chmod(memory.path, 0o644)
+            } else {
+                let fd = try FileSystem.open(memory, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
+                let sized = ftruncate(fd, off_t(record.memoryMiB) << 20)
+                close(fd)
+                guard sized == 0 else { throw StoreError.systemCall("ftruncate", path: memory.path, errno: errno) }
+            }
+            try pages.write(contents, into: memory)
+            for index in 0...layerCount {
+                try Materializer(logger: logger).materialize(paths.layer(index), at: staging.appendingPathComponent(SandboxPaths.layerName(index)))
+            }
+            for file in [memory, stagedState] where chmod(file.path, 0o444) != 0 {
+                throw StoreError.systemCall("chmod", path: file.path, errno: errno)
+            }
+            let state = try Digest.ofFile(at: stagedState)
+            guard let memoryStatus = try FileSystem.status(of: memory) else { throw StoreError.systemCall("stat", path: memory.path, errno: ENOENT) }
+            let spec = restoreSpec(
+                memoryMiB: record.memoryMiB, cpus: record.cpus, accelerator: Accelerator(rawValue: record.accelerator) ?? .tcg,
+                kernel: blobs.url(for: kernel), initrd: blobs.url(for: initrd), commandLine: commandLine, paths: paths, port: 0, mac: record.mac)
+            let layers = (0...layerCount).map { index in
+                SnapshotMetadata.DiskLayer(file: SandboxPaths.layerName(index), format: "qcow2", backing: index == 0 ? rootfs : nil)
+            }
+            let metadata = SnapshotMetadata(
+                tag: tag, id: UUID().uuidString.lowercased(),
+                hypervisor: .init(name: hypervisor.name, version: (try? hypervisor.version()) ?? "unknown"),
+                machine: .init(
+                    type: "microvm", vcpus: record.cpus, memoryMiB: record.memoryMiB,
+                    devices: QEMUCommandLine.deviceDrivers(for: spec), kernelCommandLine: commandLine, accelerator: record.accelerator),
+                image: record.image, kernel: kernel, initrd: initrd, rootfs: rootfs, diskLayers: layers,
+                memory: .init(file: "memory", logicalSize: memoryStatus.size, physicalSize: memoryStatus.allocatedBytes),
+                deviceState: .init(file: "devices.state", size: state.size, sha256: state.digest, format: SnapshotMetadata.DeviceState.devicesFormat),
+                parent: .init(tag: origin, id: record.snapshotID ?? "unknown"), agentProtocolVersion: agentProtocolVersion)
+            try JSONFiles.write(metadata, to: staging.appendingPathComponent(SnapshotMetadata.fileName))
+            let final = snapshotCatalog.directory(tag)
+            guard rename(staging.path, final.path) == 0 else { throw StoreError.systemCall("rename", path: final.path, errno: errno) }
+            try? FileSystem.sync(home.snapshots)
+            let report = BranchReport(
+                tag: tag, mode: mode, pauseMilliseconds: pauseMilliseconds, pagesCaptured: pages.pages.count,
+                bytesWritten: Int64(contents.count), totalMilliseconds: Date().timeIntervalSince(started) * 1000)
+            logger.info("branched", metadata: ["id": "\(id)", "tag": "\(tag)", "mode": "\(mode.rawValue)", "pause_ms": "\(Int(pauseMilliseconds))", "pages": "\(pages.pages.count)"])
+            return (metadata, report)
+        } catch {
+            try? FileSystem.remove(staging)
+            throw error
+        }
+    }
+}
