@@ -184,3 +184,14 @@ struct Branch: AsyncParsableCommand {
                      report.tag as NSString, report.mode.rawValue as NSString, report.pauseMilliseconds, report.pagesCaptured, report.bytesWritten, report.totalMilliseconds))
     }
 }
+
+struct Compact: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Flatten a snapshot's disk chain into a standalone snapshot.")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Tag of the standalone snapshot.") var to: String
+    @Argument(help: "Snapshot tag.") var tag: String
+
+    func run() async throws {
+        print(try await global.makeEngine().compact(tag, to: to).tag)
+    }
+}

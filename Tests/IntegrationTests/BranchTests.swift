@@ -74,7 +74,17 @@ import Testing
         let third = try forkOne("b2")
         #expect(try sh(third, "cat /tmp/m /root/d /root/g2 /tmp/g2") == "mem-sentinel\ndisk-sentinel\ngen2\ngen2mem\n")
 
+        // Compaction: a standalone copy of b2 outlives the whole chain it came from.
+        let compact = try cli.run(["compact", "b2", "--to", "flat"])
+        #expect(compact.status == 0, "\(compact.stderr)")
+        let flat = try json(try cli.run(["snapshot-info", "flat", "--json"]))
+        let flatMetadata = try #require(flat["metadata"] as? [String: Any])
+        #expect((flatMetadata["disk_layers"] as? [Any])?.count == 1)
+        #expect(flatMetadata["parent"] == nil)
         #expect(try cli.run(["rmi", "--cascade", "root"]).status == 0)
+        let survivor = try forkOne("flat")
+        #expect(try sh(survivor, "cat /tmp/m /root/d /root/g2 /tmp/g2") == "mem-sentinel\ndisk-sentinel\ngen2\ngen2mem\n")
+        #expect(try cli.run(["rmi", "--cascade", "flat"]).status == 0)
         _ = try cli.run(["kill", "--all"])
         #expect(cli.qemuProcesses().isEmpty)
     }
