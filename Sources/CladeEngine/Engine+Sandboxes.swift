@@ -140,6 +140,10 @@ extension Engine {
             let pid = record?.pid ?? ProcessControl.readPidFile(paths.pidFile)
             let alive = pid.map { ProcessControl.isAlive($0, marker: paths.directory.path) } ?? false
             if var record {
+                if record.state == .standby {
+                    result.append(record)  // no process while on standby, by design
+                    continue
+                }
                 let bootAge = Date().timeIntervalSince(record.createdAt)
                 if record.state == .booting, bootAge < Self.bootAbandonedAfter {
                     result.append(record)  // another clade process is still booting it

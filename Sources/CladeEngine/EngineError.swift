@@ -14,7 +14,8 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .bootFailed(let id, let reason, let consoleTail):
             return "sandbox \(id) failed to boot: \(reason)\(consoleTail.isEmpty ? "" : "\nlast console lines:\n\(consoleTail)")"
         case .notRunning(let id, let state):
-            return "sandbox \(id) is \(state), not running; start a new one with `clade boot`"
+            if state == "standby" { return "sandbox \(id) is on standby, not running; bring it back with `clade resume \(id)`" }
+            return "sandbox \(id) is \(state), not running; start a new one with `clade boot` or `clade fork`"
         }
     }
 }

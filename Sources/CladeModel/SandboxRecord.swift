@@ -95,6 +95,8 @@ public struct SandboxPaths: Sendable {
     public static func layerName(_ index: Int) -> String { "layer-\(index).qcow2" }
     public var memory: URL { directory.appendingPathComponent("memory") }
     public var deviceState: URL { directory.appendingPathComponent("devices.state") }
+    /// Device state written by `standby`, loaded by `resume`.
+    public var standbyState: URL { directory.appendingPathComponent("standby.state") }
 
 }
 

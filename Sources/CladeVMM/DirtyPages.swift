@@ -20,6 +20,9 @@ public struct DirtyPages: Sendable {
     /// Length of the RAM mapping in bytes.
     public let mappingLength: Int
 
+    /// No pages (nothing to capture).
+    public static let none = DirtyPages(pages: [], mappingStart: 0, mappingLength: 0)
+
     /// Scans the mapping of `memoryFile` in process `pid`.
     public static func scan(pid: Int32, memoryFile: URL) throws -> DirtyPages {
         let (start, length) = try findMapping(pid: pid, path: memoryFile.path)

@@ -30,6 +30,9 @@ public struct MachineSpec: Sendable {
     /// Start paused, waiting for device state (`-incoming defer`), with RAM mapped private
     /// (`share=off`) so the guest's writes never reach the snapshot's memory file.
     public var restoring: Bool = false
+    /// Map RAM `share=on` even when restoring: for resuming a cold-booted sandbox whose memory
+    /// file is its own (nothing else maps it), so the next capture needs no RAM copy.
+    public var restoreIntoSharedMemory: Bool = false
     /// The device state to load is a device-only save (`xen-save-devices-state`), which carries no
     /// configuration section, so QEMU must not expect one.
     public var deviceStateWithoutConfiguration: Bool = false
@@ -88,7 +91,7 @@ public enum QEMUCommandLine {
         arguments += [
             "-m", "\(spec.memoryMiB)M",
             "-smp", "\(spec.cpus)",
-            "-object", "memory-backend-file,id=ram,size=\(spec.memoryMiB)M,mem-path=\(spec.memoryFile.path),share=\(spec.restoring ? "off" : "on")",
+            "-object", "memory-backend-file,id=ram,size=\(spec.memoryMiB)M,mem-path=\(spec.memoryFile.path),share=\(spec.restoring && !spec.restoreIntoSharedMemory ? "off" : "on")",
             "-nodefaults", "-no-user-config", "-display", "none",
             "-serial", "file:\(spec.console.path)",
             "-kernel", spec.kernel.path,

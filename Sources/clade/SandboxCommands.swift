@@ -168,3 +168,27 @@ struct Kill: AsyncParsableCommand {
         if failed { throw ExitCode(1) }
     }
 }
+
+struct Standby: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Capture a running sandbox to disk and stop its process.")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print the report as JSON.") var json = false
+    @Argument(help: "Sandbox id.") var id: String
+
+    func run() async throws {
+        let report = try await global.makeEngine().standby(id: id)
+        if json { try printJSON(report) } else { print(id) }
+    }
+}
+
+struct Resume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Restore a standby sandbox in place (same id, disk and endpoint).")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print the sandbox as JSON.") var json = false
+    @Argument(help: "Sandbox id.") var id: String
+
+    func run() async throws {
+        let record = try await global.makeEngine().resume(id: id)
+        if json { try printJSON(SandboxView(record)) } else { print(id) }
+    }
+}

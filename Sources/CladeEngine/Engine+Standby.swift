@@ -1,0 +1,118 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CladeGuest
+import CladeGuestProtocol
+import CladeModel
+import CladeStore
+import CladeVMM
+import Foundation
+
+/// What a standby cost.
+public struct StandbyReport: Codable, Sendable {
+    public var id: String
+    public var pauseMilliseconds: Double
+    public var pagesCaptured: Int
+    /// Whether the unshare guard had to give the sandbox a private memory file first.
+    public var unshared: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case id, unshared
+        case pauseMilliseconds = "pause_ms"
+        case pagesCaptured = "pages_captured"
+    }
+}
+
+extension Engine {
+    /// Captures a running sandbox into its own directory and stops its process.
+    ///
+    /// A fork's RAM is a private view of its memory file, so its written pages are merged into
+    /// that file in place, after the unshare guard has made the file private if other names
+    /// share its inode (the snapshot and sibling forks). A cold-booted sandbox's RAM already is
+    /// its (private) memory file; only device state is saved.
+    @discardableResult
+    public func standby(id: String) async throws -> StandbyReport {
+        let lock = try FileLock(home: home, name: "sandbox-\(id)")
+        defer { lock.unlock() }
+        var record = try runningRecord(id)
+        guard let pid = record.pid else { throw EngineError.notRunning(id: id, state: record.state.rawValue) }
+        let paths = sandboxes.paths(id)
+        let forked = record.snapshot != nil
+        let start = Date()
+        var pages = DirtyPages.none
+        var contents: [UInt8] = []
+        let staged = paths.directory.appendingPathComponent(".standby.state.partial")
+        try? FileSystem.remove(staged)
+        do {
+            if forked {
+                try await hypervisor.pauseAndSaveDevices(controlSocket: paths.qmpSocket, to: staged)
+                pages = try DirtyPages.scan(pid: pid, memoryFile: paths.memory)
+                contents = try pages.read(pid: pid)
+            } else {
+                try await hypervisor.captureDeviceState(controlSocket: paths.qmpSocket, to: staged)
+            }
+        } catch {
+            try? await hypervisor.resume(controlSocket: paths.qmpSocket)
+            try? FileSystem.remove(staged)
+            throw error
+        }
+        let pause = Date().timeIntervalSince(start) * 1000
+        // Everything needed is captured; the process can go. From here the sandbox must end up on
+        // standby with a complete memory file, or the error says what to do.
+        await hypervisor.stop(pid: pid, controlSocket: paths.qmpSocket, marker: paths.directory.path)
+        var unshared = false
+        if forked {
+            unshared = try Materializer(logger: logger).makeExclusive(paths.memory)
+            if unshared { chmod(paths.memory.path, 0o600) }
+            try pages.write(contents, into: paths.memory)
+        }
+        guard rename(staged.path, paths.standbyState.path) == 0 else {
+            throw StoreError.systemCall("rename", path: paths.standbyState.path, errno: errno)
+        }
+        record.state = .standby
+        record.pid = nil
+        try sandboxes.put(record)
+        logger.info("standby", metadata: ["id": "\(id)", "pause_ms": "\(Int(pause))", "pages": "\(pages.pages.count)", "unshared": "\(unshared)"])
+        return StandbyReport(id: id, pauseMilliseconds: pause, pagesCaptured: pages.pages.count, unshared: unshared)
+    }
+
+    /// Restores a standby sandbox in place: same id, disk, memory file and agent endpoint.
+    @discardableResult
+    public func resume(id: String) async throws -> SandboxRecord {
+        let lock = try FileLock(home: home, name: "sandbox-\(id)")
+        defer { lock.unlock() }
+        var record = try sandboxes.require(id)
+        guard record.state == .standby else {
+            throw EngineError.invalidOption("sandbox \(id) is \(record.state.rawValue), not on standby; only a standby sandbox can be resumed")
+        }
+        guard let kernel = record.kernel, let initrd = record.initrd, let commandLine = record.kernelCommandLine else {
+            throw EngineError.invalidOption("sandbox \(id) was started by an older clade that did not record its boot files")
+        }
+        let paths = sandboxes.paths(id)
+        let forked = record.snapshot != nil
+        var spec = restoreSpec(
+            memoryMiB: record.memoryMiB, cpus: record.cpus, accelerator: Accelerator(rawValue: record.accelerator) ?? .tcg,
+            kernel: blobs.url(for: kernel), initrd: blobs.url(for: initrd), commandLine: commandLine, paths: paths,
+            port: record.agentPort, mac: record.mac)
+        spec.rootDisk = paths.directory.appendingPathComponent(record.activeDisk ?? paths.disk.lastPathComponent)
+        spec.restoring = true
+        spec.restoreIntoSharedMemory = !forked
+        spec.deviceStateWithoutConfiguration = forked
+        for stale in [paths.qmpSocket, paths.agentSocket, paths.pidFile] { try? FileSystem.remove(stale) }
+        do {
+            record.pid = try await hypervisor.launch(spec)
+            try await hypervisor.restoreDeviceState(controlSocket: paths.qmpSocket, from: paths.standbyState, ignoreShared: !forked)
+            record.state = .running
+            try sandboxes.put(record)
+            try await pushIdentity(record)
+        } catch {
+            if let pid = record.pid { await hypervisor.stop(pid: pid, controlSocket: paths.qmpSocket, marker: paths.directory.path) }
+            record.pid = nil
+            record.state = .standby
+            try? sandboxes.put(record)
+            throw EngineError.invalidOption("sandbox \(id) could not be resumed and stays on standby: \(error)")
+        }
+        try? FileSystem.remove(paths.standbyState)
+        return record
+    }
+}
