@@ -71,6 +71,29 @@ extension Engine {
         let stagedState = staging.appendingPathComponent("devices.state")
         let nextDisk = "disk-\(layerCount + 1).qcow2"
 
+        // Prepare the disk switch before pausing: the current overlay gets its layer name (a
+        // hardlink) and the next overlay is created on top of it, so the pause only has to swap.
+        let frozen = paths.layer(layerCount)
+        let next = paths.directory.appendingPathComponent(nextDisk)
+        func undoDiskPreparation() {
+            try? FileSystem.remove(frozen)
+            try? FileSystem.remove(next)
+        }
+        do {
+            try? FileSystem.remove(frozen)
+            try? FileSystem.remove(next)
+            guard link(paths.directory.appendingPathComponent(activeDisk).path, frozen.path) == 0 else {
+                throw StoreError.systemCall("link", path: frozen.path, errno: errno)
+            }
+            try ExternalCommand("qemu-img", [
+                "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", frozen.lastPathComponent, nextDisk,
+            ], currentDirectory: paths.directory).check()
+        } catch {
+            undoDiskPreparation()
+            try? FileSystem.remove(staging)
+            throw error
+        }
+
         progress("pausing \(id)")
         let pauseStart = Date()
         let pages: DirtyPages
@@ -81,26 +104,18 @@ extension Engine {
                 ? try DirtyPages.scan(pid: pid, memoryFile: paths.memory)
                 : try DirtyPages.all(pid: pid, memoryFile: paths.memory)
             contents = try pages.read(pid: pid)
-            // Freeze the disk: the current overlay becomes layer N, a new overlay takes the writes.
-            let frozen = paths.layer(layerCount)
-            try? FileSystem.remove(frozen)
-            guard link(paths.directory.appendingPathComponent(activeDisk).path, frozen.path) == 0 else {
-                throw StoreError.systemCall("link", path: frozen.path, errno: errno)
-            }
-            try ExternalCommand("qemu-img", [
-                "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", frozen.lastPathComponent, nextDisk,
-            ], currentDirectory: paths.directory).check()
-            try await hypervisor.switchDisk(controlSocket: paths.qmpSocket, to: paths.directory.appendingPathComponent(nextDisk))
-            // QEMU now only reads the frozen layer; seal it like every other snapshot file.
-            guard chmod(frozen.path, 0o444) == 0 else { throw StoreError.systemCall("chmod", path: frozen.path, errno: errno) }
+            FaultInjection.crashIfRequested(at: "branch-paused")
+            // Freeze the disk: the current overlay becomes layer N, the new overlay takes the writes.
+            try await hypervisor.switchDisk(controlSocket: paths.qmpSocket, to: next)
             try await hypervisor.resume(controlSocket: paths.qmpSocket)
         } catch {
             try? await hypervisor.resume(controlSocket: paths.qmpSocket)
             try? FileSystem.remove(staging)
-            try? FileSystem.remove(paths.layer(layerCount))
-            try? FileSystem.remove(paths.directory.appendingPathComponent(nextDisk))
+            undoDiskPreparation()
             throw error
         }
+        // QEMU now only reads the frozen layer; seal it like every other snapshot file.
+        guard chmod(frozen.path, 0o444) == 0 else { throw StoreError.systemCall("chmod", path: frozen.path, errno: errno) }
         let pauseMilliseconds = Date().timeIntervalSince(pauseStart) * 1000
         record.activeDisk = nextDisk
         record.layerCount = layerCount + 1
@@ -144,6 +159,7 @@ extension Engine {
                 deviceState: .init(file: "devices.state", size: state.size, sha256: state.digest, format: SnapshotMetadata.DeviceState.devicesFormat),
                 parent: .init(tag: origin, id: record.snapshotID ?? "unknown"), agentProtocolVersion: agentProtocolVersion)
             try JSONFiles.write(metadata, to: staging.appendingPathComponent(SnapshotMetadata.fileName))
+            FaultInjection.crashIfRequested(at: "branch-staged")
             let final = snapshotCatalog.directory(tag)
             guard rename(staging.path, final.path) == 0 else { throw StoreError.systemCall("rename", path: final.path, errno: errno) }
             try? FileSystem.sync(home.snapshots)

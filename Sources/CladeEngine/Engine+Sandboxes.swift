@@ -141,8 +141,13 @@ extension Engine {
             let alive = pid.map { ProcessControl.isAlive($0, marker: paths.directory.path) } ?? false
             if var record {
                 if record.state == .standby {
-                    result.append(record)  // no process while on standby, by design
+                    // A standby whose clade died before stopping the (paused, fully captured) VM.
+                    if let pid, alive { await hypervisor.stop(pid: pid, controlSocket: paths.qmpSocket, marker: paths.directory.path) }
+                    result.append(record)
                     continue
+                }
+                if record.state == .running, alive, let pid {
+                    await continueIfAbandoned(id: id, pid: pid, paths: paths)
                 }
                 let bootAge = Date().timeIntervalSince(record.createdAt)
                 if record.state == .booting, bootAge < Self.bootAbandonedAfter {

@@ -145,7 +145,10 @@ extension Engine {
         }
     }
 
-    public func listSnapshots() throws -> [SnapshotMetadata] { try snapshotCatalog.list() }
+    public func listSnapshots() throws -> [SnapshotMetadata] {
+        sweepInterruptedSnapshotWork()
+        return try snapshotCatalog.list()
+    }
 
     public func snapshotInfo(_ tag: String) async throws -> SnapshotInfo {
         let metadata = try snapshotCatalog.require(tag)

@@ -57,19 +57,32 @@ extension Engine {
             throw error
         }
         let pause = Date().timeIntervalSince(start) * 1000
-        // Everything needed is captured; the process can go. From here the sandbox must end up on
-        // standby with a complete memory file, or the error says what to do.
-        await hypervisor.stop(pid: pid, controlSocket: paths.qmpSocket, marker: paths.directory.path)
+        FaultInjection.crashIfRequested(at: "standby-captured")
+        // Merge while QEMU is still there but paused: the unshare guard renames a private copy over
+        // the path and QEMU keeps mapping the old inode, so if clade dies anywhere before the record
+        // says standby, `clade ls` simply continues the paused VM and a retry starts over correctly
+        // (the dirty set only grows, so rewriting pages into the private file is idempotent).
         var unshared = false
-        if forked {
-            unshared = try Materializer(logger: logger).makeExclusive(paths.memory)
-            if unshared { chmod(paths.memory.path, 0o600) }
-            try pages.write(contents, into: paths.memory)
-        }
-        guard rename(staged.path, paths.standbyState.path) == 0 else {
-            throw StoreError.systemCall("rename", path: paths.standbyState.path, errno: errno)
+        do {
+            if forked {
+                unshared = try Materializer(logger: logger).makeExclusive(paths.memory)
+                if unshared { chmod(paths.memory.path, 0o600) }
+                try pages.write(contents, into: paths.memory)
+            }
+            guard rename(staged.path, paths.standbyState.path) == 0 else {
+                throw StoreError.systemCall("rename", path: paths.standbyState.path, errno: errno)
+            }
+        } catch {
+            try? await hypervisor.resume(controlSocket: paths.qmpSocket)
+            try? FileSystem.remove(staged)
+            throw error
         }
         record.state = .standby
+        try sandboxes.put(record)
+        FaultInjection.crashIfRequested(at: "standby-recorded")
+        // Only now may the process go; a crash before this line leaves a paused QEMU that
+        // `clade ls` stops, because the record already says standby.
+        await hypervisor.stop(pid: pid, controlSocket: paths.qmpSocket, marker: paths.directory.path)
         record.pid = nil
         try sandboxes.put(record)
         logger.info("standby", metadata: ["id": "\(id)", "pause_ms": "\(Int(pause))", "pages": "\(pages.pages.count)", "unshared": "\(unshared)"])

@@ -22,6 +22,22 @@ public final class FileLock: @unchecked Sendable {
         }
     }
 
+    /// Takes the lock only if nobody holds it; nil when another process (or this one) does.
+    public static func attempt(home: CladeHome, name: String) throws -> FileLock? {
+        try home.prepare()
+        let url = home.locks.appendingPathComponent("\(name).lock")
+        let fd = try FileSystem.open(url, flags: O_RDWR | O_CREAT, mode: 0o600)
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            return nil
+        }
+        return FileLock(holding: fd)
+    }
+
+    private init(holding fd: Int32) {
+        self.fd = fd
+    }
+
     public func unlock() {
         guard fd >= 0 else { return }
         close(fd)

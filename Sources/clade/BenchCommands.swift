@@ -3,7 +3,7 @@ import CladeEngine
 import Foundation
 
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks, each measured against baselines in the same run.", subcommands: [ForkBench.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks, each measured against baselines in the same run.", subcommands: [ForkBench.self, BranchBench.self])
 
     struct ForkBench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "fork", abstract: "Cold boot vs fork vs full-copy fork vs a bare QEMU start.")
@@ -26,6 +26,28 @@ struct Bench: AsyncParsableCommand {
             print("  idle fork private guest RAM: \(idle)")
             for (name, value) in report.ratios.sorted(by: { $0.key < $1.key }) {
                 print(String(format: "  %-42@ %.2f", name as NSString, value))
+            }
+        }
+    }
+
+    struct BranchBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "branch", abstract: "Full vs diff branch of an idle and a 10%-dirty fork, and standby+resume.")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "Guest memory, MiB.") var memory = 256
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let progress = ProgressReporter(quiet: json)
+            let report = try await global.makeEngine().benchBranch(memoryMiB: memory) { progress.update($0) }
+            progress.finish()
+            if json { return try printJSON(report) }
+            print("bench branch: \(report.memoryMiB) MiB guest, dirtied \(report.dirtiedMiB) MiB")
+            for (name, branch) in report.branches.sorted(by: { $0.key < $1.key }) {
+                print(String(format: "  %-12@ pause %7.1f ms   total %7.0f ms   pages %6d   bytes %lld", name as NSString, branch.pauseMilliseconds, branch.totalMilliseconds, branch.pagesCaptured, branch.bytesWritten))
+            }
+            print(String(format: "  standby %.0f ms, resume %.0f ms", report.standbyMilliseconds, report.resumeMilliseconds))
+            for (name, value) in report.ratios.sorted(by: { $0.key < $1.key }) {
+                print(String(format: "  %-32@ %.3f", name as NSString, value))
             }
         }
     }

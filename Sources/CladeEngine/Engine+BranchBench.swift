@@ -1,0 +1,75 @@
+import CladeModel
+import CladeStore
+import Foundation
+
+/// The result of `clade bench branch`, all on one sandbox in one run.
+public struct BranchBenchReport: Codable, Sendable {
+    public var memoryMiB: Int
+    public var dirtiedMiB: Int
+    public var branches: [String: BranchReport]
+    public var standbyMilliseconds: Double
+    public var resumeMilliseconds: Double
+    /// Named ratios; the target is `dirty: diff pause / full pause` ≤ 0.1.
+    public var ratios: [String: Double]
+
+    enum CodingKeys: String, CodingKey {
+        case branches, ratios
+        case memoryMiB = "memory_mib"
+        case dirtiedMiB = "dirtied_mib"
+        case standbyMilliseconds = "standby_ms"
+        case resumeMilliseconds = "resume_ms"
+    }
+}
+
+extension Engine {
+    /// Full vs diff branch (pause window, total) of an idle fork and of the same fork after it
+    /// dirtied ~10% of its RAM, then a standby + resume round trip.
+    public func benchBranch(memoryMiB: Int = 256, progress: @Sendable (String) -> Void = { _ in }) async throws -> BranchBenchReport {
+        let tag = "benchbr-\(Names.newSandboxID())"
+        progress("baking \(tag)")
+        _ = try await bake(BakeOptions(boot: BootOptions(memoryMiB: memoryMiB), tag: tag))
+        do {
+            let report = try await runBranchBench(tag: tag, memoryMiB: memoryMiB, progress: progress)
+            _ = try? await removeSnapshot(tag, cascade: true)
+            return report
+        } catch {
+            _ = try? await removeSnapshot(tag, cascade: true)
+            throw error
+        }
+    }
+
+    private func runBranchBench(tag: String, memoryMiB: Int, progress: @Sendable (String) -> Void) async throws -> BranchBenchReport {
+        guard let child = try await fork(tag: tag, count: 1).first?.record else {
+            throw EngineError.invalidOption("the benchmark fork failed; see `clade fork \(tag)` for the reason")
+        }
+        var branches: [String: BranchReport] = [:]
+        for mode in [BranchMode.diff, .full] {
+            progress("idle fork: \(mode.rawValue) branch")
+            branches["idle_\(mode.rawValue)"] = try await branch(id: child.id, tag: "\(tag)-idle-\(mode.rawValue)", mode: mode).1
+        }
+        let dirtied = max(1, memoryMiB / 10)
+        progress("dirtying \(dirtied) MiB of guest RAM")
+        let written = try await exec(id: child.id, argv: ["sh", "-c", "head -c \(dirtied << 20) /dev/urandom > /tmp/dirty && echo ok"], timeout: 300)
+        guard written.stdout == "ok\n" else { throw EngineError.invalidOption("could not dirty guest memory: \(written.stderr ?? written.error ?? "")") }
+        for mode in [BranchMode.diff, .full] {
+            progress("dirty fork: \(mode.rawValue) branch")
+            branches["dirty_\(mode.rawValue)"] = try await branch(id: child.id, tag: "\(tag)-dirty-\(mode.rawValue)", mode: mode).1
+        }
+        progress("standby + resume")
+        let standbyStart = Date()
+        _ = try await standby(id: child.id)
+        let standbyMilliseconds = Date().timeIntervalSince(standbyStart) * 1000
+        let resumeStart = Date()
+        _ = try await resume(id: child.id)
+        let resumeMilliseconds = Date().timeIntervalSince(resumeStart) * 1000
+        try? await kill(id: child.id)
+        func ratio(_ a: String, _ b: String) -> Double {
+            guard let top = branches[a]?.pauseMilliseconds, let bottom = branches[b]?.pauseMilliseconds, bottom > 0 else { return .nan }
+            return top / bottom
+        }
+        return BranchBenchReport(
+            memoryMiB: memoryMiB, dirtiedMiB: dirtied, branches: branches, standbyMilliseconds: standbyMilliseconds,
+            resumeMilliseconds: resumeMilliseconds,
+            ratios: ["idle: diff pause / full pause": ratio("idle_diff", "idle_full"), "dirty: diff pause / full pause": ratio("dirty_diff", "dirty_full")])
+    }
+}

@@ -1,0 +1,50 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CladeModel
+import CladeStore
+import CladeVMM
+import Foundation
+
+/// Deterministic crash points for fault tests: with `CLADE_FAULT=<point>` set, clade exits at
+/// once (as if SIGKILLed) when it reaches that point. Points: `branch-paused`, `branch-staged`,
+/// `standby-captured`, `standby-recorded`.
+enum FaultInjection {
+    static func crashIfRequested(at point: String) {
+        guard ProcessInfo.processInfo.environment["CLADE_FAULT"] == point else { return }
+        _exit(137)
+    }
+}
+
+extension Engine {
+    /// A running sandbox left paused by a clade process that died mid-operation is continued.
+    /// Operations hold the sandbox's lock while it is paused, so a free lock means nobody will.
+    func continueIfAbandoned(id: String, pid: Int32, paths: SandboxPaths) async {
+        guard let lock = try? FileLock.attempt(home: home, name: "sandbox-\(id)") else { return }
+        defer { lock.unlock() }
+        let paused: Bool? = try? await withTimeout(3, what: "QMP query-status") {
+            try await QMPClient.withConnection(socket: paths.qmpSocket, timeout: 3) { client in
+                let status = try await client.execute("query-status", timeout: 3)
+                return status["running"]?.boolValue == false
+            }
+        }
+        guard paused == true else { return }
+        logger.warning("continuing a sandbox left paused by an interrupted operation", metadata: ["id": "\(id)"])
+        try? await hypervisor.resume(controlSocket: paths.qmpSocket)
+    }
+}
+
+extension Engine {
+    /// Removes `.staging-<tag>-<pid>` and `.deleting-<tag>-<pid>` directories whose clade process is
+    /// gone: the remains of an interrupted snapshot, branch, compaction or removal. They were never
+    /// visible as tags, so removing them changes nothing a user can see.
+    func sweepInterruptedSnapshotWork() {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: home.snapshots.path) else { return }
+        for entry in entries where entry.hasPrefix(".staging-") || entry.hasPrefix(".deleting-") {
+            guard let pid = entry.split(separator: "-").last.flatMap({ Int32($0) }) else { continue }
+            if pid == getpid() || Glibc.kill(pid, 0) == 0 { continue }
+            logger.info("removing the remains of an interrupted operation", metadata: ["path": "\(entry)"])
+            try? FileSystem.remove(home.snapshots.appendingPathComponent(entry))
+        }
+    }
+}
