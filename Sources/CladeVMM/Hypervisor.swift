@@ -20,6 +20,8 @@ public protocol Hypervisor: Sendable {
     func restoreDeviceState(controlSocket: URL, from file: URL, ignoreShared: Bool) async throws
     /// Continues a paused VM.
     func resume(controlSocket: URL) async throws
+    /// Stops the VM's vCPUs (QMP `stop`).
+    func pause(controlSocket: URL) async throws
     /// Pauses the VM and writes its device state only (no RAM), for branches and standby.
     func pauseAndSaveDevices(controlSocket: URL, to file: URL) async throws
     /// Makes an existing overlay (backed by the current disk) the disk the guest writes to.

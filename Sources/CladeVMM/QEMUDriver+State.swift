@@ -28,6 +28,12 @@ extension QEMUDriver {
         }
     }
 
+    public func pause(controlSocket: URL) async throws {
+        try await QMPClient.withConnection(socket: controlSocket) { client in
+            _ = try await client.execute("stop")
+        }
+    }
+
     public func resume(controlSocket: URL) async throws {
         try await QMPClient.withConnection(socket: controlSocket) { client in
             _ = try await client.execute("cont")

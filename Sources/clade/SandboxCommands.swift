@@ -169,6 +169,28 @@ struct Kill: AsyncParsableCommand {
     }
 }
 
+struct Pause: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop a running sandbox's vCPUs (it keeps its process and memory).")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Sandbox id.") var id: String
+
+    func run() async throws {
+        try await global.makeEngine().pause(id: id)
+        print(id)
+    }
+}
+
+struct Unpause: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Continue a paused sandbox.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Sandbox id.") var id: String
+
+    func run() async throws {
+        try await global.makeEngine().unpause(id: id)
+        print(id)
+    }
+}
+
 struct Standby: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Capture a running sandbox to disk and stop its process.")
     @OptionGroup var global: GlobalOptions

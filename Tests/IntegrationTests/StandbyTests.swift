@@ -73,6 +73,15 @@ import Testing
     @Test func coldBootedSandboxStandbyAndResume() throws {
         let id = try cli.run(["boot"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(try sh(id, "echo cold > /tmp/x").status == 0)
+        // running ⇄ paused; a paused sandbox refuses exec with its state, and `ls` leaves it paused.
+        #expect(try cli.run(["pause", id]).status == 0)
+        #expect(try endpoint(id)?.hasPrefix("paused") == true)
+        let refused = try sh(id, "true")
+        #expect(refused.status != 0 && refused.stderr.contains("is paused"), "\(refused.stderr)")
+        #expect(try cli.run(["unpause", id]).status == 0)
+        #expect(try sh(id, "cat /tmp/x").stdout == "cold\n")
+        let unpauseRunning = try cli.run(["unpause", id])
+        #expect(unpauseRunning.status != 0 && unpauseRunning.stderr.contains("not paused"))
         #expect(try cli.run(["standby", id]).status == 0)
         let again = try cli.run(["standby", id])
         #expect(again.status != 0 && again.stderr.contains("standby"), "\(again.stderr)")

@@ -1,0 +1,28 @@
+import CladeModel
+import CladeStore
+import Foundation
+
+extension Engine {
+    /// Stops a running sandbox's vCPUs; it keeps its process, memory and endpoint.
+    public func pause(id: String) async throws {
+        let lock = try FileLock(home: home, name: "sandbox-\(id)")
+        defer { lock.unlock() }
+        var record = try runningRecord(id)
+        try await hypervisor.pause(controlSocket: sandboxes.paths(id).qmpSocket)
+        record.state = .paused
+        try sandboxes.put(record)
+    }
+
+    /// Continues a paused sandbox.
+    public func unpause(id: String) async throws {
+        let lock = try FileLock(home: home, name: "sandbox-\(id)")
+        defer { lock.unlock() }
+        var record = try sandboxes.require(id)
+        guard record.state == .paused else {
+            throw EngineError.invalidOption("sandbox \(id) is \(record.state.rawValue), not paused; only a paused sandbox can be unpaused")
+        }
+        try await hypervisor.resume(controlSocket: sandboxes.paths(id).qmpSocket)
+        record.state = .running
+        try sandboxes.put(record)
+    }
+}
