@@ -44,30 +44,23 @@ extension Engine {
     /// written: the copy is a new inode, so the unshare guard's rule holds by construction.
     public func branch(id: String, tag: String, mode: BranchMode = .diff, progress: @Sendable (String) -> Void = { _ in }) async throws -> (SnapshotMetadata, BranchReport) {
         let started = Date()
-        try Names.validate(tag, kind: "tag")
-        let lock = try FileLock(home: home, name: "snapshot-\(tag)")
+        let lock = try claimTag(tag)
         defer { lock.unlock() }
-        if try snapshotCatalog.get(tag) != nil {
-            throw ModelError.alreadyExists(kind: "snapshot", name: tag, hint: "choose another --tag or remove it with `clade rmi \(tag)`")
-        }
         let sandboxLock = try FileLock(home: home, name: "sandbox-\(id)")
         defer { sandboxLock.unlock() }
         var record = try runningRecord(id)
         guard let origin = record.snapshot else {
             throw EngineError.invalidOption("sandbox \(id) was cold-booted, so its memory is not layered on a snapshot; capture it with `clade snapshot \(id) --tag \(tag) --keep-running`")
         }
-        guard let kernel = record.kernel, let initrd = record.initrd, let rootfs = record.rootfs,
-              let commandLine = record.kernelCommandLine, let layerCount = record.layerCount, let activeDisk = record.activeDisk,
-              let pid = record.pid else {
+        let boot = try bootFiles(of: record)
+        guard let layerCount = record.layerCount, let activeDisk = record.activeDisk, let pid = record.pid else {
             throw EngineError.invalidOption("sandbox \(id) was started by an older clade that did not record its disk chain; fork a new one")
         }
         guard layerCount + 1 <= SnapshotMetadata.maxChainDepth else {
             throw EngineError.invalidOption("a branch of \(id) would have \(layerCount + 1) disk layers, more than the limit of \(SnapshotMetadata.maxChainDepth); `clade compact \(origin) --to NEW` and fork from NEW")
         }
         let paths = sandboxes.paths(id)
-        let staging = home.snapshots.appendingPathComponent(".staging-\(tag)-\(getpid())")
-        try? FileSystem.remove(staging)
-        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: false)
+        let staging = try makeStagingDirectory(for: tag)
         let stagedState = staging.appendingPathComponent("devices.state")
         let nextDisk = "disk-\(layerCount + 1).qcow2"
 
@@ -137,32 +130,12 @@ extension Engine {
             for index in 0...layerCount {
                 try Materializer(logger: logger).materialize(paths.layer(index), at: staging.appendingPathComponent(SandboxPaths.layerName(index)))
             }
-            for file in [memory, stagedState] where chmod(file.path, 0o444) != 0 {
-                throw StoreError.systemCall("chmod", path: file.path, errno: errno)
-            }
-            let state = try Digest.ofFile(at: stagedState)
-            guard let memoryStatus = try FileSystem.status(of: memory) else { throw StoreError.systemCall("stat", path: memory.path, errno: ENOENT) }
-            let spec = restoreSpec(
-                memoryMiB: record.memoryMiB, cpus: record.cpus, accelerator: Accelerator(rawValue: record.accelerator) ?? .tcg,
-                kernel: blobs.url(for: kernel), initrd: blobs.url(for: initrd), commandLine: commandLine, paths: paths, port: 0, mac: record.mac)
-            let layers = (0...layerCount).map { index in
-                SnapshotMetadata.DiskLayer(file: SandboxPaths.layerName(index), format: "qcow2", backing: index == 0 ? rootfs : nil)
-            }
-            let metadata = SnapshotMetadata(
-                tag: tag, id: UUID().uuidString.lowercased(),
-                hypervisor: .init(name: hypervisor.name, version: (try? hypervisor.version()) ?? "unknown"),
-                machine: .init(
-                    type: "microvm", vcpus: record.cpus, memoryMiB: record.memoryMiB,
-                    devices: QEMUCommandLine.deviceDrivers(for: spec), kernelCommandLine: commandLine, accelerator: record.accelerator),
-                image: record.image, kernel: kernel, initrd: initrd, rootfs: rootfs, diskLayers: layers,
-                memory: .init(file: "memory", logicalSize: memoryStatus.size, physicalSize: memoryStatus.allocatedBytes),
-                deviceState: .init(file: "devices.state", size: state.size, sha256: state.digest, format: SnapshotMetadata.DeviceState.devicesFormat),
-                parent: .init(tag: origin, id: record.snapshotID ?? "unknown"), agentProtocolVersion: agentProtocolVersion)
-            try JSONFiles.write(metadata, to: staging.appendingPathComponent(SnapshotMetadata.fileName))
+            let metadata = try writeSnapshotMetadata(
+                in: staging, tag: tag, of: record, boot: boot, layerCount: layerCount + 1,
+                deviceStateFormat: SnapshotMetadata.DeviceState.devicesFormat,
+                parent: .init(tag: origin, id: record.snapshotID ?? "unknown"))
             FaultInjection.crashIfRequested(at: "branch-staged")
-            let final = snapshotCatalog.directory(tag)
-            guard rename(staging.path, final.path) == 0 else { throw StoreError.systemCall("rename", path: final.path, errno: errno) }
-            try? FileSystem.sync(home.snapshots)
+            try publishStagedSnapshot(staging, as: tag)
             let report = BranchReport(
                 tag: tag, mode: mode, pauseMilliseconds: pauseMilliseconds, pagesCaptured: pages.pages.count,
                 bytesWritten: Int64(contents.count), totalMilliseconds: Date().timeIntervalSince(started) * 1000)

@@ -12,19 +12,13 @@ extension Engine {
     /// already standalone per snapshot, so they are hardlinked, not copied.
     @discardableResult
     public func compact(_ tag: String, to newTag: String) async throws -> SnapshotMetadata {
-        try Names.validate(newTag, kind: "tag")
-        let lock = try FileLock(home: home, name: "snapshot-\(newTag)")
+        let lock = try claimTag(newTag, option: "--to")
         defer { lock.unlock() }
-        if try snapshotCatalog.get(newTag) != nil {
-            throw ModelError.alreadyExists(kind: "snapshot", name: newTag, hint: "choose another --to or remove it with `clade rmi \(newTag)`")
-        }
         let source = try snapshotCatalog.require(tag)
         try preflight(source)
         guard let top = source.diskLayers.last else { throw EngineError.invalidOption("snapshot '\(tag)' has no disk layer") }
         let directory = snapshotCatalog.directory(tag)
-        let staging = home.snapshots.appendingPathComponent(".staging-\(newTag)-\(getpid())")
-        try? FileSystem.remove(staging)
-        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: false)
+        let staging = try makeStagingDirectory(for: newTag)
         do {
             let materializer = Materializer(logger: logger)
             try materializer.materialize(directory.appendingPathComponent(source.memory.file), at: staging.appendingPathComponent("memory"))
@@ -44,9 +38,7 @@ extension Engine {
             metadata.parent = nil
             metadata.diskLayers = [.init(file: SandboxPaths.layerName(0), format: "qcow2", backing: source.rootfs)]
             try JSONFiles.write(metadata, to: staging.appendingPathComponent(SnapshotMetadata.fileName))
-            let final = snapshotCatalog.directory(newTag)
-            guard rename(staging.path, final.path) == 0 else { throw StoreError.systemCall("rename", path: final.path, errno: errno) }
-            try? FileSystem.sync(home.snapshots)
+            try publishStagedSnapshot(staging, as: newTag)
             logger.info("compacted", metadata: ["from": "\(tag)", "to": "\(newTag)", "layers_before": "\(source.diskLayers.count)"])
             return metadata
         } catch {

@@ -131,27 +131,20 @@ extension Engine {
             record.activeDisk = paths.disk.lastPathComponent
             mark("files")
             try sandboxes.put(record)
-            var launched = false
-            for _ in 0..<4 where !launched {
-                record.agentPort = try port ?? PortAllocator.freeLoopbackPort()
+            let mac = record.mac
+            (record.pid, record.agentPort) = try await launchWithAgentPort(port) { agentPort in
                 var spec = restoreSpec(
                     memoryMiB: metadata.machine.memoryMiB, cpus: metadata.machine.vcpus,
                     accelerator: Accelerator(rawValue: metadata.machine.accelerator) ?? .tcg,
                     kernel: blobs.url(for: metadata.kernel), initrd: blobs.url(for: metadata.initrd),
-                    commandLine: metadata.machine.kernelCommandLine, paths: paths, port: record.agentPort, mac: record.mac)
+                    commandLine: metadata.machine.kernelCommandLine, paths: paths, port: agentPort, mac: mac)
                 spec.restoring = true
                 spec.deviceStateWithoutConfiguration = metadata.deviceState.format == SnapshotMetadata.DeviceState.devicesFormat
                 guard QEMUCommandLine.deviceDrivers(for: spec) == metadata.machine.devices else {
                     throw EngineError.invalidOption("snapshot '\(metadata.tag)' was taken with devices \(metadata.machine.devices), which this clade does not build; use the clade version that made it")
                 }
-                do {
-                    record.pid = try await hypervisor.launch(spec)
-                    launched = true
-                } catch VMMError.launchFailed(let reason) where port == nil && (reason.contains("hostfwd") || reason.contains("forwarding")) {
-                    continue
-                }
+                return spec
             }
-            guard launched else { throw VMMError.launchFailed(reason: "no free loopback port for the agent after 4 tries") }
             mark("launched")
             try sandboxes.put(record)
             try await hypervisor.restoreDeviceState(

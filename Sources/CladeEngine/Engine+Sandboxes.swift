@@ -64,23 +64,12 @@ extension Engine {
             var commandLine = "console=ttyS0 quiet panic=-1 clade.hostname=\(id)"
             if choice.accelerator == .tcg, let khz = HostInfo.tscKHz() { commandLine += " tsc_early_khz=\(khz)" }
             record.kernelCommandLine = commandLine
-            var lastError: Error?
-            for _ in 0..<4 {
-                record.agentPort = try PortAllocator.freeLoopbackPort()
-                let spec = MachineSpec(
-                    name: "clade-\(id)", memoryMiB: options.memoryMiB, cpus: options.cpus, accelerator: choice.accelerator,
-                    kernel: files.kernel, initrd: files.initrd, kernelCommandLine: commandLine, rootDisk: paths.disk,
-                    memoryFile: paths.memory, qmpSocket: paths.qmpSocket, agentSocket: paths.agentSocket,
-                    console: paths.console, pidFile: paths.pidFile, agentPort: record.agentPort, mac: record.mac)
-                do {
-                    record.pid = try await hypervisor.launch(spec)
-                    lastError = nil
-                    break
-                } catch VMMError.launchFailed(let reason) where reason.contains("hostfwd") || reason.contains("forwarding") {
-                    lastError = VMMError.launchFailed(reason: reason)  // the port was taken meanwhile; pick another
-                }
+            let mac = record.mac
+            (record.pid, record.agentPort) = try await launchWithAgentPort(nil) { port in
+                restoreSpec(
+                    memoryMiB: options.memoryMiB, cpus: options.cpus, accelerator: choice.accelerator, kernel: files.kernel,
+                    initrd: files.initrd, commandLine: commandLine, paths: paths, port: port, mac: mac)
             }
-            if let lastError { throw lastError }
             try sandboxes.put(record)
             progress("waiting for the guest agent")
             let marker = paths.directory.path
@@ -184,6 +173,21 @@ extension Engine {
             try? await kill(id: record.id)
             throw error
         }
+    }
+
+    /// Starts QEMU with `fixedPort`, or with a free loopback port for the agent, choosing another
+    /// when the port was taken between picking it and QEMU binding it.
+    func launchWithAgentPort(_ fixedPort: Int?, spec makeSpec: (Int) throws -> MachineSpec) async throws -> (Int32, Int) {
+        let attempts = fixedPort == nil ? 4 : 1
+        for attempt in 1...attempts {
+            let port = try fixedPort ?? PortAllocator.freeLoopbackPort()
+            do {
+                return (try await hypervisor.launch(try makeSpec(port)), port)
+            } catch VMMError.launchFailed(let reason) where attempt < attempts && (reason.contains("hostfwd") || reason.contains("forwarding")) {
+                continue
+            }
+        }
+        throw VMMError.launchFailed(reason: "no free loopback port for the agent after \(attempts) tries")
     }
 
     func runningRecord(_ id: String) throws -> SandboxRecord {

@@ -47,25 +47,16 @@ extension Engine {
     /// Without `keepRunning` the sandbox is gone afterwards; with it, it continues as a fork of the
     /// new snapshot with the same id and endpoint (a new process on a private view of the memory).
     public func snapshot(id: String, tag: String, keepRunning: Bool = false, progress: @Sendable (String) -> Void = { _ in }) async throws -> SnapshotMetadata {
-        try Names.validate(tag, kind: "tag")
-        let lock = try FileLock(home: home, name: "snapshot-\(tag)")
+        let lock = try claimTag(tag)
         defer { lock.unlock() }
-        if try snapshotCatalog.get(tag) != nil {
-            throw ModelError.alreadyExists(kind: "snapshot", name: tag, hint: "choose another --tag or remove it with `clade rmi \(tag)`")
-        }
         let record = try runningRecord(id)
         if record.snapshot != nil {
             throw EngineError.invalidOption(
                 "sandbox \(id) was forked from snapshot '\(record.snapshot ?? "")'; its memory is a private copy-on-write view, so it is captured with `clade branch` (not available yet), not `clade snapshot`")
         }
-        guard let kernel = record.kernel, let initrd = record.initrd, let rootfs = record.rootfs, let commandLine = record.kernelCommandLine else {
-            throw EngineError.invalidOption("sandbox \(id) was started by an older clade that did not record its boot files; boot a new one")
-        }
+        let boot = try bootFiles(of: record)
         let paths = sandboxes.paths(id)
-        try home.prepare()
-        let staging = home.snapshots.appendingPathComponent(".staging-\(tag)-\(getpid())")
-        try? FileSystem.remove(staging)
-        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: false)
+        let staging = try makeStagingDirectory(for: tag)
         let stagedState = staging.appendingPathComponent("devices.state")
         progress("pausing \(id) and saving its device state")
         let pauseStart = Date()
@@ -85,31 +76,13 @@ extension Engine {
             for (from, to) in [(paths.memory, memory), (paths.disk, disk)] {
                 try Materializer(logger: logger).move(from, to: to)
             }
-            for file in [memory, disk, stagedState] where chmod(file.path, 0o444) != 0 {
-                throw StoreError.systemCall("chmod", path: file.path, errno: errno)
-            }
-            let state = try Digest.ofFile(at: stagedState)
-            guard let memoryStatus = try FileSystem.status(of: memory) else { throw StoreError.systemCall("stat", path: memory.path, errno: ENOENT) }
-            let spec = restoreSpec(
-                memoryMiB: record.memoryMiB, cpus: record.cpus, accelerator: Accelerator(rawValue: record.accelerator) ?? .tcg,
-                kernel: blobs.url(for: kernel), initrd: blobs.url(for: initrd), commandLine: commandLine, paths: paths, port: 0, mac: record.mac)
-            let metadata = SnapshotMetadata(
-                tag: tag, id: UUID().uuidString.lowercased(),
-                hypervisor: .init(name: hypervisor.name, version: (try? hypervisor.version()) ?? "unknown"),
-                machine: .init(
-                    type: "microvm", vcpus: record.cpus, memoryMiB: record.memoryMiB,
-                    devices: QEMUCommandLine.deviceDrivers(for: spec), kernelCommandLine: commandLine, accelerator: record.accelerator),
-                image: record.image, kernel: kernel, initrd: initrd, rootfs: rootfs,
-                diskLayers: [.init(file: SandboxPaths.layerName(0), format: "qcow2", backing: rootfs)],
-                memory: .init(file: "memory", logicalSize: memoryStatus.size, physicalSize: memoryStatus.allocatedBytes),
-                deviceState: .init(file: "devices.state", size: state.size, sha256: state.digest),
-                parent: nil, agentProtocolVersion: agentProtocolVersion)
-            try JSONFiles.write(metadata, to: staging.appendingPathComponent(SnapshotMetadata.fileName))
-            let final = snapshotCatalog.directory(tag)
-            guard rename(staging.path, final.path) == 0 else { throw StoreError.systemCall("rename", path: final.path, errno: errno) }
-            try? FileSystem.sync(home.snapshots)
+            guard chmod(disk.path, 0o444) == 0 else { throw StoreError.systemCall("chmod", path: disk.path, errno: errno) }
+            let metadata = try writeSnapshotMetadata(
+                in: staging, tag: tag, of: record, boot: boot, layerCount: 1,
+                deviceStateFormat: SnapshotMetadata.DeviceState.migrationFormat, parent: nil)
+            try publishStagedSnapshot(staging, as: tag)
             try FileSystem.remove(paths.directory)
-            logger.info("snapshot taken", metadata: ["tag": "\(tag)", "pause_ms": "\(Int(pauseMilliseconds))", "device_state_bytes": "\(state.size)"])
+            logger.info("snapshot taken", metadata: ["tag": "\(tag)", "pause_ms": "\(Int(pauseMilliseconds))", "device_state_bytes": "\(metadata.deviceState.size)"])
             if keepRunning {
                 progress("resuming \(id) as a fork of \(tag)")
                 _ = try await startChild(of: metadata, id: id, port: record.agentPort, mac: record.mac)
@@ -124,10 +97,8 @@ extension Engine {
 
     /// Boots, optionally warms up, snapshots and stops: the usual way to make a snapshot.
     public func bake(_ options: BakeOptions, progress: @Sendable (String) -> Void = { _ in }) async throws -> SnapshotMetadata {
-        try Names.validate(options.tag, kind: "tag")
-        if try snapshotCatalog.get(options.tag) != nil {
-            throw ModelError.alreadyExists(kind: "snapshot", name: options.tag, hint: "choose another --tag or remove it with `clade rmi \(options.tag)`")
-        }
+        // Fail before booting if the tag is taken; `snapshot` takes the tag's lock for real.
+        try claimTag(options.tag).unlock()
         let record = try await boot(options.boot, progress: progress)
         do {
             if let warm = options.warm {

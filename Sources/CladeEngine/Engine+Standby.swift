@@ -98,14 +98,12 @@ extension Engine {
         guard record.state == .standby else {
             throw EngineError.invalidOption("sandbox \(id) is \(record.state.rawValue), not on standby; only a standby sandbox can be resumed")
         }
-        guard let kernel = record.kernel, let initrd = record.initrd, let commandLine = record.kernelCommandLine else {
-            throw EngineError.invalidOption("sandbox \(id) was started by an older clade that did not record its boot files")
-        }
+        let boot = try bootFiles(of: record)
         let paths = sandboxes.paths(id)
         let forked = record.snapshot != nil
         var spec = restoreSpec(
             memoryMiB: record.memoryMiB, cpus: record.cpus, accelerator: Accelerator(rawValue: record.accelerator) ?? .tcg,
-            kernel: blobs.url(for: kernel), initrd: blobs.url(for: initrd), commandLine: commandLine, paths: paths,
+            kernel: blobs.url(for: boot.kernel), initrd: blobs.url(for: boot.initrd), commandLine: boot.commandLine, paths: paths,
             port: record.agentPort, mac: record.mac)
         spec.rootDisk = paths.directory.appendingPathComponent(record.activeDisk ?? paths.disk.lastPathComponent)
         spec.restoring = true
