@@ -206,11 +206,8 @@ extension Engine {
 
     /// Private bytes of the guest-RAM mapping (pages the guest wrote since the restore), from smaps.
     func privateGuestRAM(of id: String) -> Int64? {
-        // procfs files report size 0, so read them through a handle to the end.
         guard let record = try? sandboxes.get(id), let pid = record.pid,
-              let handle = FileHandle(forReadingAtPath: "/proc/\(pid)/smaps"),
-              let data = try? handle.readToEnd() else { return nil }
-        try? handle.close()
+              let data = try? FileSystem.readProcFile("/proc/\(pid)/smaps") else { return nil }
         let smaps = String(decoding: data, as: UTF8.self)
         let memoryPath = sandboxes.paths(id).memory.path
         var inMapping = false

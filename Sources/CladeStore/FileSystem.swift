@@ -74,6 +74,23 @@ public enum FileSystem {
         }
     }
 
+    /// Reads a procfs file to its end. (procfs reports size 0, so size-based reads return nothing.)
+    public static func readProcFile(_ path: String) throws -> Data {
+        let fd = try open(URL(fileURLWithPath: path), flags: O_RDONLY)
+        defer { close(fd) }
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = read(fd, &buffer, buffer.count)
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw StoreError.systemCall("read", path: path, errno: errno)
+            }
+            if count == 0 { return data }
+            data.append(contentsOf: buffer[0..<count])
+        }
+    }
+
     /// fsyncs a file or directory by path.
     public static func sync(_ url: URL) throws {
         let fd = try open(url, flags: O_RDONLY)

@@ -60,16 +60,14 @@ public struct DirtyPages: Sendable {
         let memory = try FileSystem.open(URL(fileURLWithPath: "/proc/\(pid)/mem"), flags: O_RDONLY)
         defer { close(memory) }
         var buffer = [UInt8](repeating: 0, count: pages.count * Self.pageSize)
-        // Read runs of consecutive pages with one pread each.
-        var position = 0
-        while position < pages.count {
-            var end = position + 1
-            while end < pages.count, pages[end] == pages[end - 1] + 1, end - position < 4096 { end += 1 }
-            let bytes = (end - position) * Self.pageSize
-            let address = off_t(mappingStart + UInt64(pages[position] * Self.pageSize))
-            let got = buffer.withUnsafeMutableBytes { pread(memory, $0.baseAddress! + position * Self.pageSize, bytes, address) }
-            guard got == bytes else { throw StoreError.systemCall("read", path: "/proc/\(pid)/mem", errno: got < 0 ? errno : EIO) }
-            position = end
+        try buffer.withUnsafeMutableBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            for run in runs {
+                let bytes = run.count * Self.pageSize
+                let address = off_t(mappingStart + UInt64(pages[run.first] * Self.pageSize))
+                let got = pread(memory, base + run.first * Self.pageSize, bytes, address)
+                guard got == bytes else { throw StoreError.systemCall("read", path: "/proc/\(pid)/mem", errno: got < 0 ? errno : EIO) }
+            }
         }
         return buffer
     }
@@ -79,25 +77,38 @@ public struct DirtyPages: Sendable {
     public func write(_ contents: [UInt8], into file: URL) throws {
         let fd = try FileSystem.open(file, flags: O_WRONLY)
         defer { close(fd) }
-        var position = 0
-        while position < pages.count {
-            var end = position + 1
-            while end < pages.count, pages[end] == pages[end - 1] + 1, end - position < 4096 { end += 1 }
-            let bytes = (end - position) * Self.pageSize
-            let written = contents.withUnsafeBytes { pwrite(fd, $0.baseAddress! + position * Self.pageSize, bytes, off_t(pages[position] * Self.pageSize)) }
-            guard written == bytes else { throw StoreError.systemCall("write", path: file.path, errno: written < 0 ? errno : EIO) }
-            position = end
+        guard contents.count == pages.count * Self.pageSize else {
+            throw StoreError.systemCall("write (page contents do not match the page list)", path: file.path, errno: EINVAL)
+        }
+        try contents.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            for run in runs {
+                let bytes = run.count * Self.pageSize
+                let written = pwrite(fd, base + run.first * Self.pageSize, bytes, off_t(pages[run.first] * Self.pageSize))
+                guard written == bytes else { throw StoreError.systemCall("write", path: file.path, errno: written < 0 ? errno : EIO) }
+            }
         }
         guard fsync(fd) == 0 else { throw StoreError.systemCall("fsync", path: file.path, errno: errno) }
     }
 
-    static func findMapping(pid: Int32, path: String) throws -> (UInt64, Int) {
-        guard let handle = FileHandle(forReadingAtPath: "/proc/\(pid)/maps"), let data = try handle.readToEnd() else {
-            throw StoreError.systemCall("open", path: "/proc/\(pid)/maps", errno: errno)
+    /// Runs of consecutive pages, as (index into `pages`, page count), at most 16 MiB each: one
+    /// pread or pwrite per run.
+    private var runs: [(first: Int, count: Int)] {
+        var result: [(first: Int, count: Int)] = []
+        var position = 0
+        while position < pages.count {
+            var end = position + 1
+            while end < pages.count, pages[end] == pages[end - 1] + 1, end - position < 4096 { end += 1 }
+            result.append((position, end - position))
+            position = end
         }
-        try? handle.close()
+        return result
+    }
+
+    static func findMapping(pid: Int32, path: String) throws -> (UInt64, Int) {
+        let maps = String(decoding: try FileSystem.readProcFile("/proc/\(pid)/maps"), as: UTF8.self)
         var best: (UInt64, Int)?
-        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where line.hasSuffix(" " + path) || line.hasSuffix(path) {
+        for line in maps.split(separator: "\n") where line.hasSuffix(" " + path) {
             let range = line.split(separator: " ").first?.split(separator: "-") ?? []
             guard range.count == 2, let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16) else { continue }
             let length = Int(end - start)
