@@ -88,6 +88,8 @@ extension Engine {
         }
 
         progress("pausing \(id)")
+        try markPause(paths)
+        defer { clearPauseMark(paths) }
         let pauseStart = Date()
         let pages: DirtyPages
         let contents: [UInt8]

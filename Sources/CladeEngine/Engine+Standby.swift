@@ -43,6 +43,8 @@ extension Engine {
         var contents: [UInt8] = []
         let staged = paths.directory.appendingPathComponent(".standby.state.partial")
         try? FileSystem.remove(staged)
+        try markPause(paths)
+        defer { clearPauseMark(paths) }
         do {
             if forked {
                 try await hypervisor.pauseAndSaveDevices(controlSocket: paths.qmpSocket, to: staged)

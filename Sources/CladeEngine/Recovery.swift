@@ -17,9 +17,21 @@ enum FaultInjection {
 }
 
 extension Engine {
+    /// Marks that this operation may pause the guest (see ``continueIfAbandoned(id:pid:paths:)``).
+    func markPause(_ paths: SandboxPaths) throws {
+        try FileSystem.writeAtomically(Data("\(getpid())".utf8), to: paths.pauseMarker)
+    }
+
+    func clearPauseMark(_ paths: SandboxPaths) {
+        try? FileSystem.remove(paths.pauseMarker)
+    }
+
     /// A running sandbox left paused by a clade process that died mid-operation is continued.
-    /// Operations hold the sandbox's lock while it is paused, so a free lock means nobody will.
+    /// Only sandboxes with a pause marker are checked, so listing costs no QMP round trip
+    /// otherwise; operations hold the sandbox's lock while paused, so a free lock means the
+    /// marker's owner is gone.
     func continueIfAbandoned(id: String, pid: Int32, paths: SandboxPaths) async {
+        guard (try? FileSystem.exists(paths.pauseMarker)) == true else { return }
         guard let lock = try? FileLock.attempt(home: home, name: "sandbox-\(id)") else { return }
         defer { lock.unlock() }
         let paused: Bool? = try? await withTimeout(3, what: "QMP query-status") {
@@ -28,7 +40,9 @@ extension Engine {
                 return status["running"]?.boolValue == false
             }
         }
-        guard paused == true else { return }
+        guard let paused else { return }  // QEMU did not answer; keep the marker for the next look
+        defer { clearPauseMark(paths) }
+        guard paused else { return }
         logger.warning("continuing a sandbox left paused by an interrupted operation", metadata: ["id": "\(id)"])
         try? await hypervisor.resume(controlSocket: paths.qmpSocket)
     }

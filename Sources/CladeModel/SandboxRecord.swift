@@ -95,6 +95,9 @@ public struct SandboxPaths: Sendable {
     public static func layerName(_ index: Int) -> String { "layer-\(index).qcow2" }
     public var memory: URL { directory.appendingPathComponent("memory") }
     public var deviceState: URL { directory.appendingPathComponent("devices.state") }
+    /// Present while an operation (branch, standby) may have the guest paused; if its clade dies,
+    /// the marker tells `clade ls` which sandboxes to check.
+    public var pauseMarker: URL { directory.appendingPathComponent("operation-pause") }
     /// Device state written by `standby`, loaded by `resume`.
     public var standbyState: URL { directory.appendingPathComponent("standby.state") }
 
