@@ -4,11 +4,7 @@ import Testing
 /// Bad input gets a one-line actionable error, a non-zero exit, and leaves nothing behind.
 @Suite(.serialized) struct BadInputTests {
     /// A store of its own, so work of other suites (image builds in tmp/) cannot be mistaken for leftovers.
-    static let home: URL = {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("clade-badinput-\(getpid())")
-        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }()
+    static let home = CLIHarness.privateHome("badinput")
     let cli = CLIHarness(home: BadInputTests.home)
 
     func expectCleanFailure(_ result: CLIHarness.Result, mentioning phrase: String, in harness: CLIHarness) {

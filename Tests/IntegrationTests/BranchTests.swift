@@ -4,11 +4,7 @@ import Testing
 
 /// Branch: a running fork becomes a new snapshot; diff branches capture only written pages.
 @Suite(.serialized) struct BranchTests {
-    static let home: URL = {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("clade-branch-\(getpid())")
-        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }()
+    static let home = CLIHarness.privateHome("branch")
     let cli = CLIHarness(home: BranchTests.home)
 
     func json(_ result: CLIHarness.Result) throws -> [String: Any] {

@@ -19,11 +19,15 @@ struct CLIHarness: Sendable {
     }
 
     /// One store for the whole test run, so the default image is built once.
-    static let sharedHome: URL = {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("clade-itest-\(getpid())")
+    static let sharedHome = privateHome("itest")
+
+    /// A store of a suite's own under the temporary directory, so suites cannot mistake each
+    /// other's work (image builds in tmp/, sandboxes, snapshots) for their own.
+    static func privateHome(_ name: String) -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("clade-\(name)-\(getpid())")
         try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
-    }()
+    }
 
     var home: URL = CLIHarness.sharedHome
     var environment: [String: String] = [:]

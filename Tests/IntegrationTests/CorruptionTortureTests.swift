@@ -6,11 +6,7 @@ import Testing
 /// killed abruptly. Every child's disk must still be a clean ext4 after journal replay, and the
 /// snapshot must be byte-identical to before.
 @Suite(.serialized) struct CorruptionTortureTests {
-    static let home: URL = {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("clade-torture-\(getpid())")
-        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }()
+    static let home = CLIHarness.privateHome("torture")
     let cli = CLIHarness(home: CorruptionTortureTests.home)
 
     func fingerprint(_ relative: String) throws -> (UInt64, Digest) {

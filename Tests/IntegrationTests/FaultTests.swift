@@ -5,11 +5,7 @@ import Testing
 /// which exit like SIGKILL at a chosen step) leaves no half snapshot, loses no sandbox, leaves
 /// none paused for good, and a retry succeeds.
 @Suite(.serialized) struct FaultTests {
-    static let home: URL = {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("clade-fault-\(getpid())")
-        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }()
+    static let home = CLIHarness.privateHome("fault")
     let cli = CLIHarness(home: FaultTests.home)
 
     func crashing(_ point: String) -> CLIHarness {

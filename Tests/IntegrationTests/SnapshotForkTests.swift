@@ -5,11 +5,7 @@ import Testing
 /// Snapshot and fork with real VMs: isolation (seed 004's test, extended), siblings,
 /// delete semantics and bad input.
 @Suite(.serialized) struct SnapshotForkTests {
-    static let home: URL = {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("clade-forktest-\(getpid())")
-        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }()
+    static let home = CLIHarness.privateHome("forktest")
     let cli = CLIHarness(home: SnapshotForkTests.home)
 
     /// Inode and SHA-256 of a file: what must not change while forks come and go.

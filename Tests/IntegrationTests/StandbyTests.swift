@@ -4,11 +4,7 @@ import Testing
 
 /// Standby and resume, and the unshare guard protecting a snapshot shared by siblings.
 @Suite(.serialized) struct StandbyTests {
-    static let home: URL = {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("clade-standby-\(getpid())")
-        try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }()
+    static let home = CLIHarness.privateHome("standby")
     let cli = CLIHarness(home: StandbyTests.home)
 
     func sh(_ id: String, _ script: String) throws -> CLIHarness.Result {
