@@ -50,3 +50,4 @@ int clade_set_mac(const char *name, const unsigned char mac[6]) {
     close(fd);
     return result;
 }
+int clade_reseed_crng(int fd) { return ioctl(fd, RNDRESEEDCRNG); }

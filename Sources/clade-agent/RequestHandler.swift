@@ -166,6 +166,9 @@ struct RequestHandler: Sendable {
                 let fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC)
                 let added = fd >= 0 && [UInt8](bytes).withUnsafeBufferPointer { clade_add_entropy(fd, $0.baseAddress, Int32($0.count)) } == 0
                 if !added { warnings.append("cannot add entropy: \(String(cString: strerror(errno)))") }
+                // Once the CRNG is initialised, added entropy only reaches it at the next scheduled
+                // reseed (up to a minute later), so siblings would read identical bytes until then.
+                if added && clade_reseed_crng(fd) != 0 { warnings.append("cannot reseed the CRNG: \(String(cString: strerror(errno)))") }
                 if fd >= 0 { close(fd) }
             } else {
                 warnings.append("entropy is not valid base64")

@@ -19,4 +19,6 @@ int clade_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int from);
 int clade_add_entropy(int fd, const unsigned char *bytes, int length);
 /// Sets the hardware address of network interface `name` (SIOCSIFHWADDR). 0 on success, -1 + errno.
 int clade_set_mac(const char *name, const unsigned char mac[6]);
+/// Forces the kernel CRNG to reseed from its input pool now (RNDRESEEDCRNG). 0 on success, -1 + errno.
+int clade_reseed_crng(int fd);
 #endif
