@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers (see DESIGN.md): Store → Model → VMM → Guest → Engine → CLI.
+// Layers (see DESIGN.md): Store → Model → VMM → Guest → Pack → Engine → CLI.
 // A module depends only on modules earlier in that list. `CladeGuestProtocol`
 // belongs to the Guest layer; it is split out so that the in-guest agent can link
 // it without pulling in any host-side code.
@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.24.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.24.0"),
     ],
     targets: [
         .target(name: "CLinuxShims"),
@@ -56,6 +57,21 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .target(
+            name: "CladePack",
+            dependencies: [
+                "CladeStore",
+                "CladeModel",
+                "CZstd",
+                "CArchive",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "CladeEngine",
             dependencies: [
@@ -64,6 +80,7 @@ let package = Package(
                 "CladeVMM",
                 "CladeGuest",
                 "CladeGuestProtocol",
+                "CladePack",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -71,6 +88,7 @@ let package = Package(
             name: "clade",
             dependencies: [
                 "CladeEngine",
+                "CladePack",
                 "CladeGuest",
                 "CladeVMM",
                 "CladeModel",
@@ -87,7 +105,8 @@ let package = Package(
         .testTarget(name: "CladeModelTests", dependencies: ["CladeModel", "CladeStore"]),
         .testTarget(name: "CladeVMMTests", dependencies: ["CladeVMM"]),
         .testTarget(name: "CladeGuestTests", dependencies: ["CladeGuest", "CladeGuestProtocol"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["CladeEngine", "CladeGuest", "CladeModel", "CladeStore"]),
+        .testTarget(name: "CladePackTests", dependencies: ["CladePack", "CladeModel", "CladeStore"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["CladeEngine", "CladePack", "CladeGuest", "CladeModel", "CladeStore"]),
     ],
     swiftLanguageModes: [.v6]
 )

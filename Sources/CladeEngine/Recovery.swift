@@ -6,14 +6,10 @@ import CladeStore
 import CladeVMM
 import Foundation
 
-/// Deterministic crash points for fault tests: with `CLADE_FAULT=<point>` set, clade exits at
-/// once (as if SIGKILLed) when it reaches that point. Points: `branch-paused`, `branch-staged`,
+/// Engine crash points (see ``FaultPoint``): `branch-paused`, `branch-staged`,
 /// `standby-captured`, `standby-recorded`.
 enum FaultInjection {
-    static func crashIfRequested(at point: String) {
-        guard ProcessInfo.processInfo.environment["CLADE_FAULT"] == point else { return }
-        _exit(137)
-    }
+    static func crashIfRequested(at point: String) { FaultPoint.crashIfRequested(at: point) }
 }
 
 extension Engine {

@@ -73,3 +73,19 @@ public struct BlobStore: Sendable {
         }
     }
 }
+
+extension BlobStore {
+    /// Moves a file whose content the caller has just verified to be `digest` into the store
+    /// without hashing it again. The file must be on the store's filesystem.
+    public func adoptVerified(_ file: URL, as digest: Digest) throws {
+        try home.prepare()
+        let destination = url(for: digest)
+        if try FileSystem.exists(destination) {
+            try FileSystem.remove(file)
+            return
+        }
+        guard chmod(file.path, 0o444) == 0 else { throw StoreError.systemCall("chmod", path: file.path, errno: errno) }
+        guard rename(file.path, destination.path) == 0 else { throw StoreError.systemCall("rename", path: destination.path, errno: errno) }
+        try? FileSystem.sync(home.blobs)
+    }
+}

@@ -19,7 +19,8 @@ public struct Digest: Hashable, Codable, Sendable, CustomStringConvertible, Comp
         try self.init(hex: String(text.dropFirst("sha256:".count)))
     }
 
-    init(_ digest: SHA256.Digest) {
+    /// Wraps a finished SHA-256 computation.
+    public init(_ digest: SHA256.Digest) {
         self.hex = digest.map { String(format: "%02x", $0) }.joined()
     }
 
@@ -50,4 +51,12 @@ public struct Digest: Hashable, Codable, Sendable, CustomStringConvertible, Comp
         let size = try FileSystem.forEachChunk(of: url) { chunk in hasher.update(bufferPointer: chunk) }
         return (Digest(hasher.finalize()), size)
     }
+}
+
+/// SHA-256 over bytes that arrive in pieces.
+public struct DigestHasher {
+    private var hasher = SHA256()
+    public init() {}
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) { hasher.update(bufferPointer: bytes) }
+    public func finalize() -> Digest { Digest(hasher.finalize()) }
 }

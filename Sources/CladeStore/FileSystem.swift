@@ -9,6 +9,10 @@ import Foundation
 /// The rule from seed 003: only ENOENT means "absent". Every other failure of `stat` or
 /// `open` propagates, so an unreadable file never silently switches a code path.
 public enum FileSystem {
+    /// `lseek` whence values Glibc's Swift overlay does not export.
+    public static let seekData: Int32 = 3
+    public static let seekHole: Int32 = 4
+
     /// The subset of `stat` the store uses.
     public struct Status: Sendable, Equatable {
         public let inode: UInt64

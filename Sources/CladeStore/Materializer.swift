@@ -138,13 +138,13 @@ public struct Materializer: Sendable {
             var start = offset
             var end = size
             if sparse {
-                let data = lseek(input, off_t(offset), 3 /* SEEK_DATA */)
+                let data = lseek(input, off_t(offset), FileSystem.seekData)
                 if data < 0 {
                     if errno == ENXIO { break }  // only a hole remains
                     throw StoreError.systemCall("lseek(SEEK_DATA)", path: source.path, errno: errno)
                 }
                 start = Int64(data)
-                let hole = lseek(input, off_t(start), 4 /* SEEK_HOLE */)
+                let hole = lseek(input, off_t(start), FileSystem.seekHole)
                 guard hole >= 0 else { throw StoreError.systemCall("lseek(SEEK_HOLE)", path: source.path, errno: errno) }
                 end = Int64(hole)
             }

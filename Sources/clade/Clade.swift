@@ -14,6 +14,7 @@ struct Clade: AsyncParsableCommand {
             Doctor.self, ImageCommand.self, Run.self, Boot.self, Exec.self, List.self, Kill.self,
             Bake.self, SnapshotCommand.self, Snapshots.self, SnapshotInfoCommand.self, Fork.self, RemoveSnapshot.self,
             Bench.self, Branch.self, Compact.self, Standby.self, Resume.self, Pause.self, Unpause.self,
+            PackCommand.self, UnpackCommand.self,
         ])
 }
 
@@ -35,6 +36,9 @@ struct GlobalOptions: ParsableArguments {
         LoggingBootstrap.once(level: level)
         return Engine(home: CladeHome.resolve(explicit: home))
     }
+
+    /// The store, with logging set up as for ``makeEngine()``.
+    func makeHome() -> CladeHome { makeEngine().home }
 }
 
 enum LoggingBootstrap {

@@ -36,9 +36,40 @@ final class ProgressReporter: @unchecked Sendable {
         if !interactive { writeStandardError("==> \(message)\n") }
     }
 
+    /// Reports progress through a step of known size: a bar on a terminal, the step's name otherwise.
+    func update(_ message: String, done: Int64, total: Int64) {
+        guard !quiet else { return }
+        guard interactive, total > 0 else {
+            let changed = lock.withLock { () -> Bool in
+                defer { step = message }
+                return step != message
+            }
+            if changed && !interactive { writeStandardError("==> \(message)\n") }
+            return
+        }
+        let fraction = min(1, Double(done) / Double(total))
+        let width = 24
+        let filled = Int(fraction * Double(width))
+        let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
+        let text = "\(message) \(bar) \(Int(fraction * 100))% \(formatBytes(done))/\(formatBytes(total))"
+        lock.withLock { step = text }
+    }
+
     /// Clears the spinner line.
     func finish() {
         lock.withLock { running = false }
         if interactive && !quiet { writeStandardError("\r\u{1B}[2K") }
     }
+}
+
+/// Bytes for people: "12.3 MiB".
+func formatBytes(_ bytes: Int64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024, unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : "\(String(format: "%.1f", value)) \(units[unit])"
 }

@@ -1,0 +1,65 @@
+import ArgumentParser
+import CladePack
+import CladeStore
+import Foundation
+
+struct PackCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pack", abstract: "Write a snapshot (and its ancestors) as a portable OCI image layout, a directory or a .tar file.")
+    @OptionGroup var global: GlobalOptions
+    @Option(name: [.short, .customLong("output")], help: "Layout directory (created, or added to), or a file ending in .tar.") var output: String
+    @Flag(help: "Pack only this snapshot, not its ancestors (it still carries every disk layer it needs).") var noAncestors = false
+    @Option(help: "zstd level (1-19).") var level: Int32 = 3
+    @Flag(help: "Print the report as JSON.") var json = false
+    @Argument(help: "Snapshot tag.") var tag: String
+
+    func validate() throws {
+        guard (1...19).contains(level) else { throw ValidationError("--level must be between 1 and 19") }
+    }
+
+    func run() async throws {
+        let progress = ProgressReporter(quiet: json)
+        let packer = Packer(home: global.makeHome(), level: level)
+        let report = try packer.pack(tag: tag, ancestors: !noAncestors, to: URL(fileURLWithPath: output)) { step, done, total in
+            progress.update(step, done: done, total: total)
+        }
+        progress.finish()
+        if json { return try printJSON(report) }
+        print("packed \(report.snapshots.joined(separator: " → ")) into \(report.path)")
+        print("PIECE          SNAPSHOT          BLOBS   CONTENT      PACKED       RATIO   NEW")
+        for piece in report.pieces where piece.kind != "config" {
+            print(piece.kind.padding(toLength: 15, withPad: " ", startingAt: 0)
+                + piece.snapshot.padding(toLength: 18, withPad: " ", startingAt: 0)
+                + "\(piece.blobs)".padding(toLength: 8, withPad: " ", startingAt: 0)
+                + formatBytes(piece.contentBytes).padding(toLength: 13, withPad: " ", startingAt: 0)
+                + formatBytes(piece.packedBytes).padding(toLength: 13, withPad: " ", startingAt: 0)
+                + String(format: "%6.1f×  ", piece.ratio) + formatBytes(piece.newBytes))
+        }
+        let ratio = report.packedBytes > 0 ? Double(report.contentBytes) / Double(report.packedBytes) : 0
+        print("total: \(formatBytes(report.contentBytes)) → \(formatBytes(report.packedBytes)) (\(String(format: "%.1f", ratio))×), \(formatBytes(report.newBytes)) new, in \(String(format: "%.2f", report.seconds)) s (\(formatBytes(Int64(report.throughput)))/s)")
+        print("manifest: \(report.manifest)")
+    }
+}
+
+struct UnpackCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unpack", abstract: "Verify a pack (directory or .tar) and register its snapshot in this store.")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "Register the snapshot under this tag instead of its own.") var tag: String?
+    @Option(help: "Which snapshot of a pack holding several (its tag in the pack).") var ref: String?
+    @Flag(help: "Replace a snapshot that already has the tag.") var force = false
+    @Flag(help: "Print the report as JSON.") var json = false
+    @Argument(help: "Pack directory or .tar file.") var path: String
+
+    func run() async throws {
+        let progress = ProgressReporter(quiet: json)
+        let unpacker = Unpacker(home: global.makeHome())
+        let report = try unpacker.unpack(from: URL(fileURLWithPath: path), options: UnpackOptions(tag: tag, force: force, ref: ref)) { step, done, total in
+            progress.update(step, done: done, total: total)
+        }
+        progress.finish()
+        if json { return try printJSON(report) }
+        print("unpacked \(report.tag): \(report.blobsWritten) blobs written, \(report.blobsSkipped) already present, \(formatBytes(report.bytesWritten)) in \(String(format: "%.2f", report.seconds)) s")
+        if !report.alreadyPresent.isEmpty { print("ancestors already here: \(report.alreadyPresent.joined(separator: ", "))") }
+    }
+}
