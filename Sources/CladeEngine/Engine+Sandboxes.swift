@@ -61,7 +61,9 @@ extension Engine {
             ], currentDirectory: paths.directory).check()
             try sandboxes.put(record)
             progress("starting the VM (\(choice.accelerator.rawValue))")
-            var commandLine = "console=ttyS0 quiet panic=-1 clade.hostname=\(id)"
+            // init_on_free zeroes pages the guest frees (the unpacked initramfs, exited processes),
+            // so snapshot memory holds fewer stale bytes: smaller packs, better compression.
+            var commandLine = "console=ttyS0 quiet panic=-1 init_on_free=1 clade.hostname=\(id)"
             if choice.accelerator == .tcg, let khz = HostInfo.tscKHz() { commandLine += " tsc_early_khz=\(khz)" }
             record.kernelCommandLine = commandLine
             let mac = record.mac

@@ -95,16 +95,20 @@ public enum TarArchive {
                 throw PackError.archive("reading \(source.path) failed: \(errorString(archive)); the file is truncated or corrupt")
             }
             let rawName = archive_entry_pathname(entry).map { String(cString: $0) } ?? ""
-            let name = try safeName(rawName)
             let type = archive_entry_filetype(entry)
+            // The layout's own root, as `tar -C dir .` writes it.
+            if type == S_IFDIR, rawName == "." || rawName == "./" { continue }
             if archive_entry_hardlink(entry) != nil { throw PackError.unsafeArchiveEntry(name: rawName, reason: "it is a hard link") }
             if archive_entry_symlink(entry) != nil || type == S_IFLNK { throw PackError.unsafeArchiveEntry(name: rawName, reason: "it is a symbolic link") }
+            guard type == S_IFREG || type == S_IFDIR else {
+                throw PackError.unsafeArchiveEntry(name: rawName, reason: "it is a device, FIFO or socket, not a regular file")
+            }
+            let name = try safeName(rawName)
             guard seen.insert(name).inserted else { throw PackError.unsafeArchiveEntry(name: rawName, reason: "it appears twice") }
             if type == S_IFDIR {
                 guard name == "blobs" || name == "blobs/sha256" else { throw PackError.unsafeArchiveEntry(name: rawName, reason: "an OCI layout has no such directory") }
                 continue
             }
-            guard type == S_IFREG else { throw PackError.unsafeArchiveEntry(name: rawName, reason: "it is a device, FIFO or socket, not a regular file") }
             let size = Int64(archive_entry_size(entry))
             total += max(size, 0)
             guard total <= byteLimit else {
