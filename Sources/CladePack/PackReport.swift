@@ -94,6 +94,8 @@ public struct UnpackReport: Codable, Sendable {
     public var bytesWritten: Int64
     /// Bytes downloaded (pull only).
     public var bytesDownloaded: Int64
+    /// Bytes downloaded by piece kind (pull only).
+    public var downloaded: [String: Int64] = [:]
     public var seconds: Double
 
     enum CodingKeys: String, CodingKey {
@@ -103,6 +105,7 @@ public struct UnpackReport: Codable, Sendable {
         case blobsSkipped = "blobs_skipped"
         case bytesWritten = "bytes_written"
         case bytesDownloaded = "bytes_downloaded"
+        case downloaded
     }
 
     public init(tag: String, registered: [String], alreadyPresent: [String], blobsWritten: Int, blobsSkipped: Int, bytesWritten: Int64, bytesDownloaded: Int64, seconds: Double) {
@@ -119,3 +122,39 @@ public struct UnpackReport: Codable, Sendable {
 
 /// Progress of long pack work: bytes done out of a total, with the current step.
 public typealias PackProgress = @Sendable (_ step: String, _ done: Int64, _ total: Int64) -> Void
+
+/// The result of `clade push`.
+public struct PushReport: Codable, Sendable {
+    public var reference: String
+    public var manifest: String
+    /// Bytes uploaded by piece kind.
+    public var uploaded: [String: Int64]
+    /// Bytes the registry already had, by piece kind.
+    public var skipped: [String: Int64]
+    public var blobsUploaded: Int
+    public var blobsSkipped: Int
+    public var seconds: Double
+
+    enum CodingKeys: String, CodingKey {
+        case reference, manifest, uploaded, skipped, seconds
+        case blobsUploaded = "blobs_uploaded"
+        case blobsSkipped = "blobs_skipped"
+    }
+}
+
+extension MediaType {
+    /// The piece kind a layer media type carries, for reports.
+    public static func kind(of mediaType: String) -> String {
+        switch mediaType {
+        case deviceState: return "device-state"
+        case memoryChunk: return "memory"
+        case rootfs: return "rootfs"
+        case diskLayer: return "disk-layer"
+        case kernel: return "kernel"
+        case initrd: return "initrd"
+        case snapshotConfig: return "config"
+        case imageManifest: return "manifest"
+        default: return "other"
+        }
+    }
+}

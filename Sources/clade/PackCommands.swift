@@ -63,3 +63,70 @@ struct UnpackCommand: AsyncParsableCommand {
         if !report.alreadyPresent.isEmpty { print("ancestors already here: \(report.alreadyPresent.joined(separator: ", "))") }
     }
 }
+
+/// Registry address and login options shared by push and pull.
+struct RegistryOptions: ParsableArguments {
+    @Flag(help: "Talk plain HTTP (for a registry on localhost without TLS).") var insecure = false
+    @Option(help: "Registry user (default: $CLADE_REGISTRY_USERNAME).") var username: String?
+    @Flag(help: "Read the registry password from standard input (default: $CLADE_REGISTRY_PASSWORD).") var passwordStdin = false
+
+    func credentials() throws -> RegistryCredentials? {
+        let environment = ProcessInfo.processInfo.environment
+        guard let user = username ?? environment["CLADE_REGISTRY_USERNAME"] else { return nil }
+        var password = environment["CLADE_REGISTRY_PASSWORD"] ?? ""
+        if passwordStdin {
+            password = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+                .trimmingCharacters(in: .newlines)
+        }
+        return RegistryCredentials(username: user, password: password)
+    }
+}
+
+struct PushCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "push", abstract: "Upload a snapshot (and its ancestors) to an OCI registry; blobs it already has are skipped.")
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var registry: RegistryOptions
+    @Flag(help: "Push only this snapshot, not its ancestors.") var noAncestors = false
+    @Flag(help: "Print the report as JSON.") var json = false
+    @Argument(help: "Snapshot tag.") var tag: String
+    @Argument(help: "Registry reference, HOST[:PORT]/REPOSITORY:TAG.") var reference: String
+
+    func run() async throws {
+        let target = try RegistryReference(parsing: reference)
+        let progress = ProgressReporter(quiet: json)
+        let transfer = RegistryTransfer(home: global.makeHome(), insecure: registry.insecure, credentials: try registry.credentials())
+        let report = try await transfer.push(tag: tag, ancestors: !noAncestors, to: target) { step, done, total in
+            progress.update(step, done: done, total: total)
+        }
+        progress.finish()
+        if json { return try printJSON(report) }
+        let sent = report.uploaded.values.reduce(0, +)
+        let kept = report.skipped.values.reduce(0, +)
+        print("pushed \(tag) to \(report.reference): \(report.blobsUploaded) blobs (\(formatBytes(sent))) uploaded, \(report.blobsSkipped) (\(formatBytes(kept))) already there, in \(String(format: "%.2f", report.seconds)) s")
+        print("manifest: \(report.manifest)")
+    }
+}
+
+struct PullCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pull", abstract: "Download a snapshot from an OCI registry (only blobs this store lacks), verify it, and register it.")
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var registry: RegistryOptions
+    @Option(help: "Register the snapshot under this tag instead of its own.") var tag: String?
+    @Flag(help: "Replace a snapshot that already has the tag.") var force = false
+    @Flag(help: "Print the report as JSON.") var json = false
+    @Argument(help: "Registry reference, HOST[:PORT]/REPOSITORY:TAG or @sha256:DIGEST.") var reference: String
+
+    func run() async throws {
+        let source = try RegistryReference(parsing: reference)
+        let progress = ProgressReporter(quiet: json)
+        let transfer = RegistryTransfer(home: global.makeHome(), insecure: registry.insecure, credentials: try registry.credentials())
+        let report = try await transfer.pull(source, options: UnpackOptions(tag: tag, force: force)) { step, done, total in
+            progress.update(step, done: done, total: total)
+        }
+        progress.finish()
+        if json { return try printJSON(report) }
+        print("pulled \(report.tag): \(formatBytes(report.bytesDownloaded)) downloaded, \(report.blobsWritten) blobs written, \(report.blobsSkipped) already present, in \(String(format: "%.2f", report.seconds)) s")
+    }
+}
