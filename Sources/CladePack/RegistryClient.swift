@@ -61,12 +61,13 @@ public actor RegistryClient {
             } catch {
                 throw PackError.registry("cannot reach registry \(reference.host) (\(method) \(url)): \(error); check the address, and use --insecure for a plain-HTTP registry")
             }
-            guard response.status == .unauthorized, attempt == 0 else { return response }
+            guard response.status == .unauthorized else { return response }
+            guard attempt == 0 else { break }
             let challenge = response.headers.first(name: "WWW-Authenticate").flatMap(AuthChallenge.init(header:))
             _ = try? await response.body.collect(upTo: 1 << 16)
             try await authenticate(challenge)
         }
-        throw PackError.registry("registry \(reference.host) refused the credentials for \(reference.repository)")
+        throw PackError.registry("registry \(reference.host) refused the credentials for \(reference.repository) (HTTP 401); check --username and the password")
     }
 
     private func authenticate(_ challenge: AuthChallenge?) async throws {

@@ -1,0 +1,192 @@
+import CladeStore
+import Foundation
+import Testing
+
+/// Packs with real VMs: a snapshot baked in one store forks in another at a different path,
+/// through a tar, a real registry (docker-registry), and skopeo; interrupted unpacks and pulls
+/// resume; shared base content moves once.
+@Suite(.serialized) struct PackTransferTests {
+    static let source = CLIHarness(home: CLIHarness.privateHome("pack-source"))
+    static let sentinel = "echo packed-sentinel > /root/sentinel; sync"
+
+    func bake(_ cli: CLIHarness, _ tag: String) throws {
+        if FileManager.default.fileExists(atPath: cli.home.appendingPathComponent("snapshots/\(tag)/snapshot.json").path) { return }
+        let result = try cli.run(["bake", "--tag", tag, "--warm", Self.sentinel])
+        try #require(result.status == 0, "bake failed: \(result.stderr)")
+    }
+
+    func json(_ result: CLIHarness.Result) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], "not JSON: \(result.stdout) \(result.stderr)")
+    }
+
+    /// Forks `count` children of `tag` in `cli`'s store, checks each sees the sentinel, kills them.
+    func forkAndCheckSentinel(_ cli: CLIHarness, _ tag: String, count: Int) throws {
+        let fork = try cli.run(["fork", tag, "-n", "\(count)", "--json"])
+        try #require(fork.status == 0, "fork failed: \(fork.stderr)")
+        let ids = fork.stdout.split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["id"] as? String
+        }
+        #expect(ids.count == count)
+        for id in ids {
+            let read = try cli.run(["exec", id, "--", "cat", "/root/sentinel"])
+            #expect(read.stdout == "packed-sentinel\n", "child \(id) of \(tag): \(read.stderr)")
+            #expect(try cli.run(["kill", id]).status == 0)
+        }
+    }
+
+    /// Every blob in the store hashes to its name: no partial blob ever sits under a digest.
+    func expectBlobsIntact(_ home: URL) throws {
+        let blobs = home.appendingPathComponent("blobs/sha256")
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: blobs.path)) ?? [] {
+            #expect(!name.hasPrefix("."), "a temporary file \(name) sits among the blobs")
+            let digest = try Digest.ofFile(at: blobs.appendingPathComponent(name)).digest
+            #expect(digest.hex == name, "blob \(name) holds \(digest)")
+        }
+    }
+
+    @Test func aSnapshotForksInAnEmptyStoreAtAnotherPathAfterTheSourceIsGone() throws {
+        let origin = CLIHarness(home: CLIHarness.privateHome("pack-origin"))
+        try bake(origin, "portable")
+        let tar = FileManager.default.temporaryDirectory.appendingPathComponent("clade-portable-\(getpid()).tar")
+        defer { try? FileManager.default.removeItem(at: tar) }
+        let pack = try origin.run(["pack", "portable", "-o", tar.path, "--json"])
+        try #require(pack.status == 0, "pack failed: \(pack.stderr)")
+        let pieces = try json(pack)["pieces"] as? [[String: Any]] ?? []
+        #expect(Set(pieces.compactMap { $0["kind"] as? String }) == ["kernel", "initrd", "rootfs", "disk-layer", "device-state", "memory", "config"])
+        try FileManager.default.removeItem(at: origin.home)
+
+        let target = CLIHarness(home: CLIHarness.privateHome("pack-target"))
+        let unpack = try target.run(["unpack", tar.path])
+        try #require(unpack.status == 0, "unpack failed: \(unpack.stderr)")
+        try forkAndCheckSentinel(target, "portable", count: 2)
+        let grep = try ExternalCommand("grep", ["-r", "-l", origin.home.path, target.home.appendingPathComponent("snapshots").path, target.home.appendingPathComponent("sandboxes").path]).run()
+        #expect(grep.stdout.isEmpty, "files in the new store name the old store's path: \(grep.stdout)")
+        try expectBlobsIntact(target.home)
+    }
+
+    @Test func aRegistryStoresSharedBaseContentOnceAndPullFetchesOnlyWhatIsMissing() throws {
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        try bake(Self.source, "first")
+        try bake(Self.source, "second")
+        let repository = "\(registry.address)/clade/snapshots"
+
+        let firstPush = try json(try Self.source.run(["push", "first", "\(repository):first", "--insecure", "--json"]))
+        let firstUploaded = firstPush["uploaded"] as? [String: Int] ?? [:]
+        #expect((firstUploaded["rootfs"] ?? 0) > 0 && (firstUploaded["kernel"] ?? 0) > 0 && (firstUploaded["initrd"] ?? 0) > 0)
+        let secondPush = try json(try Self.source.run(["push", "second", "\(repository):second", "--insecure", "--json"]))
+        let secondUploaded = secondPush["uploaded"] as? [String: Int] ?? [:]
+        for kind in ["rootfs", "kernel", "initrd"] {
+            #expect(secondUploaded[kind] == nil, "the second push uploaded \(secondUploaded[kind] ?? 0) \(kind) bytes")
+        }
+        #expect((secondUploaded["memory"] ?? 0) > 0)
+        let again = try json(try Self.source.run(["push", "second", "\(repository):second", "--insecure", "--json"]))
+        #expect((again["uploaded"] as? [String: Int] ?? [:]).isEmpty, "a repeated push uploads nothing")
+
+        let receiver = CLIHarness(home: CLIHarness.privateHome("pack-receiver"))
+        let pullFirst = try receiver.run(["pull", "\(repository):first", "--insecure", "--json"])
+        try #require(pullFirst.status == 0, "pull failed: \(pullFirst.stderr)")
+        let pullSecond = try json(try receiver.run(["pull", "\(repository):second", "--insecure", "--json"]))
+        let downloaded = pullSecond["downloaded"] as? [String: Int] ?? [:]
+        for kind in ["rootfs", "kernel", "initrd"] {
+            #expect(downloaded[kind] == nil, "pulling the second snapshot downloaded \(downloaded[kind] ?? 0) \(kind) bytes")
+        }
+        #expect((downloaded["memory"] ?? 0) > 0)
+        try forkAndCheckSentinel(receiver, "second", count: 1)
+
+        let missing = try receiver.run(["pull", "\(repository):nope", "--insecure"])
+        #expect(missing.status != 0 && missing.stderr.contains("does not exist"), "\(missing.stderr)")
+    }
+
+    @Test func skopeoReadsTheLayoutAndCopiesItToARegistryThatCladePulls() throws {
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        try bake(Self.source, "first")
+        let layout = FileManager.default.temporaryDirectory.appendingPathComponent("clade-skopeo-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: layout) }
+        try #require(try Self.source.run(["pack", "first", "-o", layout.path]).status == 0)
+
+        let inspect = try ExternalCommand("skopeo", ["inspect", "--raw", "oci:\(layout.path):first"]).run()
+        try #require(inspect.status == 0, "skopeo inspect failed: \(inspect.stderr)")
+        #expect(inspect.stdout.contains("application/vnd.clade.snapshot.v1"))
+        let copy = try ExternalCommand("skopeo", [
+            "copy", "oci:\(layout.path):first", "docker://\(registry.address)/skopeo/first:v1", "--dest-tls-verify=false",
+        ]).run()
+        try #require(copy.status == 0, "skopeo copy failed: \(copy.stderr)")
+
+        let receiver = CLIHarness(home: CLIHarness.privateHome("pack-skopeo"))
+        let pull = try receiver.run(["pull", "\(registry.address)/skopeo/first:v1", "--insecure"])
+        try #require(pull.status == 0, "pull failed: \(pull.stderr)")
+        try forkAndCheckSentinel(receiver, "first", count: 1)
+    }
+
+    @Test func registryLoginIsRequiredAndChecked() throws {
+        let registry = try TestRegistry(username: "tester", password: "secret")
+        defer { registry.stop() }
+        try bake(Self.source, "first")
+        let reference = "\(registry.address)/private/first:v1"
+        let anonymous = try Self.source.run(["push", "first", reference, "--insecure"])
+        #expect(anonymous.status != 0 && anonymous.stderr.contains("requires a login"), "\(anonymous.stderr)")
+        var wrong = Self.source
+        wrong.environment = ["CLADE_REGISTRY_USERNAME": "tester", "CLADE_REGISTRY_PASSWORD": "wrong"]
+        let refused = try wrong.run(["push", "first", reference, "--insecure"])
+        #expect(refused.status != 0 && refused.stderr.contains("refused the credentials"), "\(refused.stderr)")
+        var right = Self.source
+        right.environment = ["CLADE_REGISTRY_USERNAME": "tester", "CLADE_REGISTRY_PASSWORD": "secret"]
+        #expect(try right.run(["push", "first", reference, "--insecure"]).status == 0)
+        let receiver = CLIHarness(home: CLIHarness.privateHome("pack-login"), environment: right.environment)
+        #expect(try receiver.run(["pull", reference, "--insecure"]).status == 0)
+    }
+
+    @Test func interruptedUnpacksAndPullsLeaveNoPartialBlobAndResume() throws {
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        try bake(Self.source, "first")
+        let layout = FileManager.default.temporaryDirectory.appendingPathComponent("clade-crash-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: layout) }
+        try #require(try Self.source.run(["pack", "first", "-o", layout.path]).status == 0)
+
+        for point in ["unpack-staged-snapshot", "unpack-verified", "unpack-blobs-placed"] {
+            var crashing = CLIHarness(home: CLIHarness.privateHome("crash-\(point)"))
+            crashing.environment = ["CLADE_FAULT": point]
+            #expect(try crashing.run(["unpack", layout.path]).status == 137, "\(point) did not crash")
+            try expectBlobsIntact(crashing.home)
+            let list = try crashing.run(["snapshots", "--json"])
+            #expect(!list.stdout.contains("\"first\""), "a snapshot appeared before its unpack finished (\(point))")
+            crashing.environment = [:]
+            let rerun = try crashing.run(["unpack", layout.path])
+            #expect(rerun.status == 0, "rerun after \(point): \(rerun.stderr)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: crashing.home.appendingPathComponent("tmp").path).isEmpty, "staging left after \(point)")
+            try expectBlobsIntact(crashing.home)
+        }
+
+        let reference = "\(registry.address)/crash/first:v1"
+        try #require(try Self.source.run(["push", "first", reference, "--insecure"]).status == 0)
+        let puller = CLIHarness(home: CLIHarness.privateHome("crash-pull"))
+        for point in ["pull-manifests-fetched", "pull-blob-downloaded", "pull-downloads-done", "unpack-blobs-placed"] {
+            var crashing = puller
+            crashing.environment = ["CLADE_FAULT": point]
+            #expect(try crashing.run(["pull", reference, "--insecure"]).status == 137, "\(point) did not crash")
+            try expectBlobsIntact(puller.home)
+            // The resumable download cache holds only complete, verified blobs too.
+            for cache in (try? FileManager.default.contentsOfDirectory(atPath: puller.home.appendingPathComponent("tmp").path)) ?? [] where cache.hasPrefix("pull-") {
+                try expectBlobsIntact(puller.home.appendingPathComponent("tmp/\(cache)"))
+            }
+        }
+        // A real SIGKILL at an arbitrary moment of a pull, then a clean rerun.
+        let killed = Process()
+        killed.executableURL = CLIHarness.binary
+        killed.arguments = ["pull", reference, "--insecure"]
+        killed.environment = ProcessInfo.processInfo.environment.merging(["CLADE_HOME": puller.home.path]) { $1 }
+        killed.standardOutput = FileHandle.nullDevice
+        killed.standardError = FileHandle.nullDevice
+        try killed.run()
+        Thread.sleep(forTimeInterval: 0.3)
+        kill(killed.processIdentifier, SIGKILL)
+        killed.waitUntilExit()
+        try expectBlobsIntact(puller.home)
+        let rerun = try puller.run(["pull", reference, "--insecure"])
+        #expect(rerun.status == 0, "pull after interruptions: \(rerun.stderr)")
+        try forkAndCheckSentinel(puller, "first", count: 1)
+    }
+}
