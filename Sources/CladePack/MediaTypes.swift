@@ -56,5 +56,5 @@ public enum PackFormat {
     /// Memory chunk size: small enough that a branch which dirties a few pages shares most chunks
     /// with its parent, large enough that zstd sees long zero runs and a pack holds tens, not
     /// thousands, of blobs (each a registry round trip).
-    public static let memoryChunkSize = 4 << 20
+    public static let memoryChunkSize = 512 << 10
 }

@@ -189,18 +189,19 @@ public struct Unpacker: Sendable {
         let counter = ProgressCounter(total: compressedToRead, progress: progress)
         var bytesWritten: Int64 = 0
 
+        // Disk layers and device state first (small, and a layer shared along the chain is
+        // linked, not written twice); then boot blobs and memory files in parallel.
+        var stagedLayers: [Digest: URL] = [:]
+        var directories: [URL] = []
+        var jobs: [@Sendable () throws -> Void] = []
         for (digest, piece) in neededBlobs.sorted(by: { $0.key < $1.key }) {
-            counter.step = "verifying \(piece.what)"
             let target = stagedBlobs.appendingPathComponent(digest.hex)
-            try decompress(piece, from: reader, to: target, counter: counter)
+            jobs.append { try Self.decompress(piece, from: reader, to: target, counter: counter) }
             bytesWritten += piece.contentSize
         }
-
-        var stagedLayers: [Digest: URL] = [:]
-        var stagedSnapshots: [(plan: SnapshotPlan, directory: URL, tag: String)] = []
         for (position, plan) in toWrite.enumerated() {
-            let isLeaf = position == toWrite.count - 1
             let directory = staging.appendingPathComponent("snapshot-\(position)")
+            directories.append(directory)
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: false)
             counter.step = "verifying \(plan.metadata.tag)"
             for (index, piece) in plan.diskLayers.enumerated() {
@@ -209,19 +210,27 @@ public struct Unpacker: Sendable {
                     guard link(earlier.path, target.path) == 0 else { throw StoreError.systemCall("link", path: target.path, errno: errno) }
                     continue
                 }
-                try decompress(piece, from: reader, to: target, counter: counter)
+                try Self.decompress(piece, from: reader, to: target, counter: counter)
                 try QCOW2Check.requireCanonicalBacking(target, index: index, rootfs: plan.metadata.rootfs, what: piece.what)
                 if let digest = piece.contentDigest { stagedLayers[digest] = target }
                 bytesWritten += piece.contentSize
             }
-            try decompress(plan.deviceState, from: reader, to: directory.appendingPathComponent("devices.state"), counter: counter)
+            try Self.decompress(plan.deviceState, from: reader, to: directory.appendingPathComponent("devices.state"), counter: counter)
             let memory = directory.appendingPathComponent("memory")
-            try MemoryAssembler.assemble(plan, from: reader, into: memory, counter: counter)
+            jobs.append { try MemoryAssembler.assemble(plan, from: reader, into: memory, counter: counter) }
             bytesWritten += plan.deviceState.contentSize + plan.memoryChunks.reduce(0) { $0 + $1.piece.contentSize }
+        }
+        counter.step = "verifying and writing"
+        try Self.runConcurrently(jobs)
 
+        var stagedSnapshots: [(plan: SnapshotPlan, directory: URL, tag: String)] = []
+        for (position, plan) in toWrite.enumerated() {
+            let directory = directories[position]
             var metadata = plan.metadata
-            if isLeaf { metadata.tag = leafTag }
-            if let memoryStatus = try FileSystem.status(of: memory) { metadata.memory.physicalSize = memoryStatus.allocatedBytes }
+            if position == toWrite.count - 1 { metadata.tag = leafTag }
+            if let memoryStatus = try FileSystem.status(of: directory.appendingPathComponent("memory")) {
+                metadata.memory.physicalSize = memoryStatus.allocatedBytes
+            }
             try JSONFiles.write(metadata, to: directory.appendingPathComponent(SnapshotMetadata.fileName))
             stagedSnapshots.append((plan, directory, metadata.tag))
             FaultPoint.crashIfRequested(at: "unpack-staged-snapshot")
@@ -270,16 +279,20 @@ public struct Unpacker: Sendable {
             blobsSkipped: skippedBlobs, bytesWritten: bytesWritten, bytesDownloaded: 0, seconds: 0)
     }
 
-    /// Decompresses one piece into a new file, verifying the blob and, when the pack names it, the content digest.
-    private func decompress(_ piece: PlannedPiece, from reader: LayoutReader, to target: URL, counter: ProgressCounter) throws {
+    /// Decompresses one piece into a new file, verifying the blob and, when the pack names it,
+    /// the content digest. Zero pages become holes, so a mostly-empty disk image stays small.
+    static func decompress(_ piece: PlannedPiece, from reader: LayoutReader, to target: URL, counter: ProgressCounter) throws {
         let fd = try FileSystem.open(target, flags: O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode: 0o644)
         var hasher = DigestHasher()
         do {
             defer { close(fd) }
+            var offset: Int64 = 0
             try reader.decompressBlob(piece.descriptor, what: piece.what, contentSize: piece.contentSize, onRead: { counter.add($0) }) { chunk in
                 hasher.update(chunk)
-                try writeAll(fd, chunk, path: target.path)
+                try MemoryAssembler.writeNonZeroPages(fd: fd, chunk, at: offset, path: target.path)
+                offset += Int64(chunk.count)
             }
+            guard ftruncate(fd, off_t(offset)) == 0 else { throw StoreError.systemCall("ftruncate", path: target.path, errno: errno) }
             guard fsync(fd) == 0 else { throw StoreError.systemCall("fsync", path: target.path, errno: errno) }
         }
         if let expected = piece.contentDigest {
@@ -287,6 +300,16 @@ public struct Unpacker: Sendable {
             guard actual == expected else { throw PackError.digestMismatch(what: "\(piece.what) (decompressed)", expected: expected, actual: actual) }
         }
         guard chmod(target.path, 0o444) == 0 else { throw StoreError.systemCall("chmod", path: target.path, errno: errno) }
+    }
+
+    /// Runs independent jobs on all cores; throws the first failure after all have stopped.
+    static func runConcurrently(_ jobs: [@Sendable () throws -> Void]) throws {
+        let failure = FirstFailure()
+        DispatchQueue.concurrentPerform(iterations: jobs.count) { index in
+            guard !failure.happened else { return }
+            do { try jobs[index]() } catch { failure.record(error) }
+        }
+        if let error = failure.error { throw error }
     }
 
     /// Removes `tmp/unpack-<pid>-*` directories of clade processes that are gone.
@@ -297,5 +320,18 @@ public struct Unpacker: Sendable {
             guard parts.count >= 2, let pid = Int32(parts[1]), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
             try? FileSystem.remove(home.temporary.appendingPathComponent(entry))
         }
+    }
+}
+
+/// The first error thrown by concurrent jobs.
+final class FirstFailure: @unchecked Sendable {
+    private let lock = NSLock()
+    private var first: Error?
+
+    var happened: Bool { lock.withLock { first != nil } }
+    var error: Error? { lock.withLock { first } }
+
+    func record(_ error: Error) {
+        lock.withLock { if first == nil { first = error } }
     }
 }

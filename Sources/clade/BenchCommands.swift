@@ -3,7 +3,7 @@ import CladeEngine
 import Foundation
 
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks, each measured against baselines in the same run.", subcommands: [ForkBench.self, BranchBench.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks, each measured against baselines in the same run.", subcommands: [ForkBench.self, BranchBench.self, PackBench.self])
 
     struct ForkBench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "fork", abstract: "Cold boot vs fork vs full-copy fork vs a bare QEMU start.")
@@ -48,6 +48,29 @@ struct Bench: AsyncParsableCommand {
             print(String(format: "  standby %.0f ms, resume %.0f ms", report.standbyMilliseconds, report.resumeMilliseconds))
             for (name, value) in report.ratios.sorted(by: { $0.key < $1.key }) {
                 print(String(format: "  %-32@ %.3f", name as NSString, value))
+            }
+        }
+    }
+
+    struct PackBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "pack", abstract: "Pack and unpack of a baked snapshot vs tar + zstd -3 -T0, memory compression, and a sibling branch's new bytes.")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "Guest memory, MiB.") var memory = 256
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let progress = ProgressReporter(quiet: json)
+            let report = try await global.makeEngine().benchPack(memoryMiB: memory) { progress.update($0) }
+            progress.finish()
+            if json { return try printJSON(report) }
+            print("bench pack: \(report.memoryMiB) MiB guest")
+            print(String(format: "  clade pack      %7.2f s  %@", report.packSeconds, formatBytes(report.packBytes) as NSString))
+            print(String(format: "  tar+zstd -3     %7.2f s  %@", report.tarSeconds, formatBytes(report.tarBytes) as NSString))
+            print(String(format: "  clade unpack    %7.2f s", report.unpackSeconds))
+            print(String(format: "  tar -x zstd     %7.2f s", report.untarSeconds))
+            print("  sibling branch adds \(formatBytes(report.branchNewBytes))")
+            for (name, value) in report.ratios.sorted(by: { $0.key < $1.key }) {
+                print(String(format: "  %-52@ %.3f", name as NSString, value))
             }
         }
     }

@@ -189,4 +189,17 @@ import Testing
         #expect(rerun.status == 0, "pull after interruptions: \(rerun.stderr)")
         try forkAndCheckSentinel(puller, "first", count: 1)
     }
+
+    @Test func benchPackReportsEveryRatioFromOneRun() throws {
+        let bench = try Self.source.run(["bench", "pack", "--json"], timeout: 600)
+        try #require(bench.status == 0, "bench pack failed: \(bench.stderr)")
+        let report = try json(bench)
+        let ratios = report["ratios"] as? [String: Double] ?? [:]
+        for key in ["memory_compression", "pack_throughput_vs_tar_zstd", "unpack_throughput_vs_untar_zstd", "sibling_branch_new_bytes_fraction"] {
+            let value = ratios.first { $0.key.hasPrefix(key) }?.value ?? 0
+            #expect(value > 0, "\(key) missing or zero in \(ratios)")
+        }
+        #expect((report["branch_new_bytes"] as? Int ?? 0) > 0)
+        #expect(try Self.source.run(["snapshots", "--json"]).stdout.contains("benchpk") == false, "bench snapshots were not removed")
+    }
 }
