@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers (see DESIGN.md): Store → Model → VMM → Guest → Pack → Engine → CLI.
+// Layers (see DESIGN.md): Store → Model → VMM → Guest → Pack → Engine → Server → CLI.
 // A module depends only on modules earlier in that list. `CladeGuestProtocol`
 // belongs to the Guest layer; it is split out so that the in-guest agent can link
 // it without pulling in any host-side code.
@@ -19,6 +19,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.24.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.24.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         .target(name: "CLinuxShims"),
@@ -84,9 +88,25 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "CladeServer",
+            dependencies: [
+                "CladeEngine",
+                "CladePack",
+                "CladeModel",
+                "CladeStore",
+                "CladeGuestProtocol",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "clade",
             dependencies: [
+                "CladeServer",
                 "CladeEngine",
                 "CladePack",
                 "CladeGuest",
@@ -106,7 +126,22 @@ let package = Package(
         .testTarget(name: "CladeVMMTests", dependencies: ["CladeVMM"]),
         .testTarget(name: "CladeGuestTests", dependencies: ["CladeGuest", "CladeGuestProtocol"]),
         .testTarget(name: "CladePackTests", dependencies: ["CladePack", "CladeModel", "CladeStore"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["CladeEngine", "CladePack", "CladeGuest", "CladeModel", "CladeStore"]),
+        .testTarget(
+            name: "CladeServerTests",
+            dependencies: [
+                "CladeServer", "CladeEngine", "CladeStore",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "CladeEngine", "CladePack", "CladeGuest", "CladeModel", "CladeStore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

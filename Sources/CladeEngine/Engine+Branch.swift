@@ -135,7 +135,7 @@ extension Engine {
             let metadata = try writeSnapshotMetadata(
                 in: staging, tag: tag, of: record, boot: boot, layerCount: layerCount + 1,
                 deviceStateFormat: SnapshotMetadata.DeviceState.devicesFormat,
-                parent: .init(tag: origin, id: record.snapshotID ?? "unknown"))
+                parent: .init(tag: origin, id: record.snapshotID ?? "unknown"), branchedFrom: id)
             FaultInjection.crashIfRequested(at: "branch-staged")
             try publishStagedSnapshot(staging, as: tag)
             let report = BranchReport(

@@ -53,7 +53,7 @@ extension Engine {
     /// describes them, the sandbox's machine and its `layerCount` disk layers.
     func writeSnapshotMetadata(
         in staging: URL, tag: String, of record: SandboxRecord, boot: BootFiles, layerCount: Int,
-        deviceStateFormat: String, parent: SnapshotMetadata.Parent?
+        deviceStateFormat: String, parent: SnapshotMetadata.Parent?, branchedFrom: String? = nil
     ) throws -> SnapshotMetadata {
         let memory = staging.appendingPathComponent("memory")
         let deviceState = staging.appendingPathComponent("devices.state")
@@ -78,7 +78,7 @@ extension Engine {
             },
             memory: .init(file: "memory", logicalSize: memoryStatus.size, physicalSize: memoryStatus.allocatedBytes),
             deviceState: .init(file: "devices.state", size: state.size, sha256: state.digest, format: deviceStateFormat),
-            parent: parent, agentProtocolVersion: agentProtocolVersion)
+            parent: parent, agentProtocolVersion: agentProtocolVersion, branchedFrom: branchedFrom)
         try JSONFiles.write(metadata, to: staging.appendingPathComponent(SnapshotMetadata.fileName))
         return metadata
     }

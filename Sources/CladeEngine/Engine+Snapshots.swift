@@ -153,11 +153,7 @@ extension Engine {
             for child in children { removed += try await removeSnapshot(child, force: force, cascade: true) }
             for id in live { try await kill(id: id) }
         } else if !force, !(live.isEmpty && children.isEmpty) {
-            var parts: [String] = []
-            if !live.isEmpty { parts.append("running sandboxes \(live.joined(separator: ", "))") }
-            if !children.isEmpty { parts.append("snapshots \(children.joined(separator: ", "))") }
-            throw EngineError.invalidOption(
-                "snapshot '\(tag)' is used by \(parts.joined(separator: " and ")); kill them first, or use --force (forks keep running) or --cascade (removes them too)")
+            throw EngineError.inUse(tag: tag, sandboxes: live, snapshots: children)
         }
         let lock = try FileLock(home: home, name: "snapshot-\(tag)")
         defer { lock.unlock() }

@@ -130,6 +130,8 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
     public var deviceState: DeviceState
     public var parent: Parent?
     public var agentProtocolVersion: Int
+    /// The sandbox a branch was taken from; nil for snapshots baked or taken from a cold boot.
+    public var branchedFrom: String?
 
     enum CodingKeys: String, CodingKey {
         case tag, id, hypervisor, machine, image, kernel, initrd, rootfs, memory, parent
@@ -138,12 +140,13 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         case diskLayers = "disk_layers"
         case deviceState = "device_state"
         case agentProtocolVersion = "agent_protocol_version"
+        case branchedFrom = "branched_from"
     }
 
     public init(
         tag: String, id: String, createdAt: Date = Date(), hypervisor: Hypervisor, machine: Machine, image: String?,
         kernel: Digest, initrd: Digest, rootfs: Digest, diskLayers: [DiskLayer], memory: MemoryFile,
-        deviceState: DeviceState, parent: Parent?, agentProtocolVersion: Int
+        deviceState: DeviceState, parent: Parent?, agentProtocolVersion: Int, branchedFrom: String? = nil
     ) {
         self.formatVersion = "\(Self.formatMajor).\(Self.formatMinor)"
         self.tag = tag
@@ -160,6 +163,7 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         self.deviceState = deviceState
         self.parent = parent
         self.agentProtocolVersion = agentProtocolVersion
+        self.branchedFrom = branchedFrom
     }
 
     public init(from decoder: Decoder) throws {
@@ -184,6 +188,7 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         deviceState = try container.decode(DeviceState.self, forKey: .deviceState)
         parent = try container.decodeIfPresent(Parent.self, forKey: .parent)
         agentProtocolVersion = try container.decodeIfPresent(Int.self, forKey: .agentProtocolVersion) ?? 1
+        branchedFrom = try container.decodeIfPresent(String.self, forKey: .branchedFrom)
     }
 }
 

@@ -207,6 +207,7 @@ struct SnapshotPlan {
             try Names.validate(metadata.tag, kind: "tag")
             try Names.validate(metadata.id, kind: "snapshot id")
             if let image = metadata.image { try Names.validate(image, kind: "image") }
+            if let source = metadata.branchedFrom { try Names.validateSandboxID(source) }
             if let parent = metadata.parent {
                 try Names.validate(parent.tag, kind: "tag")
                 try Names.validate(parent.id, kind: "snapshot id")

@@ -1,0 +1,143 @@
+import CladeEngine
+import CladeModel
+import Foundation
+
+/// A sandbox as `GET /v1/sandboxes` returns it: forkd's fields, then clade's.
+public struct SandboxInfo: Codable, Sendable, Equatable {
+    public var id: String
+    public var snapshotTag: String?
+    /// host:port of the sandbox's guest agent.
+    public var guestAddr: String
+    public var pid: Int32?
+    public var createdAtUnix: Int64
+    public var state: String
+    public var image: String
+    public var generation: String?
+    public var memoryMiB: Int
+    public var vcpus: Int
+
+    enum CodingKeys: String, CodingKey {
+        case id, pid, state, image, generation, vcpus
+        case snapshotTag = "snapshot_tag"
+        case guestAddr = "guest_addr"
+        case createdAtUnix = "created_at_unix"
+        case memoryMiB = "memory_mib"
+    }
+
+    init(_ record: SandboxRecord) {
+        id = record.id
+        snapshotTag = record.snapshot
+        guestAddr = record.agentEndpoint
+        pid = record.pid
+        createdAtUnix = Int64(record.createdAt.timeIntervalSince1970)
+        state = record.state.rawValue
+        image = record.image
+        generation = record.generation
+        memoryMiB = record.memoryMiB
+        vcpus = record.cpus
+    }
+}
+
+/// A snapshot as `GET /v1/snapshots` returns it: forkd's fields, then clade's.
+public struct SnapshotSummary: Codable, Sendable, Equatable {
+    public var tag: String
+    public var dir: String
+    public var createdAtUnix: Int64
+    public var branchedFrom: String?
+    public var id: String
+    public var parent: String?
+    public var image: String?
+    public var memoryMiB: Int
+    public var vcpus: Int
+
+    enum CodingKeys: String, CodingKey {
+        case tag, dir, id, parent, image, vcpus
+        case createdAtUnix = "created_at_unix"
+        case branchedFrom = "branched_from"
+        case memoryMiB = "memory_mib"
+    }
+
+    init(_ metadata: SnapshotMetadata, directory: URL) {
+        tag = metadata.tag
+        dir = directory.path
+        createdAtUnix = Int64(metadata.createdAt.timeIntervalSince1970)
+        branchedFrom = metadata.branchedFrom
+        id = metadata.id
+        parent = metadata.parent?.tag
+        image = metadata.image
+        memoryMiB = metadata.machine.memoryMiB
+        vcpus = metadata.machine.vcpus
+    }
+}
+
+struct SpawnRequest: Decodable {
+    var snapshotTag: String
+    var n: Int?
+    enum CodingKeys: String, CodingKey {
+        case n
+        case snapshotTag = "snapshot_tag"
+    }
+}
+
+struct ExecRequest: Decodable {
+    var args: [String]
+    var timeoutSecs: Double?
+    var env: [String: String]?
+    var cwd: String?
+    var stdin: String?
+    enum CodingKeys: String, CodingKey {
+        case args, env, cwd, stdin
+        case timeoutSecs = "timeout_secs"
+    }
+}
+
+struct ExecResult: Codable {
+    var stdout: String
+    var stderr: String
+    var exitCode: Int32
+    var timedOut: Bool
+    enum CodingKeys: String, CodingKey {
+        case stdout, stderr
+        case exitCode = "exit_code"
+        case timedOut = "timed_out"
+    }
+}
+
+struct BranchRequest: Decodable {
+    var tag: String?
+    var mode: String?
+}
+
+struct BakeRequest: Decodable {
+    var tag: String
+    var image: String?
+    var warm: String?
+    var memoryMiB: Int?
+    var vcpus: Int?
+    enum CodingKeys: String, CodingKey {
+        case tag, image, warm, vcpus
+        case memoryMiB = "memory_mib"
+    }
+}
+
+struct FileWriteRequest: Decodable {
+    var path: String
+    /// Base64.
+    var content: String
+    var mode: Int?
+}
+
+struct JobRequest: Decodable {
+    /// `pack`, `push` or `pull`.
+    var kind: String
+    var tag: String?
+    /// pack: layout directory or `.tar` path on the daemon's host.
+    var output: String?
+    /// push/pull: registry reference.
+    var reference: String?
+    var insecure: Bool?
+    var username: String?
+    var password: String?
+    var ancestors: Bool?
+    var force: Bool?
+}

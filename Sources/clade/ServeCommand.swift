@@ -1,0 +1,35 @@
+import ArgumentParser
+import CladeServer
+import Foundation
+import Logging
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve the HTTP API (forkd-compatible v1 plus clade's own routes) until SIGTERM or SIGINT.")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "TCP address to listen on.") var listen: String = "127.0.0.1:8889"
+    @Option(help: "Also (or, with --listen none, only) listen on this unix socket, created mode 0600.") var unix: String?
+    @Option(help: "File holding the bearer token every route but /healthz requires.") var tokenFile: String?
+    @Option(help: "Forks and branches running at once; more get 503 with Retry-After.") var maxConcurrentForks = 4
+
+    func run() async throws {
+        var token: String?
+        if let tokenFile {
+            guard let data = FileManager.default.contents(atPath: tokenFile) else {
+                throw ValidationError("cannot read the token file \(tokenFile)")
+            }
+            token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard token?.isEmpty == false else { throw ValidationError("the token file \(tokenFile) is empty") }
+        }
+        guard maxConcurrentForks >= 1 else { throw ValidationError("--max-concurrent-forks must be at least 1") }
+        if global.verbose == 0, ProcessInfo.processInfo.environment["CLADE_LOG_LEVEL"] == nil {
+            // A daemon logs its requests by default.
+            LoggingBootstrap.once(level: .info)
+        }
+        let engine = global.makeEngine()
+        let configuration = DaemonConfiguration(
+            listen: listen == "none" ? nil : listen, unixSocket: unix, token: token,
+            limits: APILimits(concurrentForks: maxConcurrentForks))
+        try await Daemon.run(engine: engine, configuration: configuration)
+    }
+}

@@ -1,0 +1,234 @@
+import AsyncHTTPClient
+import CladeStore
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// A running `clade serve` in a private store, driven over HTTP.
+final class DaemonProcess: @unchecked Sendable {
+    let home: URL
+    let token = "test-token-\(UUID().uuidString.prefix(8))"
+    private(set) var port = 0
+    private var process: Process?
+
+    init(home: URL) { self.home = home }
+
+    var pid: Int32 { process?.processIdentifier ?? 0 }
+
+    func start() throws {
+        let tokenFile = home.appendingPathComponent("token")
+        try token.write(to: tokenFile, atomically: true, encoding: .utf8)
+        for _ in 0..<5 {
+            port = Int.random(in: 20000...40000)
+            let process = Process()
+            process.executableURL = CLIHarness.binary
+            process.arguments = ["serve", "--listen", "127.0.0.1:\(port)", "--token-file", tokenFile.path]
+            process.environment = ProcessInfo.processInfo.environment.merging(["CLADE_HOME": home.path]) { $1 }
+            let log = home.appendingPathComponent("daemon.log")
+            if !FileManager.default.fileExists(atPath: log.path) { FileManager.default.createFile(atPath: log.path, contents: nil) }
+            let handle = try FileHandle(forWritingTo: log)
+            handle.seekToEndOfFile()
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+            for _ in 0..<200 where process.isRunning {
+                if (try? ExternalCommand("curl", ["-sf", "http://127.0.0.1:\(port)/healthz"]).run().status) == 0 {
+                    self.process = process
+                    return
+                }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+            process.terminate()
+        }
+        throw HarnessError("clade serve did not come up; see \(home.path)/daemon.log")
+    }
+
+    func kill9() {
+        guard let process else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    func stop() {
+        guard let process else { return }
+        process.terminate()
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    var openFileDescriptors: Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
+    }
+}
+
+struct HTTPResult: Sendable {
+    let status: Int
+    let body: Data
+    var json: Any? { try? JSONSerialization.jsonObject(with: body) }
+    var object: [String: Any] { json as? [String: Any] ?? [:] }
+    var array: [[String: Any]] { json as? [[String: Any]] ?? [] }
+    var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+@Suite(.serialized) struct DaemonTests {
+    static let home = CLIHarness.privateHome("daemon")
+    let cli = CLIHarness(home: DaemonTests.home)
+
+    func call(_ daemon: DaemonProcess, _ method: HTTPMethod, _ path: String, _ body: Any? = nil, token: String?? = .none) async throws -> HTTPResult {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(daemon.port)\(path)")
+        request.method = method
+        let bearer = token ?? daemon.token
+        if let bearer { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
+        if let body {
+            let data = try JSONSerialization.data(withJSONObject: body)
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: data))
+        }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(300))
+        let collected = try await response.body.collect(upTo: 16 << 20)
+        return HTTPResult(status: Int(response.status.code), body: Data(collected.readableBytesView))
+    }
+
+    func bake(_ daemon: DaemonProcess, _ tag: String) async throws {
+        let existing = try await call(daemon, .GET, "/v1/snapshots")
+        if existing.array.contains(where: { $0["tag"] as? String == tag }) { return }
+        let baked = try await call(daemon, .POST, "/v1/snapshots", ["tag": tag, "warm": "echo \(tag) > /root/baked; sync"])
+        try #require(baked.status == 201, "bake: \(baked.text)")
+    }
+
+    @Test func everythingThroughHTTPOnly() async throws {
+        let daemon = DaemonProcess(home: Self.home)
+        try daemon.start()
+        defer { daemon.stop() }
+
+        #expect(try await call(daemon, .GET, "/healthz", token: .some(nil)).status == 200)
+        #expect(try await call(daemon, .GET, "/v1/snapshots", token: .some(nil)).status == 401)
+        #expect(try await call(daemon, .GET, "/v1/snapshots", token: "wrong").status == 401)
+        let version = try await call(daemon, .GET, "/version")
+        #expect(version.object["api"] as? String == "v1")
+
+        try await bake(daemon, "api")
+        let snapshots = try await call(daemon, .GET, "/v1/snapshots")
+        let api = try #require(snapshots.array.first { $0["tag"] as? String == "api" })
+        for field in ["tag", "dir", "created_at_unix", "id"] { #expect(api[field] != nil, "snapshot lacks \(field)") }
+
+        let spawned = try await call(daemon, .POST, "/v1/sandboxes", ["snapshot_tag": "api", "n": 3])
+        try #require(spawned.status == 201, "spawn: \(spawned.text)")
+        let sandboxes = spawned.array
+        #expect(sandboxes.count == 3)
+        for sandbox in sandboxes {
+            for field in ["id", "snapshot_tag", "guest_addr", "pid", "created_at_unix", "state"] { #expect(sandbox[field] != nil, "sandbox lacks \(field)") }
+        }
+        let ids = sandboxes.compactMap { $0["id"] as? String }
+        for id in ids {
+            let host = try await call(daemon, .POST, "/v1/sandboxes/\(id)/exec", ["args": ["hostname"], "timeout_secs": 30])
+            #expect(host.status == 200 && host.object["stdout"] as? String == "\(id)\n", "hostname in \(id): \(host.text)")
+            #expect(host.object["exit_code"] as? Int == 0)
+            let write = try await call(daemon, .POST, "/v1/sandboxes/\(id)/exec", ["args": ["sh", "-c", "echo \(id) > /root/mine && cat /root/mine /root/baked"]])
+            #expect(write.object["stdout"] as? String == "\(id)\napi\n", "\(write.text)")
+            let ping = try await call(daemon, .POST, "/v1/sandboxes/\(id)/ping")
+            #expect(ping.status == 200 && ping.object["pong"] as? Bool == true, "\(ping.text)")
+            let one = try await call(daemon, .GET, "/v1/sandboxes/\(id)")
+            #expect(one.object["id"] as? String == id)
+        }
+        let put = try await call(daemon, .PUT, "/v1/sandboxes/\(ids[0])/files", ["path": "/root/put", "content": Data("via api".utf8).base64EncodedString()])
+        #expect(put.status == 200, "\(put.text)")
+        let got = try await call(daemon, .GET, "/v1/sandboxes/\(ids[0])/files?path=/root/put")
+        #expect((got.object["content"] as? String).flatMap { Data(base64Encoded: $0) } == Data("via api".utf8), "\(got.text)")
+
+        let branch = try await call(daemon, .POST, "/v1/sandboxes/\(ids[0])/branch", ["tag": "api-branch"])
+        try #require(branch.status == 201, "branch: \(branch.text)")
+        #expect(branch.object["branched_from"] as? String == ids[0])
+        #expect(try await call(daemon, .POST, "/v1/sandboxes/\(ids[0])/branch", ["tag": "api-branch"]).status == 409)
+        let fromBranch = try await call(daemon, .POST, "/v1/sandboxes", ["snapshot_tag": "api-branch", "n": 1])
+        try #require(fromBranch.status == 201, "spawn from branch: \(fromBranch.text)")
+        let grandchild = try #require(fromBranch.array.first?["id"] as? String)
+        let inherited = try await call(daemon, .POST, "/v1/sandboxes/\(grandchild)/exec", ["args": ["cat", "/root/mine"]])
+        #expect(inherited.object["stdout"] as? String == "\(ids[0])\n", "the branch carries the source's writes: \(inherited.text)")
+
+        #expect(try await call(daemon, .DELETE, "/v1/snapshots/api").status == 409, "dependents must block a plain delete")
+        for id in ids + [grandchild] { #expect(try await call(daemon, .DELETE, "/v1/sandboxes/\(id)").status == 204) }
+        #expect(try await call(daemon, .GET, "/v1/sandboxes").array.isEmpty)
+        #expect(try await call(daemon, .DELETE, "/v1/snapshots/api?cascade=true").status == 204)
+        #expect(try await call(daemon, .GET, "/v1/snapshots").array.isEmpty)
+        #expect(cli.qemuProcesses().isEmpty, "QEMU processes outlived DELETE")
+        let audit = try String(contentsOf: Self.home.appendingPathComponent("state/audit.log"), encoding: .utf8)
+        #expect(audit.contains("\"path\":\"/v1/sandboxes\"") && audit.contains("DELETE"), "state-changing calls are audited")
+    }
+
+    @Test func aRestartedDaemonReadoptsLiveSandboxesAndCleansDeadOnes() async throws {
+        let daemon = DaemonProcess(home: Self.home)
+        try daemon.start()
+        try await bake(daemon, "restart")
+        let spawned = try await call(daemon, .POST, "/v1/sandboxes", ["snapshot_tag": "restart", "n": 2])
+        try #require(spawned.status == 201, "\(spawned.text)")
+        let ids = spawned.array.compactMap { $0["id"] as? String }
+        let doomedPid = try #require(spawned.array.last?["pid"] as? Int)
+        daemon.kill9()
+        kill(Int32(doomedPid), SIGKILL)
+        try await Task.sleep(for: .milliseconds(300))
+
+        try daemon.start()
+        defer { daemon.stop() }
+        let listed = try await call(daemon, .GET, "/v1/sandboxes").array.compactMap { $0["id"] as? String }
+        #expect(listed == [ids[0]], "listed \(listed), expected only \(ids[0])")
+        let exec = try await call(daemon, .POST, "/v1/sandboxes/\(ids[0])/exec", ["args": ["cat", "/root/baked"]])
+        #expect(exec.object["stdout"] as? String == "restart\n", "\(exec.text)")
+        #expect(!FileManager.default.fileExists(atPath: Self.home.appendingPathComponent("sandboxes/\(ids[1])").path), "the dead sandbox's files remain")
+        #expect(try await call(daemon, .DELETE, "/v1/sandboxes/\(ids[0])").status == 204)
+        #expect(cli.qemuProcesses().isEmpty, "an orphan QEMU remains")
+    }
+
+    @Test func twoHundredConcurrentRequestsGetNoUndocumentedFailure() async throws {
+        let daemon = DaemonProcess(home: Self.home)
+        try daemon.start()
+        defer { daemon.stop() }
+        try await bake(daemon, "load")
+        let spawned = try await call(daemon, .POST, "/v1/sandboxes", ["snapshot_tag": "load", "n": 2])
+        try #require(spawned.status == 201, "\(spawned.text)")
+        let ids = spawned.array.compactMap { $0["id"] as? String }
+        _ = try await call(daemon, .GET, "/v1/sandboxes")
+        let descriptorsBefore = daemon.openFileDescriptors
+
+        let statuses = try await withThrowingTaskGroup(of: (String, Int, String).self) { group in
+            for index in 0..<200 {
+                let id = ids[index % ids.count]
+                group.addTask {
+                    switch index % 10 {
+                    case 0, 1, 2:
+                        return ("list", try await call(daemon, .GET, "/v1/sandboxes").status, "")
+                    case 3, 4, 5:
+                        let result = try await call(daemon, .POST, "/v1/sandboxes/\(id)/exec", ["args": ["echo", "\(index)"]])
+                        return ("exec", result.status, result.status == 200 && result.object["stdout"] as? String != "\(index)\n" ? "wrong output" : result.text)
+                    case 6, 7, 8:
+                        return ("ping", try await call(daemon, .POST, "/v1/sandboxes/\(id)/ping").status, "")
+                    default:
+                        // Spawn one and kill it again; over the fork cap this is the documented 503.
+                        let result = try await call(daemon, .POST, "/v1/sandboxes", ["snapshot_tag": "load", "n": 1])
+                        if result.status == 201, let child = result.array.first?["id"] as? String {
+                            return ("spawn+kill", try await call(daemon, .DELETE, "/v1/sandboxes/\(child)").status, "")
+                        }
+                        return ("spawn", result.status, "\(result.text)")
+                    }
+                }
+            }
+            var collected: [(String, Int, String)] = []
+            for try await result in group { collected.append(result) }
+            return collected
+        }
+        for (kind, status, detail) in statuses {
+            #expect(status < 500 || status == 503, "\(kind) got \(status): \(detail)")
+            #expect(detail != "wrong output", "\(kind) returned another request's output")
+        }
+        let listed = Set(try await call(daemon, .GET, "/v1/sandboxes").array.compactMap { $0["id"] as? String })
+        #expect(listed == Set(ids), "catalog after load: \(listed)")
+        #expect(cli.qemuProcesses().count == ids.count, "QEMU processes do not match the catalog")
+        try await Task.sleep(for: .seconds(1))
+        #expect(daemon.openFileDescriptors <= descriptorsBefore + 2, "fds grew from \(descriptorsBefore) to \(daemon.openFileDescriptors)")
+        for id in ids { #expect(try await call(daemon, .DELETE, "/v1/sandboxes/\(id)").status == 204) }
+        _ = try await call(daemon, .DELETE, "/v1/snapshots/load?cascade=true")
+        _ = try await call(daemon, .DELETE, "/v1/snapshots/restart?cascade=true")
+    }
+}
