@@ -101,6 +101,8 @@ extension Engine {
     ) async throws -> (SandboxRecord, MaterializeMethod) {
         let directory = snapshotCatalog.directory(metadata.tag)
         let paths = sandboxes.paths(id)
+        let setup = try FileLock(home: home, name: Self.setupLockName(id))
+        defer { setup.unlock() }
         try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
         var record = SandboxRecord(
             id: id, image: metadata.image ?? "", state: .booting, pid: nil, agentPort: 0, mac: mac ?? MachineSpec.randomMAC(),

@@ -45,6 +45,8 @@ extension Engine {
         try home.prepare()
         let id = Names.newSandboxID()
         let paths = sandboxes.paths(id)
+        let setup = try FileLock(home: home, name: Self.setupLockName(id))
+        defer { setup.unlock() }
         try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
         var record = SandboxRecord(
             id: id, image: image.name, state: .booting, pid: nil, agentPort: 0, mac: MachineSpec.randomMAC(),
@@ -146,13 +148,18 @@ extension Engine {
                     continue
                 }
                 if !alive || record.state == .booting {
-                    // Dead, or a boot whose clade process died before finishing it.
+                    // Dead, or a boot whose clade process died before finishing it, unless a
+                    // live clade process is still setting it up.
+                    if setupInProgress(id) {
+                        result.append(record)
+                        continue
+                    }
                     record.state = .dead
                     logger.warning("sandbox's VM is gone; cleaning up", metadata: ["id": "\(id)"])
                     await destroy(id: id, pid: pid)
                 }
                 result.append(record)
-            } else if !alive {
+            } else if !alive, !setupInProgress(id) {
                 await destroy(id: id, pid: nil)  // a crash before the record was written
             }
         }
@@ -201,6 +208,21 @@ extension Engine {
         return record
     }
 
+    /// The lock a clade process holds while it creates sandbox `id` (directory, files, QEMU,
+    /// record), so that a concurrent listing never mistakes a sandbox being born for a dead one.
+    static func setupLockName(_ id: String) -> String { "sandbox-setup-\(id)" }
+
+    /// True while another live process holds `id`'s setup lock.
+    func setupInProgress(_ id: String) -> Bool {
+        do {
+            guard let lock = try FileLock.attempt(home: home, name: Self.setupLockName(id)) else { return true }
+            lock.unlock()
+            return false
+        } catch {
+            return true  // cannot tell: leave it alone rather than delete a live sandbox
+        }
+    }
+
     /// Stops the process if it is still ours, then removes the sandbox directory.
     func destroy(id: String, pid: Int32?) async {
         let paths = sandboxes.paths(id)
@@ -211,6 +233,9 @@ extension Engine {
             try FileSystem.remove(paths.directory)
         } catch {
             logger.error("cannot remove sandbox directory", metadata: ["path": "\(paths.directory.path)", "error": "\(error)"])
+        }
+        for name in [Self.setupLockName(id), "sandbox-\(id)"] {
+            try? FileSystem.remove(home.locks.appendingPathComponent("\(name).lock"))
         }
     }
 

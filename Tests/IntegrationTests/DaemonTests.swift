@@ -61,6 +61,13 @@ final class DaemonProcess: @unchecked Sendable {
     var openFileDescriptors: Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
     }
+
+    /// What each open descriptor points at, for a readable failure.
+    var descriptorTargets: [String] {
+        let directory = "/proc/\(pid)/fd"
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return entries.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "\(directory)/\($0)") }.sorted()
+    }
 }
 
 struct HTTPResult: Sendable {
@@ -76,7 +83,9 @@ struct HTTPResult: Sendable {
     static let home = CLIHarness.privateHome("daemon")
     let cli = CLIHarness(home: DaemonTests.home)
 
-    func call(_ daemon: DaemonProcess, _ method: HTTPMethod, _ path: String, _ body: Any? = nil, token: String?? = .none) async throws -> HTTPResult {
+    func call(
+        _ daemon: DaemonProcess, _ method: HTTPMethod, _ path: String, _ body: Any? = nil, token: String?? = .none, client: HTTPClient = .shared
+    ) async throws -> HTTPResult {
         var request = HTTPClientRequest(url: "http://127.0.0.1:\(daemon.port)\(path)")
         request.method = method
         let bearer = token ?? daemon.token
@@ -86,7 +95,7 @@ struct HTTPResult: Sendable {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: data))
         }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(300))
+        let response = try await client.execute(request, timeout: .seconds(300))
         let collected = try await response.body.collect(upTo: 16 << 20)
         return HTTPResult(status: Int(response.status.code), body: Data(collected.readableBytesView))
     }
@@ -189,26 +198,36 @@ struct HTTPResult: Sendable {
         let spawned = try await call(daemon, .POST, "/v1/sandboxes", ["snapshot_tag": "load", "n": 2])
         try #require(spawned.status == 201, "\(spawned.text)")
         let ids = spawned.array.compactMap { $0["id"] as? String }
+        // One round of every kind first: event loops and thread pools the daemon starts lazily
+        // are not growth.
         _ = try await call(daemon, .GET, "/v1/sandboxes")
+        _ = try await call(daemon, .POST, "/v1/sandboxes/\(ids[0])/exec", ["args": ["true"]])
+        _ = try await call(daemon, .POST, "/v1/sandboxes/\(ids[0])/ping")
+        let warm = try await call(daemon, .POST, "/v1/sandboxes", ["snapshot_tag": "load", "n": 1])
+        if let child = warm.array.first?["id"] as? String { _ = try await call(daemon, .DELETE, "/v1/sandboxes/\(child)") }
         let descriptorsBefore = daemon.openFileDescriptors
+        let targetsBefore = daemon.descriptorTargets
 
+        // A client of its own, shut down before the count, so its pooled keep-alive connections
+        // are not mistaken for descriptors the daemon leaked.
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
         let statuses = try await withThrowingTaskGroup(of: (String, Int, String).self) { group in
             for index in 0..<200 {
                 let id = ids[index % ids.count]
                 group.addTask {
                     switch index % 10 {
                     case 0, 1, 2:
-                        return ("list", try await call(daemon, .GET, "/v1/sandboxes").status, "")
+                        return ("list", try await call(daemon, .GET, "/v1/sandboxes", client: client).status, "")
                     case 3, 4, 5:
-                        let result = try await call(daemon, .POST, "/v1/sandboxes/\(id)/exec", ["args": ["echo", "\(index)"]])
+                        let result = try await call(daemon, .POST, "/v1/sandboxes/\(id)/exec", ["args": ["echo", "\(index)"]], client: client)
                         return ("exec", result.status, result.status == 200 && result.object["stdout"] as? String != "\(index)\n" ? "wrong output" : result.text)
                     case 6, 7, 8:
-                        return ("ping", try await call(daemon, .POST, "/v1/sandboxes/\(id)/ping").status, "")
+                        return ("ping", try await call(daemon, .POST, "/v1/sandboxes/\(id)/ping", client: client).status, "")
                     default:
                         // Spawn one and kill it again; over the fork cap this is the documented 503.
-                        let result = try await call(daemon, .POST, "/v1/sandboxes", ["snapshot_tag": "load", "n": 1])
+                        let result = try await call(daemon, .POST, "/v1/sandboxes", ["snapshot_tag": "load", "n": 1], client: client)
                         if result.status == 201, let child = result.array.first?["id"] as? String {
-                            return ("spawn+kill", try await call(daemon, .DELETE, "/v1/sandboxes/\(child)").status, "")
+                            return ("spawn+kill", try await call(daemon, .DELETE, "/v1/sandboxes/\(child)", client: client).status, "")
                         }
                         return ("spawn", result.status, "\(result.text)")
                     }
@@ -218,6 +237,7 @@ struct HTTPResult: Sendable {
             for try await result in group { collected.append(result) }
             return collected
         }
+        try await client.shutdown()
         for (kind, status, detail) in statuses {
             #expect(status < 500 || status == 503, "\(kind) got \(status): \(detail)")
             #expect(detail != "wrong output", "\(kind) returned another request's output")
@@ -226,7 +246,7 @@ struct HTTPResult: Sendable {
         #expect(listed == Set(ids), "catalog after load: \(listed)")
         #expect(cli.qemuProcesses().count == ids.count, "QEMU processes do not match the catalog")
         try await Task.sleep(for: .seconds(1))
-        #expect(daemon.openFileDescriptors <= descriptorsBefore + 2, "fds grew from \(descriptorsBefore) to \(daemon.openFileDescriptors)")
+        #expect(daemon.openFileDescriptors <= descriptorsBefore + 2, "fds grew from \(descriptorsBefore) to \(daemon.openFileDescriptors): before \(targetsBefore), after \(daemon.descriptorTargets)")
         for id in ids { #expect(try await call(daemon, .DELETE, "/v1/sandboxes/\(id)").status == 204) }
         _ = try await call(daemon, .DELETE, "/v1/snapshots/load?cascade=true")
         _ = try await call(daemon, .DELETE, "/v1/snapshots/restart?cascade=true")
