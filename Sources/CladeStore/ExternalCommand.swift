@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinuxShims
 import Foundation
 import Logging
 
@@ -36,43 +40,124 @@ public struct ExternalCommand: Sendable {
     }
 
     /// Runs and returns the output whatever the exit status.
+    ///
+    /// posix_spawn and one poll loop, not Foundation's `Process`: its `waitUntilExit` spins a
+    /// run loop on the calling thread, and every pool thread that does so keeps an epoll, an
+    /// eventfd and a timerfd open for good, which a long-running daemon sees as a leak.
     public func run(stdin: Data? = nil) throws -> Output {
         guard let url = Self.locate(executable) else {
             throw StoreError.commandNotFound(executable, fix: "run scripts/install-deps.sh to install clade's host dependencies")
         }
-        let process = Process()
-        process.executableURL = url
-        process.arguments = arguments
-        if let environment {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        }
-        if let currentDirectory { process.currentDirectoryURL = currentDirectory }
-        let outPipe = Pipe(), errPipe = Pipe()
-        process.standardOutput = outPipe
-        process.standardError = errPipe
-        let inPipe = Pipe()
-        process.standardInput = stdin == nil ? FileHandle.nullDevice : inPipe
-        try process.run()
-        if let stdin {
-            DispatchQueue.global().async {
-                try? inPipe.fileHandleForWriting.write(contentsOf: stdin)
-                try? inPipe.fileHandleForWriting.close()
+        _ = Self.ignoreBrokenPipes
+        var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1], inPipe: [Int32] = [-1, -1]
+        var opened: [Int32] = []
+        defer { opened.forEach { close($0) } }
+        for index in 0..<3 {
+            var fds: [Int32] = [-1, -1]
+            if index == 2, stdin == nil { break }
+            guard clade_pipe_cloexec(&fds) == 0 else { throw StoreError.systemCall("pipe", path: executable, errno: errno) }
+            opened += fds
+            switch index {
+            case 0: outPipe = fds
+            case 1: errPipe = fds
+            default: inPipe = fds
             }
         }
-        let errData = LockedData()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async {
-            errData.set(errPipe.fileHandleForReading.readDataToEndOfFile())
-            group.leave()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if stdin != nil {
+            posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         }
-        let outData = outPipe.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        process.waitUntilExit()
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        if let currentDirectory { clade_spawn_addchdir(&actions, currentDirectory.path) }
+        clade_spawn_addclosefrom(&actions, 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var emptySet = sigset_t()
+        sigemptyset(&emptySet)
+        posix_spawnattr_setsigmask(&attributes, &emptySet)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        sigaddset(&defaults, SIGPIPE)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        var merged = ProcessInfo.processInfo.environment
+        if let environment { merged.merge(environment) { _, new in new } }
+        let argv = ([url.path] + arguments).map { strdup($0) } + [nil]
+        let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, url.path, &actions, &attributes, argv, envp)
+        guard result == 0 else { throw StoreError.systemCall("posix_spawn", path: url.path, errno: result) }
+        // The child holds its ends now; closing ours lets end-of-file arrive.
+        for fd in [outPipe[1], errPipe[1], inPipe[0]] where fd >= 0 {
+            close(fd)
+            opened.removeAll { $0 == fd }
+        }
+        let (out, err) = Self.exchange(stdin: stdin ?? Data(), to: inPipe[1], stdout: outPipe[0], stderr: errPipe[0]) { fd in
+            close(fd)
+            opened.removeAll { $0 == fd }
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            if errno != EINTR { throw StoreError.systemCall("waitpid", path: url.path, errno: errno) }
+        }
         return Output(
-            status: process.terminationStatus,
-            stdout: String(decoding: outData, as: UTF8.self),
-            stderr: String(decoding: errData.get(), as: UTF8.self))
+            status: status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f),
+            stdout: String(decoding: out, as: UTF8.self),
+            stderr: String(decoding: err, as: UTF8.self))
+    }
+
+    private static let ignoreBrokenPipes: Void = { signal(SIGPIPE, SIG_IGN) }()
+
+    /// Writes `stdin` and reads stdout and stderr until both end, all on this thread.
+    private static func exchange(stdin: Data, to input: Int32, stdout: Int32, stderr: Int32, closing: (Int32) -> Void) -> (Data, Data) {
+        var out = Data(), err = Data()
+        var written = 0
+        var input = input
+        if input >= 0, stdin.isEmpty {
+            closing(input)
+            input = -1
+        }
+        // Non-blocking, so a child that stops reading its input cannot stall the output reads.
+        if input >= 0 { _ = fcntl(input, F_SETFL, fcntl(input, F_GETFL) | O_NONBLOCK) }
+        var readers = [stdout, stderr]
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !readers.isEmpty || input >= 0 {
+            var fds = readers.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            if input >= 0 { fds.append(pollfd(fd: input, events: Int16(POLLOUT), revents: 0)) }
+            if poll(&fds, nfds_t(fds.count), -1) < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for entry in fds where entry.revents != 0 {
+                if entry.fd == input {
+                    let count = stdin.withUnsafeBytes { write(input, $0.baseAddress.map { $0 + written }, stdin.count - written) }
+                    if count > 0 { written += count }
+                    if count < 0 && errno != EINTR && errno != EAGAIN || written >= stdin.count {
+                        closing(input)
+                        input = -1
+                    }
+                    continue
+                }
+                let count = read(entry.fd, &buffer, buffer.count)
+                if count > 0 {
+                    if entry.fd == stdout { out.append(contentsOf: buffer[0..<count]) } else { err.append(contentsOf: buffer[0..<count]) }
+                } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+                    readers.removeAll { $0 == entry.fd }
+                }
+            }
+        }
+        return (out, err)
     }
 
     /// Runs and throws ``StoreError/commandFailed(command:status:output:)`` on a non-zero exit.
@@ -84,11 +169,4 @@ public struct ExternalCommand: Sendable {
         }
         return output
     }
-}
-
-private final class LockedData: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data = Data()
-    func set(_ value: Data) { lock.withLock { data = value } }
-    func get() -> Data { lock.withLock { data } }
 }
