@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Builds clade and clade-agent (release, static Swift runtime, stripped) into .build/release.
-# The agent must be self-contained: it runs inside guests that have no Swift runtime.
+# Builds clade and clade-agent into .build/release.
+# The agent must be self-contained (static Swift runtime): it runs inside guests that have no
+# Swift installed, so it is built apart, in .build-agent, and copied next to clade.
+# clade itself is built with -enable-testing so that scripts/test.sh reuses this very build
+# for the test targets instead of compiling everything a second time in debug mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --static-swift-stdlib -Xlinker -s --product clade-agent
-swift build -c release --static-swift-stdlib -Xlinker -s --product clade
+swift build -c release --static-swift-stdlib -Xlinker -s --scratch-path .build-agent --product clade-agent
+swift build -c release -Xswiftc -enable-testing --product clade
+cp .build-agent/release/clade-agent .build/release/clade-agent
 echo "built: $(pwd)/.build/release/clade and clade-agent"
