@@ -20,24 +20,12 @@ public enum DetachedLauncher {
         posix_spawn_file_actions_addopen(&actions, 1, log.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         clade_spawn_addclosefrom(&actions, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var emptySet = sigset_t()
-        sigemptyset(&emptySet)
-        posix_spawnattr_setsigmask(&attributes, &emptySet)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
-
         let argv = [executable.path] + arguments
         let pointers = argv.map { strdup($0) } + [nil]
         defer { pointers.forEach { free($0) } }
         var pid: pid_t = 0
-        let result = posix_spawn(&pid, executable.path, &actions, &attributes, pointers, environ)
+        let result = Spawn.withCleanSignals { attributes in posix_spawn(&pid, executable.path, &actions, &attributes, pointers, environ) }
         guard result == 0 else { throw StoreError.systemCall("posix_spawn", path: executable.path, errno: result) }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            if errno != EINTR { throw StoreError.systemCall("waitpid", path: executable.path, errno: errno) }
-        }
-        return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return try Spawn.wait(pid, path: executable.path)
     }
 }

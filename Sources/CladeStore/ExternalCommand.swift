@@ -75,18 +75,6 @@ public struct ExternalCommand: Sendable {
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
         if let currentDirectory { clade_spawn_addchdir(&actions, currentDirectory.path) }
         clade_spawn_addclosefrom(&actions, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var emptySet = sigset_t()
-        sigemptyset(&emptySet)
-        posix_spawnattr_setsigmask(&attributes, &emptySet)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        sigaddset(&defaults, SIGPIPE)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
         var merged = ProcessInfo.processInfo.environment
         if let environment { merged.merge(environment) { _, new in new } }
         let argv = ([url.path] + arguments).map { strdup($0) } + [nil]
@@ -96,7 +84,7 @@ public struct ExternalCommand: Sendable {
             envp.forEach { free($0) }
         }
         var pid: pid_t = 0
-        let result = posix_spawn(&pid, url.path, &actions, &attributes, argv, envp)
+        let result = Spawn.withCleanSignals { attributes in posix_spawn(&pid, url.path, &actions, &attributes, argv, envp) }
         guard result == 0 else { throw StoreError.systemCall("posix_spawn", path: url.path, errno: result) }
         // The child holds its ends now; closing ours lets end-of-file arrive.
         for fd in [outPipe[1], errPipe[1], inPipe[0]] where fd >= 0 {
@@ -107,12 +95,9 @@ public struct ExternalCommand: Sendable {
             close(fd)
             opened.removeAll { $0 == fd }
         }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            if errno != EINTR { throw StoreError.systemCall("waitpid", path: url.path, errno: errno) }
-        }
+        let status = try Spawn.wait(pid, path: url.path)
         return Output(
-            status: status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f),
+            status: status,
             stdout: String(decoding: out, as: UTF8.self),
             stderr: String(decoding: err, as: UTF8.self))
     }
