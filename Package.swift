@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         .target(name: "CLinuxShims"),
@@ -36,7 +37,11 @@ let package = Package(
         ),
         .target(
             name: "CladeModel",
-            dependencies: ["CladeStore"]
+            dependencies: [
+                "CladeStore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .target(
             name: "CladeVMM",
@@ -122,7 +127,10 @@ let package = Package(
             dependencies: ["CladeGuestProtocol", "CLinuxShims"]
         ),
         .testTarget(name: "CladeStoreTests", dependencies: ["CladeStore"]),
-        .testTarget(name: "CladeModelTests", dependencies: ["CladeModel", "CladeStore"]),
+        .testTarget(
+            name: "CladeModelTests",
+            dependencies: ["CladeModel", "CladeStore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
         .testTarget(name: "CladeVMMTests", dependencies: ["CladeVMM"]),
         .testTarget(name: "CladeGuestTests", dependencies: ["CladeGuest", "CladeGuestProtocol"]),
         .testTarget(name: "CladePackTests", dependencies: ["CladePack", "CladeModel", "CladeStore"]),

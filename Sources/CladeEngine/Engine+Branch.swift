@@ -61,6 +61,8 @@ extension Engine {
         }
         let paths = sandboxes.paths(id)
         let staging = try makeStagingDirectory(for: tag)
+        let entry = try beginOperation("branch", subject: tag, paths: [staging])
+        defer { journal.end(entry) }
         let stagedState = staging.appendingPathComponent("devices.state")
         let nextDisk = "disk-\(layerCount + 1).qcow2"
 

@@ -19,6 +19,8 @@ extension Engine {
         guard let top = source.diskLayers.last else { throw EngineError.invalidOption("snapshot '\(tag)' has no disk layer") }
         let directory = snapshotCatalog.directory(tag)
         let staging = try makeStagingDirectory(for: newTag)
+        let entry = try beginOperation("compact", subject: newTag, paths: [staging])
+        defer { journal.end(entry) }
         do {
             let materializer = Materializer(logger: logger)
             try materializer.materialize(directory.appendingPathComponent(source.memory.file), at: staging.appendingPathComponent("memory"))

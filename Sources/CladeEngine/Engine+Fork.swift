@@ -74,13 +74,18 @@ extension Engine {
         if metadata.machine.accelerator == Accelerator.kvm.rawValue, try await accelerator().accelerator != .kvm {
             throw EngineError.invalidOption("snapshot '\(tag)' was taken under KVM, which does not work on this host (see `clade doctor`)")
         }
-        return await withTaskGroup(of: ForkOutcome.self) { group in
-            for _ in 0..<count {
+        // The journal lists every child before any exists: if this process dies half-way, the
+        // children it started are stopped and removed by the next clade that looks.
+        let ids = (0..<count).map { _ in Names.newSandboxID() }
+        let entry = try beginOperation("fork", subject: tag, paths: ids.map { sandboxes.paths($0).directory })
+        defer { journal.end(entry) }
+        let outcomes = await withTaskGroup(of: ForkOutcome.self) { group in
+            for id in ids {
                 group.addTask {
                     let start = Date()
                     do {
                         let (record, method) = try await self.startChild(
-                            of: metadata, id: Names.newSandboxID(), port: nil, mac: nil, memoryOrder: memoryOrder)
+                            of: metadata, id: id, port: nil, mac: nil, memoryOrder: memoryOrder)
                         return ForkOutcome(record: record, error: nil, milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: method)
                     } catch {
                         return ForkOutcome(record: nil, error: "\(error)", milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: nil)
@@ -91,6 +96,8 @@ extension Engine {
             for await outcome in group { outcomes.append(outcome) }
             return outcomes
         }
+        FaultInjection.crashIfRequested(at: "fork-children-started")
+        return outcomes
     }
 
     /// Restores one child of a snapshot into `sandboxes/<id>`: memory hardlinked (else reflink,

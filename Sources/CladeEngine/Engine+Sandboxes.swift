@@ -47,6 +47,8 @@ extension Engine {
         let paths = sandboxes.paths(id)
         let setup = try FileLock(home: home, name: Self.setupLockName(id))
         defer { setup.unlock() }
+        let entry = try beginOperation("boot", subject: id, paths: [paths.directory])
+        defer { journal.end(entry) }
         try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
         var record = SandboxRecord(
             id: id, image: image.name, state: .booting, pid: nil, agentPort: 0, mac: MachineSpec.randomMAC(),
@@ -124,8 +126,11 @@ extension Engine {
         await destroy(id: id, pid: record?.pid ?? ProcessControl.readPidFile(paths.pidFile))
     }
 
-    /// All sandboxes. Ones whose QEMU died without clade are reported `dead` once and their files removed.
+    /// All sandboxes. Ones whose QEMU died without clade are reported `dead` once and their files
+    /// removed. Operations interrupted by a dead clade process are rolled back first, and the
+    /// catalog's sandbox rows are brought in line with what was found.
     public func listSandboxes() async throws -> [SandboxRecord] {
+        try await recoverInterruptedOperations()
         var result: [SandboxRecord] = []
         for id in try sandboxes.ids() {
             let paths = sandboxes.paths(id)
@@ -163,7 +168,40 @@ extension Engine {
                 await destroy(id: id, pid: nil)  // a crash before the record was written
             }
         }
+        try syncSandboxRows(with: result)
         return result
+    }
+
+    /// Makes the catalog's sandbox rows match a fresh scan of the directories.
+    func syncSandboxRows(with scanned: [SandboxRecord]) throws {
+        let current = Dictionary(scanned.filter { $0.state != .dead }.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let indexed = try sandboxes.indexed()
+        for row in indexed where current[row.id] == nil {
+            // Gone since the scan began, or being set up by another process (its put will follow).
+            if !setupInProgress(row.id), !((try? FileSystem.exists(sandboxes.paths(row.id).directory)) ?? true) {
+                try sandboxes.forget(row.id)
+            }
+        }
+        let indexedByID = Dictionary(indexed.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        for record in current.values where indexedByID[record.id] != record {
+            if let onDisk = try? sandboxes.get(record.id), onDisk == record { try sandboxes.put(record) }
+        }
+    }
+
+    /// One sandbox, from the catalog, with its process checked (a dead one is reported `dead`
+    /// and cleaned up, as in ``listSandboxes()``), without scanning the others.
+    public func sandbox(id: String) async throws -> SandboxRecord {
+        guard var record = try sandboxes.indexed(id) ?? sandboxes.get(id) else {
+            throw ModelError.notFound(kind: "sandbox", name: id, hint: "list sandboxes with `clade ls`")
+        }
+        let paths = sandboxes.paths(id)
+        guard record.state == .running || record.state == .paused else { return record }
+        if let pid = record.pid, ProcessControl.isAlive(pid, marker: paths.directory.path) { return record }
+        if setupInProgress(id) { return record }
+        record.state = .dead
+        logger.warning("sandbox's VM is gone; cleaning up", metadata: ["id": "\(id)"])
+        await destroy(id: id, pid: record.pid)
+        return record
     }
 
     /// Cold-boots, runs one command, and tears the VM down whatever happens.
@@ -236,6 +274,11 @@ extension Engine {
         }
         for name in [Self.setupLockName(id), "sandbox-\(id)"] {
             try? FileSystem.remove(home.locks.appendingPathComponent("\(name).lock"))
+        }
+        do {
+            try sandboxes.forget(id)
+        } catch {
+            logger.error("cannot drop the sandbox from the catalog; it is dropped when the catalog is next reconciled", metadata: ["id": "\(id)", "error": "\(error)"])
         }
     }
 

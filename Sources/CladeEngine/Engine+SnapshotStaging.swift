@@ -88,5 +88,11 @@ extension Engine {
         let final = snapshotCatalog.directory(tag)
         guard rename(staging.path, final.path) == 0 else { throw StoreError.systemCall("rename", path: final.path, errno: errno) }
         try? FileSystem.sync(home.snapshots)
+        do {
+            try snapshotCatalog.recordPublished(tag)
+        } catch {
+            // The snapshot is complete on disk; the catalog catches up when it is next reconciled.
+            logger.error("snapshot published but not recorded in the catalog", metadata: ["tag": "\(tag)", "error": "\(error)"])
+        }
     }
 }

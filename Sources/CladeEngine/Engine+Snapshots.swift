@@ -57,6 +57,8 @@ extension Engine {
         let boot = try bootFiles(of: record)
         let paths = sandboxes.paths(id)
         let staging = try makeStagingDirectory(for: tag)
+        let entry = try beginOperation("snapshot", subject: tag, paths: [staging])
+        defer { journal.end(entry) }
         let stagedState = staging.appendingPathComponent("devices.state")
         progress("pausing \(id) and saving its device state")
         let pauseStart = Date()
@@ -82,6 +84,7 @@ extension Engine {
                 deviceStateFormat: SnapshotMetadata.DeviceState.migrationFormat, parent: nil)
             try publishStagedSnapshot(staging, as: tag)
             try FileSystem.remove(paths.directory)
+            try sandboxes.forget(id)
             logger.info("snapshot taken", metadata: ["tag": "\(tag)", "pause_ms": "\(Int(pauseMilliseconds))", "device_state_bytes": "\(metadata.deviceState.size)"])
             if keepRunning {
                 progress("resuming \(id) as a fork of \(tag)")
@@ -99,8 +102,12 @@ extension Engine {
     public func bake(_ options: BakeOptions, progress: @Sendable (String) -> Void = { _ in }) async throws -> SnapshotMetadata {
         // Fail before booting if the tag is taken; `snapshot` takes the tag's lock for real.
         try claimTag(options.tag).unlock()
+        var entry = try beginOperation("bake", subject: options.tag)
+        defer { journal.end(entry) }
         let record = try await boot(options.boot, progress: progress)
         do {
+            try journal.add(sandboxes.paths(record.id).directory, to: &entry)
+            FaultInjection.crashIfRequested(at: "bake-booted")
             if let warm = options.warm {
                 progress("warming up: \(warm)")
                 let response = try await AgentClient(port: record.agentPort).exec(["sh", "-c", warm], timeout: 600)
@@ -116,7 +123,9 @@ extension Engine {
         }
     }
 
-    public func listSnapshots() throws -> [SnapshotMetadata] {
+    /// Every snapshot, from the catalog (after rolling back operations a dead clade left half-done).
+    public func listSnapshots() async throws -> [SnapshotMetadata] {
+        try await recoverInterruptedOperations()
         sweepInterruptedSnapshotWork()
         return try snapshotCatalog.list()
     }
@@ -160,7 +169,10 @@ extension Engine {
         let directory = snapshotCatalog.directory(tag)
         // Rename first so the tag disappears atomically, then unlink the files.
         let doomed = home.snapshots.appendingPathComponent(".deleting-\(tag)-\(getpid())")
+        let entry = try beginOperation("remove-snapshot", subject: tag, paths: [doomed])
+        defer { journal.end(entry) }
         guard rename(directory.path, doomed.path) == 0 else { throw StoreError.systemCall("rename", path: directory.path, errno: errno) }
+        try snapshotCatalog.recordRemoved(tag)
         try FileSystem.remove(doomed)
         removed.append(tag)
         return removed

@@ -58,3 +58,29 @@ extension Engine {
         }
     }
 }
+
+extension Engine {
+    /// Re-attaches to a running sandbox's QEMU over its QMP socket (a restarted daemon calls this
+    /// for each one it finds). A guest found paused with no operation holding the sandbox is
+    /// continued. Returns false when QEMU does not answer within 3 s.
+    public func adopt(id: String) async -> Bool {
+        let paths = sandboxes.paths(id)
+        let paused: Bool? = try? await withTimeout(3, what: "QMP query-status") {
+            try await QMPClient.withConnection(socket: paths.qmpSocket, timeout: 3) { client in
+                let status = try await client.execute("query-status", timeout: 3)
+                return status["running"]?.boolValue == false
+            }
+        }
+        guard let paused else {
+            logger.warning("a running sandbox's QEMU does not answer on its QMP socket", metadata: ["id": "\(id)"])
+            return false
+        }
+        if paused, let lock = try? FileLock.attempt(home: home, name: "sandbox-\(id)") {
+            defer { lock.unlock() }
+            logger.warning("continuing a sandbox found paused with no operation on it", metadata: ["id": "\(id)"])
+            try? await hypervisor.resume(controlSocket: paths.qmpSocket)
+            clearPauseMark(paths)
+        }
+        return true
+    }
+}

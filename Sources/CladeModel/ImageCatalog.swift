@@ -1,7 +1,7 @@
 import CladeStore
 import Foundation
 
-/// Named images, one JSON file each under `images/`.
+/// Named images, one JSON file each under `images/`, indexed in the catalog.
 public struct ImageCatalog: Sendable {
     public let home: CladeHome
 
@@ -28,6 +28,7 @@ public struct ImageCatalog: Sendable {
         try Names.validate(record.name, kind: "image")
         try home.prepare()
         try JSONFiles.write(record, to: url(record.name))
+        try CatalogDatabase.shared(home).write { try CatalogRows.putImage(record, in: $0) }
     }
 
     public func remove(_ name: String) throws {
@@ -35,13 +36,10 @@ public struct ImageCatalog: Sendable {
             throw ModelError.notFound(kind: "image", name: name, hint: "list images with `clade image ls`")
         }
         try FileSystem.remove(url(name))
+        try CatalogDatabase.shared(home).write { try CatalogRows.removeImage(name, in: $0) }
     }
 
     public func list() throws -> [ImageRecord] {
-        guard try FileSystem.exists(home.images) else { return [] }
-        return try FileManager.default.contentsOfDirectory(atPath: home.images.path)
-            .filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
-            .sorted()
-            .compactMap { try JSONFiles.read(ImageRecord.self, from: home.images.appendingPathComponent($0)) }
+        try CatalogDatabase.shared(home).read { try CatalogRows.images(in: $0) }
     }
 }

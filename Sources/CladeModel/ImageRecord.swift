@@ -60,6 +60,8 @@ public enum ModelError: Error, CustomStringConvertible, Sendable {
     case notFound(kind: String, name: String, hint: String)
     case alreadyExists(kind: String, name: String, hint: String)
     case corrupt(path: String, reason: String)
+    /// The SQLite catalog could not be opened, read or written.
+    case catalog(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -71,6 +73,8 @@ public enum ModelError: Error, CustomStringConvertible, Sendable {
             return "\(kind) '\(name)' already exists; \(hint)"
         case .corrupt(let path, let reason):
             return "\(path) cannot be read: \(reason)"
+        case .catalog(let path, let reason):
+            return "the catalog \(path) failed: \(reason); if the disk is full free space and retry, if the file is damaged move it aside (clade rebuilds it from the store's directories on the next start)"
         }
     }
 }

@@ -123,8 +123,26 @@ public struct SandboxCatalog: Sendable {
         return record
     }
 
+    /// Writes the record into the sandbox's directory and the catalog.
     public func put(_ record: SandboxRecord) throws {
         try JSONFiles.write(record, to: paths(record.id).record)
+        try CatalogDatabase.shared(home).write { try CatalogRows.putSandbox(record, in: $0) }
+    }
+
+    /// Drops a destroyed sandbox from the catalog.
+    public func forget(_ id: String) throws {
+        try CatalogDatabase.shared(home).write { try CatalogRows.removeSandbox(id, in: $0) }
+    }
+
+    /// Every sandbox the catalog holds, without checking their processes (`Engine.listSandboxes` does).
+    public func indexed() throws -> [SandboxRecord] {
+        try CatalogDatabase.shared(home).read { try CatalogRows.sandboxes(in: $0) }
+    }
+
+    /// One sandbox's record as the catalog holds it.
+    public func indexed(_ id: String) throws -> SandboxRecord? {
+        try Names.validateSandboxID(id)
+        return try CatalogDatabase.shared(home).read { try CatalogRows.sandbox(id, in: $0) }
     }
 
     /// Every sandbox directory's id, including ones whose record was never written (a crash mid-boot).

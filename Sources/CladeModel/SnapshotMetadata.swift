@@ -212,11 +212,39 @@ public struct SnapshotCatalog: Sendable {
         return metadata
     }
 
+    /// Every snapshot, from the catalog.
     public func list() throws -> [SnapshotMetadata] {
-        guard try FileSystem.exists(home.snapshots) else { return [] }
-        return try FileManager.default.contentsOfDirectory(atPath: home.snapshots.path)
-            .filter { !$0.hasPrefix(".") }
-            .sorted()
-            .compactMap { try? get($0) }
+        try CatalogDatabase.shared(home).read { try CatalogRows.snapshots(in: $0) }
+    }
+
+    /// Records a snapshot whose directory was just made visible (or replaced) in the catalog.
+    public func recordPublished(_ tag: String) throws {
+        let metadata = try require(tag)
+        let bytes = storedBytes(tag)
+        try CatalogDatabase.shared(home).write { try CatalogRows.putSnapshot(metadata, storedBytes: bytes, in: $0) }
+    }
+
+    /// Drops a removed snapshot from the catalog.
+    public func recordRemoved(_ tag: String) throws {
+        try CatalogDatabase.shared(home).write { try CatalogRows.removeSnapshot(tag, in: $0) }
+    }
+
+    /// Snapshots whose parent is `tag`, directly or through others, nearest first.
+    public func descendants(of tag: String) throws -> [String] {
+        try CatalogDatabase.shared(home).read { try CatalogRows.descendants(of: tag, in: $0) }
+    }
+
+    /// `tag`'s parent, its parent, … to the root.
+    public func ancestors(of tag: String) throws -> [String] {
+        try CatalogDatabase.shared(home).read { try CatalogRows.ancestors(of: tag, in: $0) }
+    }
+
+    /// Bytes the files in `tag`'s directory occupy on disk.
+    public func storedBytes(_ tag: String) -> Int64 {
+        let directory = directory(tag)
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory.path) else { return 0 }
+        return names.reduce(0) { total, name in
+            total + ((try? FileSystem.status(of: directory.appendingPathComponent(name)))?.allocatedBytes ?? 0)
+        }
     }
 }

@@ -184,6 +184,9 @@ public struct Unpacker: Sendable {
         sweepAbandonedStaging()
         let staging = try home.makeTemporaryDirectory(prefix: "unpack")
         defer { try? FileSystem.remove(staging) }
+        let journal = OperationJournal(home: home)
+        let entry = try journal.begin(kind: "unpack", subject: leafTag, paths: [staging])
+        defer { journal.end(entry) }
         let stagedBlobs = staging.appendingPathComponent("blobs")
         try FileManager.default.createDirectory(at: stagedBlobs, withIntermediateDirectories: false)
         let counter = ProgressCounter(total: compressedToRead, progress: progress)
@@ -273,6 +276,12 @@ public struct Unpacker: Sendable {
                 guard rename(item.directory.path, final.path) == 0 else { throw StoreError.systemCall("rename", path: final.path, errno: errno) }
             }
             try? FileSystem.sync(home.snapshots)
+            do {
+                try catalog.recordPublished(item.tag)
+            } catch {
+                // The snapshot is in place; the catalog catches up when it is next reconciled.
+                logger.error("snapshot unpacked but not recorded in the catalog", metadata: ["tag": "\(item.tag)", "error": "\(error)"])
+            }
         }
         return UnpackReport(
             tag: leafTag, registered: publish.map(\.tag), alreadyPresent: alreadyPresent, blobsWritten: neededBlobs.count,

@@ -29,7 +29,7 @@ public struct CladeAPI: Sendable {
     let engine: Engine
     let limits: APILimits
     let slots: OperationSlots
-    let jobs = JobRegistry()
+    let jobs: JobRegistry
     let metrics: ServerMetrics
     let logger: Logger
 
@@ -37,6 +37,7 @@ public struct CladeAPI: Sendable {
         self.engine = engine
         self.limits = limits
         self.slots = OperationSlots(capacity: limits.concurrentForks)
+        self.jobs = JobRegistry(catalog: JobCatalog(home: engine.home))
         self.metrics = metrics
         self.logger = logger
     }
@@ -65,7 +66,7 @@ public struct CladeAPI: Sendable {
         router.get("/openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
-        router.get("/v1/snapshots") { _, _ in try api.listSnapshots() }
+        router.get("/v1/snapshots") { _, _ in try await api.listSnapshots() }
         router.post("/v1/snapshots") { request, _ in try await api.bake(request) }
         router.get("/v1/snapshots/:tag") { _, context in try api.snapshot(try context.parameters.require("tag")) }
         router.get("/v1/snapshots/:tag/info") { _, context in try await api.snapshotInfo(try context.parameters.require("tag")) }
@@ -82,10 +83,10 @@ public struct CladeAPI: Sendable {
         router.get("/v1/sandboxes/:id/files") { request, context in try await api.readFile(try api.sandboxID(context), request) }
         router.put("/v1/sandboxes/:id/files") { request, context in try await api.writeFile(try api.sandboxID(context), request) }
         router.post("/v1/jobs") { request, _ in try await api.startJob(request) }
-        router.get("/v1/jobs") { _, _ in try JSONIO.response(await api.jobs.list()) }
+        router.get("/v1/jobs") { _, _ in try JSONIO.response(try await api.jobs.list()) }
         router.get("/v1/jobs/:id") { _, context in
             let id = try context.parameters.require("id")
-            guard let job = await api.jobs.get(id) else { throw APIError(.notFound, "no job '\(id)'; list jobs with GET /v1/jobs") }
+            guard let job = try await api.jobs.get(id) else { throw APIError(.notFound, "no job '\(id)'; list jobs with GET /v1/jobs") }
             return try JSONIO.response(job)
         }
         return router
@@ -99,9 +100,9 @@ public struct CladeAPI: Sendable {
 
     // MARK: - Snapshots
 
-    func listSnapshots() throws -> Response {
+    func listSnapshots() async throws -> Response {
         let catalog = SnapshotCatalog(home: engine.home)
-        return try JSONIO.response(try engine.listSnapshots().map { SnapshotSummary($0, directory: catalog.directory($0.tag)) })
+        return try JSONIO.response(try await engine.listSnapshots().map { SnapshotSummary($0, directory: catalog.directory($0.tag)) })
     }
 
     func snapshot(_ tag: String) throws -> Response {
@@ -158,8 +159,14 @@ public struct CladeAPI: Sendable {
     }
 
     func sandbox(_ id: String) async throws -> Response {
-        guard let record = try await engine.listSandboxes().first(where: { $0.id == id }) else {
+        let record: SandboxRecord
+        do {
+            record = try await engine.sandbox(id: id)
+        } catch ModelError.notFound {
             throw APIError(.notFound, "no sandbox '\(id)'; list them with GET /v1/sandboxes")
+        }
+        guard record.state != .dead else {
+            throw APIError(.notFound, "sandbox '\(id)' is gone: its VM exited and its files were removed")
         }
         return try JSONIO.response(SandboxInfo(record))
     }
@@ -261,7 +268,7 @@ public struct CladeAPI: Sendable {
         default:
             throw APIError(.badRequest, "field 'kind' must be pack, push or pull")
         }
-        let job = await jobs.start(kind: body.kind)
+        let job = try await jobs.start(kind: body.kind)
         let registry = jobs
         Task.detached {
             do {
@@ -293,22 +300,27 @@ public struct CladeAPI: Sendable {
         }
     }
 
+    /// Gauges come from the catalog (one query each), not from scanning the store, so a scrape
+    /// costs the same with ten sandboxes or a thousand.
     func metricsText() async -> Response {
-        let sandboxes = (try? await engine.listSandboxes()) ?? []
-        let snapshots = (try? engine.listSnapshots()) ?? []
-        metrics.update(sandboxes: sandboxes, snapshotCount: snapshots.count, storedBytes: Self.storedBytes(engine.home))
+        do {
+            let database = try CatalogDatabase.shared(engine.home)
+            let (counts, snapshots, snapshotBytes) = try database.read { db in
+                (try CatalogRows.sandboxCounts(in: db), try CatalogRows.snapshots(in: db).count, try CatalogRows.storedSnapshotBytes(in: db))
+            }
+            metrics.update(sandboxCounts: counts, snapshotCount: snapshots, storedBytes: snapshotBytes + Self.blobBytes(engine.home))
+        } catch {
+            logger.error("cannot read the catalog for metrics", metadata: ["error": "\(error)"])
+        }
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(string: metrics.render())))
     }
 
-    static func storedBytes(_ home: CladeHome) -> Int64 {
-        var total: Int64 = 0
-        for directory in [home.blobs, home.snapshots] {
-            guard let enumerator = FileManager.default.enumerator(at: directory, includingPropertiesForKeys: [.totalFileAllocatedSizeKey]) else { continue }
-            for case let url as URL in enumerator {
-                total += Int64((try? url.resourceValues(forKeys: [.totalFileAllocatedSizeKey]).totalFileAllocatedSize) ?? 0)
-            }
+    /// Bytes the blob store occupies (one flat directory of kernels, initrds and root filesystems).
+    static func blobBytes(_ home: CladeHome) -> Int64 {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: home.blobs.path) else { return 0 }
+        return names.reduce(0) { total, name in
+            total + ((try? FileSystem.status(of: home.blobs.appendingPathComponent(name)))?.allocatedBytes ?? 0)
         }
-        return total
     }
 }
 

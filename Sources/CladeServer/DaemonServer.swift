@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CladeEngine
+import CladeModel
 import CladeStore
 import Foundation
 import Hummingbird
@@ -30,7 +31,10 @@ public struct DaemonConfiguration: Sendable {
 public enum Daemon {
     public static func run(engine: Engine, configuration: DaemonConfiguration, logger: Logger = Logger(label: "clade.server")) async throws {
         let reconciled = try await reconcile(engine: engine, logger: logger)
-        logger.notice("reconciled the store", metadata: ["running": "\(reconciled.running)", "dead": "\(reconciled.dead)"])
+        logger.notice("reconciled the store", metadata: [
+            "running": "\(reconciled.running)", "dead": "\(reconciled.dead)", "adopted": "\(reconciled.adopted)",
+            "rolled_back": "\(reconciled.rolledBack)", "interrupted_jobs": "\(reconciled.interruptedJobs)",
+        ])
         let metrics = ServerMetrics.bootstrap()
         let api = CladeAPI(engine: engine, limits: configuration.limits, metrics: metrics, logger: logger)
         try engine.home.prepare()
@@ -51,14 +55,34 @@ public enum Daemon {
         try await group.run()
     }
 
-    /// Sandboxes whose QEMU still runs are kept (their agents and QMP sockets are where they
-    /// were); ones whose QEMU died are reported dead and cleaned; interrupted snapshot work is
-    /// swept and sandboxes left paused by a dead operation are continued.
-    public static func reconcile(engine: Engine, logger: Logger) async throws -> (running: Int, dead: Int) {
-        _ = try engine.listSnapshots()
+    /// What the daemon found on start.
+    public struct Reconciliation: Sendable {
+        public var running = 0
+        public var dead = 0
+        /// Running sandboxes whose QEMU answered on its QMP socket.
+        public var adopted = 0
+        /// Journal entries of operations a dead clade process left half-done, rolled back.
+        public var rolledBack: [String] = []
+        /// Jobs that were running when the previous daemon stopped.
+        public var interruptedJobs: [String] = []
+    }
+
+    /// Rolls back operations a dead clade left half-done (from the catalog's journal) and
+    /// reconciles the catalog with the directories; marks jobs of a dead daemon interrupted;
+    /// keeps sandboxes whose QEMU still runs, re-adopting each over QMP (one left paused by a
+    /// dead operation is continued); reports dead ones and cleans their files.
+    public static func reconcile(engine: Engine, logger: Logger) async throws -> Reconciliation {
+        var result = Reconciliation()
+        result.rolledBack = try await engine.recoverInterruptedOperations(reconcile: true).rolledBack
+        result.interruptedJobs = try JobCatalog(home: engine.home).interruptAbandoned()
+        _ = try await engine.listSnapshots()
         let sandboxes = try await engine.listSandboxes()
-        let dead = sandboxes.filter { $0.state == .dead }.count
-        return (sandboxes.count - dead, dead)
+        result.dead = sandboxes.filter { $0.state == .dead }.count
+        result.running = sandboxes.count - result.dead
+        for sandbox in sandboxes where sandbox.state == .running {
+            if await engine.adopt(id: sandbox.id) { result.adopted += 1 }
+        }
+        return result
     }
 
     static func parse(_ listen: String) throws -> (String, Int) {

@@ -1,53 +1,60 @@
+import CladeModel
 import Foundation
 
-/// A long operation (pack, push, pull) the API runs in the background, polled by id.
-public struct Job: Codable, Sendable {
-    public var id: String
-    public var kind: String
-    /// `running`, `succeeded` or `failed`.
-    public var state: String
-    public var step: String
-    public var done: Int64
-    public var total: Int64
-    public var error: String?
-    /// The operation's report once it succeeded.
-    public var result: String?
-    public var createdAtUnix: Int64
+/// The API's name for a job record.
+public typealias Job = JobRecord
 
-    enum CodingKeys: String, CodingKey {
-        case id, kind, state, step, done, total, error, result
-        case createdAtUnix = "created_at_unix"
-    }
-}
-
-/// Jobs of this daemon's lifetime (they are not resumed across restarts: a pull resumes from its
-/// download cache when it is started again; a pack is rewritten).
+/// Jobs this daemon runs, written through to the catalog so that they outlive it: a finished
+/// job stays readable after a restart, and one that was running is reported `interrupted`.
+/// Progress is kept in memory and written at most once a second, plus at every new step.
 actor JobRegistry {
-    private var jobs: [String: Job] = [:]
+    private let catalog: JobCatalog
+    private var running: [String: Job] = [:]
+    private var lastWrite: [String: Date] = [:]
 
-    func start(kind: String) -> Job {
+    init(catalog: JobCatalog) { self.catalog = catalog }
+
+    func start(kind: String) throws -> Job {
         let job = Job(
             id: UUID().uuidString.lowercased().prefix(12).description, kind: kind, state: "running", step: "starting", done: 0, total: 0,
             error: nil, result: nil, createdAtUnix: Int64(Date().timeIntervalSince1970))
-        jobs[job.id] = job
+        try catalog.put(job)
+        running[job.id] = job
+        lastWrite[job.id] = Date()
         return job
     }
 
     func progress(_ id: String, step: String, done: Int64, total: Int64) {
-        jobs[id]?.step = step
-        jobs[id]?.done = done
-        jobs[id]?.total = total
+        guard var job = running[id] else { return }
+        let newStep = job.step != step
+        job.step = step
+        job.done = done
+        job.total = total
+        running[id] = job
+        if newStep || Date().timeIntervalSince(lastWrite[id] ?? .distantPast) >= 1 {
+            try? catalog.put(job)
+            lastWrite[id] = Date()
+        }
     }
 
     func finish(_ id: String, result: String?, error: String?) {
-        jobs[id]?.state = error == nil ? "succeeded" : "failed"
-        jobs[id]?.result = result
-        jobs[id]?.error = error
-        if error == nil, let total = jobs[id]?.total { jobs[id]?.done = total }
+        guard var job = running.removeValue(forKey: id) else { return }
+        lastWrite[id] = nil
+        job.state = error == nil ? "succeeded" : "failed"
+        job.result = result
+        job.error = error
+        if error == nil { job.done = job.total }
+        try? catalog.put(job)
     }
 
-    func get(_ id: String) -> Job? { jobs[id] }
-    func list() -> [Job] { jobs.values.sorted { $0.createdAtUnix < $1.createdAtUnix } }
+    func get(_ id: String) throws -> Job? {
+        if let job = running[id] { return job }
+        return try catalog.get(id)
+    }
+
+    func list() throws -> [Job] {
+        try catalog.list().map { running[$0.id] ?? $0 }
+    }
 }
 
 /// A counting limit on concurrent forks and branches; beyond it requests get 503.

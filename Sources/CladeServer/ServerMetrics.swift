@@ -22,12 +22,11 @@ public final class ServerMetrics: Sendable {
         registry.makeGauge(name: "clade_build_info", labels: [("version", cladeVersion)]).set(to: 1.0)
     }
 
-    func update(sandboxes: [SandboxRecord], snapshotCount: Int, storedBytes: Int64) {
+    func update(sandboxCounts: [String: Int], snapshotCount: Int, storedBytes: Int64) {
         for state in ["booting", "running", "paused", "standby", "dead"] {
-            let count = sandboxes.filter { $0.state.rawValue == state }.count
-            registry.makeGauge(name: "clade_sandboxes", labels: [("state", state)]).set(to: Double(count))
+            registry.makeGauge(name: "clade_sandboxes", labels: [("state", state)]).set(to: Double(sandboxCounts[state] ?? 0))
         }
-        registry.makeGauge(name: "forkd_sandboxes_active").set(to: Double(sandboxes.filter { $0.state == .running }.count))
+        registry.makeGauge(name: "forkd_sandboxes_active").set(to: Double(sandboxCounts["running"] ?? 0))
         registry.makeGauge(name: "forkd_snapshots_total").set(to: Double(snapshotCount))
         registry.makeGauge(name: "clade_snapshots").set(to: Double(snapshotCount))
         registry.makeGauge(name: "clade_stored_bytes").set(to: Double(storedBytes))

@@ -43,7 +43,7 @@ struct Snapshots: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let list = try global.makeEngine().listSnapshots()
+        let list = try await global.makeEngine().listSnapshots()
         if json { return try printJSON(list) }
         print("TAG                 IMAGE         MEMORY   VCPUS  PARENT        CREATED")
         for snapshot in list {

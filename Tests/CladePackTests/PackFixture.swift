@@ -69,17 +69,26 @@ struct PackFixture {
             deviceState: .init(file: "devices.state", size: Int64(state.count), sha256: Digest.of(state), format: "devices"),
             parent: nil, agentProtocolVersion: 1)
         try JSONFiles.write(metadata, to: directory.appendingPathComponent(SnapshotMetadata.fileName))
+        try SnapshotCatalog(home: home).recordPublished(tag)
         self.metadata = metadata
     }
 
-    /// Every path under the store with its size, for before/after comparisons.
+    /// Every path under the store with its size, and the catalog's snapshots, sandboxes and open
+    /// journal entries, for before/after comparisons. The catalog's own files are left out: a
+    /// refused operation still writes (and removes) its journal entry.
     static func listing(_ home: CladeHome) -> [String] {
         guard let enumerator = FileManager.default.enumerator(at: home.root, includingPropertiesForKeys: [.fileSizeKey]) else { return [] }
         var entries: [String] = []
-        for case let url as URL in enumerator {
+        for case let url as URL in enumerator where !url.lastPathComponent.hasPrefix("catalog.sqlite") {
             let size = (try? url.resourceValues(forKeys: [.fileSizeKey]).fileSize) ?? -1
             entries.append("\(url.path.dropFirst(home.root.path.count)) \(size)")
         }
+        let snapshots = (try? SnapshotCatalog(home: home).list().map { "\($0.tag) \($0.id)" }) ?? ["unreadable"]
+        let sandboxes = (try? SandboxCatalog(home: home).indexed().map(\.id)) ?? ["unreadable"]
+        let journal = (try? OperationJournal(home: home).entries().map { "\($0.kind) \($0.subject)" }) ?? ["unreadable"]
+        entries.append("catalog snapshots: \(snapshots)")
+        entries.append("catalog sandboxes: \(sandboxes)")
+        entries.append("catalog journal: \(journal)")
         return entries.sorted()
     }
 }

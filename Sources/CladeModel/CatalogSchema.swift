@@ -1,0 +1,80 @@
+import GRDB
+
+/// The catalog's tables, created and upgraded by numbered migrations (never edit a shipped one;
+/// add the next).
+enum CatalogSchema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            // Each object's full record is kept as JSON beside the columns queries use, so a
+            // listing decodes rows instead of opening one file per object.
+            try db.execute(sql: """
+                CREATE TABLE images (
+                    name TEXT PRIMARY KEY,
+                    kernel TEXT NOT NULL,
+                    initrd TEXT NOT NULL,
+                    rootfs TEXT NOT NULL,
+                    record TEXT NOT NULL
+                );
+                CREATE TABLE snapshots (
+                    tag TEXT PRIMARY KEY,
+                    id TEXT NOT NULL UNIQUE,
+                    parent_tag TEXT,
+                    parent_id TEXT,
+                    branched_from TEXT,
+                    image TEXT,
+                    memory_mib INTEGER NOT NULL,
+                    stored_bytes INTEGER NOT NULL DEFAULT 0,
+                    created_at TEXT NOT NULL,
+                    record TEXT NOT NULL
+                );
+                CREATE INDEX snapshots_by_parent ON snapshots(parent_tag);
+                CREATE TABLE sandboxes (
+                    id TEXT PRIMARY KEY,
+                    snapshot_tag TEXT,
+                    snapshot_id TEXT,
+                    image TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    pid INTEGER,
+                    agent_port INTEGER NOT NULL,
+                    created_at TEXT NOT NULL,
+                    record TEXT NOT NULL
+                );
+                CREATE INDEX sandboxes_by_snapshot ON sandboxes(snapshot_tag);
+                CREATE VIEW lineage AS
+                    SELECT 'snapshot' AS kind, tag AS name, parent_tag AS parent, 'layered-on' AS relation
+                        FROM snapshots WHERE parent_tag IS NOT NULL
+                    UNION ALL
+                    SELECT 'sandbox', id, snapshot_tag, 'forked-from'
+                        FROM sandboxes WHERE snapshot_tag IS NOT NULL;
+                CREATE TABLE jobs (
+                    id TEXT PRIMARY KEY,
+                    kind TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    step TEXT NOT NULL,
+                    done INTEGER NOT NULL,
+                    total INTEGER NOT NULL,
+                    error TEXT,
+                    result TEXT,
+                    created_at_unix INTEGER NOT NULL,
+                    owner_pid INTEGER NOT NULL,
+                    owner_start TEXT NOT NULL
+                );
+                CREATE TABLE operations (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    kind TEXT NOT NULL,
+                    subject TEXT NOT NULL,
+                    owner_pid INTEGER NOT NULL,
+                    owner_start TEXT NOT NULL,
+                    started_at_unix INTEGER NOT NULL,
+                    paths TEXT NOT NULL
+                );
+                CREATE TABLE catalog_state (
+                    key TEXT PRIMARY KEY,
+                    value TEXT NOT NULL
+                );
+                """)
+        }
+        return migrator
+    }
+}
