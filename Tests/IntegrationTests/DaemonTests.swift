@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import CladeModel
 import CladeStore
 import Foundation
 import NIOCore
@@ -175,6 +176,17 @@ struct HTTPResult: Sendable {
         try #require(spawned.status == 201, "\(spawned.text)")
         let ids = spawned.array.compactMap { $0["id"] as? String }
         let doomedPid = try #require(spawned.array.last?["pid"] as? Int)
+        // A job that finishes before the restart, and one still running when the daemon dies.
+        let finished = try await call(daemon, .POST, "/v1/jobs", ["kind": "pack", "tag": "restart", "output": Self.home.appendingPathComponent("done.tar").path])
+        let finishedID = try #require(finished.object["id"] as? String, "\(finished.text)")
+        var finishedState = ""
+        for _ in 0..<600 where finishedState == "running" || finishedState.isEmpty {
+            try await Task.sleep(for: .milliseconds(100))
+            finishedState = try await call(daemon, .GET, "/v1/jobs/\(finishedID)").object["state"] as? String ?? ""
+        }
+        try #require(finishedState == "succeeded")
+        let cut = try await call(daemon, .POST, "/v1/jobs", ["kind": "pack", "tag": "restart", "output": Self.home.appendingPathComponent("cut.tar").path])
+        let cutID = try #require(cut.object["id"] as? String, "\(cut.text)")
         daemon.kill9()
         kill(Int32(doomedPid), SIGKILL)
         try await Task.sleep(for: .milliseconds(300))
@@ -186,7 +198,29 @@ struct HTTPResult: Sendable {
         let exec = try await call(daemon, .POST, "/v1/sandboxes/\(ids[0])/exec", ["args": ["cat", "/root/baked"]])
         #expect(exec.object["stdout"] as? String == "restart\n", "\(exec.text)")
         #expect(!FileManager.default.fileExists(atPath: Self.home.appendingPathComponent("sandboxes/\(ids[1])").path), "the dead sandbox's files remain")
-        #expect(try await call(daemon, .DELETE, "/v1/sandboxes/\(ids[0])").status == 204)
+        #expect(try await call(daemon, .GET, "/v1/sandboxes/\(ids[1])").status == 404)
+        let log = try String(contentsOf: Self.home.appendingPathComponent("daemon.log"), encoding: .utf8)
+        #expect(log.contains("adopted=1"), "the live sandbox is re-adopted over QMP on start")
+
+        // Jobs live in the catalog: the finished one is still there, the cut one is reported.
+        let afterFinished = try await call(daemon, .GET, "/v1/jobs/\(finishedID)").object
+        #expect(afterFinished["state"] as? String == "succeeded" && (afterFinished["result"] as? String)?.contains("done.tar") == true, "\(afterFinished)")
+        let afterCut = try await call(daemon, .GET, "/v1/jobs/\(cutID)").object
+        #expect(afterCut["state"] as? String == "interrupted", "\(afterCut)")
+        #expect((afterCut["error"] as? String)?.contains("start the pack again") == true)
+        #expect(!FileManager.default.fileExists(atPath: Self.home.appendingPathComponent("cut.tar").path), "an interrupted pack leaves no output")
+
+        // The CLI and the daemon share the catalog: each sees what the other started.
+        let cliListed = try cli.run(["ls", "--json"])
+        #expect(cliListed.stdout.contains(ids[0]), "clade ls while the daemon runs: \(cliListed.stdout)")
+        let cliFork = try cli.run(["fork", "restart", "-n", "1", "--json"])
+        let cliID = try #require((try JSONSerialization.jsonObject(with: Data(cliFork.stdout.utf8)) as? [String: Any])?["id"] as? String, "\(cliFork.stderr)")
+        let bothListed = try await call(daemon, .GET, "/v1/sandboxes").array.compactMap { $0["id"] as? String }
+        #expect(Set(bothListed) == [ids[0], cliID])
+        #expect(try await call(daemon, .GET, "/v1/sandboxes/\(cliID)").object["snapshot_tag"] as? String == "restart")
+        #expect(try await call(daemon, .DELETE, "/v1/sandboxes/\(cliID)").status == 204)
+        #expect(try cli.run(["kill", ids[0]]).status == 0)
+        #expect(try await call(daemon, .GET, "/v1/sandboxes").array.isEmpty)
         #expect(cli.qemuProcesses().isEmpty, "an orphan QEMU remains")
     }
 
@@ -217,6 +251,9 @@ struct HTTPResult: Sendable {
         let listed = Set(try await call(daemon, .GET, "/v1/sandboxes").array.compactMap { $0["id"] as? String })
         #expect(listed == Set(ids), "catalog after load: \(listed)")
         #expect(cli.qemuProcesses().count == ids.count, "QEMU processes do not match the catalog")
+        let store = CladeHome(root: Self.home)
+        #expect(Set(try SandboxCatalog(home: store).indexed().map(\.id)) == Set(ids), "the catalog's rows do not match the sandboxes")
+        #expect(try OperationJournal(home: store).entries().isEmpty, "operations left open in the journal")
         try await Task.sleep(for: .seconds(1))
         #expect(daemon.openFileDescriptors <= descriptorsBefore + 2, "fds grew from \(descriptorsBefore) to \(daemon.openFileDescriptors): before \(targetsBefore), after \(daemon.descriptorTargets)")
         for id in ids { #expect(try await call(daemon, .DELETE, "/v1/sandboxes/\(id)").status == 204) }

@@ -1,3 +1,5 @@
+import CladeModel
+import CladeStore
 import Foundation
 import Testing
 
@@ -67,5 +69,40 @@ import Testing
         #expect(try cli.run(["rmi", "--cascade", "base"]).status == 0)
         _ = try cli.run(["kill", "--all"])
         #expect(cli.qemuProcesses().isEmpty)
+    }
+
+    /// A fork or a bake whose clade process dies after starting VMs is rolled back from the
+    /// catalog's journal by the next clade command: its VMs are stopped and their files removed
+    /// (nobody was told their ids, so nobody would ever kill them), and the catalog matches.
+    @Test func interruptedForksAndBakesAreRolledBackFromTheJournal() throws {
+        let store = CladeHome(root: Self.home)
+        #expect(try cli.run(["bake", "--tag", "journal"]).status == 0)
+        let kept = try cli.run(["fork", "journal", "-n", "1", "--json"])
+        let keptID = try #require((try JSONSerialization.jsonObject(with: Data(kept.stdout.utf8)) as? [String: Any])?["id"] as? String)
+
+        let crashedFork = try crashing("fork-children-started").run(["fork", "journal", "-n", "2"])
+        #expect(crashedFork.status == 137, "\(crashedFork.stderr)")
+        #expect(cli.qemuProcesses().count == 3, "the interrupted fork's two children were running when it died")
+        #expect(try OperationJournal(home: store).entries().map(\.kind) == ["fork"])
+
+        let listed = try cli.run(["ls", "--json"])
+        let ids = (try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]] ?? []).compactMap { $0["id"] as? String }
+        #expect(ids == [keptID], "only the completed fork's child remains: \(ids)")
+        #expect(cli.qemuProcesses().count == 1)
+        #expect(try SandboxCatalog(home: store).indexed().map(\.id) == [keptID])
+        #expect(try SandboxCatalog(home: store).ids() == [keptID])
+        #expect(try OperationJournal(home: store).entries().isEmpty)
+
+        let crashedBake = try crashing("bake-booted").run(["bake", "--tag", "half"])
+        #expect(crashedBake.status == 137, "\(crashedBake.stderr)")
+        #expect(cli.qemuProcesses().count == 2, "the interrupted bake's VM was running when it died")
+        #expect(try !snapshotTags().contains("half"))
+        #expect(cli.qemuProcesses().count == 1, "listing snapshots rolled the bake back")
+        #expect(try SandboxCatalog(home: store).indexed().map(\.id) == [keptID])
+
+        #expect(try cli.run(["exec", keptID, "--", "true"]).status == 0)
+        #expect(try cli.run(["rmi", "--cascade", "journal"]).status == 0)
+        #expect(cli.qemuProcesses().isEmpty)
+        #expect(try SnapshotCatalog(home: store).list().isEmpty)
     }
 }
