@@ -148,7 +148,8 @@ enum OpenAPIDocument {
       "enum": [
        "running",
        "succeeded",
-       "failed"
+       "failed",
+       "interrupted"
       ],
       "type": "string"
      },
