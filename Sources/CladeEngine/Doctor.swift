@@ -94,6 +94,32 @@ extension Engine {
         } catch {
             checks.append(DoctorCheck(name: "store", status: .error, detail: "\(error)", fix: "choose a writable directory with --home DIR or CLADE_HOME"))
         }
+        checks.append(catalogCheck())
         return checks
+    }
+
+    /// The SQLite catalog opens, is in WAL mode and passes SQLite's quick check; reports what it
+    /// holds and operations a dead clade left in the journal (the next `clade ls` rolls them back).
+    func catalogCheck() -> DoctorCheck {
+        let path = CatalogDatabase.url(in: home).path
+        do {
+            let database = try CatalogDatabase.shared(home)
+            let health = try database.health()
+            let abandoned = try journal.abandoned()
+            let detail = "\(path): \(health.journalMode), \(health.snapshots) snapshots, \(health.sandboxes) sandboxes"
+            guard health.integrity == "ok" else {
+                return DoctorCheck(name: "catalog", status: .error, detail: "\(detail); quick_check: \(health.integrity)",
+                                   fix: "stop clade, move \(path) aside; it is rebuilt from the store's directories")
+            }
+            if !abandoned.isEmpty {
+                return DoctorCheck(
+                    name: "catalog", status: .warning,
+                    detail: "\(detail); \(abandoned.count) interrupted operation(s): \(abandoned.map { "\($0.kind) \($0.subject)" }.joined(separator: ", "))",
+                    fix: "clade ls (rolls them back)")
+            }
+            return DoctorCheck(name: "catalog", status: health.journalMode == "wal" ? .ok : .warning, detail: detail)
+        } catch {
+            return DoctorCheck(name: "catalog", status: .error, detail: "\(error)", fix: "stop clade, move \(path) aside; it is rebuilt from the store's directories")
+        }
     }
 }

@@ -36,8 +36,12 @@ extension Engine {
     static let bootAbandonedAfter: Double = 300
 
     /// Cold-boots a sandbox from an image and returns once its agent answers.
-    /// On failure nothing of the sandbox remains: no process, directory or socket.
-    public func boot(_ options: BootOptions, progress: @Sendable (String) -> Void = { _ in }) async throws -> SandboxRecord {
+    /// On failure nothing of the sandbox remains: no process, directory or socket. The sandbox
+    /// is journaled under `operation` when given (a bake or run that goes on using it), else
+    /// under a `boot` entry of its own, so a clade killed half-way leaves no VM behind.
+    public func boot(
+        _ options: BootOptions, partOf operation: OperationJournal.Entry? = nil, progress: @Sendable (String) -> Void = { _ in }
+    ) async throws -> SandboxRecord {
         try options.validate()
         let image = try self.image(named: options.image, progress: progress)
         let files = try bootFiles(of: image)
@@ -47,8 +51,9 @@ extension Engine {
         let paths = sandboxes.paths(id)
         let setup = try FileLock(home: home, name: Self.setupLockName(id))
         defer { setup.unlock() }
-        let entry = try beginOperation("boot", subject: id, paths: [paths.directory])
-        defer { journal.end(entry) }
+        let ownEntry = operation == nil ? try beginOperation("boot", subject: id, paths: [paths.directory]) : nil
+        defer { ownEntry.map(journal.end) }
+        if let operation { try journal.add(paths.directory, to: operation) }
         try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
         var record = SandboxRecord(
             id: id, image: image.name, state: .booting, pid: nil, agentPort: 0, mac: MachineSpec.randomMAC(),
@@ -182,9 +187,11 @@ extension Engine {
                 try sandboxes.forget(row.id)
             }
         }
-        let indexedByID = Dictionary(indexed.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
-        for record in current.values where indexedByID[record.id] != record {
-            if let onDisk = try? sandboxes.get(record.id), onDisk == record { try sandboxes.put(record) }
+        // Rows are only added here, never updated: a writer updates file then row, and a row
+        // written from this (possibly older) scan must not replace a newer one.
+        let indexedIDs = Set(indexed.map(\.id))
+        for record in current.values where !indexedIDs.contains(record.id) {
+            try sandboxes.indexIfMissing(record)
         }
     }
 
@@ -210,7 +217,10 @@ extension Engine {
     ) async throws -> AgentResponse {
         guard !argv.isEmpty else { throw EngineError.invalidOption("give the command to run after --") }
         if let timeout, !(timeout > 0) { throw EngineError.invalidOption("--timeout must be a positive number of seconds") }
-        let record = try await boot(options, progress: progress)
+        // If this process dies while the command runs, the next clade stops the VM.
+        let entry = try beginOperation("run", subject: options.image)
+        defer { journal.end(entry) }
+        let record = try await boot(options, partOf: entry, progress: progress)
         do {
             progress("running \(argv.joined(separator: " "))")
             let response = try await AgentClient(port: record.agentPort).exec(argv, timeout: timeout)

@@ -29,9 +29,13 @@ public struct SnapshotInfo: Encodable, Sendable {
     public var physicalBytes: Int64
     public var dependentSandboxes: [String]
     public var childSnapshots: [String]
+    /// From the catalog's lineage: parent, grandparent, … to the root.
+    public var ancestors: [String]
+    /// Every snapshot layered on this one, directly or not, nearest first.
+    public var descendants: [String]
 
     enum CodingKeys: String, CodingKey {
-        case metadata
+        case metadata, ancestors, descendants
         case logicalBytes = "logical_bytes"
         case physicalBytes = "physical_bytes"
         case dependentSandboxes = "dependent_sandboxes"
@@ -102,11 +106,10 @@ extension Engine {
     public func bake(_ options: BakeOptions, progress: @Sendable (String) -> Void = { _ in }) async throws -> SnapshotMetadata {
         // Fail before booting if the tag is taken; `snapshot` takes the tag's lock for real.
         try claimTag(options.tag).unlock()
-        var entry = try beginOperation("bake", subject: options.tag)
+        let entry = try beginOperation("bake", subject: options.tag)
         defer { journal.end(entry) }
-        let record = try await boot(options.boot, progress: progress)
+        let record = try await boot(options.boot, partOf: entry, progress: progress)
         do {
-            try journal.add(sandboxes.paths(record.id).directory, to: &entry)
             FaultInjection.crashIfRequested(at: "bake-booted")
             if let warm = options.warm {
                 progress("warming up: \(warm)")
@@ -141,7 +144,9 @@ extension Engine {
             }
         }
         let (sandboxIDs, children) = try await dependents(of: tag)
-        return SnapshotInfo(metadata: metadata, logicalBytes: logical, physicalBytes: physical, dependentSandboxes: sandboxIDs, childSnapshots: children)
+        return SnapshotInfo(
+            metadata: metadata, logicalBytes: logical, physicalBytes: physical, dependentSandboxes: sandboxIDs, childSnapshots: children,
+            ancestors: try snapshotCatalog.ancestors(of: tag), descendants: try snapshotCatalog.descendants(of: tag))
     }
 
     /// Live sandboxes forked from `tag`, and snapshots whose parent is `tag`.

@@ -79,6 +79,25 @@ public final class CatalogDatabase: Sendable {
     public func journalMode() throws -> String {
         try read { try String.fetchOne($0, sql: "PRAGMA journal_mode") ?? "" }
     }
+
+    /// What `clade doctor` reports about the catalog.
+    public struct Health: Sendable {
+        public var journalMode: String
+        /// `ok`, or SQLite's `PRAGMA quick_check` findings.
+        public var integrity: String
+        public var snapshots: Int
+        public var sandboxes: Int
+    }
+
+    public func health() throws -> Health {
+        try read { db in
+            Health(
+                journalMode: try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "",
+                integrity: try String.fetchAll(db, sql: "PRAGMA quick_check").joined(separator: "; "),
+                snapshots: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM snapshots") ?? 0,
+                sandboxes: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM sandboxes") ?? 0)
+        }
+    }
 }
 
 /// One open catalog per home per process, so every component shares one connection pool.

@@ -24,14 +24,17 @@ public struct CatalogReconciler: Sendable {
         public init() {}
     }
 
+    /// The directories are read inside the write transaction: a writer (file first, then row)
+    /// whose file this pass read either wrote its row already or waits for this transaction and
+    /// writes it afterwards, so a reconciliation never replaces a newer row with older data.
     @discardableResult
     public func reconcile() throws -> Changes {
-        let snapshotsOnDisk = try directoryRecords(under: home.snapshots, file: SnapshotMetadata.fileName, as: SnapshotMetadata.self)
-        let sandboxesOnDisk = try directoryRecords(under: home.sandboxes, file: "sandbox.json", as: SandboxRecord.self)
-        let imagesOnDisk = try imageRecords()
-        var storedBytes: [String: Int64] = [:]
-        for tag in snapshotsOnDisk.keys { storedBytes[tag] = SnapshotCatalog(home: home).storedBytes(tag) }
-        return try database.write { db in
+        try database.write { db in
+            let snapshotsOnDisk = try directoryRecords(under: home.snapshots, file: SnapshotMetadata.fileName, as: SnapshotMetadata.self)
+            let sandboxesOnDisk = try directoryRecords(under: home.sandboxes, file: "sandbox.json", as: SandboxRecord.self)
+            let imagesOnDisk = try imageRecords()
+            var storedBytes: [String: Int64] = [:]
+            for tag in snapshotsOnDisk.keys { storedBytes[tag] = SnapshotCatalog(home: home).storedBytes(tag) }
             var changes = Changes()
             let indexedSnapshots = Dictionary(uniqueKeysWithValues: try CatalogRows.snapshots(in: db).map { ($0.tag, $0) })
             for (tag, metadata) in snapshotsOnDisk where indexedSnapshots[tag] != metadata {

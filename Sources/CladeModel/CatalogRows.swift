@@ -14,6 +14,8 @@ public enum CatalogRows {
             return try JSONFiles.decoder().decode(type, from: Data(text.utf8))
         } catch let error as ModelError {
             throw error
+        } catch let error as DecodingError {
+            throw ModelError.corrupt(path: "catalog row for \(what)", reason: error.fieldDescription)
         } catch {
             throw ModelError.corrupt(path: "catalog row for \(what)", reason: "\(error)")
         }
@@ -82,10 +84,11 @@ public enum CatalogRows {
 
     // MARK: sandboxes
 
-    public static func putSandbox(_ record: SandboxRecord, in db: Database) throws {
+    /// Writes a sandbox's row; with `onlyIfMissing` an existing row (possibly newer) is kept.
+    public static func putSandbox(_ record: SandboxRecord, onlyIfMissing: Bool = false, in db: Database) throws {
         try db.execute(
             sql: """
-                INSERT OR REPLACE INTO sandboxes (id, snapshot_tag, snapshot_id, image, state, pid, agent_port, created_at, record)
+                INSERT OR \(onlyIfMissing ? "IGNORE" : "REPLACE") INTO sandboxes (id, snapshot_tag, snapshot_id, image, state, pid, agent_port, created_at, record)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [

@@ -28,6 +28,8 @@ public enum JSONFiles {
             return try decoder().decode(type, from: data)
         } catch let error as ModelError {
             throw error
+        } catch let error as DecodingError {
+            throw ModelError.corrupt(path: url.path, reason: error.fieldDescription)
         } catch {
             throw ModelError.corrupt(path: url.path, reason: "\(error)")
         }

@@ -46,12 +46,15 @@ public struct OperationJournal: Sendable {
         return Entry(id: id, kind: kind, subject: subject, owner: owner, startedAtUnix: started, paths: paths.map(relativePath))
     }
 
-    /// Adds a path the operation is about to create.
-    public func add(_ path: URL, to entry: inout Entry) throws {
-        entry.paths.append(relativePath(path))
-        let text = try encode(entry.paths)
+    /// Adds a path the operation is about to create (to the stored entry; `entry` itself is not changed).
+    public func add(_ path: URL, to entry: Entry) throws {
+        let relative = relativePath(path)
         let id = entry.id
-        try CatalogDatabase.shared(home).write { try $0.execute(sql: "UPDATE operations SET paths = ? WHERE id = ?", arguments: [text, id]) }
+        try CatalogDatabase.shared(home).write { db in
+            let text = try String.fetchOne(db, sql: "SELECT paths FROM operations WHERE id = ?", arguments: [id]) ?? "[]"
+            let paths = ((try? JSONDecoder().decode([String].self, from: Data(text.utf8))) ?? []) + [relative]
+            try db.execute(sql: "UPDATE operations SET paths = ? WHERE id = ?", arguments: [try encode(paths), id])
+        }
     }
 
     /// Closes an entry: the operation finished or undid itself.

@@ -129,6 +129,12 @@ public struct SandboxCatalog: Sendable {
         try CatalogDatabase.shared(home).write { try CatalogRows.putSandbox(record, in: $0) }
     }
 
+    /// Adds a row for a record read from the sandbox's directory, unless the catalog already has
+    /// one (whoever wrote that row wrote it after its file, so it is at least as new).
+    public func indexIfMissing(_ record: SandboxRecord) throws {
+        try CatalogDatabase.shared(home).write { try CatalogRows.putSandbox(record, onlyIfMissing: true, in: $0) }
+    }
+
     /// Drops a destroyed sandbox from the catalog.
     public func forget(_ id: String) throws {
         try CatalogDatabase.shared(home).write { try CatalogRows.removeSandbox(id, in: $0) }

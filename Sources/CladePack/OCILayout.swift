@@ -73,29 +73,13 @@ enum CanonicalJSON {
         do {
             return try decoder.decode(type, from: data)
         } catch let error as DecodingError {
-            throw PackError.malformed(what: what, reason: describe(error))
+            throw PackError.malformed(what: what, reason: error.fieldDescription)
         } catch let error as PackError {
             throw error
         } catch let error as ModelError {
             throw error
         } catch {
             throw PackError.malformed(what: what, reason: "\(error)")
-        }
-    }
-
-    static func describe(_ error: DecodingError) -> String {
-        func path(_ context: DecodingError.Context) -> String {
-            let keys = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-            return keys.isEmpty ? "top level" : "'\(keys)'"
-        }
-        switch error {
-        case .keyNotFound(let key, let context): return "field '\(key.stringValue)' is missing at \(path(context))"
-        case .typeMismatch(_, let context): return "\(path(context)) has the wrong type: \(context.debugDescription)"
-        case .valueNotFound(_, let context): return "\(path(context)) is null"
-        case .dataCorrupted(let context):
-            if let underlying = context.underlyingError { return "\(path(context)): \(underlying)" }
-            return "\(path(context)): \(context.debugDescription)"
-        @unknown default: return "\(error)"
         }
     }
 }

@@ -45,7 +45,7 @@ public struct Packer: Sendable {
         let total = try snapshots.reduce(Int64(0)) { sum, metadata in sum + (try contentBytes(of: metadata)) }
         let counter = ProgressCounter(total: total, progress: progress)
         var pieces: [PackedPiece] = []
-        var memo: [Digest: Descriptor] = [:]
+        var memo = PackMemo()
         var manifests: [(tag: String, descriptor: Descriptor)] = []
         var parentManifest: Descriptor?
         for metadata in snapshots {
@@ -86,7 +86,7 @@ public struct Packer: Sendable {
     }
 
     private func packSnapshot(
-        _ metadata: SnapshotMetadata, parent: Descriptor?, layout: LayoutWriter, memo: inout [Digest: Descriptor], counter: ProgressCounter
+        _ metadata: SnapshotMetadata, parent: Descriptor?, layout: LayoutWriter, memo: inout PackMemo, counter: ProgressCounter
     ) throws -> (manifest: Descriptor, pieces: [PackedPiece]) {
         let directory = SnapshotCatalog(home: home).directory(metadata.tag)
         let blobs = BlobStore(home: home)
@@ -95,7 +95,7 @@ public struct Packer: Sendable {
         let compressor = try ZstdCompressor(level: level, workers: max(1, workers))
 
         func packFile(_ file: URL, kind: String, mediaType: String, knownDigest: Digest?, extra: [String: String] = [:]) throws {
-            if let knownDigest, var descriptor = memo[knownDigest] {
+            if let knownDigest, var descriptor = memo.byContent[knownDigest] {
                 counter.add(descriptor.annotation(AnnotationKey.contentSize).flatMap { Int64($0) } ?? 0)
                 descriptor.annotations = (descriptor.annotations ?? [:]).merging(extra) { $1 }
                 layers.append(descriptor)
@@ -114,7 +114,8 @@ public struct Packer: Sendable {
                 AnnotationKey.contentSize: "\(result.contentSize)",
             ].merging(extra) { $1 }
             let descriptor = Descriptor(mediaType: mediaType, digest: result.digest, size: result.size, annotations: annotations)
-            memo[result.contentDigest] = descriptor
+            memo.byContent[result.contentDigest] = descriptor
+            if let status = try FileSystem.status(of: file) { memo.byFile[PackMemo.key(status)] = result.contentDigest }
             layers.append(descriptor)
             pieces.append(PackedPiece(kind: kind, snapshot: metadata.tag, contentBytes: result.contentSize, packedBytes: result.size, newBytes: result.new ? result.size : 0, blobs: 1))
         }
@@ -124,8 +125,9 @@ public struct Packer: Sendable {
         try packFile(blobs.url(for: metadata.rootfs), kind: "rootfs", mediaType: MediaType.rootfs, knownDigest: metadata.rootfs)
         for (index, layer) in metadata.diskLayers.enumerated() {
             let file = directory.appendingPathComponent(layer.file)
-            // Hashing first lets a layer shared with an ancestor reuse the ancestor's blob uncompressed.
-            let digest = try FileSystem.exists(file) ? try Digest.ofFile(at: file).digest : nil
+            // A layer shared with an ancestor is the same (sealed, read-only) inode: it reuses the
+            // ancestor's blob without being read again. Any other layer is hashed while compressed.
+            let digest = try FileSystem.status(of: file).flatMap { memo.byFile[PackMemo.key($0)] }
             try packFile(file, kind: "disk-layer", mediaType: MediaType.diskLayer, knownDigest: digest, extra: [AnnotationKey.diskIndex: "\(index)"])
         }
         try packFile(
@@ -187,4 +189,14 @@ final class ProgressCounter: @unchecked Sendable {
         }
         if let report { progress?(report.0, report.1, total) }
     }
+}
+
+/// What one pack run has already written: blobs by content digest, and the content digest of
+/// each file read so far by device and inode (snapshot files are sealed 0444, so an inode seen
+/// again has the same content).
+struct PackMemo {
+    var byContent: [Digest: Descriptor] = [:]
+    var byFile: [String: Digest] = [:]
+
+    static func key(_ status: FileSystem.Status) -> String { "\(status.device):\(status.inode)" }
 }

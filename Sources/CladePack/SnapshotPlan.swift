@@ -73,9 +73,13 @@ struct SnapshotPlan {
             }
         }
 
-        var kernel: PlannedPiece?
-        var initrd: PlannedPiece?
-        var rootfs: PlannedPiece?
+        // The boot files differ only in which digest the config names and how large they may be.
+        let bootFiles: [String: (kind: String, digest: Digest, limit: Int64)] = [
+            MediaType.kernel: ("kernel", metadata.kernel, Self.maxBootFileBytes),
+            MediaType.initrd: ("initrd", metadata.initrd, Self.maxBootFileBytes),
+            MediaType.rootfs: ("rootfs", metadata.rootfs, Self.maxDiskBytes),
+        ]
+        var boot: [String: PlannedPiece] = [:]
         var deviceState: PlannedPiece?
         var disks: [Int: PlannedPiece] = [:]
         var chunks: [Int64: PlannedPiece] = [:]
@@ -106,25 +110,15 @@ struct SnapshotPlan {
             func once(_ existing: PlannedPiece?, kind: String) throws {
                 if existing != nil { throw PackError.malformed(what: what, reason: "it has more than one \(kind) layer") }
             }
+            if let file = bootFiles[layer.mediaType] {
+                try once(boot[layer.mediaType], kind: file.kind)
+                try requireDigest(file.digest, kind: file.kind)
+                try Self.limit(contentSize, file.limit, what: layerWhat)
+                piece.what = "\(file.kind) \(file.digest.short)"
+                boot[layer.mediaType] = piece
+                continue
+            }
             switch layer.mediaType {
-            case MediaType.kernel:
-                try once(kernel, kind: "kernel")
-                try requireDigest(metadata.kernel, kind: "kernel")
-                try Self.limit(contentSize, Self.maxBootFileBytes, what: layerWhat)
-                piece.what = "kernel \(metadata.kernel.short)"
-                kernel = piece
-            case MediaType.initrd:
-                try once(initrd, kind: "initrd")
-                try requireDigest(metadata.initrd, kind: "initrd")
-                try Self.limit(contentSize, Self.maxBootFileBytes, what: layerWhat)
-                piece.what = "initrd \(metadata.initrd.short)"
-                initrd = piece
-            case MediaType.rootfs:
-                try once(rootfs, kind: "rootfs")
-                try requireDigest(metadata.rootfs, kind: "rootfs")
-                try Self.limit(contentSize, Self.maxDiskBytes, what: layerWhat)
-                piece.what = "rootfs \(metadata.rootfs.short)"
-                rootfs = piece
             case MediaType.deviceState:
                 try once(deviceState, kind: "device-state")
                 try requireDigest(metadata.deviceState.sha256, kind: "device-state")
@@ -158,6 +152,7 @@ struct SnapshotPlan {
                 chunks[offset] = piece
             }
         }
+        let kernel = boot[MediaType.kernel], initrd = boot[MediaType.initrd], rootfs = boot[MediaType.rootfs]
         guard let kernel, let initrd, let rootfs, let deviceState else {
             let missing = [kernel == nil ? "kernel" : nil, initrd == nil ? "initrd" : nil, rootfs == nil ? "rootfs" : nil, deviceState == nil ? "device state" : nil]
             throw PackError.malformed(what: what, reason: "it has no \(missing.compactMap { $0 }.joined(separator: ", ")) layer; a pack must be self-contained")

@@ -1,3 +1,4 @@
+import CladeModel
 import Foundation
 import Hummingbird
 import NIOCore
@@ -24,32 +25,7 @@ enum JSONIO {
         do {
             return try JSONDecoder().decode(type, from: data)
         } catch let error as DecodingError {
-            throw APIError(.badRequest, "invalid request body: \(describe(error))")
-        }
-    }
-
-    static func describe(_ error: DecodingError) -> String {
-        func path(_ context: DecodingError.Context) -> String {
-            context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-        }
-        switch error {
-        case .keyNotFound(let key, _): return "field '\(key.stringValue)' is required"
-        case .typeMismatch(let type, let context): return "field '\(path(context))' must be \(typeName(type))"
-        case .valueNotFound(let type, let context): return "field '\(path(context))' must be \(typeName(type)), not null"
-        case .dataCorrupted(let context):
-            return context.codingPath.isEmpty ? "the body is not valid JSON" : "field '\(path(context))': \(context.debugDescription)"
-        @unknown default: return "\(error)"
-        }
-    }
-
-    private static func typeName(_ type: Any.Type) -> String {
-        switch type {
-        case is String.Type: return "a string"
-        case is Int.Type, is Int32.Type, is Int64.Type: return "an integer"
-        case is Double.Type: return "a number"
-        case is Bool.Type: return "a boolean"
-        case is [String].Type, is [Any].Type: return "an array"
-        default: return "\(type)".hasPrefix("Array") ? "an array" : "\(type)".hasPrefix("Dictionary") ? "an object" : "a \(type)"
+            throw APIError(.badRequest, "invalid request body: \(error.fieldDescription)")
         }
     }
 

@@ -1441,6 +1441,15 @@ enum OpenAPIDocument {
       "content": {
        "application/json": {
         "schema": {
+         "properties": {
+          "ancestors": {"items": {"type": "string"}, "type": "array"},
+          "child_snapshots": {"items": {"type": "string"}, "type": "array"},
+          "dependent_sandboxes": {"items": {"type": "string"}, "type": "array"},
+          "descendants": {"items": {"type": "string"}, "type": "array"},
+          "logical_bytes": {"type": "integer"},
+          "metadata": {"description": "the snapshot's snapshot.json", "type": "object"},
+          "physical_bytes": {"type": "integer"}
+         },
          "type": "object"
         }
        }

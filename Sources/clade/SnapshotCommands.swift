@@ -75,6 +75,8 @@ struct SnapshotInfoCommand: AsyncParsableCommand {
         print("parent:       \(metadata.parent.map { "\($0.tag) (\($0.id))" } ?? "-")")
         print("sandboxes:    \(info.dependentSandboxes.isEmpty ? "-" : info.dependentSandboxes.joined(separator: ", "))")
         print("children:     \(info.childSnapshots.isEmpty ? "-" : info.childSnapshots.joined(separator: ", "))")
+        print("ancestors:    \(info.ancestors.isEmpty ? "-" : info.ancestors.joined(separator: " ← "))")
+        print("descendants:  \(info.descendants.isEmpty ? "-" : info.descendants.joined(separator: ", "))")
     }
 }
 

@@ -67,6 +67,11 @@ import Testing
         #expect((metadata["parent"] as? [String: Any])?["tag"] as? String == "b1")
         // root: 1 layer; the child branched "idle" (2) then "b1" (3); its fork branched "b2" (4).
         #expect((metadata["disk_layers"] as? [Any])?.count == 4)
+        // The catalog's lineage, walked both ways.
+        #expect(info["ancestors"] as? [String] == ["b1", "root"], "\(info["ancestors"] ?? "none")")
+        let descendants = try json(try cli.run(["snapshot-info", "root", "--json"]))["descendants"] as? [String] ?? []
+        #expect(Set(descendants).isSuperset(of: ["b1", "b1full", "b2"]), "\(descendants)")
+        #expect((descendants.firstIndex(of: "b1") ?? .max) < (descendants.firstIndex(of: "b2") ?? -1), "nearest first: \(descendants)")
         let third = try forkOne("b2")
         #expect(try sh(third, "cat /tmp/m /root/d /root/g2 /tmp/g2") == "mem-sentinel\ndisk-sentinel\ngen2\ngen2mem\n")
 

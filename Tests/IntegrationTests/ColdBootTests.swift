@@ -101,9 +101,11 @@ import Testing
         } else {
             #expect(detail.hasPrefix("KVM"), "unexpected accelerator report: \(detail)")
         }
-        for name in ["qemu", "kernel", "store", "filesystem", "disk space"] {
+        for name in ["qemu", "kernel", "store", "filesystem", "disk space", "catalog"] {
             #expect(checks.contains { $0["name"] as? String == name }, "doctor must check \(name)")
         }
+        let catalog = try #require(checks.first { $0["name"] as? String == "catalog" })
+        #expect((catalog["detail"] as? String)?.contains("catalog.sqlite: wal") == true, "\(catalog)")
     }
 }
 
