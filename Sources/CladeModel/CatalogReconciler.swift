@@ -36,37 +36,36 @@ public struct CatalogReconciler: Sendable {
             var storedBytes: [String: Int64] = [:]
             for tag in snapshotsOnDisk.keys { storedBytes[tag] = SnapshotCatalog(home: home).storedBytes(tag) }
             var changes = Changes()
-            let indexedSnapshots = Dictionary(uniqueKeysWithValues: try CatalogRows.snapshots(in: db).map { ($0.tag, $0) })
-            for (tag, metadata) in snapshotsOnDisk where indexedSnapshots[tag] != metadata {
-                try CatalogRows.putSnapshot(metadata, storedBytes: storedBytes[tag] ?? 0, in: db)
-                indexedSnapshots[tag] == nil ? changes.added.append("snapshot \(tag)") : changes.updated.append("snapshot \(tag)")
-            }
-            for tag in indexedSnapshots.keys where snapshotsOnDisk[tag] == nil {
-                try CatalogRows.removeSnapshot(tag, in: db)
-                changes.removed.append("snapshot \(tag)")
-            }
-            let indexedSandboxes = Dictionary(uniqueKeysWithValues: try CatalogRows.sandboxes(in: db).map { ($0.id, $0) })
-            for (id, record) in sandboxesOnDisk where indexedSandboxes[id] != record {
-                try CatalogRows.putSandbox(record, in: db)
-                indexedSandboxes[id] == nil ? changes.added.append("sandbox \(id)") : changes.updated.append("sandbox \(id)")
-            }
-            for id in indexedSandboxes.keys where sandboxesOnDisk[id] == nil {
-                try CatalogRows.removeSandbox(id, in: db)
-                changes.removed.append("sandbox \(id)")
-            }
-            let indexedImages = Dictionary(uniqueKeysWithValues: try CatalogRows.images(in: db).map { ($0.name, $0) })
-            for (name, record) in imagesOnDisk where indexedImages[name] != record {
-                try CatalogRows.putImage(record, in: db)
-                indexedImages[name] == nil ? changes.added.append("image \(name)") : changes.updated.append("image \(name)")
-            }
-            for name in indexedImages.keys where imagesOnDisk[name] == nil {
-                try CatalogRows.removeImage(name, in: db)
-                changes.removed.append("image \(name)")
-            }
+            try Self.sync(
+                "snapshot", onDisk: snapshotsOnDisk, indexed: try CatalogRows.snapshots(in: db), key: \.tag, changes: &changes,
+                put: { try CatalogRows.putSnapshot($0, storedBytes: storedBytes[$0.tag] ?? 0, in: db) },
+                remove: { try CatalogRows.removeSnapshot($0, in: db) })
+            try Self.sync(
+                "sandbox", onDisk: sandboxesOnDisk, indexed: try CatalogRows.sandboxes(in: db), key: \.id, changes: &changes,
+                put: { try CatalogRows.putSandbox($0, in: db) }, remove: { try CatalogRows.removeSandbox($0, in: db) })
+            try Self.sync(
+                "image", onDisk: imagesOnDisk, indexed: try CatalogRows.images(in: db), key: \.name, changes: &changes,
+                put: { try CatalogRows.putImage($0, in: db) }, remove: { try CatalogRows.removeImage($0, in: db) })
             try db.execute(
                 sql: "INSERT OR REPLACE INTO catalog_state (key, value) VALUES ('reconciled', ?)",
                 arguments: [ISO8601DateFormatter().string(from: Date())])
             return changes
+        }
+    }
+
+    /// Writes the rows that differ from what is on disk and removes the rows with nothing on disk.
+    private static func sync<Record: Equatable>(
+        _ kind: String, onDisk: [String: Record], indexed rows: [Record], key: (Record) -> String, changes: inout Changes,
+        put: (Record) throws -> Void, remove: (String) throws -> Void
+    ) throws {
+        let indexed = Dictionary(rows.map { (key($0), $0) }, uniquingKeysWith: { first, _ in first })
+        for (name, record) in onDisk.sorted(by: { $0.key < $1.key }) where indexed[name] != record {
+            try put(record)
+            indexed[name] == nil ? changes.added.append("\(kind) \(name)") : changes.updated.append("\(kind) \(name)")
+        }
+        for name in indexed.keys.sorted() where onDisk[name] == nil {
+            try remove(name)
+            changes.removed.append("\(kind) \(name)")
         }
     }
 
