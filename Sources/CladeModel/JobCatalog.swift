@@ -90,6 +90,17 @@ public struct JobCatalog: Sendable {
         }
     }
 
+    /// Deletes finished jobs (succeeded, failed, interrupted) created more than `age` seconds ago,
+    /// so the table does not grow without end; returns how many went.
+    @discardableResult
+    public func prune(olderThan age: TimeInterval, now: Date = Date()) throws -> Int {
+        let cutoff = Int64(now.timeIntervalSince1970 - age)
+        return try CatalogDatabase.shared(home).write { db in
+            try db.execute(sql: "DELETE FROM jobs WHERE state != 'running' AND created_at_unix < ?", arguments: [cutoff])
+            return db.changesCount
+        }
+    }
+
     private static func job(_ row: Row) -> JobRecord {
         JobRecord(
             id: row["id"], kind: row["kind"], state: row["state"], step: row["step"], done: row["done"], total: row["total"],

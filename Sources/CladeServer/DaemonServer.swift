@@ -55,6 +55,9 @@ public enum Daemon {
         try await group.run()
     }
 
+    /// Finished jobs are kept this long (7 days), then dropped when a daemon starts.
+    public static let jobRetention: TimeInterval = 7 * 86_400
+
     /// What the daemon found on start.
     public struct Reconciliation: Sendable {
         public var running = 0
@@ -74,7 +77,9 @@ public enum Daemon {
     public static func reconcile(engine: Engine, logger: Logger) async throws -> Reconciliation {
         var result = Reconciliation()
         result.rolledBack = try await engine.recoverInterruptedOperations(reconcile: true).rolledBack
-        result.interruptedJobs = try JobCatalog(home: engine.home).interruptAbandoned()
+        let jobs = JobCatalog(home: engine.home)
+        result.interruptedJobs = try jobs.interruptAbandoned()
+        try jobs.prune(olderThan: Self.jobRetention)
         _ = try await engine.listSnapshots()
         let sandboxes = try await engine.listSandboxes()
         result.dead = sandboxes.filter { $0.state == .dead }.count

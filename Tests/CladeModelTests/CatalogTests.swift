@@ -170,6 +170,10 @@ import Testing
         #expect(listed.map(\.state) == ["succeeded", "interrupted"])
         #expect(listed.last?.error?.contains("resumes from the blobs already downloaded") == true)
         #expect(try jobs.get("j1") == finished)
+        // Finished jobs older than the retention go; a running one never does.
+        try jobs.put(JobRecord(id: "j3", kind: "push", state: "running", step: "", done: 0, total: 0, error: nil, result: nil, createdAtUnix: 3))
+        #expect(try jobs.prune(olderThan: 60, now: Date(timeIntervalSince1970: 1000)) == 2)
+        #expect(try jobs.list().map(\.id) == ["j3"])
     }
 
     @Test func twoHandlesWritingAtOnceLoseNothing() async throws {
