@@ -178,39 +178,97 @@ public actor RegistryClient {
         if let last { progress(Int64(last.readableBytes)) }
     }
 
-    /// Downloads blob `digest` into `target` through a temporary file beside it, checking size
-    /// and digest as it streams; the file appears under `target` only when both match.
-    public func downloadBlob(_ digest: Digest, size: Int64, to target: URL, progress: (Int64) -> Void = { _ in }) async throws {
-        let response = try await send(.GET, "\(base)/blobs/\(digest)", timeout: .seconds(3600))
-        guard response.status == .ok else { throw await failure(response, "downloading blob \(digest.short)") }
-        if let length = response.headers.first(name: "Content-Length").flatMap({ Int64($0) }), length != size {
-            throw PackError.sizeMismatch(what: "blob \(digest.short) from \(reference.host)", declared: size, actual: length)
+    /// Downloads blob `digest` into `target` through a partial file beside it (`.HEX.partial`),
+    /// checking size and digest as it streams; the file appears under `target` only when both
+    /// match. A partial file left by an interrupted download is resumed with a `Range` request
+    /// (its bytes are hashed again first); a registry that ignores the range sends the whole
+    /// blob, and a resumed download whose digest does not match is retried once from byte 0.
+    /// Returns the bytes fetched over the network.
+    @discardableResult
+    public func downloadBlob(_ digest: Digest, size: Int64, to target: URL, progress: (Int64) -> Void = { _ in }) async throws -> Int64 {
+        let partial = target.deletingLastPathComponent().appendingPathComponent(".\(target.lastPathComponent).partial")
+        do {
+            return try await download(digest, size: size, partial: partial, target: target, resume: true, progress: progress)
+        } catch is ResumedDownloadMismatch {
+            logger.warning("a resumed download did not match its digest; downloading it again from the start", metadata: ["blob": "\(digest.short)"])
+            return try await download(digest, size: size, partial: partial, target: target, resume: false, progress: progress)
         }
-        let partial = target.deletingLastPathComponent().appendingPathComponent(".\(target.lastPathComponent).partial-\(getpid())")
-        let fd = try FileSystem.open(partial, flags: O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o444)
-        var closed = false
-        defer {
-            if !closed { close(fd) }
+    }
+
+    private func download(
+        _ digest: Digest, size: Int64, partial: URL, target: URL, resume: Bool, progress: (Int64) -> Void
+    ) async throws -> Int64 {
+        var hasher = DigestHasher()
+        var offset: Int64 = 0
+        if resume, let status = try FileSystem.status(of: partial), status.isRegularFile, status.size > 0, status.size < size {
+            offset = try Self.hash(partial, into: &hasher)
+        } else {
             try? FileSystem.remove(partial)
         }
-        var hasher = DigestHasher()
-        var received: Int64 = 0
-        for try await buffer in response.body {
-            received += Int64(buffer.readableBytes)
-            guard received <= size else { throw PackError.sizeMismatch(what: "blob \(digest.short) from \(reference.host)", declared: size, actual: received) }
-            try buffer.withUnsafeReadableBytes { bytes in
-                hasher.update(bytes)
-                try writeAll(fd, bytes, path: partial.path)
+        let what = "blob \(digest.short) from \(reference.host)"
+        let response = try await send(.GET, "\(base)/blobs/\(digest)", headers: offset > 0 ? [("Range", "bytes=\(offset)-")] : [], timeout: .seconds(3600))
+        if response.status == .ok, offset > 0 {
+            offset = 0  // the registry sent the whole blob
+            hasher = DigestHasher()
+        } else if response.status == .partialContent {
+            guard offset > 0, response.headers.first(name: "Content-Range")?.hasPrefix("bytes \(offset)-") == true else {
+                throw PackError.malformed(what: what, reason: "the registry answered a range this download did not ask for")
             }
-            progress(Int64(buffer.readableBytes))
+        } else if response.status != .ok {
+            throw await failure(response, "downloading blob \(digest.short)")
         }
-        guard received == size else { throw PackError.sizeMismatch(what: "blob \(digest.short) from \(reference.host)", declared: size, actual: received) }
+        if let length = response.headers.first(name: "Content-Length").flatMap({ Int64($0) }), length != size - offset {
+            throw PackError.sizeMismatch(what: what, declared: size - offset, actual: length)
+        }
+        let fd = try FileSystem.open(partial, flags: O_WRONLY | O_CREAT | O_CLOEXEC | (offset > 0 ? O_APPEND : O_TRUNC), mode: 0o644)
+        var closed = false
+        defer { if !closed { close(fd) } }
+        progress(offset)
+        var received = offset
+        do {
+            for try await buffer in response.body {
+                received += Int64(buffer.readableBytes)
+                guard received <= size else { throw PackError.sizeMismatch(what: what, declared: size, actual: received) }
+                try buffer.withUnsafeReadableBytes { bytes in
+                    hasher.update(bytes)
+                    try writeAll(fd, bytes, path: partial.path)
+                }
+                progress(Int64(buffer.readableBytes))
+            }
+        } catch let error as PackError {
+            try? FileSystem.remove(partial)  // wrong bytes are not worth resuming
+            throw error
+        }
+        guard received == size else { throw PackError.sizeMismatch(what: what, declared: size, actual: received) }
         let actual = hasher.finalize()
-        guard actual == digest else { throw PackError.digestMismatch(what: "blob from \(reference.host)", expected: digest, actual: actual) }
-        guard fsync(fd) == 0 else { throw StoreError.systemCall("fsync", path: partial.path, errno: errno) }
+        guard actual == digest else {
+            try? FileSystem.remove(partial)
+            if offset > 0 { throw ResumedDownloadMismatch() }
+            throw PackError.digestMismatch(what: "blob from \(reference.host)", expected: digest, actual: actual)
+        }
+        guard fchmod(fd, 0o444) == 0, fsync(fd) == 0 else { throw StoreError.systemCall("fsync", path: partial.path, errno: errno) }
         close(fd)
         closed = true
         guard rename(partial.path, target.path) == 0 else { throw StoreError.systemCall("rename", path: target.path, errno: errno) }
+        return received - offset
+    }
+
+    /// A resumed download ended with the wrong digest: the kept bytes were bad, start over.
+    private struct ResumedDownloadMismatch: Error {}
+
+    /// Feeds a file's bytes to `hasher`; returns how many there were.
+    private static func hash(_ file: URL, into hasher: inout DigestHasher) throws -> Int64 {
+        let fd = try FileSystem.open(file, flags: O_RDONLY | O_CLOEXEC)
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var total: Int64 = 0
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            guard count >= 0 else { throw StoreError.systemCall("read", path: file.path, errno: errno) }
+            if count == 0 { return total }
+            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+            total += Int64(count)
+        }
     }
 
     // MARK: - Manifests

@@ -162,8 +162,8 @@ public struct RegistryTransfer: Sendable {
         counter.step = "pulling \(reference)"
         var downloaded: [String: Int64] = [:]
         for descriptor in missing {
-            try await client.downloadBlob(descriptor.digest, size: descriptor.size, to: layout.blobs.appendingPathComponent(descriptor.digest.hex)) { counter.add($0) }
-            downloaded[MediaType.kind(of: descriptor.mediaType), default: 0] += descriptor.size
+            let fetched = try await client.downloadBlob(descriptor.digest, size: descriptor.size, to: layout.blobs.appendingPathComponent(descriptor.digest.hex)) { counter.add($0) }
+            downloaded[MediaType.kind(of: descriptor.mediaType), default: 0] += fetched
             FaultPoint.crashIfRequested(at: "pull-blob-downloaded")
         }
         guard let leaf = chain.first else { throw PackError.noSnapshot("the registry returned no manifest") }

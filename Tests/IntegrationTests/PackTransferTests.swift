@@ -190,6 +190,50 @@ import Testing
         try forkAndCheckSentinel(puller, "first", count: 1)
     }
 
+    /// A blob download cut half-way resumes from the bytes it kept (an HTTP Range request to the
+    /// registry); kept bytes that turn out wrong cost one fresh download, never a bad blob.
+    @Test func aCutBlobDownloadResumesWhereItStopped() throws {
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        try bake(Self.source, "first")
+        let reference = "\(registry.address)/resume/first:v1"
+        try #require(try Self.source.run(["push", "first", reference, "--insecure"]).status == 0)
+        let layout = FileManager.default.temporaryDirectory.appendingPathComponent("clade-resume-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: layout) }
+        try #require(try Self.source.run(["pack", "first", "-o", layout.path]).status == 0)
+
+        let whole = CLIHarness(home: CLIHarness.privateHome("resume-whole"))
+        let full = try json(try whole.run(["pull", reference, "--insecure", "--json"]))
+        let fullBytes = try #require(full["bytes_downloaded"] as? Int)
+
+        // Stop a pull after its manifests, then leave what a cut download would: the first half
+        // of the largest blob, and a wrong first half of the second largest.
+        var resumer = CLIHarness(home: CLIHarness.privateHome("resume-cut"))
+        resumer.environment = ["CLADE_FAULT": "pull-manifests-fetched"]
+        #expect(try resumer.run(["pull", reference, "--insecure"]).status == 137)
+        resumer.environment = [:]
+        let caches = try FileManager.default.contentsOfDirectory(atPath: resumer.home.appendingPathComponent("tmp").path).filter { $0.hasPrefix("pull-") }
+        let cacheBlobs = resumer.home.appendingPathComponent("tmp/\(try #require(caches.first))/blobs/sha256")
+        let packed = layout.appendingPathComponent("blobs/sha256")
+        let bySize = try FileManager.default.contentsOfDirectory(atPath: packed.path).map { name in
+            (name, try Data(contentsOf: packed.appendingPathComponent(name)))
+        }.sorted { $0.1.count > $1.1.count }
+        try #require(bySize.count >= 2 && bySize[1].1.count > 1024)
+        let (largest, largestBytes) = bySize[0]
+        let kept = largestBytes.count / 2
+        try largestBytes.prefix(kept).write(to: cacheBlobs.appendingPathComponent(".\(largest).partial"))
+        let (second, secondBytes) = bySize[1]
+        try Data(repeating: 0x5A, count: secondBytes.count / 2).write(to: cacheBlobs.appendingPathComponent(".\(second).partial"))
+
+        let resumed = try resumer.run(["pull", reference, "--insecure", "--json"])
+        try #require(resumed.status == 0, "resumed pull: \(resumed.stderr)")
+        let resumedBytes = try #require(try json(resumed)["bytes_downloaded"] as? Int)
+        #expect(resumedBytes == fullBytes - kept, "a fresh pull fetched \(fullBytes) bytes; with \(kept) kept, the resumed one fetched \(resumedBytes)")
+        #expect(resumed.stderr.contains("downloading it again from the start"), "the wrong partial is noticed: \(resumed.stderr)")
+        try expectBlobsIntact(resumer.home)
+        try forkAndCheckSentinel(resumer, "first", count: 1)
+    }
+
     @Test func benchPackReportsEveryRatioFromOneRun() throws {
         let bench = try Self.source.run(["bench", "pack", "--json"], timeout: 600)
         try #require(bench.status == 0, "bench pack failed: \(bench.stderr)")
