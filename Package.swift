@@ -1,7 +1,8 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers (see DESIGN.md): Store → Model → VMM → Guest → Pack → Engine → Server → CLI.
+// Layers (see docs/ARCHITECTURE.md): Store → Model → VMM → backends (QEMU) → Guest → Pack → Engine
+// → Bench, Server → CLI.
 // A module depends only on modules earlier in that list. `CladeGuestProtocol`
 // belongs to the Guest layer; it is split out so that the in-guest agent can link
 // it without pulling in any host-side code.
@@ -54,6 +55,15 @@ let package = Package(
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
             ]
         ),
+        .target(
+            name: "CladeQEMU",
+            dependencies: [
+                "CladeStore",
+                "CladeVMM",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .target(name: "CladeGuestProtocol"),
         .target(
             name: "CladeGuest",
@@ -73,6 +83,7 @@ let package = Package(
             dependencies: [
                 "CladeStore",
                 "CladeModel",
+                "CladeVMM",
                 "CZstd",
                 "CArchive",
                 .product(name: "Logging", package: "swift-log"),
@@ -87,9 +98,23 @@ let package = Package(
                 "CladeStore",
                 "CladeModel",
                 "CladeVMM",
+                "CladeQEMU",
                 "CladeGuest",
                 "CladeGuestProtocol",
                 "CladePack",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "CladeBench",
+            dependencies: [
+                "CladeEngine",
+                "CladeQEMU",
+                "CladeVMM",
+                "CladeGuest",
+                "CladePack",
+                "CladeModel",
+                "CladeStore",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -112,6 +137,7 @@ let package = Package(
             name: "clade",
             dependencies: [
                 "CladeServer",
+                "CladeBench",
                 "CladeEngine",
                 "CladePack",
                 "CladeGuest",
@@ -131,9 +157,13 @@ let package = Package(
             name: "CladeModelTests",
             dependencies: ["CladeModel", "CladeStore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
-        .testTarget(name: "CladeVMMTests", dependencies: ["CladeVMM"]),
+        .testTarget(name: "CladeQEMUTests", dependencies: ["CladeQEMU", "CladeVMM"]),
+        .testTarget(
+            name: "CladeEngineTests",
+            dependencies: ["CladeEngine", "CladeVMM", "CladeModel", "CladeStore", "CladeGuestProtocol", "CladeGuest"]
+        ),
         .testTarget(name: "CladeGuestTests", dependencies: ["CladeGuest", "CladeGuestProtocol"]),
-        .testTarget(name: "CladePackTests", dependencies: ["CladePack", "CladeModel", "CladeStore"]),
+        .testTarget(name: "CladePackTests", dependencies: ["CladePack", "CladeModel", "CladeStore", "CladeQEMU"]),
         .testTarget(
             name: "CladeServerTests",
             dependencies: [
@@ -144,7 +174,8 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "CladeEngine", "CladePack", "CladeGuest", "CladeModel", "CladeStore",
+                "CladeEngine",
+                "CladeBench", "CladePack", "CladeGuest", "CladeModel", "CladeStore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

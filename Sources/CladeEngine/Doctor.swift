@@ -28,20 +28,13 @@ extension Engine {
     /// Checks every prerequisite; re-probes the accelerator by really booting under KVM.
     public func doctor() async -> [DoctorCheck] {
         var checks: [DoctorCheck] = []
-        var qemuOK = false
-        do {
-            let version = try hypervisor.version()
-            let parts = version.split(separator: ".").compactMap { Int($0) }
-            let recentEnough = parts.count >= 2 && (parts[0], parts[1]) >= (7, 2)
+        let backendOK = (try? backend.version()) != nil
+        for check in backend.hostChecks() {
             checks.append(DoctorCheck(
-                name: "qemu", status: recentEnough ? .ok : .warning,
-                detail: "qemu-system-x86_64 \(version)" + (recentEnough ? "" : " (clade is tested with 7.2 and newer)"),
-                fix: recentEnough ? nil : "install QEMU 7.2 or newer"))
-            qemuOK = true
-        } catch {
-            checks.append(DoctorCheck(name: "qemu", status: .error, detail: "\(error)", fix: Self.installFix))
+                name: check.name, status: check.ok ? .ok : (check.warningOnly ? .warning : .error), detail: check.detail,
+                fix: check.fix.map { $0 == "scripts/install-deps.sh" ? Self.installFix : $0 }))
         }
-        for (tool, package) in [("qemu-img", "qemu-utils"), ("mke2fs", "e2fsprogs"), ("debugfs", "e2fsprogs"), ("e2fsck", "e2fsprogs"), ("busybox", "busybox-static"), ("cpio", "cpio")] {
+        for (tool, package) in [("mke2fs", "e2fsprogs"), ("debugfs", "e2fsprogs"), ("e2fsck", "e2fsprogs"), ("busybox", "busybox-static"), ("cpio", "cpio")] {
             if let path = ExternalCommand.locate(tool) {
                 checks.append(DoctorCheck(name: tool, status: .ok, detail: path.path))
             } else {
@@ -61,7 +54,7 @@ extension Engine {
         } catch {
             checks.append(DoctorCheck(name: "agent", status: .error, detail: "\(error)", fix: "swift build -c release --static-swift-stdlib"))
         }
-        if qemuOK && kernelOK {
+        if backendOK && kernelOK {
             do {
                 let choice = try await accelerator(refresh: true)
                 checks.append(DoctorCheck(
@@ -72,7 +65,7 @@ extension Engine {
                 checks.append(DoctorCheck(name: "accelerator", status: .error, detail: "probe failed: \(error)", fix: Self.installFix))
             }
         } else {
-            checks.append(DoctorCheck(name: "accelerator", status: .error, detail: "not probed: QEMU and a guest kernel are needed first", fix: Self.installFix))
+            checks.append(DoctorCheck(name: "accelerator", status: .error, detail: "not probed: the \(backend.name) backend and a guest kernel are needed first", fix: Self.installFix))
         }
         do {
             try home.prepare()

@@ -59,12 +59,15 @@ extension Engine {
         guard layerCount + 1 <= SnapshotMetadata.maxChainDepth else {
             throw EngineError.invalidOption("a branch of \(id) would have \(layerCount + 1) disk layers, more than the limit of \(SnapshotMetadata.maxChainDepth); `clade compact \(origin) --to NEW` and fork from NEW")
         }
+        // Refused before anything is created when the backend cannot do what this mode needs.
+        try backend.require([.devicesOnlyState, .liveDiskFreeze, mode == .diff ? .dirtyPageCapture : .fullMemoryCapture])
+        let machine = machine(id, pid: pid)
         let paths = sandboxes.paths(id)
         let staging = try makeStagingDirectory(for: tag)
         let entry = try beginOperation("branch", subject: tag, paths: [staging])
         defer { journal.end(entry) }
         let stagedState = staging.appendingPathComponent("devices.state")
-        let nextDisk = "disk-\(layerCount + 1).qcow2"
+        let nextDisk = "disk-\(layerCount + 1).\(disks.layerFormat)"
 
         // Prepare the disk switch before pausing: the current overlay gets its layer name (a
         // hardlink) and the next overlay is created on top of it, so the pause only has to swap.
@@ -80,9 +83,7 @@ extension Engine {
             guard link(paths.directory.appendingPathComponent(activeDisk).path, frozen.path) == 0 else {
                 throw StoreError.systemCall("link", path: frozen.path, errno: errno)
             }
-            try ExternalCommand("qemu-img", [
-                "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", frozen.lastPathComponent, nextDisk,
-            ], currentDirectory: paths.directory).check()
+            try disks.createOverlay(at: next, backingName: frozen.lastPathComponent, backingFormat: .layer)
         } catch {
             undoDiskPreparation()
             try? FileSystem.remove(staging)
@@ -93,25 +94,21 @@ extension Engine {
         try markPause(paths)
         defer { clearPauseMark(paths) }
         let pauseStart = Date()
-        let pages: DirtyPages
-        let contents: [UInt8]
+        let captured: CapturedMemory
         do {
-            try await hypervisor.pauseAndSaveDevices(controlSocket: paths.qmpSocket, to: stagedState)
-            pages = mode == .diff
-                ? try DirtyPages.scan(pid: pid, memoryFile: paths.memory)
-                : try DirtyPages.all(pid: pid, memoryFile: paths.memory)
-            contents = try pages.read(pid: pid)
+            try await machine.saveState(to: stagedState, kind: .devicesOnly)
+            captured = try await machine.captureMemory(mode == .diff ? .written : .all, memoryFile: paths.memory)
             FaultInjection.crashIfRequested(at: "branch-paused")
             // Freeze the disk: the current overlay becomes layer N, the new overlay takes the writes.
-            try await hypervisor.switchDisk(controlSocket: paths.qmpSocket, to: next)
-            try await hypervisor.resume(controlSocket: paths.qmpSocket)
+            try await machine.freezeDisk(onto: next)
+            try await machine.resume()
         } catch {
-            try? await hypervisor.resume(controlSocket: paths.qmpSocket)
+            try? await machine.resume()
             try? FileSystem.remove(staging)
             undoDiskPreparation()
             throw error
         }
-        // QEMU now only reads the frozen layer; seal it like every other snapshot file.
+        // The VM now only reads the frozen layer; seal it like every other snapshot file.
         guard chmod(frozen.path, 0o444) == 0 else { throw StoreError.systemCall("chmod", path: frozen.path, errno: errno) }
         let pauseMilliseconds = Date().timeIntervalSince(pauseStart) * 1000
         record.activeDisk = nextDisk
@@ -119,7 +116,7 @@ extension Engine {
         try sandboxes.put(record)
 
         do {
-            progress("writing the \(mode.rawValue) memory file (\(pages.pages.count) pages)")
+            progress("writing the \(mode.rawValue) memory file (\(captured.pages.pages.count) pages)")
             let memory = staging.appendingPathComponent("memory")
             if mode == .diff {
                 try Materializer(logger: logger).materialize(paths.memory, at: memory, order: Materializer.privateCopyOrder)
@@ -130,7 +127,7 @@ extension Engine {
                 close(fd)
                 guard sized == 0 else { throw StoreError.systemCall("ftruncate", path: memory.path, errno: errno) }
             }
-            try pages.write(contents, into: memory)
+            try captured.write(into: memory)
             for index in 0...layerCount {
                 try Materializer(logger: logger).materialize(paths.layer(index), at: staging.appendingPathComponent(SandboxPaths.layerName(index)))
             }
@@ -141,9 +138,9 @@ extension Engine {
             FaultInjection.crashIfRequested(at: "branch-staged")
             try publishStagedSnapshot(staging, as: tag)
             let report = BranchReport(
-                tag: tag, mode: mode, pauseMilliseconds: pauseMilliseconds, pagesCaptured: pages.pages.count,
-                bytesWritten: Int64(contents.count), totalMilliseconds: Date().timeIntervalSince(started) * 1000)
-            logger.info("branched", metadata: ["id": "\(id)", "tag": "\(tag)", "mode": "\(mode.rawValue)", "pause_ms": "\(Int(pauseMilliseconds))", "pages": "\(pages.pages.count)"])
+                tag: tag, mode: mode, pauseMilliseconds: pauseMilliseconds, pagesCaptured: captured.pages.pages.count,
+                bytesWritten: Int64(captured.contents.count), totalMilliseconds: Date().timeIntervalSince(started) * 1000)
+            logger.info("branched", metadata: ["id": "\(id)", "tag": "\(tag)", "mode": "\(mode.rawValue)", "pause_ms": "\(Int(pauseMilliseconds))", "pages": "\(captured.pages.pages.count)"])
             return (metadata, report)
         } catch {
             try? FileSystem.remove(staging)

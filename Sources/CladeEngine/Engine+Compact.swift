@@ -28,17 +28,14 @@ extension Engine {
             // The staging directory is two levels below the home, like every snapshot directory,
             // so the relative backing name resolves here and after the rename.
             let layer = staging.appendingPathComponent(SandboxPaths.layerName(0))
-            try ExternalCommand("qemu-img", [
-                "convert", "-q", "-O", "qcow2", "-B", "../../blobs/sha256/\(source.rootfs.hex)", "-F", "raw",
-                directory.appendingPathComponent(top.file).path, layer.path,
-            ], currentDirectory: staging).check()
+            try disks.flatten(directory.appendingPathComponent(top.file), into: layer, backingName: Self.rootfsBackingName(source.rootfs))
             guard chmod(layer.path, 0o444) == 0 else { throw StoreError.systemCall("chmod", path: layer.path, errno: errno) }
             var metadata = source
             metadata.tag = newTag
             metadata.id = UUID().uuidString.lowercased()
             metadata.createdAt = Date()
             metadata.parent = nil
-            metadata.diskLayers = [.init(file: SandboxPaths.layerName(0), format: "qcow2", backing: source.rootfs)]
+            metadata.diskLayers = [.init(file: SandboxPaths.layerName(0), format: disks.layerFormat, backing: source.rootfs)]
             try JSONFiles.write(metadata, to: staging.appendingPathComponent(SnapshotMetadata.fileName))
             try publishStagedSnapshot(staging, as: newTag)
             logger.info("compacted", metadata: ["from": "\(tag)", "to": "\(newTag)", "layers_before": "\(source.diskLayers.count)"])

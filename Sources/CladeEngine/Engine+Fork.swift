@@ -22,18 +22,17 @@ extension Engine {
     /// Most children one fork request may start.
     public static let maxForkCount = 64
 
-    func restoreSpec(
+    package func machineSpec(
         memoryMiB: Int, cpus: Int, accelerator: Accelerator, kernel: URL, initrd: URL, commandLine: String,
         paths: SandboxPaths, port: Int, mac: String
     ) -> MachineSpec {
         MachineSpec(
             name: "clade-\(paths.directory.lastPathComponent)", memoryMiB: memoryMiB, cpus: cpus, accelerator: accelerator,
             kernel: kernel, initrd: initrd, kernelCommandLine: commandLine, rootDisk: paths.disk, memoryFile: paths.memory,
-            qmpSocket: paths.qmpSocket, agentSocket: paths.agentSocket, console: paths.console, pidFile: paths.pidFile,
-            agentPort: port, mac: mac)
+            runtimeDirectory: paths.directory, agentPort: port, mac: mac)
     }
 
-    /// Checks, before any QEMU starts, that everything a restore of `metadata` needs is present and intact.
+    /// Checks, before any VM starts, that everything a restore of `metadata` needs is present and intact.
     func preflight(_ metadata: SnapshotMetadata) throws {
         let directory = snapshotCatalog.directory(metadata.tag)
         func damaged(_ what: String) -> EngineError {
@@ -58,9 +57,10 @@ extension Engine {
         where try !blobs.contains(digest) {
             throw damaged("its \(what) blob \(digest.short) is missing from the store")
         }
-        guard metadata.hypervisor.name == hypervisor.name else {
-            throw EngineError.invalidOption("snapshot '\(metadata.tag)' was taken with \(metadata.hypervisor.name), not \(hypervisor.name)")
+        guard metadata.hypervisor.name == backend.name else {
+            throw EngineError.invalidOption("snapshot '\(metadata.tag)' was taken with \(metadata.hypervisor.name), not \(backend.name)")
         }
+        try backend.require(metadata.deviceState.format == SnapshotMetadata.DeviceState.devicesFormat ? .devicesOnlyState : .stateWithSharedMemory)
     }
 
     /// Starts `count` sandboxes from snapshot `tag` in parallel. Children that fail are cleaned
@@ -103,7 +103,7 @@ extension Engine {
     /// Restores one child of a snapshot into `sandboxes/<id>`: memory hardlinked (else reflink,
     /// sparse copy), the disk layer hardlinked as `base.qcow2` under a private qcow2 overlay, RAM
     /// mapped `share=off`, then a fresh identity pushed to the agent.
-    func startChild(
+    package func startChild(
         of metadata: SnapshotMetadata, id: String, port: Int?, mac: String?, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder
     ) async throws -> (SandboxRecord, MaterializeMethod) {
         let directory = snapshotCatalog.directory(metadata.tag)
@@ -133,32 +133,31 @@ extension Engine {
             for (index, layer) in metadata.diskLayers.enumerated() {
                 try materializer.materialize(directory.appendingPathComponent(layer.file), at: paths.layer(index))
             }
-            try ExternalCommand("qemu-img", [
-                "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", SandboxPaths.layerName(metadata.diskLayers.count - 1), paths.disk.path,
-            ], currentDirectory: paths.directory).check()
+            try disks.createOverlay(at: paths.disk, backingName: SandboxPaths.layerName(metadata.diskLayers.count - 1), backingFormat: .layer)
             record.layerCount = metadata.diskLayers.count
             record.activeDisk = paths.disk.lastPathComponent
             mark("files")
             try sandboxes.put(record)
             let mac = record.mac
-            (record.pid, record.agentPort) = try await launchWithAgentPort(port) { agentPort in
-                var spec = restoreSpec(
+            let stateKind: SavedStateKind = metadata.deviceState.format == SnapshotMetadata.DeviceState.devicesFormat ? .devicesOnly : .memoryInSharedFile
+            let handle = try await launchWithAgentPort(port) { agentPort in
+                var spec = machineSpec(
                     memoryMiB: metadata.machine.memoryMiB, cpus: metadata.machine.vcpus,
                     accelerator: Accelerator(rawValue: metadata.machine.accelerator) ?? .tcg,
                     kernel: blobs.url(for: metadata.kernel), initrd: blobs.url(for: metadata.initrd),
                     commandLine: metadata.machine.kernelCommandLine, paths: paths, port: agentPort, mac: mac)
                 spec.restoring = true
-                spec.deviceStateWithoutConfiguration = metadata.deviceState.format == SnapshotMetadata.DeviceState.devicesFormat
-                guard QEMUCommandLine.deviceDrivers(for: spec) == metadata.machine.devices else {
+                spec.restoredStateKind = stateKind
+                guard backend.deviceLayout(for: spec) == metadata.machine.devices else {
                     throw EngineError.invalidOption("snapshot '\(metadata.tag)' was taken with devices \(metadata.machine.devices), which this clade does not build; use the clade version that made it")
                 }
                 return spec
             }
+            record.pid = handle.machine.pid
+            record.agentPort = handle.port
             mark("launched")
             try sandboxes.put(record)
-            try await hypervisor.restoreDeviceState(
-                controlSocket: paths.qmpSocket, from: paths.deviceState,
-                ignoreShared: metadata.deviceState.format != SnapshotMetadata.DeviceState.devicesFormat)
+            try await handle.machine.restoreState(from: paths.deviceState, kind: stateKind)
             mark("restored")
             try await pushIdentity(record)
             mark("identity")
@@ -167,7 +166,7 @@ extension Engine {
             logger.debug("child started", metadata: ["id": "\(id)", "phases": "\(phases.joined(separator: " "))"])
             return (record, method)
         } catch {
-            let tail = consoleTail(paths)
+            let tail = consoleTail(id)
             await destroy(id: id, pid: record.pid)
             if tail.isEmpty { throw error }
             throw EngineError.bootFailed(id: id, reason: "\(error)", consoleTail: tail)

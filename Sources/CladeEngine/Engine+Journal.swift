@@ -37,8 +37,7 @@ extension Engine {
                 if url.deletingLastPathComponent().standardizedFileURL == home.sandboxes.standardizedFileURL {
                     let id = url.lastPathComponent
                     guard (try? Names.validateSandboxID(id)) != nil else { continue }
-                    let paths = sandboxes.paths(id)
-                    let pid = (try? sandboxes.get(id))?.pid ?? ProcessControl.readPidFile(paths.pidFile)
+                    let pid = (try? sandboxes.get(id))??.pid ?? recordedPid(id)
                     await destroy(id: id, pid: pid)
                 } else if (try? FileSystem.exists(url)) == true {
                     try? FileSystem.remove(url)

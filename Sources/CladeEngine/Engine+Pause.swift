@@ -8,7 +8,8 @@ extension Engine {
         let lock = try FileLock(home: home, name: "sandbox-\(id)")
         defer { lock.unlock() }
         var record = try runningRecord(id)
-        try await hypervisor.pause(controlSocket: sandboxes.paths(id).qmpSocket)
+        try backend.require(.pause)
+        try await machine(id, pid: record.pid).pause()
         record.state = .paused
         try sandboxes.put(record)
     }
@@ -21,7 +22,7 @@ extension Engine {
         guard record.state == .paused else {
             throw EngineError.invalidOption("sandbox \(id) is \(record.state.rawValue), not paused; only a paused sandbox can be unpaused")
         }
-        try await hypervisor.resume(controlSocket: sandboxes.paths(id).qmpSocket)
+        try await machine(id, pid: record.pid).resume()
         record.state = .running
         try sandboxes.put(record)
     }

@@ -65,9 +65,7 @@ extension Engine {
             progress("creating the disk overlay")
             // Relative backing path: sandbox and snapshot directories are both two levels below
             // the home, so the same overlay (later a snapshot's disk layer) resolves anywhere.
-            try ExternalCommand("qemu-img", [
-                "create", "-q", "-f", "qcow2", "-F", "raw", "-b", "../../blobs/sha256/\(image.rootfs.hex)", paths.disk.path,
-            ], currentDirectory: paths.directory).check()
+            try disks.createOverlay(at: paths.disk, backingName: Self.rootfsBackingName(image.rootfs), backingFormat: .raw)
             try sandboxes.put(record)
             progress("starting the VM (\(choice.accelerator.rawValue))")
             // init_on_free zeroes pages the guest frees (the unpacked initramfs, exited processes),
@@ -76,18 +74,20 @@ extension Engine {
             if choice.accelerator == .tcg, let khz = HostInfo.tscKHz() { commandLine += " tsc_early_khz=\(khz)" }
             record.kernelCommandLine = commandLine
             let mac = record.mac
-            (record.pid, record.agentPort) = try await launchWithAgentPort(nil) { port in
-                restoreSpec(
+            let launched = try await launchWithAgentPort(nil) { port in
+                machineSpec(
                     memoryMiB: options.memoryMiB, cpus: options.cpus, accelerator: choice.accelerator, kernel: files.kernel,
                     initrd: files.initrd, commandLine: commandLine, paths: paths, port: port, mac: mac)
             }
+            record.pid = launched.machine.pid
+            record.agentPort = launched.port
             try sandboxes.put(record)
             progress("waiting for the guest agent")
-            let marker = paths.directory.path
-            let pid = record.pid ?? 0
+            let machine = launched.machine
+            let pid = machine.pid
             _ = try await AgentClient(port: record.agentPort).waitUntilReady(timeout: options.readyTimeout) {
-                if !ProcessControl.isAlive(pid, marker: marker) {
-                    throw EngineError.bootFailed(id: id, reason: "QEMU exited during boot", consoleTail: consoleTail(paths))
+                if !machine.isAlive {
+                    throw EngineError.bootFailed(id: id, reason: "the VM exited during boot", consoleTail: machine.consoleTail(lines: 12))
                 }
             }
             record.state = .running
@@ -95,7 +95,7 @@ extension Engine {
             logger.info("sandbox running", metadata: ["id": "\(id)", "port": "\(record.agentPort)", "pid": "\(pid)"])
             return record
         } catch {
-            let tail = consoleTail(paths)
+            let tail = consoleTail(id)
             await destroy(id: id, pid: record.pid)
             if error is EngineError { throw error }
             if case GuestError.agent(let message) = error {
@@ -128,7 +128,7 @@ extension Engine {
             throw ModelError.notFound(kind: "sandbox", name: id, hint: "list sandboxes with `clade ls`")
         }
         let record = try? sandboxes.get(id)
-        await destroy(id: id, pid: record?.pid ?? ProcessControl.readPidFile(paths.pidFile))
+        await destroy(id: id, pid: record?.pid ?? machine(id, pid: nil).pid)
     }
 
     /// All sandboxes. Ones whose QEMU died without clade are reported `dead` once and their files
@@ -140,17 +140,17 @@ extension Engine {
         for id in try sandboxes.ids() {
             let paths = sandboxes.paths(id)
             let record = try? sandboxes.get(id)
-            let pid = record?.pid ?? ProcessControl.readPidFile(paths.pidFile)
-            let alive = pid.map { ProcessControl.isAlive($0, marker: paths.directory.path) } ?? false
+            let pid = record?.pid ?? recordedPid(id)
+            let alive = isAlive(id, pid: pid)
             if var record {
                 if record.state == .standby {
                     // A standby whose clade died before stopping the (paused, fully captured) VM.
-                    if let pid, alive { await hypervisor.stop(pid: pid, controlSocket: paths.qmpSocket, marker: paths.directory.path) }
+                    if let pid, alive { await machine(id, pid: pid).stop() }
                     result.append(record)
                     continue
                 }
                 if record.state == .running, alive, let pid {
-                    await continueIfAbandoned(id: id, pid: pid, paths: paths)
+                    await continueIfAbandoned(id: id, machine: machine(id, pid: pid), paths: paths)
                 }
                 let bootAge = Date().timeIntervalSince(record.createdAt)
                 if record.state == .booting, bootAge < Self.bootAbandonedAfter {
@@ -201,9 +201,8 @@ extension Engine {
         guard var record = try sandboxes.indexed(id) ?? sandboxes.get(id) else {
             throw ModelError.notFound(kind: "sandbox", name: id, hint: "list sandboxes with `clade ls`")
         }
-        let paths = sandboxes.paths(id)
         guard record.state == .running || record.state == .paused else { return record }
-        if let pid = record.pid, ProcessControl.isAlive(pid, marker: paths.directory.path) { return record }
+        if isAlive(id, pid: record.pid) { return record }
         if setupInProgress(id) { return record }
         record.state = .dead
         logger.warning("sandbox's VM is gone; cleaning up", metadata: ["id": "\(id)"])
@@ -232,25 +231,34 @@ extension Engine {
         }
     }
 
-    /// Starts QEMU with `fixedPort`, or with a free loopback port for the agent, choosing another
-    /// when the port was taken between picking it and QEMU binding it.
-    func launchWithAgentPort(_ fixedPort: Int?, spec makeSpec: (Int) throws -> MachineSpec) async throws -> (Int32, Int) {
+    /// Starts a machine with `fixedPort`, or with a free loopback port for the agent, choosing
+    /// another when the port was taken between picking it and the machine binding it.
+    func launchWithAgentPort(_ fixedPort: Int?, spec makeSpec: (Int) throws -> MachineSpec) async throws -> (machine: any VMHandle, port: Int) {
         let attempts = fixedPort == nil ? 4 : 1
         for attempt in 1...attempts {
             let port = try fixedPort ?? PortAllocator.freeLoopbackPort()
             do {
-                return (try await hypervisor.launch(try makeSpec(port)), port)
-            } catch VMMError.launchFailed(let reason) where attempt < attempts && (reason.contains("hostfwd") || reason.contains("forwarding")) {
+                return (try await backend.launch(try makeSpec(port)), port)
+            } catch VMMError.agentPortTaken where attempt < attempts {
                 continue
             }
         }
-        throw VMMError.launchFailed(reason: "no free loopback port for the agent after \(attempts) tries")
+        throw VMMError.launchFailed(backend: backend.name, reason: "no free loopback port for the agent after \(attempts) tries")
+    }
+
+    /// The relative name by which a sandbox's or snapshot's first disk layer reaches the image's
+    /// root filesystem blob: both directories are two levels below the home.
+    static func rootfsBackingName(_ rootfs: Digest) -> String { "../../blobs/sha256/\(rootfs.hex)" }
+
+    /// The machine process id the runtime directory of sandbox `id` records, if any.
+    func recordedPid(_ id: String) -> Int32? {
+        let pid = machine(id, pid: nil).pid
+        return pid > 0 ? pid : nil
     }
 
     func runningRecord(_ id: String) throws -> SandboxRecord {
         let record = try sandboxes.require(id)
-        let paths = sandboxes.paths(id)
-        guard record.state == .running, let pid = record.pid, ProcessControl.isAlive(pid, marker: paths.directory.path) else {
+        guard record.state == .running, isAlive(id, pid: record.pid) else {
             throw EngineError.notRunning(id: id, state: record.state == .running ? "dead (its VM exited)" : record.state.rawValue)
         }
         return record
@@ -272,10 +280,10 @@ extension Engine {
     }
 
     /// Stops the process if it is still ours, then removes the sandbox directory.
-    func destroy(id: String, pid: Int32?) async {
+    package func destroy(id: String, pid: Int32?) async {
         let paths = sandboxes.paths(id)
         if let pid {
-            await hypervisor.stop(pid: pid, controlSocket: paths.qmpSocket, marker: paths.directory.path)
+            await machine(id, pid: pid).stop()
         }
         do {
             try FileSystem.remove(paths.directory)
@@ -292,8 +300,7 @@ extension Engine {
         }
     }
 
-    func consoleTail(_ paths: SandboxPaths, lines: Int = 12) -> String {
-        guard let text = try? String(contentsOf: paths.console, encoding: .utf8) else { return "" }
-        return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    func consoleTail(_ id: String, lines: Int = 12) -> String {
+        machine(id, pid: nil).consoleTail(lines: lines)
     }
 }

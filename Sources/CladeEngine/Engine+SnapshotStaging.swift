@@ -62,19 +62,19 @@ extension Engine {
         }
         let state = try Digest.ofFile(at: deviceState)
         guard let memoryStatus = try FileSystem.status(of: memory) else { throw StoreError.systemCall("stat", path: memory.path, errno: ENOENT) }
-        let spec = restoreSpec(
+        let spec = machineSpec(
             memoryMiB: record.memoryMiB, cpus: record.cpus, accelerator: Accelerator(rawValue: record.accelerator) ?? .tcg,
             kernel: blobs.url(for: boot.kernel), initrd: blobs.url(for: boot.initrd), commandLine: boot.commandLine,
             paths: sandboxes.paths(record.id), port: 0, mac: record.mac)
         let metadata = SnapshotMetadata(
             tag: tag, id: UUID().uuidString.lowercased(),
-            hypervisor: .init(name: hypervisor.name, version: (try? hypervisor.version()) ?? "unknown"),
+            hypervisor: .init(name: backend.name, version: (try? backend.version()) ?? "unknown"),
             machine: .init(
                 type: "microvm", vcpus: record.cpus, memoryMiB: record.memoryMiB,
-                devices: QEMUCommandLine.deviceDrivers(for: spec), kernelCommandLine: boot.commandLine, accelerator: record.accelerator),
+                devices: backend.deviceLayout(for: spec), kernelCommandLine: boot.commandLine, accelerator: record.accelerator),
             image: record.image, kernel: boot.kernel, initrd: boot.initrd, rootfs: boot.rootfs,
             diskLayers: (0..<layerCount).map { index in
-                .init(file: SandboxPaths.layerName(index), format: "qcow2", backing: index == 0 ? boot.rootfs : nil)
+                .init(file: SandboxPaths.layerName(index), format: disks.layerFormat, backing: index == 0 ? boot.rootfs : nil)
             },
             memory: .init(file: "memory", logicalSize: memoryStatus.size, physicalSize: memoryStatus.allocatedBytes),
             deviceState: .init(file: "devices.state", size: state.size, sha256: state.digest, format: deviceStateFormat),

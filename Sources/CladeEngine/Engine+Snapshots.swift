@@ -44,7 +44,7 @@ public struct SnapshotInfo: Encodable, Sendable {
 }
 
 extension Engine {
-    var snapshotCatalog: SnapshotCatalog { SnapshotCatalog(home: home) }
+    package var snapshotCatalog: SnapshotCatalog { SnapshotCatalog(home: home) }
 
     /// Pauses a cold-booted sandbox and captures it as snapshot `tag`: device state via QMP, the
     /// memory file (sealed 0444) and the disk overlay (frozen 0444 as the snapshot's layer).
@@ -59,23 +59,25 @@ extension Engine {
                 "sandbox \(id) was forked from snapshot '\(record.snapshot ?? "")'; its memory is a private copy-on-write view, so it is captured with `clade branch` (not available yet), not `clade snapshot`")
         }
         let boot = try bootFiles(of: record)
+        try backend.require(.stateWithSharedMemory)
         let paths = sandboxes.paths(id)
         let staging = try makeStagingDirectory(for: tag)
         let entry = try beginOperation("snapshot", subject: tag, paths: [staging])
         defer { journal.end(entry) }
         let stagedState = staging.appendingPathComponent("devices.state")
+        let machine = machine(id, pid: record.pid)
         progress("pausing \(id) and saving its device state")
         let pauseStart = Date()
         do {
-            try await hypervisor.captureDeviceState(controlSocket: paths.qmpSocket, to: stagedState)
+            try await machine.saveState(to: stagedState, kind: .memoryInSharedFile)
         } catch {
-            try? await hypervisor.resume(controlSocket: paths.qmpSocket)
+            try? await machine.resume()
             try? FileSystem.remove(staging)
             throw error
         }
         let pauseMilliseconds = Date().timeIntervalSince(pauseStart) * 1000
         // The VM is paused and its state saved; stop it so nothing can write the memory file again.
-        await hypervisor.stop(pid: record.pid ?? 0, controlSocket: paths.qmpSocket, marker: paths.directory.path)
+        await machine.stop()
         let memory = staging.appendingPathComponent("memory")
         let disk = staging.appendingPathComponent(SandboxPaths.layerName(0))
         do {

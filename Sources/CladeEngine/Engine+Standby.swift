@@ -38,30 +38,30 @@ extension Engine {
         guard let pid = record.pid else { throw EngineError.notRunning(id: id, state: record.state.rawValue) }
         let paths = sandboxes.paths(id)
         let forked = record.snapshot != nil
+        try backend.require(forked ? [.devicesOnlyState, .dirtyPageCapture] : .stateWithSharedMemory)
+        let machine = machine(id, pid: pid)
         let start = Date()
-        var pages = DirtyPages.none
-        var contents: [UInt8] = []
+        var captured = CapturedMemory.none
         let staged = paths.directory.appendingPathComponent(".standby.state.partial")
         try? FileSystem.remove(staged)
         try markPause(paths)
         defer { clearPauseMark(paths) }
         do {
             if forked {
-                try await hypervisor.pauseAndSaveDevices(controlSocket: paths.qmpSocket, to: staged)
-                pages = try DirtyPages.scan(pid: pid, memoryFile: paths.memory)
-                contents = try pages.read(pid: pid)
+                try await machine.saveState(to: staged, kind: .devicesOnly)
+                captured = try await machine.captureMemory(.written, memoryFile: paths.memory)
             } else {
-                try await hypervisor.captureDeviceState(controlSocket: paths.qmpSocket, to: staged)
+                try await machine.saveState(to: staged, kind: .memoryInSharedFile)
             }
         } catch {
-            try? await hypervisor.resume(controlSocket: paths.qmpSocket)
+            try? await machine.resume()
             try? FileSystem.remove(staged)
             throw error
         }
         let pause = Date().timeIntervalSince(start) * 1000
         FaultInjection.crashIfRequested(at: "standby-captured")
-        // Merge while QEMU is still there but paused: the unshare guard renames a private copy over
-        // the path and QEMU keeps mapping the old inode, so if clade dies anywhere before the record
+        // Merge while the VM is still there but paused: the unshare guard renames a private copy
+        // over the path and the VM keeps mapping the old inode, so if clade dies anywhere before the record
         // says standby, `clade ls` simply continues the paused VM and a retry starts over correctly
         // (the dirty set only grows, so rewriting pages into the private file is idempotent).
         var unshared = false
@@ -69,26 +69,26 @@ extension Engine {
             if forked {
                 unshared = try Materializer(logger: logger).makeExclusive(paths.memory)
                 if unshared { chmod(paths.memory.path, 0o600) }
-                try pages.write(contents, into: paths.memory)
+                try captured.write(into: paths.memory)
             }
             guard rename(staged.path, paths.standbyState.path) == 0 else {
                 throw StoreError.systemCall("rename", path: paths.standbyState.path, errno: errno)
             }
         } catch {
-            try? await hypervisor.resume(controlSocket: paths.qmpSocket)
+            try? await machine.resume()
             try? FileSystem.remove(staged)
             throw error
         }
         record.state = .standby
         try sandboxes.put(record)
         FaultInjection.crashIfRequested(at: "standby-recorded")
-        // Only now may the process go; a crash before this line leaves a paused QEMU that
+        // Only now may the process go; a crash before this line leaves a paused VM that
         // `clade ls` stops, because the record already says standby.
-        await hypervisor.stop(pid: pid, controlSocket: paths.qmpSocket, marker: paths.directory.path)
+        await machine.stop()
         record.pid = nil
         try sandboxes.put(record)
-        logger.info("standby", metadata: ["id": "\(id)", "pause_ms": "\(Int(pause))", "pages": "\(pages.pages.count)", "unshared": "\(unshared)"])
-        return StandbyReport(id: id, pauseMilliseconds: pause, pagesCaptured: pages.pages.count, unshared: unshared)
+        logger.info("standby", metadata: ["id": "\(id)", "pause_ms": "\(Int(pause))", "pages": "\(captured.pages.pages.count)", "unshared": "\(unshared)"])
+        return StandbyReport(id: id, pauseMilliseconds: pause, pagesCaptured: captured.pages.pages.count, unshared: unshared)
     }
 
     /// Restores a standby sandbox in place: same id, disk, memory file and agent endpoint.
@@ -103,23 +103,24 @@ extension Engine {
         let boot = try bootFiles(of: record)
         let paths = sandboxes.paths(id)
         let forked = record.snapshot != nil
-        var spec = restoreSpec(
+        var spec = machineSpec(
             memoryMiB: record.memoryMiB, cpus: record.cpus, accelerator: Accelerator(rawValue: record.accelerator) ?? .tcg,
             kernel: blobs.url(for: boot.kernel), initrd: blobs.url(for: boot.initrd), commandLine: boot.commandLine, paths: paths,
             port: record.agentPort, mac: record.mac)
         spec.rootDisk = paths.directory.appendingPathComponent(record.activeDisk ?? paths.disk.lastPathComponent)
         spec.restoring = true
         spec.restoreIntoSharedMemory = !forked
-        spec.deviceStateWithoutConfiguration = forked
-        for stale in [paths.qmpSocket, paths.agentSocket, paths.pidFile] { try? FileSystem.remove(stale) }
+        let kind: SavedStateKind = forked ? .devicesOnly : .memoryInSharedFile
+        spec.restoredStateKind = kind
         do {
-            record.pid = try await hypervisor.launch(spec)
-            try await hypervisor.restoreDeviceState(controlSocket: paths.qmpSocket, from: paths.standbyState, ignoreShared: !forked)
+            let machine = try await backend.launch(spec)
+            record.pid = machine.pid
+            try await machine.restoreState(from: paths.standbyState, kind: kind)
             record.state = .running
             try sandboxes.put(record)
             try await pushIdentity(record)
         } catch {
-            if let pid = record.pid { await hypervisor.stop(pid: pid, controlSocket: paths.qmpSocket, marker: paths.directory.path) }
+            if let pid = record.pid { await machine(id, pid: pid).stop() }
             record.pid = nil
             record.state = .standby
             try? sandboxes.put(record)

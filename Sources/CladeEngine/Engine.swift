@@ -7,21 +7,33 @@ import Logging
 
 /// Lifecycle orchestration: images, booting, exec and teardown of sandboxes.
 ///
-/// The CLI and (later) the daemon are thin layers over this type. It keeps no state in
-/// memory between calls: everything lives in the store, so several clade processes can
-/// work on one home at once.
+/// The CLI and the daemon are thin layers over this type. It keeps no state in memory between
+/// calls: everything lives in the store, so several clade processes can work on one home at
+/// once. It speaks to hypervisors only through ``VMBackend`` and ``VMHandle``.
 public struct Engine: Sendable {
     public let home: CladeHome
-    public let hypervisor: any Hypervisor
-    let logger: Logger
+    public let backend: any VMBackend
+    package let logger: Logger
 
-    public init(home: CladeHome, hypervisor: any Hypervisor = QEMUDriver(), logger: Logger = Logger(label: "clade.engine")) {
+    public init(home: CladeHome, backend: any VMBackend = DefaultBackend.make(), logger: Logger = Logger(label: "clade.engine")) {
         self.home = home
-        self.hypervisor = hypervisor
+        self.backend = backend
         self.logger = logger
     }
 
-    var blobs: BlobStore { BlobStore(home: home, logger: logger) }
+    package var blobs: BlobStore { BlobStore(home: home, logger: logger) }
     var images: ImageCatalog { ImageCatalog(home: home) }
-    var sandboxes: SandboxCatalog { SandboxCatalog(home: home) }
+    package var sandboxes: SandboxCatalog { SandboxCatalog(home: home) }
+    package var disks: any DiskChain { backend.disks }
+
+    /// A handle on sandbox `id`'s machine; `pid` nil means the one its runtime directory records.
+    func machine(_ id: String, pid: Int32?) -> any VMHandle {
+        backend.attach(runtimeDirectory: sandboxes.paths(id).directory, pid: pid)
+    }
+
+    /// True when sandbox `id`'s machine process `pid` still runs.
+    func isAlive(_ id: String, pid: Int32?) -> Bool {
+        guard let pid else { return false }
+        return machine(id, pid: pid).isAlive
+    }
 }

@@ -23,24 +23,19 @@ extension Engine {
     }
 
     /// A running sandbox left paused by a clade process that died mid-operation is continued.
-    /// Only sandboxes with a pause marker are checked, so listing costs no QMP round trip
-    /// otherwise; operations hold the sandbox's lock while paused, so a free lock means the
-    /// marker's owner is gone.
-    func continueIfAbandoned(id: String, pid: Int32, paths: SandboxPaths) async {
+    /// Only sandboxes with a pause marker are checked, so listing costs no round trip to the
+    /// machine otherwise; operations hold the sandbox's lock while paused, so a free lock means
+    /// the marker's owner is gone.
+    func continueIfAbandoned(id: String, machine: any VMHandle, paths: SandboxPaths) async {
         guard (try? FileSystem.exists(paths.pauseMarker)) == true else { return }
         guard let lock = try? FileLock.attempt(home: home, name: "sandbox-\(id)") else { return }
         defer { lock.unlock() }
-        let paused: Bool? = try? await withTimeout(3, what: "QMP query-status") {
-            try await QMPClient.withConnection(socket: paths.qmpSocket, timeout: 3) { client in
-                let status = try await client.execute("query-status", timeout: 3)
-                return status["running"]?.boolValue == false
-            }
-        }
-        guard let paused else { return }  // QEMU did not answer; keep the marker for the next look
+        let status = await machine.status(timeout: 3)
+        guard status != .unreachable else { return }  // no answer; keep the marker for the next look
         defer { clearPauseMark(paths) }
-        guard paused else { return }
+        guard status == .paused else { return }
         logger.warning("continuing a sandbox left paused by an interrupted operation", metadata: ["id": "\(id)"])
-        try? await hypervisor.resume(controlSocket: paths.qmpSocket)
+        try? await machine.resume()
     }
 }
 
@@ -60,25 +55,21 @@ extension Engine {
 }
 
 extension Engine {
-    /// Re-attaches to a running sandbox's QEMU over its QMP socket (a restarted daemon calls this
-    /// for each one it finds). A guest found paused with no operation holding the sandbox is
-    /// continued. Returns false when QEMU does not answer within 3 s.
+    /// Re-attaches to a running sandbox's machine (a restarted daemon calls this for each one it
+    /// finds). A guest found paused with no operation holding the sandbox is continued. Returns
+    /// false when the machine does not answer within 3 s.
     public func adopt(id: String) async -> Bool {
         let paths = sandboxes.paths(id)
-        let paused: Bool? = try? await withTimeout(3, what: "QMP query-status") {
-            try await QMPClient.withConnection(socket: paths.qmpSocket, timeout: 3) { client in
-                let status = try await client.execute("query-status", timeout: 3)
-                return status["running"]?.boolValue == false
-            }
-        }
-        guard let paused else {
-            logger.warning("a running sandbox's QEMU does not answer on its QMP socket", metadata: ["id": "\(id)"])
+        let machine = machine(id, pid: (try? sandboxes.get(id))??.pid)
+        let status = await machine.status(timeout: 3)
+        guard status != .unreachable else {
+            logger.warning("a running sandbox's VM does not answer its control channel", metadata: ["id": "\(id)"])
             return false
         }
-        if paused, let lock = try? FileLock.attempt(home: home, name: "sandbox-\(id)") {
+        if status == .paused, let lock = try? FileLock.attempt(home: home, name: "sandbox-\(id)") {
             defer { lock.unlock() }
             logger.warning("continuing a sandbox found paused with no operation on it", metadata: ["id": "\(id)"])
-            try? await hypervisor.resume(controlSocket: paths.qmpSocket)
+            try? await machine.resume()
             clearPauseMark(paths)
         }
         return true

@@ -26,7 +26,7 @@ enum InitScript {
             esac
         done
         if [ "$probe" = 1 ]; then
-            echo "\(AcceleratorProbe.marker)"
+            echo "\(AcceleratorChoice.probeMarker)"
             $B poweroff -f
         fi
         i=0

@@ -11,7 +11,7 @@ public enum ProbeInitrd {
         try FileManager.default.createDirectory(at: root.appendingPathComponent("bin"), withIntermediateDirectories: true)
         try FileManager.default.copyItem(at: busybox, to: root.appendingPathComponent("bin/busybox"))
         let initURL = root.appendingPathComponent("init")
-        try Data("#!/bin/busybox sh\necho \(AcceleratorProbe.marker)\n/bin/busybox poweroff -f\n".utf8).write(to: initURL)
+        try Data("#!/bin/busybox sh\necho \(AcceleratorChoice.probeMarker)\n/bin/busybox poweroff -f\n".utf8).write(to: initURL)
         chmod(initURL.path, 0o755)
         let archive = directory.appendingPathComponent("probe.cpio")
         try ExternalCommand(

@@ -84,10 +84,6 @@ public struct SandboxPaths: Sendable {
     }
 
     public var record: URL { directory.appendingPathComponent("sandbox.json") }
-    public var pidFile: URL { directory.appendingPathComponent("qemu.pid") }
-    public var qmpSocket: URL { directory.appendingPathComponent("qmp.sock") }
-    public var agentSocket: URL { directory.appendingPathComponent("agent.sock") }
-    public var console: URL { directory.appendingPathComponent("console.log") }
     /// The overlay a cold boot or a fork starts writing to.
     public var disk: URL { directory.appendingPathComponent("disk.qcow2") }
     /// Layer `index` of a disk chain; layer 0 backs onto the image's rootfs blob.

@@ -59,30 +59,3 @@ enum MemoryAssembler {
         }
     }
 }
-
-/// Checks a qcow2 overlay from a pack names exactly the backing file clade would have written,
-/// so a hostile overlay cannot make QEMU read a host file (`/etc/shadow` as a backing image)
-/// or write to an external data file.
-enum QCOW2Check {
-    static func requireCanonicalBacking(_ file: URL, index: Int, rootfs: Digest, what: String) throws {
-        let info = try ExternalCommand("qemu-img", ["info", "--output=json", "-f", "qcow2", file.path]).run()
-        guard info.status == 0 else {
-            throw PackError.malformed(what: what, reason: "qemu-img cannot read it as qcow2: \(info.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
-        }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as? [String: Any] else {
-            throw PackError.malformed(what: what, reason: "qemu-img printed no image information")
-        }
-        let expected = index == 0 ? "../../blobs/sha256/\(rootfs.hex)" : "layer-\(index - 1).qcow2"
-        let backing = object["backing-filename"] as? String
-        guard backing == expected else {
-            if let backing, backing.hasPrefix("/") || backing.contains("..") && backing != expected {
-                throw PackError.hostPath(what: "\(what) backing file", value: backing)
-            }
-            throw PackError.malformed(what: what, reason: "its backing file is '\(backing ?? "none")'; clade writes '\(expected)'")
-        }
-        let specific = (object["format-specific"] as? [String: Any])?["data"] as? [String: Any]
-        if let dataFile = specific?["data-file"] as? String {
-            throw PackError.hostPath(what: "\(what) external data file", value: dataFile)
-        }
-    }
-}

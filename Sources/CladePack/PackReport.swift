@@ -97,10 +97,13 @@ public struct UnpackReport: Codable, Sendable {
     /// Bytes downloaded by piece kind (pull only).
     public var downloaded: [String: Int64] = [:]
     public var seconds: Double
+    /// The tag already held this very snapshot; nothing was downloaded or written.
+    public var upToDate: Bool = false
 
     enum CodingKeys: String, CodingKey {
         case tag, registered, seconds
         case alreadyPresent = "already_present"
+        case upToDate = "up_to_date"
         case blobsWritten = "blobs_written"
         case blobsSkipped = "blobs_skipped"
         case bytesWritten = "bytes_written"

@@ -233,6 +233,8 @@ public actor RegistryClient {
                     hasher.update(bytes)
                     try writeAll(fd, bytes, path: partial.path)
                 }
+                // A deterministic stand-in for a pull killed in the middle of a blob.
+                if received * 2 >= size, received < size { FaultPoint.crashIfRequested(at: "pull-blob-half-written") }
                 progress(Int64(buffer.readableBytes))
             }
         } catch let error as PackError {

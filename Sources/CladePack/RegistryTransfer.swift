@@ -1,5 +1,6 @@
 import CladeModel
 import CladeStore
+import CladeVMM
 import Foundation
 import Logging
 
@@ -7,12 +8,17 @@ import Logging
 /// and fetching only what the other side lacks.
 public struct RegistryTransfer: Sendable {
     public let home: CladeHome
+    public let disks: any DiskChain
     public var insecure: Bool
     public var credentials: RegistryCredentials?
     private let logger: Logger
 
-    public init(home: CladeHome, insecure: Bool = false, credentials: RegistryCredentials? = nil, logger: Logger = Logger(label: "clade.registry")) {
+    public init(
+        home: CladeHome, disks: any DiskChain, insecure: Bool = false, credentials: RegistryCredentials? = nil,
+        logger: Logger = Logger(label: "clade.registry")
+    ) {
         self.home = home
+        self.disks = disks
         self.insecure = insecure
         self.credentials = credentials
         self.logger = logger
@@ -86,6 +92,15 @@ public struct RegistryTransfer: Sendable {
         let cache = home.temporary.appendingPathComponent("pull-\(key)")
         let layout = try LayoutWriter(root: cache)
         let client = RegistryClient(reference: reference, insecure: insecure, credentials: credentials, logger: logger)
+        if !options.force, let tag = try await tagAlreadyHolds(reference, client: client, tagOverride: options.tag) {
+            await client.shutdown()
+            logger.info("already up to date", metadata: ["reference": "\(reference)", "tag": "\(tag)"])
+            var report = UnpackReport(
+                tag: tag, registered: [], alreadyPresent: [tag], blobsWritten: 0, blobsSkipped: 0, bytesWritten: 0, bytesDownloaded: 0,
+                seconds: Date().timeIntervalSince(start))
+            report.upToDate = true
+            return report
+        }
         let downloaded: [String: Int64]
         do {
             downloaded = try await fetch(reference, into: layout, with: client, tagOverride: options.tag, progress: progress)
@@ -97,7 +112,7 @@ public struct RegistryTransfer: Sendable {
         }
         FaultPoint.crashIfRequested(at: "pull-downloads-done")
         do {
-            var report = try Unpacker(home: home, logger: logger).unpack(layout: cache, options: options, progress: progress)
+            var report = try Unpacker(home: home, disks: disks, logger: logger).unpack(layout: cache, options: options, progress: progress)
             try? FileSystem.remove(cache)
             report.downloaded = downloaded
             report.bytesDownloaded = downloaded.values.reduce(0, +)
@@ -108,6 +123,20 @@ public struct RegistryTransfer: Sendable {
             try? FileSystem.remove(cache)
             throw error
         }
+    }
+
+    /// The local tag `reference` would land on, when that tag already holds the very snapshot the
+    /// registry's manifest describes: pulling it again is a no-op, as it is for container tools.
+    /// Snapshots are immutable and their ids unique, so the same id under the tag is the same
+    /// snapshot; nothing is downloaded or written either way.
+    private func tagAlreadyHolds(_ reference: RegistryReference, client: RegistryClient, tagOverride: String?) async throws -> String? {
+        let (data, digest) = try await client.getManifest(reference.reference)
+        let manifest = try CanonicalJSON.decode(Manifest.self, from: data, what: "manifest \(digest.short) from \(reference.host)")
+        guard let tag = tagOverride ?? manifest.annotations?[AnnotationKey.snapshotTag],
+              let id = manifest.annotations?[AnnotationKey.snapshotID],
+              let local = try? SnapshotCatalog(home: home).get(tag), local.id == id
+        else { return nil }
+        return tag
     }
 
     private func fetch(

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CladeModel
 import CladeStore
+import CladeVMM
 import Foundation
 import Logging
 
@@ -28,10 +29,13 @@ public struct UnpackOptions: Sendable {
 /// nothing behind.
 public struct Unpacker: Sendable {
     public let home: CladeHome
+    /// Reads the headers of the disk layers a pack carries, to refuse hostile backing files.
+    public let disks: any DiskChain
     private let logger: Logger
 
-    public init(home: CladeHome, logger: Logger = Logger(label: "clade.unpack")) {
+    public init(home: CladeHome, disks: any DiskChain, logger: Logger = Logger(label: "clade.unpack")) {
         self.home = home
+        self.disks = disks
         self.logger = logger
     }
 
@@ -214,7 +218,7 @@ public struct Unpacker: Sendable {
                     continue
                 }
                 try Self.decompress(piece, from: reader, to: target, counter: counter)
-                try QCOW2Check.requireCanonicalBacking(target, index: index, rootfs: plan.metadata.rootfs, what: piece.what)
+                try DiskLayerCheck.requireCanonicalBacking(target, disks: disks, index: index, rootfs: plan.metadata.rootfs, what: piece.what)
                 if let digest = piece.contentDigest { stagedLayers[digest] = target }
                 bytesWritten += piece.contentSize
             }

@@ -237,7 +237,7 @@ public struct CladeAPI: Sendable {
 
     func startJob(_ request: Request) async throws -> Response {
         let body = try await JSONIO.decode(JobRequest.self, from: request, limit: limits.maxBodyBytes)
-        let home = engine.home
+        let engine = self.engine
         let credentials = body.username.map { RegistryCredentials(username: $0, password: body.password ?? "") }
         let work: @Sendable (@escaping PackProgress) async throws -> String
         switch body.kind {
@@ -246,23 +246,25 @@ public struct CladeAPI: Sendable {
                 throw APIError(.badRequest, "a pack job needs 'tag' and an absolute 'output' path")
             }
             work = { progress in
-                let report = try Packer(home: home).pack(tag: tag, ancestors: body.ancestors ?? true, to: URL(fileURLWithPath: output), progress: progress)
+                let report = try engine.pack(tag: tag, ancestors: body.ancestors ?? true, to: URL(fileURLWithPath: output), progress: progress)
                 return String(decoding: try JSONIO.encoder().encode(report), as: UTF8.self)
             }
         case "push":
             guard let tag = body.tag, let text = body.reference else { throw APIError(.badRequest, "a push job needs 'tag' and 'reference'") }
             let reference = try RegistryReference(parsing: text)
             work = { progress in
-                let report = try await RegistryTransfer(home: home, insecure: body.insecure ?? false, credentials: credentials)
-                    .push(tag: tag, ancestors: body.ancestors ?? true, to: reference, progress: progress)
+                let report = try await engine.push(
+                    tag: tag, ancestors: body.ancestors ?? true, to: reference,
+                    access: RegistryAccess(insecure: body.insecure ?? false, credentials: credentials), progress: progress)
                 return String(decoding: try JSONIO.encoder().encode(report), as: UTF8.self)
             }
         case "pull":
             guard let text = body.reference else { throw APIError(.badRequest, "a pull job needs 'reference'") }
             let reference = try RegistryReference(parsing: text)
             work = { progress in
-                let report = try await RegistryTransfer(home: home, insecure: body.insecure ?? false, credentials: credentials)
-                    .pull(reference, options: UnpackOptions(tag: body.tag, force: body.force ?? false), progress: progress)
+                let report = try await engine.pull(
+                    reference, options: UnpackOptions(tag: body.tag, force: body.force ?? false),
+                    access: RegistryAccess(insecure: body.insecure ?? false, credentials: credentials), progress: progress)
                 return String(decoding: try JSONIO.encoder().encode(report), as: UTF8.self)
             }
         default:

@@ -15,10 +15,16 @@ public struct DirtyPages: Sendable {
 
     /// Page indexes (offsets / page size into the memory file) that the guest wrote.
     public let pages: [Int]
-    /// Where the RAM mapping starts in QEMU's address space.
+    /// Where the RAM mapping starts in the hypervisor process's address space.
     public let mappingStart: UInt64
     /// Length of the RAM mapping in bytes.
     public let mappingLength: Int
+
+    public init(pages: [Int], mappingStart: UInt64, mappingLength: Int) {
+        self.pages = pages
+        self.mappingStart = mappingStart
+        self.mappingLength = mappingLength
+    }
 
     /// No pages (nothing to capture).
     public static let none = DirtyPages(pages: [], mappingStart: 0, mappingLength: 0)

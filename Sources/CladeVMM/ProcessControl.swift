@@ -43,7 +43,7 @@ public enum PortAllocator {
     /// it before QEMU binds it; callers retry a launch that fails on the forward rule.
     public static func freeLoopbackPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw VMMError.launchFailed(reason: "cannot create a socket: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw VMMError.launchFailed(backend: "clade", reason: "cannot create a socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -55,7 +55,7 @@ public enum PortAllocator {
                 bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
             }
         }
-        guard bound else { throw VMMError.launchFailed(reason: "cannot reserve a loopback port: \(String(cString: strerror(errno)))") }
+        guard bound else { throw VMMError.launchFailed(backend: "clade", reason: "cannot reserve a loopback port: \(String(cString: strerror(errno)))") }
         return Int(UInt16(bigEndian: address.sin_port))
     }
 }

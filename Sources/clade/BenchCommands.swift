@@ -1,4 +1,5 @@
 import ArgumentParser
+import CladeBench
 import CladeEngine
 import Foundation
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CladeEngine
 import CladePack
 import CladeStore
 import Foundation
@@ -19,8 +20,7 @@ struct PackCommand: AsyncParsableCommand {
 
     func run() async throws {
         let progress = ProgressReporter(quiet: json)
-        let packer = Packer(home: global.makeHome(), level: level)
-        let report = try packer.pack(tag: tag, ancestors: !noAncestors, to: URL(fileURLWithPath: output)) { step, done, total in
+        let report = try global.makeEngine().pack(tag: tag, ancestors: !noAncestors, to: URL(fileURLWithPath: output), level: level) { step, done, total in
             progress.update(step, done: done, total: total)
         }
         progress.finish()
@@ -53,8 +53,7 @@ struct UnpackCommand: AsyncParsableCommand {
 
     func run() async throws {
         let progress = ProgressReporter(quiet: json)
-        let unpacker = Unpacker(home: global.makeHome())
-        let report = try unpacker.unpack(from: URL(fileURLWithPath: path), options: UnpackOptions(tag: tag, force: force, ref: ref)) { step, done, total in
+        let report = try global.makeEngine().unpack(from: URL(fileURLWithPath: path), options: UnpackOptions(tag: tag, force: force, ref: ref)) { step, done, total in
             progress.update(step, done: done, total: total)
         }
         progress.finish()
@@ -95,8 +94,8 @@ struct PushCommand: AsyncParsableCommand {
     func run() async throws {
         let target = try RegistryReference(parsing: reference)
         let progress = ProgressReporter(quiet: json)
-        let transfer = RegistryTransfer(home: global.makeHome(), insecure: registry.insecure, credentials: try registry.credentials())
-        let report = try await transfer.push(tag: tag, ancestors: !noAncestors, to: target) { step, done, total in
+        let access = RegistryAccess(insecure: registry.insecure, credentials: try registry.credentials())
+        let report = try await global.makeEngine().push(tag: tag, ancestors: !noAncestors, to: target, access: access) { step, done, total in
             progress.update(step, done: done, total: total)
         }
         progress.finish()
@@ -121,12 +120,13 @@ struct PullCommand: AsyncParsableCommand {
     func run() async throws {
         let source = try RegistryReference(parsing: reference)
         let progress = ProgressReporter(quiet: json)
-        let transfer = RegistryTransfer(home: global.makeHome(), insecure: registry.insecure, credentials: try registry.credentials())
-        let report = try await transfer.pull(source, options: UnpackOptions(tag: tag, force: force)) { step, done, total in
+        let access = RegistryAccess(insecure: registry.insecure, credentials: try registry.credentials())
+        let report = try await global.makeEngine().pull(source, options: UnpackOptions(tag: tag, force: force), access: access) { step, done, total in
             progress.update(step, done: done, total: total)
         }
         progress.finish()
         if json { return try printJSON(report) }
+        if report.upToDate { return print("\(report.tag) is already up to date with \(source)") }
         print("pulled \(report.tag): \(formatBytes(report.bytesDownloaded)) downloaded, \(report.blobsWritten) blobs written, \(report.blobsSkipped) already present, in \(String(format: "%.2f", report.seconds)) s")
     }
 }

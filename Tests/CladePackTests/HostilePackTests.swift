@@ -218,7 +218,7 @@ let hostileCases: [HostileCase] = [
         let before = PackFixture.listing(target)
         let path = try hostile.spoil(LayoutEditor(root: layout), layout)
         do {
-            let report = try Unpacker(home: target).unpack(from: path)
+            let report = try Unpacker(home: target, disks: QEMUImage()).unpack(from: path)
             Issue.record("\(hostile.name) was accepted as \(report.tag)")
         } catch let error as PackError {
             #expect(error.description.contains(hostile.expected), "\(hostile.name): \(error.description)")
@@ -236,11 +236,11 @@ let hostileCases: [HostileCase] = [
         }
         _ = try Packer(home: fixture.home).pack(tag: fixture.tag, into: layout)
         let before = PackFixture.listing(fixture.home)
-        #expect { try Unpacker(home: fixture.home).unpack(from: layout) } throws: { error in
+        #expect { try Unpacker(home: fixture.home, disks: QEMUImage()).unpack(from: layout) } throws: { error in
             (error as? PackError)?.description.contains("already exists") == true
         }
         #expect(PackFixture.listing(fixture.home) == before)
-        let forced = try Unpacker(home: fixture.home).unpack(from: layout, options: UnpackOptions(force: true))
+        let forced = try Unpacker(home: fixture.home, disks: QEMUImage()).unpack(from: layout, options: UnpackOptions(force: true))
         #expect(forced.tag == fixture.tag)
     }
 
@@ -259,6 +259,6 @@ let hostileCases: [HostileCase] = [
             layers.append(["mediaType": "application/vnd.clade.future.v9", "digest": extra.digest, "size": extra.size, "annotations": [AnnotationKey.optional: "true"]])
             manifest["layers"] = layers
         }
-        #expect(try Unpacker(home: target).unpack(from: layout).tag == fixture.tag)
+        #expect(try Unpacker(home: target, disks: QEMUImage()).unpack(from: layout).tag == fixture.tag)
     }
 }

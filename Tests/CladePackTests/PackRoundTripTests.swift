@@ -52,7 +52,7 @@ import Testing
         let memory = try #require(report.pieces.first { $0.kind == "memory" })
         #expect(memory.blobs == 2, "only the two chunks holding data are stored")
 
-        let unpacked = try Unpacker(home: target).unpack(from: layout)
+        let unpacked = try Unpacker(home: target, disks: QEMUImage()).unpack(from: layout)
         #expect(unpacked.tag == fixture.tag)
         let source = SnapshotCatalog(home: fixture.home).directory(fixture.tag)
         let restored = SnapshotCatalog(home: target).directory(fixture.tag)
@@ -70,7 +70,7 @@ import Testing
         #expect(!text.contains(fixture.home.root.path), "no path of the source store in the restored metadata")
 
         // A second unpack into the same store under a new tag writes no boot blobs again.
-        let again = try Unpacker(home: target).unpack(from: layout, options: UnpackOptions(tag: "copy"))
+        let again = try Unpacker(home: target, disks: QEMUImage()).unpack(from: layout, options: UnpackOptions(tag: "copy"))
         #expect(again.blobsWritten == 0)
         #expect(again.blobsSkipped == 3)
     }
@@ -88,7 +88,7 @@ import Testing
         _ = try Packer(home: fixture.home).pack(tag: fixture.tag, to: second)
         #expect(try Data(contentsOf: first) == Data(contentsOf: second), "the same snapshot packs to the same tar bytes")
         #expect(throws: PackError.self) { try Packer(home: fixture.home).pack(tag: fixture.tag, to: first) }
-        let report = try Unpacker(home: target).unpack(from: first)
+        let report = try Unpacker(home: target, disks: QEMUImage()).unpack(from: first)
         #expect(report.tag == fixture.tag)
         #expect(try FileManager.default.contentsOfDirectory(atPath: target.temporary.path).isEmpty, "no staging left in tmp/")
     }

@@ -1,3 +1,4 @@
+import CladeVMM
 import Foundation
 
 /// One message from QEMU's machine protocol.

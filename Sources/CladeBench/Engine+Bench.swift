@@ -1,5 +1,7 @@
+import CladeEngine
 import CladeGuest
 import CladeModel
+import CladeQEMU
 import CladeStore
 import CladeVMM
 import Foundation
@@ -46,6 +48,8 @@ extension Engine {
     /// (c) fork where each child gets a full copy of the memory file, (e) a bare `qemu -S`
     /// start as the floor; plus the private guest RAM of idle forks.
     public func benchFork(count: Int, memoryMiB: Int = 256, progress: @Sendable (String) -> Void = { _ in }) async throws -> ForkBenchReport {
+        // The baselines (d) and (e) are QEMU's own techniques.
+        guard backend is QEMUDriver else { throw VMMError.unsupported(backend: backend.name, operation: "run the fork benchmark's QEMU baselines") }
         guard (1...Self.maxForkCount).contains(count) else {
             throw EngineError.invalidOption("-n must be between 1 and \(Self.maxForkCount) (got \(count))")
         }
@@ -146,12 +150,14 @@ extension Engine {
         let source = try await boot(BootOptions(memoryMiB: memoryMiB))
         let sourcePaths = sandboxes.paths(source.id)
         let snapshotName = "clade-bench"
+        let qemu = QEMUDriver(logger: logger)
         do {
-            let output = try await QMPClient.withConnection(socket: sourcePaths.qmpSocket) { client in
+            let sourceMachine = qemu.machine(runtimeDirectory: sourcePaths.directory, pid: source.pid)
+            let output = try await sourceMachine.withQMP { client in
                 try await client.execute("human-monitor-command", arguments: ["command-line": .string("savevm \(snapshotName)")], timeout: 300)
             }
-            if let text = output.stringValue, !text.isEmpty { throw VMMError.migrationFailed("savevm: \(text)") }
-            await hypervisor.stop(pid: source.pid ?? 0, controlSocket: sourcePaths.qmpSocket, marker: sourcePaths.directory.path)
+            if let text = output.stringValue, !text.isEmpty { throw VMMError.stateTransferFailed(backend: qemu.name, reason: "savevm: \(text)") }
+            await sourceMachine.stop()
             guard let kernel = source.kernel, let initrd = source.initrd, let commandLine = source.kernelCommandLine else {
                 throw EngineError.invalidOption("the benchmark source did not record its boot files")
             }
@@ -163,13 +169,12 @@ extension Engine {
                 var record = SandboxRecord(
                     id: id, image: source.image, state: .booting, pid: nil, agentPort: try PortAllocator.freeLoopbackPort(),
                     mac: MachineSpec.randomMAC(), memoryMiB: memoryMiB, cpus: source.cpus, accelerator: source.accelerator)
-                var spec = self.restoreSpec(
+                let spec = self.machineSpec(
                     memoryMiB: memoryMiB, cpus: source.cpus, accelerator: Accelerator(rawValue: source.accelerator) ?? .tcg,
                     kernel: self.blobs.url(for: kernel), initrd: self.blobs.url(for: initrd), commandLine: commandLine,
                     paths: paths, port: record.agentPort, mac: record.mac)
-                spec.extraArguments = ["-loadvm", snapshotName]
                 try self.sandboxes.put(record)
-                record.pid = try await self.hypervisor.launch(spec)
+                record.pid = try await qemu.launch(spec, extraArguments: ["-loadvm", snapshotName]).pid
                 try self.sandboxes.put(record)
                 _ = try await AgentClient(port: record.agentPort).waitUntilReady(timeout: 120) {}
                 let copied = try FileSystem.status(of: paths.disk)?.allocatedBytes
@@ -190,16 +195,16 @@ extension Engine {
         let paths = sandboxes.paths(id)
         try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
         try Materializer(logger: logger).materialize(snapshotCatalog.directory(metadata.tag).appendingPathComponent(metadata.memory.file), at: paths.memory)
-        try ExternalCommand("qemu-img", ["create", "-q", "-f", "qcow2", paths.disk.path, "64M"]).check()
+        try QEMUImage().createBlank(at: paths.disk, megabytes: 64)
         var record = SandboxRecord(
             id: id, image: "", state: .booting, pid: nil, agentPort: try PortAllocator.freeLoopbackPort(), mac: MachineSpec.randomMAC(),
             memoryMiB: metadata.machine.memoryMiB, cpus: metadata.machine.vcpus, accelerator: metadata.machine.accelerator)
-        var spec = restoreSpec(
+        var spec = machineSpec(
             memoryMiB: metadata.machine.memoryMiB, cpus: metadata.machine.vcpus, accelerator: Accelerator(rawValue: metadata.machine.accelerator) ?? .tcg,
             kernel: blobs.url(for: metadata.kernel), initrd: blobs.url(for: metadata.initrd), commandLine: metadata.machine.kernelCommandLine,
             paths: paths, port: record.agentPort, mac: record.mac)
         spec.restoring = true
-        record.pid = try await hypervisor.launch(spec)
+        record.pid = try await QEMUDriver(logger: logger).launch(spec).pid
         try sandboxes.put(record)
         return (id, 0)
     }

@@ -1,3 +1,4 @@
+import CladeEngine
 import CladeModel
 import CladePack
 import CladeStore
@@ -73,7 +74,7 @@ extension Engine {
         progress("clade unpack into an empty store")
         let receiver = CladeHome(root: scratch.appendingPathComponent("receiver"))
         let unpackStart = Date()
-        _ = try Unpacker(home: receiver).unpack(layout: layout)
+        _ = try Unpacker(home: receiver, disks: disks).unpack(layout: layout)
         let unpackSeconds = Date().timeIntervalSince(unpackStart)
 
         progress("tar -x of the baseline")

@@ -1,3 +1,4 @@
+import CladeVMM
 import Foundation
 import Logging
 import NIOCore

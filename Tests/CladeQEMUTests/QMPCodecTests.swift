@@ -1,7 +1,8 @@
 import Foundation
 import Testing
 
-@testable import CladeVMM
+@testable import CladeQEMU
+import CladeVMM
 
 @Suite struct QMPCodecTests {
     @Test func decodesGreeting() throws {
@@ -54,9 +55,7 @@ import Testing
             name: "clade-abc", memoryMiB: 256, cpus: 2, accelerator: .tcg,
             kernel: URL(fileURLWithPath: "/k"), initrd: URL(fileURLWithPath: "/i"), kernelCommandLine: "console=ttyS0",
             rootDisk: directory.appendingPathComponent("disk.qcow2"), memoryFile: directory.appendingPathComponent("memory"),
-            qmpSocket: directory.appendingPathComponent("qmp.sock"), agentSocket: directory.appendingPathComponent("agent.sock"),
-            console: directory.appendingPathComponent("console.log"), pidFile: directory.appendingPathComponent("qemu.pid"),
-            agentPort: 40000, mac: "52:54:00:00:00:01")
+            runtimeDirectory: directory, agentPort: 40000, mac: "52:54:00:00:00:01")
         let arguments = QEMUCommandLine.arguments(for: spec)
         let joined = arguments.joined(separator: " ")
         #expect(joined.contains("memory-backend-file,id=ram,size=256M,mem-path=/store/sandboxes/abc/memory,share=on"))
@@ -65,6 +64,11 @@ import Testing
         let devices = zip(arguments, arguments.dropFirst()).filter { $0.0 == "-device" }.map { $0.1.split(separator: ",")[0] }
         #expect(devices == ["virtio-blk-device", "virtio-net-device", "virtio-serial-device", "virtserialport", "virtio-rng-device"])
         #expect(arguments.last == "-daemonize")
+        // Runtime files keep the names earlier releases used, so their sandboxes are found after an upgrade.
+        #expect(joined.contains("-qmp unix:/store/sandboxes/abc/qmp.sock,server=on,wait=off"))
+        #expect(joined.contains("-pidfile /store/sandboxes/abc/qemu.pid"))
+        #expect(joined.contains("path=/store/sandboxes/abc/agent.sock"))
+        #expect(joined.contains("-serial file:/store/sandboxes/abc/console.log"))
     }
 
     @Test func randomMACsAreLocalQEMUAddresses() {

@@ -1,3 +1,4 @@
+import CladeEngine
 import CladeModel
 import CladeStore
 import Foundation

@@ -1,3 +1,4 @@
+import CladeVMM
 import Foundation
 
 /// An arbitrary JSON value, for protocols (QMP) whose payloads vary by command.

@@ -2,31 +2,9 @@
 import Glibc
 #endif
 import CladeStore
+import CladeVMM
 import Foundation
 import Logging
-
-/// The accelerator chosen for this host and why.
-public struct AcceleratorChoice: Codable, Sendable, Equatable {
-    public var accelerator: Accelerator
-    /// Why this accelerator was chosen, in particular why KVM was rejected.
-    public var reason: String
-    public var qemuVersion: String
-    /// Seconds the KVM probe boot took, when it ran.
-    public var probeSeconds: Double?
-
-    public init(accelerator: Accelerator, reason: String, qemuVersion: String, probeSeconds: Double? = nil) {
-        self.accelerator = accelerator
-        self.reason = reason
-        self.qemuVersion = qemuVersion
-        self.probeSeconds = probeSeconds
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case accelerator, reason
-        case qemuVersion = "qemu_version"
-        case probeSeconds = "probe_seconds"
-    }
-}
 
 /// Decides between KVM and TCG by actually booting a guest under KVM.
 ///
@@ -34,7 +12,7 @@ public struct AcceleratorChoice: Codable, Sendable, Equatable {
 /// stock kernels do not boot. The probe boots the kernel with `clade.probe=1`, whose
 /// init prints a marker and powers off; only a guest that reaches it proves KVM works.
 public struct AcceleratorProbe: Sendable {
-    public static let marker = "CLADE-PROBE-OK"
+    public static let marker = AcceleratorChoice.probeMarker
     public var timeout: Double = 15
     private let logger: Logger
 
@@ -43,24 +21,24 @@ public struct AcceleratorProbe: Sendable {
         self.logger = logger
     }
 
-    public func probe(kernel: URL, initrd: URL, workDirectory: URL, qemuVersion: String) async -> AcceleratorChoice {
+    public func probe(kernel: URL, initrd: URL, workDirectory: URL, backendVersion: String) async -> AcceleratorChoice {
         if let forced = ProcessInfo.processInfo.environment["CLADE_ACCEL"], let accelerator = Accelerator(rawValue: forced) {
-            return AcceleratorChoice(accelerator: accelerator, reason: "forced by CLADE_ACCEL=\(forced)", qemuVersion: qemuVersion)
+            return AcceleratorChoice(accelerator: accelerator, reason: "forced by CLADE_ACCEL=\(forced)", backendVersion: backendVersion)
         }
         guard access("/dev/kvm", R_OK | W_OK) == 0 else {
             let reason = FileManager.default.fileExists(atPath: "/dev/kvm")
                 ? "/dev/kvm is not readable and writable by this user (add the user to the kvm group)"
                 : "/dev/kvm does not exist (no hardware virtualization, or the kvm module is not loaded)"
-            return AcceleratorChoice(accelerator: .tcg, reason: "KVM unusable: \(reason); using TCG", qemuVersion: qemuVersion)
+            return AcceleratorChoice(accelerator: .tcg, reason: "KVM unusable: \(reason); using TCG", backendVersion: backendVersion)
         }
         let start = Date()
         let outcome = await bootUnderKVM(kernel: kernel, initrd: initrd, workDirectory: workDirectory)
         let seconds = Date().timeIntervalSince(start)
         switch outcome {
         case .success:
-            return AcceleratorChoice(accelerator: .kvm, reason: "a test guest booted under KVM in \(String(format: "%.1f", seconds)) s", qemuVersion: qemuVersion, probeSeconds: seconds)
+            return AcceleratorChoice(accelerator: .kvm, reason: "a test guest booted under KVM in \(String(format: "%.1f", seconds)) s", backendVersion: backendVersion, probeSeconds: seconds)
         case .failure(let reason):
-            return AcceleratorChoice(accelerator: .tcg, reason: "KVM rejected: \(reason); using TCG", qemuVersion: qemuVersion, probeSeconds: seconds)
+            return AcceleratorChoice(accelerator: .tcg, reason: "KVM rejected: \(reason); using TCG", backendVersion: backendVersion, probeSeconds: seconds)
         }
     }
 

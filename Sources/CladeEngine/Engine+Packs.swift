@@ -1,0 +1,44 @@
+import CladeModel
+import CladePack
+import CladeStore
+import Foundation
+
+/// Where a pack goes or comes from, and how to authenticate to a registry.
+public struct RegistryAccess: Sendable {
+    public var insecure: Bool
+    public var credentials: RegistryCredentials?
+
+    public init(insecure: Bool = false, credentials: RegistryCredentials? = nil) {
+        self.insecure = insecure
+        self.credentials = credentials
+    }
+}
+
+/// Moving snapshots between hosts: the engine is the front door for packs too, so the CLI and
+/// the daemon never build packers or registry clients of their own.
+extension Engine {
+    /// Packs `tag` (with its ancestors unless told not to) into an OCI layout directory or a `.tar`.
+    public func pack(tag: String, ancestors: Bool = true, to output: URL, level: Int32 = 3, progress: PackProgress? = nil) throws -> PackReport {
+        try Packer(home: home, level: level, logger: logger).pack(tag: tag, ancestors: ancestors, to: output, progress: progress)
+    }
+
+    /// Verifies a pack (directory or `.tar`) and registers its snapshot.
+    public func unpack(from path: URL, options: UnpackOptions = UnpackOptions(), progress: PackProgress? = nil) throws -> UnpackReport {
+        try Unpacker(home: home, disks: disks, logger: logger).unpack(from: path, options: options, progress: progress)
+    }
+
+    /// Uploads `tag` to a registry, sending only blobs the registry lacks.
+    public func push(tag: String, ancestors: Bool = true, to reference: RegistryReference, access: RegistryAccess = .init(), progress: PackProgress? = nil) async throws -> PushReport {
+        try await transfer(access).push(tag: tag, ancestors: ancestors, to: reference, progress: progress)
+    }
+
+    /// Downloads a snapshot from a registry (only blobs this store lacks), verifies and registers it.
+    /// A tag that already holds the same snapshot is reported up to date.
+    public func pull(_ reference: RegistryReference, options: UnpackOptions = UnpackOptions(), access: RegistryAccess = .init(), progress: PackProgress? = nil) async throws -> UnpackReport {
+        try await transfer(access).pull(reference, options: options, progress: progress)
+    }
+
+    private func transfer(_ access: RegistryAccess) -> RegistryTransfer {
+        RegistryTransfer(home: home, disks: disks, insecure: access.insecure, credentials: access.credentials, logger: logger)
+    }
+}

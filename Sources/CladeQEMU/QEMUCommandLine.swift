@@ -1,0 +1,61 @@
+import CladeVMM
+import Foundation
+
+/// Builds QEMU's argument list for a ``MachineSpec``. The device list and its order never vary,
+/// so a restore recreates exactly the machine that was saved.
+public enum QEMUCommandLine {
+    /// TCG's translation cache per process, in MiB; QEMU's default costs ~40 MB of RSS per VM.
+    public static let tcgTranslationCacheMiB = 32
+
+    public static func arguments(for spec: MachineSpec, extra: [String] = [], daemonize: Bool = true) -> [String] {
+        let files = QEMURuntimeFiles(directory: spec.runtimeDirectory)
+        var arguments = [
+            "-name", spec.name,
+            "-machine", "microvm,memory-backend=ram",
+        ]
+        switch spec.accelerator {
+        case .kvm: arguments += ["-accel", "kvm", "-cpu", "host"]
+        case .tcg: arguments += ["-accel", "tcg,tb-size=\(tcgTranslationCacheMiB)", "-cpu", "max"]
+        }
+        let shared = !spec.restoring || spec.restoreIntoSharedMemory
+        arguments += [
+            "-m", "\(spec.memoryMiB)M",
+            "-smp", "\(spec.cpus)",
+            "-object", "memory-backend-file,id=ram,size=\(spec.memoryMiB)M,mem-path=\(spec.memoryFile.path),share=\(shared ? "on" : "off")",
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-serial", "file:\(files.console.path)",
+            "-kernel", spec.kernel.path,
+            "-initrd", spec.initrd.path,
+            "-append", spec.kernelCommandLine,
+            "-no-reboot",
+            "-drive", "id=root,file=\(spec.rootDisk.path),format=qcow2,if=none,discard=unmap",
+            "-device", "virtio-blk-device,drive=root",
+            "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:\(spec.agentPort)-:\(MachineSpec.guestAgentPort)",
+            "-device", "virtio-net-device,netdev=net0,mac=\(spec.mac)",
+            "-device", "virtio-serial-device",
+            "-chardev", "socket,id=agent,path=\(files.agentSocket.path),server=on,wait=off",
+            "-device", "virtserialport,chardev=agent,name=clade.agent",
+            "-device", "virtio-rng-device",
+            "-qmp", "unix:\(files.qmpSocket.path),server=on,wait=off",
+            "-pidfile", files.pidFile.path,
+        ]
+        if spec.restoring { arguments += ["-S", "-incoming", "defer"] }
+        // A device-only save carries no configuration section, so QEMU must not expect one.
+        if spec.restoring, spec.restoredStateKind == .devicesOnly { arguments += ["-global", "migration.send-configuration=off"] }
+        arguments += extra
+        if daemonize { arguments.append("-daemonize") }
+        return arguments
+    }
+
+    /// The device drivers, in order, that a restore must recreate (recorded in snapshot.json).
+    public static func deviceDrivers(for spec: MachineSpec) -> [String] {
+        let arguments = self.arguments(for: spec, daemonize: false)
+        return zip(arguments, arguments.dropFirst()).filter { $0.0 == "-device" }.map { String($0.1.split(separator: ",")[0]) }
+    }
+
+    /// QEMU reports a `hostfwd` rule whose port is taken in these words; the launch is retried
+    /// with another port.
+    static func isForwardingFailure(_ message: String) -> Bool {
+        message.contains("hostfwd") || message.contains("forwarding")
+    }
+}

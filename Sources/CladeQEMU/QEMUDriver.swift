@@ -1,0 +1,101 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CladeStore
+import CladeVMM
+import Foundation
+import Logging
+
+/// The QEMU backend: `qemu-system-x86_64 -M microvm`, daemonized, one QMP socket per machine,
+/// qcow2 disk chains through `qemu-img`.
+public struct QEMUDriver: VMBackend {
+    public let name = "qemu"
+    public let capabilities = BackendCapabilities.all
+    public let executable: String
+    public var disks: any DiskChain { QEMUImage() }
+    private let logger: Logger
+
+    static let installFix = "install it with scripts/install-deps.sh (apt-get install qemu-system-x86 qemu-utils)"
+
+    public init(executable: String = "qemu-system-x86_64", logger: Logger = Logger(label: "clade.qemu")) {
+        self.executable = executable
+        self.logger = logger
+    }
+
+    public func version() throws -> String {
+        guard ExternalCommand.locate(executable) != nil else {
+            throw VMMError.backendMissing(backend: name, program: executable, fix: Self.installFix)
+        }
+        let output = try ExternalCommand(executable, ["--version"]).check().stdout
+        // "QEMU emulator version 7.2.22 (Debian ...)"
+        let words = output.split(whereSeparator: \.isWhitespace)
+        if let index = words.firstIndex(of: "version"), index + 1 < words.count { return String(words[index + 1]) }
+        return output.split(separator: "\n").first.map(String.init) ?? "unknown"
+    }
+
+    public func launch(_ spec: MachineSpec) async throws -> any VMHandle {
+        try await launch(spec, extraArguments: [])
+    }
+
+    /// Launches with arguments appended after the machine definition (benchmarks' `-loadvm`).
+    public func launch(_ spec: MachineSpec, extraArguments: [String]) async throws -> QEMUMachine {
+        guard let qemu = ExternalCommand.locate(executable) else {
+            throw VMMError.backendMissing(backend: name, program: executable, fix: Self.installFix)
+        }
+        let files = QEMURuntimeFiles(directory: spec.runtimeDirectory)
+        for socket in [files.qmpSocket, files.agentSocket] where socket.path.utf8.count > 107 {
+            throw VMMError.socketPathTooLong(socket.path)
+        }
+        for stale in [files.qmpSocket, files.agentSocket, files.pidFile] { try? FileSystem.remove(stale) }
+        let arguments = QEMUCommandLine.arguments(for: spec, extra: extraArguments)
+        logger.debug("starting qemu", metadata: ["vm": "\(spec.name)", "accel": "\(spec.accelerator.rawValue)"])
+        let status = try DetachedLauncher.run(qemu, arguments: arguments, log: files.launchLog)
+        guard status == 0 else {
+            let output = (try? String(contentsOf: files.launchLog, encoding: .utf8)) ?? ""
+            let message = output.split(separator: "\n").filter { !$0.isEmpty }.suffix(3).joined(separator: "; ")
+            if QEMUCommandLine.isForwardingFailure(message) { throw VMMError.agentPortTaken(port: spec.agentPort) }
+            throw VMMError.launchFailed(backend: name, reason: message.isEmpty ? "exit status \(status)" : message)
+        }
+        guard let pid = ProcessControl.readPidFile(files.pidFile) else {
+            throw VMMError.launchFailed(backend: name, reason: "QEMU exited without writing its pid file \(files.pidFile.path)")
+        }
+        return QEMUMachine(files: files, pid: pid, logger: logger)
+    }
+
+    public func attach(runtimeDirectory: URL, pid: Int32?) -> any VMHandle {
+        machine(runtimeDirectory: runtimeDirectory, pid: pid)
+    }
+
+    /// A typed handle, for callers that need QEMU itself (benchmarks' QMP commands).
+    public func machine(runtimeDirectory: URL, pid: Int32?) -> QEMUMachine {
+        let files = QEMURuntimeFiles(directory: runtimeDirectory)
+        return QEMUMachine(files: files, pid: pid ?? ProcessControl.readPidFile(files.pidFile) ?? 0, logger: logger)
+    }
+
+    public func deviceLayout(for spec: MachineSpec) -> [String] { QEMUCommandLine.deviceDrivers(for: spec) }
+
+    public func probeAccelerator(kernel: URL, initrd: URL, workDirectory: URL) async throws -> AcceleratorChoice {
+        await AcceleratorProbe(logger: logger).probe(kernel: kernel, initrd: initrd, workDirectory: workDirectory, backendVersion: try version())
+    }
+
+    public func hostChecks() -> [BackendCheck] {
+        var checks: [BackendCheck] = []
+        do {
+            let version = try self.version()
+            let major = Int(version.split(separator: ".").first ?? "") ?? 0
+            let minor = Int(version.split(separator: ".").dropFirst().first ?? "") ?? 0
+            let recentEnough = major > 7 || (major == 7 && minor >= 2)
+            checks.append(BackendCheck(
+                name: "qemu", ok: recentEnough, warningOnly: true,
+                detail: "\(executable) \(version)" + (recentEnough ? "" : " (clade is tested with 7.2 and newer)"),
+                fix: recentEnough ? nil : "install QEMU 7.2 or newer"))
+        } catch {
+            checks.append(BackendCheck(name: "qemu", ok: false, detail: "\(error)", fix: "scripts/install-deps.sh"))
+        }
+        let found = ExternalCommand.locate("qemu-img") != nil
+        checks.append(BackendCheck(
+            name: "qemu-img", ok: found, detail: found ? "found" : "qemu-img not found",
+            fix: found ? nil : "apt-get install qemu-utils"))
+        return checks
+    }
+}

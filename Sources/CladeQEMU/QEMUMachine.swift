@@ -1,0 +1,122 @@
+import CladeStore
+import CladeVMM
+import Foundation
+import Logging
+
+/// One QEMU process, controlled over its QMP socket.
+public struct QEMUMachine: VMHandle {
+    public let backendName = "qemu"
+    let files: QEMURuntimeFiles
+    public let pid: Int32
+    let logger: Logger
+
+    /// RAM lives in a file QEMU maps itself, so migration skips it (`x-ignore-shared`) and only
+    /// device state (~70 KB) is written: a snapshot takes milliseconds.
+    static let ignoreSharedCapability: [String: JSONValue] = [
+        "capabilities": .array([.object(["capability": .string("x-ignore-shared"), "state": .bool(true)])])
+    ]
+
+    public var isAlive: Bool { ProcessControl.isAlive(pid, marker: files.processMarker) }
+
+    /// Runs `body` on a QMP connection to this machine.
+    public func withQMP<R: Sendable>(timeout: Double = 10, _ body: @escaping @Sendable (QMPClient) async throws -> R) async throws -> R {
+        try await QMPClient.withConnection(socket: files.qmpSocket, timeout: timeout, logger: logger, body)
+    }
+
+    public func status(timeout: Double) async -> MachineStatus {
+        let running: Bool? = try? await withTimeout(timeout, what: "QMP query-status") {
+            try await withQMP(timeout: timeout) { client in
+                try await client.execute("query-status", timeout: timeout)["running"]?.boolValue
+            }
+        }
+        guard let running else { return .unreachable }
+        return running ? .running : .paused
+    }
+
+    public func pause() async throws {
+        try await withQMP { client in _ = try await client.execute("stop") }
+    }
+
+    public func resume() async throws {
+        try await withQMP { client in _ = try await client.execute("cont") }
+    }
+
+    public func saveState(to file: URL, kind: SavedStateKind) async throws {
+        switch kind {
+        case .memoryInSharedFile:
+            guard !file.path.contains("'") else { throw VMMError.stateTransferFailed(backend: backendName, reason: "the path \(file.path) contains a quote") }
+            try await withQMP { client in
+                try await client.execute("stop")
+                try await client.execute("migrate-set-capabilities", arguments: Self.ignoreSharedCapability)
+                try await client.execute("migrate", arguments: ["uri": .string("exec:cat > '\(file.path)'")])
+                try await Self.waitForMigration(client)
+            }
+        case .devicesOnly:
+            // `xen-save-devices-state` writes device state with no RAM and no configuration
+            // section; despite its name it works for any guest.
+            try await withQMP { client in
+                try await client.execute("stop")
+                try await client.execute("xen-save-devices-state", arguments: ["filename": .string(file.path), "live": .bool(false)])
+            }
+        }
+    }
+
+    public func restoreState(from file: URL, kind: SavedStateKind) async throws {
+        guard !file.path.contains("'") else { throw VMMError.stateTransferFailed(backend: backendName, reason: "the path \(file.path) contains a quote") }
+        try await withQMP { client in
+            if kind == .memoryInSharedFile { try await client.execute("migrate-set-capabilities", arguments: Self.ignoreSharedCapability) }
+            try await client.execute("migrate-incoming", arguments: ["uri": .string("exec:cat '\(file.path)'")])
+            try await Self.waitForMigration(client)
+            try await client.execute("cont")
+        }
+    }
+
+    public func captureMemory(_ selection: PageSelection, memoryFile: URL) async throws -> CapturedMemory {
+        let pages = selection == .written
+            ? try DirtyPages.scan(pid: pid, memoryFile: memoryFile)
+            : try DirtyPages.all(pid: pid, memoryFile: memoryFile)
+        return CapturedMemory(pages: pages, contents: try pages.read(pid: pid))
+    }
+
+    public func freezeDisk(onto overlay: URL) async throws {
+        try await withQMP { client in
+            _ = try await client.execute("blockdev-snapshot-sync", arguments: [
+                "device": .string("root"), "snapshot-file": .string(overlay.path), "format": .string("qcow2"),
+                "mode": .string("existing"),
+            ])
+        }
+    }
+
+    public func stop() async {
+        guard isAlive else { return }
+        if (try? FileSystem.exists(files.qmpSocket)) == true {
+            _ = try? await withTimeout(2, what: "QMP quit") {
+                try await withQMP(timeout: 2) { client in _ = try? await client.execute("quit", timeout: 2) }
+            }
+            if await ProcessControl.waitForExit(pid, marker: files.processMarker, timeout: 3) { return }
+            logger.warning("QEMU did not quit; killing it", metadata: ["pid": "\(pid)"])
+        }
+        ProcessControl.forceKill(pid, marker: files.processMarker)
+        _ = await ProcessControl.waitForExit(pid, marker: files.processMarker, timeout: 5)
+    }
+
+    public func consoleTail(lines: Int) -> String {
+        guard let text = try? String(contentsOf: files.console, encoding: .utf8) else { return "" }
+        return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+
+    static func waitForMigration(_ client: QMPClient, timeout: Double = 120) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let info = try await client.execute("query-migrate")
+            switch info["status"]?.stringValue {
+            case "completed": return
+            case "failed", "cancelled":
+                throw VMMError.stateTransferFailed(backend: "qemu", reason: info["error-desc"]?.stringValue ?? "migration \(info["status"]?.stringValue ?? "failed")")
+            default:
+                try await Task.sleep(nanoseconds: 2_000_000)
+            }
+        }
+        throw VMMError.stateTransferFailed(backend: "qemu", reason: "did not finish within \(Int(timeout)) s")
+    }
+}

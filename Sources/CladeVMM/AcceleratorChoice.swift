@@ -1,0 +1,27 @@
+/// The accelerator chosen for this host and why.
+public struct AcceleratorChoice: Codable, Sendable, Equatable {
+    /// What the probe guest's init prints once it runs; only a guest that prints it proves the
+    /// accelerator boots real kernels.
+    public static let probeMarker = "CLADE-PROBE-OK"
+
+    public var accelerator: Accelerator
+    /// Why this accelerator was chosen, in particular why KVM was rejected.
+    public var reason: String
+    /// The version of the backend the choice was made with (a new version is probed again).
+    public var backendVersion: String
+    /// Seconds the probe boot took, when it ran.
+    public var probeSeconds: Double?
+
+    public init(accelerator: Accelerator, reason: String, backendVersion: String, probeSeconds: Double? = nil) {
+        self.accelerator = accelerator
+        self.reason = reason
+        self.backendVersion = backendVersion
+        self.probeSeconds = probeSeconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case accelerator, reason
+        case backendVersion = "backend_version"
+        case probeSeconds = "probe_seconds"
+    }
+}
