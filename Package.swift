@@ -160,7 +160,10 @@ let package = Package(
         .testTarget(name: "CladeQEMUTests", dependencies: ["CladeQEMU", "CladeVMM"]),
         .testTarget(
             name: "CladeEngineTests",
-            dependencies: ["CladeEngine", "CladeVMM", "CladeModel", "CladeStore", "CladeGuestProtocol", "CladeGuest"]
+            dependencies: [
+                "CladeEngine", "CladeVMM", "CladeModel", "CladeStore", "CladeGuestProtocol", "CladeGuest",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
         ),
         .testTarget(name: "CladeGuestTests", dependencies: ["CladeGuest", "CladeGuestProtocol"]),
         .testTarget(name: "CladePackTests", dependencies: ["CladePack", "CladeModel", "CladeStore", "CladeQEMU"]),

@@ -1,4 +1,5 @@
 import CladeModel
+import CladeQEMU
 import CladeStore
 import Foundation
 import Testing
