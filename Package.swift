@@ -138,6 +138,7 @@ let package = Package(
             dependencies: [
                 "CladeServer",
                 "CladeBench",
+                "CladeGuestProtocol",
                 "CladeEngine",
                 "CladePack",
                 "CladeGuest",
@@ -170,7 +171,7 @@ let package = Package(
         .testTarget(
             name: "CladeServerTests",
             dependencies: [
-                "CladeServer", "CladeEngine", "CladeStore",
+                "CladeServer", "CladeEngine", "CladeStore", "CladeGuestProtocol",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),

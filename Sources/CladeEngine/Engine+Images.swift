@@ -1,4 +1,5 @@
 import CladeGuest
+import CladeGuestProtocol
 import CladeModel
 import CladeStore
 import CladeVMM
@@ -27,7 +28,7 @@ extension Engine {
         let kernelDigest = try blobs.ingestCopy(of: kernel.image).digest
         let record = ImageRecord(
             name: name, rootfs: rootfs.digest, rootfsSize: rootfs.size, initrd: initrd, kernel: kernelDigest,
-            kernelRelease: kernel.release, agentVersion: "0.1.0")
+            kernelRelease: kernel.release, agentVersion: CladeVersion.current)
         try images.put(record)
         logger.info("image ready", metadata: ["image": "\(name)", "rootfs": "\(rootfs.digest)"])
         return record

@@ -327,4 +327,4 @@ public struct CladeAPI: Sendable {
 }
 
 /// The version `GET /version` reports.
-public let cladeVersion = "0.6.0"
+public let cladeVersion = CladeVersion.current

@@ -321,7 +321,7 @@ enum OpenAPIDocument {
  "info": {
   "description": "forkd-compatible v1 routes plus clade's own. With --token-file every route but /healthz needs Authorization: Bearer <token>. Errors are {\"error\": \"...\"}.",
   "title": "clade daemon API",
-  "version": "0.6.0"
+  "version": "0.7.0"
  },
  "openapi": "3.1.0",
  "paths": {

@@ -131,14 +131,22 @@ public enum FileSystem {
     }
 
     /// Removes a file or directory tree; absence is not an error.
+    /// Removes a file or directory tree. Something already gone is success, also when another
+    /// process removes it (or part of it) at the same time.
     public static func remove(_ url: URL) throws {
-        guard try exists(url) else { return }
-        do {
-            try FileManager.default.removeItem(at: url)
-        } catch {
-            // Sealed blobs and snapshot directories are read-only; make them writable and retry.
-            _ = chmod(url.path, 0o755)
-            try FileManager.default.removeItem(at: url)
+        var attempt = 0
+        while try exists(url) {
+            attempt += 1
+            do {
+                try FileManager.default.removeItem(at: url)
+                return
+            } catch {
+                guard try exists(url) else { return }
+                // Sealed blobs and snapshot directories are read-only: make them writable and retry.
+                // A concurrent remover can also make one pass fail on an entry it took first.
+                _ = chmod(url.path, 0o755)
+                if attempt >= 3 { throw error }
+            }
         }
     }
 

@@ -11,7 +11,7 @@ import Foundation
 #endif
 import CladeGuestProtocol
 
-let agentVersion = "0.1.0"
+let agentVersion = CladeVersion.current
 
 /// Identity the host assigned at the last restore.
 enum GuestIdentity {

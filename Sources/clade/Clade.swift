@@ -1,5 +1,6 @@
 import ArgumentParser
 import CladeEngine
+import CladeGuestProtocol
 import CladeStore
 import Foundation
 import Logging
@@ -9,7 +10,7 @@ struct Clade: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "clade",
         abstract: "Bake microVMs into snapshots and fork them in milliseconds.",
-        version: "0.1.0",
+        version: CladeVersion.current,
         subcommands: [
             Doctor.self, ImageCommand.self, Run.self, Boot.self, Exec.self, List.self, Kill.self,
             Bake.self, SnapshotCommand.self, Snapshots.self, SnapshotInfoCommand.self, Fork.self, RemoveSnapshot.self,

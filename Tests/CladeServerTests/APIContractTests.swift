@@ -1,4 +1,5 @@
 import CladeEngine
+import CladeGuestProtocol
 import CladeStore
 import Foundation
 import Hummingbird
@@ -36,6 +37,12 @@ import Testing
         }
         let documented = paths.flatMap { path, methods in methods.keys.map { "\($0.uppercased()) \(path)" } }
         #expect(Set(documented) == Set(CladeAPI.routes.map { "\($0.method) \($0.path)" }), "the document lists routes the router does not serve")
+    }
+
+    @Test func theDocumentCarriesTheOneCladeVersion() throws {
+        let document = try #require(try JSONSerialization.jsonObject(with: Data(OpenAPIDocument.json.utf8)) as? [String: Any])
+        #expect((document["info"] as? [String: Any])?["version"] as? String == CladeVersion.current)
+        #expect(cladeVersion == CladeVersion.current)
     }
 
     @Test func tokensAreRequiredExceptForHealth() async throws {
