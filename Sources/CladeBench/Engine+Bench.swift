@@ -51,7 +51,7 @@ extension Engine {
         // The baselines (d) and (e) are QEMU's own techniques.
         guard backend is QEMUDriver else { throw VMMError.unsupported(backend: backend.name, operation: "run the fork benchmark's QEMU baselines") }
         guard (1...Self.maxForkCount).contains(count) else {
-            throw EngineError.invalidOption("-n must be between 1 and \(Self.maxForkCount) (got \(count))")
+            throw EngineError.badInput("-n must be between 1 and \(Self.maxForkCount) (got \(count))")
         }
         let tag = "bench-\(Names.newSandboxID())"
         progress("baking snapshot \(tag)")
@@ -159,7 +159,7 @@ extension Engine {
             if let text = output.stringValue, !text.isEmpty { throw VMMError.stateTransferFailed(backend: qemu.name, reason: "savevm: \(text)") }
             await sourceMachine.stop()
             guard let kernel = source.kernel, let initrd = source.initrd, let commandLine = source.kernelCommandLine else {
-                throw EngineError.invalidOption("the benchmark source did not record its boot files")
+                throw EngineError.unsupported("the benchmark source did not record its boot files")
             }
             let figure = try await measure("qcow2_loadvm", count: count) { _ in
                 let id = Names.newSandboxID()

@@ -41,7 +41,7 @@ extension Engine {
 
     private func runBranchBench(tag: String, memoryMiB: Int, progress: @Sendable (String) -> Void) async throws -> BranchBenchReport {
         guard let child = try await fork(tag: tag, count: 1).first?.record else {
-            throw EngineError.invalidOption("the benchmark fork failed; see `clade fork \(tag)` for the reason")
+            throw EngineError.guestFailed("the benchmark fork failed; see `clade fork \(tag)` for the reason")
         }
         var branches: [String: BranchReport] = [:]
         for mode in [BranchMode.diff, .full] {
@@ -51,7 +51,7 @@ extension Engine {
         let dirtied = max(1, memoryMiB / 10)
         progress("dirtying \(dirtied) MiB of guest RAM")
         let written = try await exec(id: child.id, argv: ["sh", "-c", "head -c \(dirtied << 20) /dev/urandom > /tmp/dirty && echo ok"], timeout: 300)
-        guard written.stdout == "ok\n" else { throw EngineError.invalidOption("could not dirty guest memory: \(written.stderr ?? written.error ?? "")") }
+        guard written.stdout == "ok\n" else { throw EngineError.guestFailed("could not dirty guest memory: \(written.stderr ?? written.error ?? "")") }
         for mode in [BranchMode.diff, .full] {
             progress("dirty fork: \(mode.rawValue) branch")
             branches["dirty_\(mode.rawValue)"] = try await branch(id: child.id, tag: "\(tag)-dirty-\(mode.rawValue)", mode: mode).1

@@ -86,7 +86,7 @@ extension Engine {
 
         progress("packing a sibling branch into the parent's layout")
         guard let child = try await fork(tag: tag, count: 1).first?.record else {
-            throw EngineError.invalidOption("the benchmark fork failed; see `clade fork \(tag)` for the reason")
+            throw EngineError.guestFailed("the benchmark fork failed; see `clade fork \(tag)` for the reason")
         }
         let branchPack: PackReport
         do {

@@ -50,14 +50,14 @@ extension Engine {
         defer { sandboxLock.unlock() }
         var record = try runningRecord(id)
         guard let origin = record.snapshot else {
-            throw EngineError.invalidOption("sandbox \(id) was cold-booted, so its memory is not layered on a snapshot; capture it with `clade snapshot \(id) --tag \(tag) --keep-running`")
+            throw EngineError.wrongState("sandbox \(id) was cold-booted, so its memory is not layered on a snapshot; capture it with `clade snapshot \(id) --tag \(tag) --keep-running`")
         }
         let boot = try bootFiles(of: record)
         guard let layerCount = record.layerCount, let activeDisk = record.activeDisk, let pid = record.pid else {
-            throw EngineError.invalidOption("sandbox \(id) was started by an older clade that did not record its disk chain; fork a new one")
+            throw EngineError.unsupported("sandbox \(id) was started by an older clade that did not record its disk chain; fork a new one")
         }
         guard layerCount + 1 <= SnapshotMetadata.maxChainDepth else {
-            throw EngineError.invalidOption("a branch of \(id) would have \(layerCount + 1) disk layers, more than the limit of \(SnapshotMetadata.maxChainDepth); `clade compact \(origin) --to NEW` and fork from NEW")
+            throw EngineError.badInput("a branch of \(id) would have \(layerCount + 1) disk layers, more than the limit of \(SnapshotMetadata.maxChainDepth); `clade compact \(origin) --to NEW` and fork from NEW")
         }
         // Refused before anything is created when the backend cannot do what this mode needs.
         try backend.require([.devicesOnlyState, .liveDiskFreeze, mode == .diff ? .dirtyPageCapture : .fullMemoryCapture])

@@ -16,7 +16,7 @@ extension Engine {
         defer { lock.unlock() }
         let source = try snapshotCatalog.require(tag)
         try preflight(source)
-        guard let top = source.diskLayers.last else { throw EngineError.invalidOption("snapshot '\(tag)' has no disk layer") }
+        guard let top = source.diskLayers.last else { throw EngineError.damaged("snapshot '\(tag)' has no disk layer") }
         let directory = snapshotCatalog.directory(tag)
         let staging = try makeStagingDirectory(for: newTag)
         let entry = try beginOperation("compact", subject: newTag, paths: [staging])

@@ -36,7 +36,7 @@ extension Engine {
     func preflight(_ metadata: SnapshotMetadata) throws {
         let directory = snapshotCatalog.directory(metadata.tag)
         func damaged(_ what: String) -> EngineError {
-            .invalidOption("snapshot '\(metadata.tag)' is damaged: \(what); remove it with `clade rmi \(metadata.tag)` and bake it again")
+            .damaged("snapshot '\(metadata.tag)' is damaged: \(what); remove it with `clade rmi \(metadata.tag)` and bake it again")
         }
         let memory = directory.appendingPathComponent(metadata.memory.file)
         guard let memoryStatus = try FileSystem.status(of: memory) else { throw damaged("its memory file \(memory.path) is missing") }
@@ -58,7 +58,7 @@ extension Engine {
             throw damaged("its \(what) blob \(digest.short) is missing from the store")
         }
         guard metadata.hypervisor.name == backend.name else {
-            throw EngineError.invalidOption("snapshot '\(metadata.tag)' was taken with \(metadata.hypervisor.name), not \(backend.name)")
+            throw EngineError.unsupported("snapshot '\(metadata.tag)' was taken with \(metadata.hypervisor.name), not \(backend.name)")
         }
         try backend.require(metadata.deviceState.format == SnapshotMetadata.DeviceState.devicesFormat ? .devicesOnlyState : .stateWithSharedMemory)
     }
@@ -67,12 +67,12 @@ extension Engine {
     /// up and reported; the others keep running.
     public func fork(tag: String, count: Int, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder) async throws -> [ForkOutcome] {
         guard (1...Self.maxForkCount).contains(count) else {
-            throw EngineError.invalidOption("-n must be between 1 and \(Self.maxForkCount) (got \(count))")
+            throw EngineError.badInput("-n must be between 1 and \(Self.maxForkCount) (got \(count))")
         }
         let metadata = try snapshotCatalog.require(tag)
         try preflight(metadata)
         if metadata.machine.accelerator == Accelerator.kvm.rawValue, try await accelerator().accelerator != .kvm {
-            throw EngineError.invalidOption("snapshot '\(tag)' was taken under KVM, which does not work on this host (see `clade doctor`)")
+            throw EngineError.unsupported("snapshot '\(tag)' was taken under KVM, which does not work on this host (see `clade doctor`)")
         }
         // The journal lists every child before any exists: if this process dies half-way, the
         // children it started are stopped and removed by the next clade that looks.
@@ -127,7 +127,7 @@ extension Engine {
             let materializer = Materializer(logger: logger)
             let method = try materializer.materialize(directory.appendingPathComponent(metadata.memory.file), at: paths.memory, order: memoryOrder)
             try materializer.materialize(directory.appendingPathComponent(metadata.deviceState.file), at: paths.deviceState)
-            guard !metadata.diskLayers.isEmpty else { throw EngineError.invalidOption("snapshot '\(metadata.tag)' has no disk layer") }
+            guard !metadata.diskLayers.isEmpty else { throw EngineError.damaged("snapshot '\(metadata.tag)' has no disk layer") }
             // Every layer of the chain gets a name in the child's directory, so the chain resolves
             // there (relative backing names) and survives `rmi --force` of the snapshot.
             for (index, layer) in metadata.diskLayers.enumerated() {
@@ -149,7 +149,7 @@ extension Engine {
                 spec.restoring = true
                 spec.restoredStateKind = stateKind
                 guard backend.deviceLayout(for: spec) == metadata.machine.devices else {
-                    throw EngineError.invalidOption("snapshot '\(metadata.tag)' was taken with devices \(metadata.machine.devices), which this clade does not build; use the clade version that made it")
+                    throw EngineError.unsupported("snapshot '\(metadata.tag)' was taken with devices \(metadata.machine.devices), which this clade does not build; use the clade version that made it")
                 }
                 return spec
             }

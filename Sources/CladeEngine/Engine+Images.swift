@@ -13,7 +13,7 @@ extension Engine {
     ) throws -> ImageRecord {
         try Names.validate(name, kind: "image")
         guard (1...1_048_576).contains(freeMiB) else {
-            throw EngineError.invalidOption("--free-space must be between 1 and 1048576 MiB")
+            throw EngineError.badInput("--free-space must be between 1 and 1048576 MiB")
         }
         try home.prepare()
         let lock = try FileLock(home: home, name: "image-\(name)")

@@ -20,7 +20,7 @@ extension Engine {
         defer { lock.unlock() }
         var record = try sandboxes.require(id)
         guard record.state == .paused else {
-            throw EngineError.invalidOption("sandbox \(id) is \(record.state.rawValue), not paused; only a paused sandbox can be unpaused")
+            throw EngineError.wrongState("sandbox \(id) is \(record.state.rawValue), not paused; only a paused sandbox can be unpaused")
         }
         try await machine(id, pid: record.pid).resume()
         record.state = .running

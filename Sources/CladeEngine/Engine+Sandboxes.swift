@@ -22,12 +22,12 @@ public struct BootOptions: Sendable {
 
     func validate() throws {
         guard MachineSpec.memoryRange.contains(memoryMiB) else {
-            throw EngineError.invalidOption("--memory must be between \(MachineSpec.memoryRange.lowerBound) and \(MachineSpec.memoryRange.upperBound) MiB (got \(memoryMiB))")
+            throw EngineError.badInput("--memory must be between \(MachineSpec.memoryRange.lowerBound) and \(MachineSpec.memoryRange.upperBound) MiB (got \(memoryMiB))")
         }
         guard MachineSpec.cpuRange.contains(cpus) else {
-            throw EngineError.invalidOption("--cpus must be between \(MachineSpec.cpuRange.lowerBound) and \(MachineSpec.cpuRange.upperBound) (got \(cpus))")
+            throw EngineError.badInput("--cpus must be between \(MachineSpec.cpuRange.lowerBound) and \(MachineSpec.cpuRange.upperBound) (got \(cpus))")
         }
-        guard readyTimeout > 0 else { throw EngineError.invalidOption("the boot timeout must be positive") }
+        guard readyTimeout > 0 else { throw EngineError.badInput("the boot timeout must be positive") }
     }
 }
 
@@ -110,8 +110,8 @@ extension Engine {
         id: String, argv: [String], env: [String: String]? = nil, cwd: String? = nil, stdin: String? = nil, timeout: Double? = nil
     ) async throws -> AgentResponse {
         let record = try runningRecord(id)
-        guard !argv.isEmpty else { throw EngineError.invalidOption("give the command to run after --") }
-        if let timeout, !(timeout > 0) { throw EngineError.invalidOption("--timeout must be a positive number of seconds") }
+        guard !argv.isEmpty else { throw EngineError.badInput("give the command to run after --") }
+        if let timeout, !(timeout > 0) { throw EngineError.badInput("--timeout must be a positive number of seconds") }
         return try await AgentClient(port: record.agentPort).exec(argv, env: env, cwd: cwd, stdin: stdin, timeout: timeout)
     }
 
@@ -214,8 +214,8 @@ extension Engine {
     public func run(
         _ options: BootOptions, argv: [String], timeout: Double?, progress: @Sendable (String) -> Void = { _ in }
     ) async throws -> AgentResponse {
-        guard !argv.isEmpty else { throw EngineError.invalidOption("give the command to run after --") }
-        if let timeout, !(timeout > 0) { throw EngineError.invalidOption("--timeout must be a positive number of seconds") }
+        guard !argv.isEmpty else { throw EngineError.badInput("give the command to run after --") }
+        if let timeout, !(timeout > 0) { throw EngineError.badInput("--timeout must be a positive number of seconds") }
         // If this process dies while the command runs, the next clade stops the VM.
         let entry = try beginOperation("run", subject: options.image)
         defer { journal.end(entry) }

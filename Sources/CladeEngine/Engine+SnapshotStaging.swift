@@ -44,7 +44,7 @@ extension Engine {
     /// The boot files a sandbox recorded; an actionable error for sandboxes from older builds.
     func bootFiles(of record: SandboxRecord) throws -> BootFiles {
         guard let kernel = record.kernel, let initrd = record.initrd, let rootfs = record.rootfs, let commandLine = record.kernelCommandLine else {
-            throw EngineError.invalidOption("sandbox \(record.id) was started by an older clade that did not record its boot files; start a new one")
+            throw EngineError.unsupported("sandbox \(record.id) was started by an older clade that did not record its boot files; start a new one")
         }
         return BootFiles(kernel: kernel, initrd: initrd, rootfs: rootfs, commandLine: commandLine)
     }

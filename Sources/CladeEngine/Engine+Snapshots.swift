@@ -55,7 +55,7 @@ extension Engine {
         defer { lock.unlock() }
         let record = try runningRecord(id)
         if record.snapshot != nil {
-            throw EngineError.invalidOption(
+            throw EngineError.wrongState(
                 "sandbox \(id) was forked from snapshot '\(record.snapshot ?? "")'; its memory is a private copy-on-write view, so it is captured with `clade branch` (not available yet), not `clade snapshot`")
         }
         let boot = try bootFiles(of: record)
@@ -117,7 +117,7 @@ extension Engine {
                 progress("warming up: \(warm)")
                 let response = try await AgentClient(port: record.agentPort).exec(["sh", "-c", warm], timeout: 600)
                 guard response.exitCode == 0 else {
-                    throw EngineError.invalidOption("the warm-up command exited with \(response.exitCode.map(String.init) ?? "an error"): \(response.error ?? response.stderr ?? "")")
+                    throw EngineError.guestFailed("the warm-up command exited with \(response.exitCode.map(String.init) ?? "an error"): \(response.error ?? response.stderr ?? "")")
                 }
             }
             progress("snapshotting as \(options.tag)")

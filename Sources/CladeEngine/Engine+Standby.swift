@@ -98,7 +98,7 @@ extension Engine {
         defer { lock.unlock() }
         var record = try sandboxes.require(id)
         guard record.state == .standby else {
-            throw EngineError.invalidOption("sandbox \(id) is \(record.state.rawValue), not on standby; only a standby sandbox can be resumed")
+            throw EngineError.wrongState("sandbox \(id) is \(record.state.rawValue), not on standby; only a standby sandbox can be resumed")
         }
         let boot = try bootFiles(of: record)
         let paths = sandboxes.paths(id)
@@ -124,7 +124,7 @@ extension Engine {
             record.pid = nil
             record.state = .standby
             try? sandboxes.put(record)
-            throw EngineError.invalidOption("sandbox \(id) could not be resumed and stays on standby: \(error)")
+            throw EngineError.guestFailed("sandbox \(id) could not be resumed and stays on standby: \(error)")
         }
         try? FileSystem.remove(paths.standbyState)
         return record

@@ -1,3 +1,5 @@
+import CladeStore
+
 /// Failures preparing guest artifacts. Messages say what is missing and how to get it.
 public enum GuestError: Error, CustomStringConvertible, Sendable {
     case kernelMissing(searched: [String])
@@ -21,6 +23,17 @@ public enum GuestError: Error, CustomStringConvertible, Sendable {
             return "\(tool) is missing; run scripts/install-deps.sh"
         case .agent(let message):
             return message
+        }
+    }
+}
+
+extension GuestError: CategorizedError {
+    public var category: ErrorCategory {
+        switch self {
+        case .kernelMissing, .agentMissing, .toolMissing: return .unsupported
+        case .sourceDirectoryMissing: return .notFound
+        case .unsupportedPath: return .badInput
+        case .agent: return .guestFailure
         }
     }
 }

@@ -78,3 +78,14 @@ public enum ModelError: Error, CustomStringConvertible, Sendable {
         }
     }
 }
+
+extension ModelError: CategorizedError {
+    public var category: ErrorCategory {
+        switch self {
+        case .notFound: return .notFound
+        case .alreadyExists: return .conflict
+        case .corrupt, .catalog: return .damaged
+        case .newerFormat: return .unsupported
+        }
+    }
+}

@@ -69,3 +69,16 @@ public enum PackError: Error, CustomStringConvertible, Sendable {
         }
     }
 }
+
+extension PackError: CategorizedError {
+    public var category: ErrorCategory {
+        switch self {
+        case .registry: return .guestFailure  // the remote end failed: a bad gateway
+        case .tagTaken, .ambiguousTag: return .conflict
+        case .snapshotIncomplete: return .damaged
+        case .compression, .archive: return .internal
+        case .newerFormat, .unknownMediaType: return .unsupported
+        default: return .badInput  // what was handed to clade (a pack, a reference) is wrong
+        }
+    }
+}

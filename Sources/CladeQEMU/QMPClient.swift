@@ -1,3 +1,4 @@
+import CladeStore
 import CladeVMM
 import Foundation
 import Logging
@@ -174,4 +175,8 @@ public actor QMPClient {
         eventWaiters = []
         waiters.forEach { $0.continuation.resume(throwing: error) }
     }
+}
+
+extension QMPError: CategorizedError {
+    public var category: ErrorCategory { .guestFailure }
 }

@@ -20,36 +20,17 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { "\(status.code): \(message)" }
 
-    /// Maps the engine's typed errors to statuses: what the caller got wrong is a 4xx, what
-    /// the host could not do is a 5xx.
+    /// Maps every layer's typed errors to statuses through their ``ErrorCategory`` (the one
+    /// table, shared with the CLI's exit codes): what the caller got wrong is a 4xx, what the
+    /// host, a guest or a registry could not do is a 5xx.
     static func from(_ error: Error) -> APIError {
         switch error {
         case let error as APIError:
             return error
-        case let error as ModelError:
-            switch error {
-            case .notFound: return APIError(.notFound, error.description)
-            case .alreadyExists: return APIError(.conflict, error.description)
-            default: return APIError(.internalServerError, error.description)
-            }
-        case let error as EngineError:
-            switch error {
-            case .invalidOption: return APIError(.badRequest, error.description)
-            case .inUse, .notRunning: return APIError(.conflict, error.description)
-            case .imageDamaged, .bootFailed: return APIError(.internalServerError, error.description)
-            }
-        case let error as StoreError:
-            if case .invalidName = error { return APIError(.badRequest, error.description) }
-            return APIError(.internalServerError, error.description)
-        case let error as PackError:
-            switch error {
-            case .registry: return APIError(.badGateway, error.description)
-            case .tagTaken: return APIError(.conflict, error.description)
-            case .compression, .archive: return APIError(.internalServerError, error.description)
-            default: return APIError(.badRequest, error.description)
-            }
         case let error as HTTPError:
             return APIError(error.status, error.body ?? "\(error.status.reasonPhrase)")
+        case let error as any CategorizedError:
+            return APIError(HTTPResponse.Status(code: error.category.httpStatus), "\(error)")
         default:
             return APIError(.internalServerError, "\(error)")
         }

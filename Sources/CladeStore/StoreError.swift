@@ -44,3 +44,14 @@ import Glibc
 public func errnoDescription(_ code: Int32) -> String {
     "\(String(cString: strerror(code))) (errno \(code))"
 }
+
+extension StoreError: CategorizedError {
+    public var category: ErrorCategory {
+        switch self {
+        case .invalidName, .invalidDigest: return .badInput
+        case .digestMismatch, .sizeMismatch, .missingBlob: return .damaged
+        case .commandNotFound: return .unsupported
+        case .systemCall, .notWritable, .commandFailed: return .internal
+        }
+    }
+}

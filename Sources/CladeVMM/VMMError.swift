@@ -1,3 +1,4 @@
+import CladeStore
 /// Failures starting or controlling a machine, in terms any backend can use.
 public enum VMMError: Error, CustomStringConvertible, Sendable {
     /// The backend's program is not installed.
@@ -38,4 +39,20 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
             return "could not \(operation) \(path): \(reason)"
         }
     }
+}
+
+extension VMMError: CategorizedError {
+    public var category: ErrorCategory {
+        switch self {
+        case .backendMissing, .unsupported, .accelerator: return .unsupported
+        case .socketPathTooLong: return .badInput
+        case .agentPortTaken: return .conflict
+        case .launchFailed, .stateTransferFailed, .controlFailed: return .guestFailure
+        case .diskFailed: return .internal
+        }
+    }
+}
+
+extension ChannelError: CategorizedError {
+    public var category: ErrorCategory { .guestFailure }
 }

@@ -17,6 +17,24 @@ struct Clade: AsyncParsableCommand {
             Bench.self, Branch.self, Compact.self, Standby.self, Resume.self, Pause.self, Unpause.self,
             PackCommand.self, UnpackCommand.self, PushCommand.self, PullCommand.self, Serve.self,
         ])
+
+    /// Runs the command; a failure exits with its category's code (the README's error table),
+    /// so scripts can tell "not found" from "the guest failed".
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asynchronous = command as? AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as any CategorizedError {
+            writeStandardError("Error: \(error)\n")
+            Foundation.exit(error.category.exitCode)
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options every command takes.
