@@ -131,7 +131,9 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            // The API's one description, compiled into the binary (nothing to install beside it).
+            resources: [.embedInCode("Resources/openapi.json")]
         ),
         .executableTarget(
             name: "clade",
@@ -159,10 +161,17 @@ let package = Package(
             dependencies: ["CladeModel", "CladeStore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .testTarget(name: "CladeQEMUTests", dependencies: ["CladeQEMU", "CladeVMM"]),
+        // The in-memory backend the engine and server tests run on: a first-class stand-in for
+        // a hypervisor, kept with the tests.
+        .target(
+            name: "CladeFakeBackend",
+            dependencies: ["CladeEngine", "CladeVMM", "CladeModel", "CladeStore", "CladeGuestProtocol"],
+            path: "Tests/CladeFakeBackend"
+        ),
         .testTarget(
             name: "CladeEngineTests",
             dependencies: [
-                "CladeEngine", "CladeVMM", "CladeModel", "CladeStore", "CladeGuestProtocol", "CladeGuest",
+                "CladeEngine", "CladeFakeBackend", "CladeVMM", "CladeModel", "CladeStore", "CladeGuestProtocol", "CladeGuest",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
@@ -171,7 +180,7 @@ let package = Package(
         .testTarget(
             name: "CladeServerTests",
             dependencies: [
-                "CladeServer", "CladeEngine", "CladeStore", "CladeGuestProtocol",
+                "CladeServer", "CladeEngine", "CladeStore", "CladeGuestProtocol", "CladeFakeBackend", "CladeModel",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),

@@ -64,7 +64,7 @@ public struct CladeAPI: Sendable {
         router.get("/version") { _, _ in try JSONIO.response(["version": cladeVersion, "api": "v1"]) }
         router.get("/metrics") { _, _ in await api.metricsText() }
         router.get("/openapi.json") { _, _ in
-            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: OpenAPIDocument.data)))
         }
         router.get("/v1/snapshots") { _, _ in try await api.listSnapshots() }
         router.post("/v1/snapshots") { request, _ in try await api.bake(request) }

@@ -1,4 +1,5 @@
 import CladeEngine
+import CladeFakeBackend
 import CladeModel
 import CladeStore
 import CladeVMM

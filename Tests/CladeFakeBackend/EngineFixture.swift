@@ -6,13 +6,13 @@ import Foundation
 
 /// A private store with a tiny image whose blobs are placeholder files, and an engine on the
 /// fake backend. The accelerator choice is cached up front, as a real probe would leave it.
-struct EngineFixture {
-    let root: URL
-    let home: CladeHome
-    let backend: FakeBackend
-    let engine: Engine
+public struct EngineFixture: Sendable {
+    public let root: URL
+    public let home: CladeHome
+    public let backend: FakeBackend
+    public let engine: Engine
 
-    init(_ name: String, capabilities: BackendCapabilities = .all) throws {
+    public init(_ name: String, capabilities: BackendCapabilities = .all) throws {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("clade-engine-\(name)-\(getpid())-\(UUID().uuidString.prefix(8))")
         home = CladeHome(root: root)
         try home.prepare()
@@ -32,19 +32,19 @@ struct EngineFixture {
         try JSONFiles.write(choice, to: home.state.appendingPathComponent("accelerator.json"))
     }
 
-    var boot: BootOptions { BootOptions(memoryMiB: 64, cpus: 1, readyTimeout: 10) }
+    public var boot: BootOptions { BootOptions(memoryMiB: 64, cpus: 1, readyTimeout: 10) }
 
     /// Bakes `tag` from a guest that has `/sentinel` written.
     @discardableResult
-    func bake(_ tag: String, sentinel: String = "baked") async throws -> SnapshotMetadata {
+    public func bake(_ tag: String, sentinel: String = "baked") async throws -> SnapshotMetadata {
         let record = try await engine.boot(boot)
         backend.machines.get(home.sandboxes.appendingPathComponent(record.id))?.guest.write("/sentinel", sentinel)
         return try await engine.snapshot(id: record.id, tag: tag)
     }
 
-    func directoryEntries(_ url: URL) -> [String] {
+    public func directoryEntries(_ url: URL) -> [String] {
         ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []).sorted()
     }
 
-    func remove() { try? FileManager.default.removeItem(at: root) }
+    public func remove() { try? FileManager.default.removeItem(at: root) }
 }

@@ -8,23 +8,23 @@ import Foundation
 /// ``FakeGuest`` behind a ``FakeAgent`` on the agent port, saved state is the guest's JSON. It
 /// implements the whole seam, so the real engine runs bake, fork, branch, standby and kill on it
 /// with no VM, and tests can take capabilities away or make restores fail.
-final class FakeBackend: VMBackend, @unchecked Sendable {
-    let name = "fake"
-    let capabilities: BackendCapabilities
-    var disks: any DiskChain { FakeDiskChain() }
-    let machines = FakeMachineTable()
+public final class FakeBackend: VMBackend, @unchecked Sendable {
+    public let name = "fake"
+    public let capabilities: BackendCapabilities
+    public var disks: any DiskChain { FakeDiskChain() }
+    public let machines = FakeMachineTable()
     private let lock = NSLock()
     private var restoresToFail = 0
     private var nextPid: Int32 = 5_000_000  // above any pid_max: never a real process
 
-    init(capabilities: BackendCapabilities = .all) {
+    public init(capabilities: BackendCapabilities = .all) {
         self.capabilities = capabilities
     }
 
     /// Makes the next `count` restores fail, as a machine that dies while loading its state would.
-    func failNextRestores(_ count: Int) { lock.withLock { restoresToFail = count } }
+    public func failNextRestores(_ count: Int) { lock.withLock { restoresToFail = count } }
 
-    func takeRestoreFailure() -> Bool {
+    public func takeRestoreFailure() -> Bool {
         lock.withLock {
             guard restoresToFail > 0 else { return false }
             restoresToFail -= 1
@@ -32,9 +32,9 @@ final class FakeBackend: VMBackend, @unchecked Sendable {
         }
     }
 
-    func version() throws -> String { "1.0" }
+    public func version() throws -> String { "1.0" }
 
-    func launch(_ spec: MachineSpec) async throws -> any VMHandle {
+    public func launch(_ spec: MachineSpec) async throws -> any VMHandle {
         if try FileManager.default.attributesOfItem(atPath: spec.rootDisk.path)[.size] == nil {
             throw VMMError.launchFailed(backend: name, reason: "no disk at \(spec.rootDisk.path)")
         }
@@ -61,30 +61,30 @@ final class FakeBackend: VMBackend, @unchecked Sendable {
         return FakeMachine(backend: self, directory: spec.runtimeDirectory, pid: pid)
     }
 
-    func attach(runtimeDirectory: URL, pid: Int32?) -> any VMHandle {
+    public func attach(runtimeDirectory: URL, pid: Int32?) -> any VMHandle {
         FakeMachine(backend: self, directory: runtimeDirectory, pid: pid ?? machines.get(runtimeDirectory)?.pid ?? 0)
     }
 
-    func deviceLayout(for spec: MachineSpec) -> [String] { ["fake-block", "fake-net", "fake-serial"] }
+    public func deviceLayout(for spec: MachineSpec) -> [String] { ["fake-block", "fake-net", "fake-serial"] }
 
-    func probeAccelerator(kernel: URL, initrd: URL, workDirectory: URL) async throws -> AcceleratorChoice {
+    public func probeAccelerator(kernel: URL, initrd: URL, workDirectory: URL) async throws -> AcceleratorChoice {
         AcceleratorChoice(accelerator: .tcg, reason: "the fake backend emulates nothing", backendVersion: "1.0")
     }
 
-    func hostChecks() -> [BackendCheck] { [BackendCheck(name: "fake", ok: true, detail: "in-memory test backend")] }
+    public func hostChecks() -> [BackendCheck] { [BackendCheck(name: "fake", ok: true, detail: "in-memory test backend")] }
 }
 
 /// One fake machine's mutable state.
-final class FakeMachineState: @unchecked Sendable {
-    let pid: Int32
-    let spec: MachineSpec
-    let guest: FakeGuest
-    let agent: FakeAgent
+public final class FakeMachineState: @unchecked Sendable {
+    public let pid: Int32
+    public let spec: MachineSpec
+    public let guest: FakeGuest
+    public let agent: FakeAgent
     private let lock = NSLock()
     private var pausedFlag: Bool
     private(set) var frozenDisks: [URL] = []
 
-    init(pid: Int32, spec: MachineSpec, guest: FakeGuest, agent: FakeAgent, paused: Bool) {
+    public init(pid: Int32, spec: MachineSpec, guest: FakeGuest, agent: FakeAgent, paused: Bool) {
         self.pid = pid
         self.spec = spec
         self.guest = guest
@@ -92,37 +92,37 @@ final class FakeMachineState: @unchecked Sendable {
         self.pausedFlag = paused
     }
 
-    var paused: Bool {
+    public var paused: Bool {
         get { lock.withLock { pausedFlag } }
         set { lock.withLock { pausedFlag = newValue } }
     }
 
-    func froze(_ overlay: URL) { lock.withLock { frozenDisks.append(overlay) } }
+    public func froze(_ overlay: URL) { lock.withLock { frozenDisks.append(overlay) } }
 }
 
 /// Live fake machines by runtime directory.
-final class FakeMachineTable: @unchecked Sendable {
+public final class FakeMachineTable: @unchecked Sendable {
     private let lock = NSLock()
     private var byDirectory: [String: FakeMachineState] = [:]
 
-    func put(_ machine: FakeMachineState, at directory: URL) { lock.withLock { byDirectory[directory.path] = machine } }
-    func get(_ directory: URL) -> FakeMachineState? { lock.withLock { byDirectory[directory.path] } }
-    func remove(_ directory: URL) { lock.withLock { byDirectory[directory.path] = nil } }
-    var count: Int { lock.withLock { byDirectory.count } }
+    public func put(_ machine: FakeMachineState, at directory: URL) { lock.withLock { byDirectory[directory.path] = machine } }
+    public func get(_ directory: URL) -> FakeMachineState? { lock.withLock { byDirectory[directory.path] } }
+    public func remove(_ directory: URL) { lock.withLock { byDirectory[directory.path] = nil } }
+    public var count: Int { lock.withLock { byDirectory.count } }
 }
 
 /// What a fake machine's saved state holds.
-struct FakeSavedState: Codable {
-    var kind: String
-    var guest: FakeGuest.State
+public struct FakeSavedState: Codable {
+    public var kind: String
+    public var guest: FakeGuest.State
 }
 
 /// A handle on a fake machine.
-struct FakeMachine: VMHandle {
-    let backend: FakeBackend
-    let directory: URL
-    let pid: Int32
-    var backendName: String { backend.name }
+public struct FakeMachine: VMHandle {
+    public let backend: FakeBackend
+    public let directory: URL
+    public let pid: Int32
+    public var backendName: String { backend.name }
 
     private var state: FakeMachineState? {
         guard let machine = backend.machines.get(directory), machine.pid == pid else { return nil }
@@ -134,23 +134,23 @@ struct FakeMachine: VMHandle {
         return state
     }
 
-    var isAlive: Bool { state != nil }
+    public var isAlive: Bool { state != nil }
 
-    func status(timeout: Double) async -> MachineStatus {
+    public func status(timeout: Double) async -> MachineStatus {
         guard let state else { return .unreachable }
         return state.paused ? .paused : .running
     }
 
-    func pause() async throws { try require().paused = true }
-    func resume() async throws { try require().paused = false }
+    public func pause() async throws { try require().paused = true }
+    public func resume() async throws { try require().paused = false }
 
-    func saveState(to file: URL, kind: SavedStateKind) async throws {
+    public func saveState(to file: URL, kind: SavedStateKind) async throws {
         let machine = try require()
         machine.paused = true
         try JSONEncoder().encode(FakeSavedState(kind: kind.rawValue, guest: machine.guest.snapshot)).write(to: file)
     }
 
-    func restoreState(from file: URL, kind: SavedStateKind) async throws {
+    public func restoreState(from file: URL, kind: SavedStateKind) async throws {
         let machine = try require()
         if backend.takeRestoreFailure() {
             throw VMMError.stateTransferFailed(backend: "fake", reason: "injected restore failure")
@@ -163,7 +163,7 @@ struct FakeMachine: VMHandle {
         machine.paused = false
     }
 
-    func captureMemory(_ selection: PageSelection, memoryFile: URL) async throws -> CapturedMemory {
+    public func captureMemory(_ selection: PageSelection, memoryFile: URL) async throws -> CapturedMemory {
         guard backend.capabilities.contains(selection == .all ? .fullMemoryCapture : .dirtyPageCapture) else {
             throw VMMError.unsupported(backend: "fake", operation: "capture memory")
         }
@@ -176,36 +176,38 @@ struct FakeMachine: VMHandle {
         return CapturedMemory(pages: pages, contents: contents)
     }
 
-    func freezeDisk(onto overlay: URL) async throws {
+    public func freezeDisk(onto overlay: URL) async throws {
         guard backend.capabilities.contains(.liveDiskFreeze) else { throw VMMError.unsupported(backend: "fake", operation: "freeze the disk") }
         try require().froze(overlay)
     }
 
-    func stop() async {
+    public func stop() async {
         guard let machine = state else { return }
         machine.agent.shutdownListener()
         backend.machines.remove(directory)
     }
 
-    func consoleTail(lines: Int) -> String {
+    public func consoleTail(lines: Int) -> String {
         (try? String(contentsOf: directory.appendingPathComponent("console.log"), encoding: .utf8)) ?? ""
     }
 }
 
 /// Disk layers as small text files naming their backing file.
-struct FakeDiskChain: DiskChain {
-    let layerFormat = "fakecow"
+public struct FakeDiskChain: DiskChain {
+    public let layerFormat = "fakecow"
 
-    func createOverlay(at layer: URL, backingName: String, backingFormat: BackingFormat) throws {
+    public init() {}
+
+    public func createOverlay(at layer: URL, backingName: String, backingFormat: BackingFormat) throws {
         guard !FileManager.default.fileExists(atPath: layer.path) else { throw FakeError("\(layer.path) exists") }
         try Data("fakecow\nbacking=\(backingName)\nformat=\(backingFormat.rawValue)\n".utf8).write(to: layer)
     }
 
-    func flatten(_ top: URL, into output: URL, backingName: String) throws {
+    public func flatten(_ top: URL, into output: URL, backingName: String) throws {
         try Data("fakecow\nbacking=\(backingName)\nformat=raw\nflattened-from=\(top.lastPathComponent)\n".utf8).write(to: output)
     }
 
-    func inspect(_ layer: URL) throws -> DiskLayerInfo {
+    public func inspect(_ layer: URL) throws -> DiskLayerInfo {
         let text = try String(contentsOf: layer, encoding: .utf8)
         let fields = Dictionary(text.split(separator: "\n").compactMap { line -> (String, String)? in
             let parts = line.split(separator: "=", maxSplits: 1)
@@ -214,7 +216,7 @@ struct FakeDiskChain: DiskChain {
         return DiskLayerInfo(format: layerFormat, backingName: fields["backing"], backingFormat: fields["format"], externalDataFile: nil)
     }
 
-    func check(_ layer: URL) throws { _ = try inspect(layer) }
+    public func check(_ layer: URL) throws { _ = try inspect(layer) }
 
-    func createBlank(at file: URL, megabytes: Int) throws { try Data("fakecow\n".utf8).write(to: file) }
+    public func createBlank(at file: URL, megabytes: Int) throws { try Data("fakecow\n".utf8).write(to: file) }
 }

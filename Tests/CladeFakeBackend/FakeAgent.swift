@@ -6,11 +6,11 @@ import Foundation
 
 /// A stand-in for `clade-agent`: a loopback TCP listener on the port the engine chose, answering
 /// one JSON line per connection from the fake machine's guest state.
-final class FakeAgent: @unchecked Sendable {
+public final class FakeAgent: @unchecked Sendable {
     private let listener: Int32
     private let guest: FakeGuest
 
-    init(port: Int, guest: FakeGuest) throws {
+    public init(port: Int, guest: FakeGuest) throws {
         self.guest = guest
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw FakeError("socket failed") }
@@ -32,7 +32,7 @@ final class FakeAgent: @unchecked Sendable {
         thread.start()
     }
 
-    func shutdownListener() {
+    public func shutdownListener() {
         Glibc.shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
     }
@@ -65,25 +65,27 @@ final class FakeAgent: @unchecked Sendable {
 
 /// What the fake guest remembers: its hostname and the files written into it. Saved state carries
 /// it, so a fork sees what its snapshot's guest had.
-final class FakeGuest: @unchecked Sendable {
+public final class FakeGuest: @unchecked Sendable {
     private let lock = NSLock()
     private var state: State
 
-    struct State: Codable {
-        var hostname = "fake"
-        var files: [String: String] = [:]
+    public struct State: Codable {
+        public var hostname = "fake"
+        public var files: [String: String] = [:]
+
+        public init() {}
     }
 
-    init(state: State = State()) { self.state = state }
+    public init(state: State = State()) { self.state = state }
 
-    var snapshot: State { lock.withLock { state } }
+    public var snapshot: State { lock.withLock { state } }
 
-    func lockedSet(_ saved: State) { lock.withLock { state = saved } }
+    public func lockedSet(_ saved: State) { lock.withLock { state = saved } }
 
     /// Writes a file into the guest, as a command in it would.
-    func write(_ path: String, _ content: String) { lock.withLock { state.files[path] = content } }
+    public func write(_ path: String, _ content: String) { lock.withLock { state.files[path] = content } }
 
-    func answer(_ request: AgentRequest) -> AgentResponse {
+    public func answer(_ request: AgentRequest) -> AgentResponse {
         lock.withLock {
             var response = AgentResponse()
             switch AgentAction(rawValue: request.action) {
@@ -114,11 +116,11 @@ final class FakeGuest: @unchecked Sendable {
     }
 }
 
-struct FakeError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+public struct FakeError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }
 
 extension FakeGuest {
-    func restore(_ saved: State) { lockedSet(saved) }
+    public func restore(_ saved: State) { lockedSet(saved) }
 }
