@@ -46,7 +46,7 @@ extension Engine {
         let started = Date()
         let lock = try claimTag(tag)
         defer { lock.unlock() }
-        let sandboxLock = try FileLock(home: home, name: "sandbox-\(id)")
+        let sandboxLock = try FileLock(home: home, .sandbox(id))
         defer { sandboxLock.unlock() }
         var record = try runningRecord(id)
         guard let origin = record.snapshot else {
@@ -64,7 +64,7 @@ extension Engine {
         let machine = machine(id, pid: pid)
         let paths = sandboxes.paths(id)
         let staging = try makeStagingDirectory(for: tag)
-        let entry = try beginOperation("branch", subject: tag, paths: [staging])
+        let entry = try beginOperation(.branch, subject: tag, paths: [staging])
         defer { journal.end(entry) }
         let stagedState = staging.appendingPathComponent("devices.state")
         let nextDisk = "disk-\(layerCount + 1).\(disks.layerFormat)"
@@ -98,7 +98,7 @@ extension Engine {
         do {
             try await machine.saveState(to: stagedState, kind: .devicesOnly)
             captured = try await machine.captureMemory(mode == .diff ? .written : .all, memoryFile: paths.memory)
-            FaultInjection.crashIfRequested(at: "branch-paused")
+            FaultPoint.branchPaused.crashIfRequested()
             // Freeze the disk: the current overlay becomes layer N, the new overlay takes the writes.
             try await machine.freezeDisk(onto: next)
             try await machine.resume()
@@ -135,7 +135,7 @@ extension Engine {
                 in: staging, tag: tag, of: record, boot: boot, layerCount: layerCount + 1,
                 deviceStateFormat: SnapshotMetadata.DeviceState.devicesFormat,
                 parent: .init(tag: origin, id: record.snapshotID ?? "unknown"), branchedFrom: id)
-            FaultInjection.crashIfRequested(at: "branch-staged")
+            FaultPoint.branchStaged.crashIfRequested()
             try publishStagedSnapshot(staging, as: tag)
             let report = BranchReport(
                 tag: tag, mode: mode, pauseMilliseconds: pauseMilliseconds, pagesCaptured: captured.pages.pages.count,

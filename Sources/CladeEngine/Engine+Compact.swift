@@ -19,7 +19,7 @@ extension Engine {
         guard let top = source.diskLayers.last else { throw EngineError.damaged("snapshot '\(tag)' has no disk layer") }
         let directory = snapshotCatalog.directory(tag)
         let staging = try makeStagingDirectory(for: newTag)
-        let entry = try beginOperation("compact", subject: newTag, paths: [staging])
+        let entry = try beginOperation(.compact, subject: newTag, paths: [staging])
         defer { journal.end(entry) }
         do {
             let materializer = Materializer(logger: logger)

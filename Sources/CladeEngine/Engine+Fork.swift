@@ -77,7 +77,7 @@ extension Engine {
         // The journal lists every child before any exists: if this process dies half-way, the
         // children it started are stopped and removed by the next clade that looks.
         let ids = (0..<count).map { _ in Names.newSandboxID() }
-        let entry = try beginOperation("fork", subject: tag, paths: ids.map { sandboxes.paths($0).directory })
+        let entry = try beginOperation(.fork, subject: tag, paths: ids.map { sandboxes.paths($0).directory })
         defer { journal.end(entry) }
         let outcomes = await withTaskGroup(of: ForkOutcome.self) { group in
             for id in ids {
@@ -96,7 +96,7 @@ extension Engine {
             for await outcome in group { outcomes.append(outcome) }
             return outcomes
         }
-        FaultInjection.crashIfRequested(at: "fork-children-started")
+        FaultPoint.forkChildrenStarted.crashIfRequested()
         return outcomes
     }
 
@@ -108,7 +108,7 @@ extension Engine {
     ) async throws -> (SandboxRecord, MaterializeMethod) {
         let directory = snapshotCatalog.directory(metadata.tag)
         let paths = sandboxes.paths(id)
-        let setup = try FileLock(home: home, name: Self.setupLockName(id))
+        let setup = try FileLock(home: home, .sandboxSetup(id))
         defer { setup.unlock() }
         try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
         var record = SandboxRecord(

@@ -16,7 +16,7 @@ extension Engine {
             throw EngineError.badInput("--free-space must be between 1 and 1048576 MiB")
         }
         try home.prepare()
-        let lock = try FileLock(home: home, name: "image-\(name)")
+        let lock = try FileLock(home: home, .image(name))
         defer { lock.unlock() }
         let kernel = try GuestKernel.locate(home: home)
         let agent = try AgentBinary.locate()

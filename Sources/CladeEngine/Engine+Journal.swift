@@ -15,7 +15,7 @@ extension Engine {
     var journal: OperationJournal { OperationJournal(home: home) }
 
     /// Opens a journal entry for an operation about to create `paths` (see ``OperationJournal``).
-    func beginOperation(_ kind: String, subject: String, paths: [URL] = []) throws -> OperationJournal.Entry {
+    func beginOperation(_ kind: OperationKind, subject: String, paths: [URL] = []) throws -> OperationJournal.Entry {
         try journal.begin(kind: kind, subject: subject, paths: paths)
     }
 

@@ -5,7 +5,7 @@ import Foundation
 extension Engine {
     /// Stops a running sandbox's vCPUs; it keeps its process, memory and endpoint.
     public func pause(id: String) async throws {
-        let lock = try FileLock(home: home, name: "sandbox-\(id)")
+        let lock = try FileLock(home: home, .sandbox(id))
         defer { lock.unlock() }
         var record = try runningRecord(id)
         try backend.require(.pause)
@@ -16,7 +16,7 @@ extension Engine {
 
     /// Continues a paused sandbox.
     public func unpause(id: String) async throws {
-        let lock = try FileLock(home: home, name: "sandbox-\(id)")
+        let lock = try FileLock(home: home, .sandbox(id))
         defer { lock.unlock() }
         var record = try sandboxes.require(id)
         guard record.state == .paused else {

@@ -49,9 +49,9 @@ extension Engine {
         try home.prepare()
         let id = Names.newSandboxID()
         let paths = sandboxes.paths(id)
-        let setup = try FileLock(home: home, name: Self.setupLockName(id))
+        let setup = try FileLock(home: home, .sandboxSetup(id))
         defer { setup.unlock() }
-        let ownEntry = operation == nil ? try beginOperation("boot", subject: id, paths: [paths.directory]) : nil
+        let ownEntry = operation == nil ? try beginOperation(.boot, subject: id, paths: [paths.directory]) : nil
         defer { ownEntry.map(journal.end) }
         if let operation { try journal.add(paths.directory, to: operation) }
         try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
@@ -217,7 +217,7 @@ extension Engine {
         guard !argv.isEmpty else { throw EngineError.badInput("give the command to run after --") }
         if let timeout, !(timeout > 0) { throw EngineError.badInput("--timeout must be a positive number of seconds") }
         // If this process dies while the command runs, the next clade stops the VM.
-        let entry = try beginOperation("run", subject: options.image)
+        let entry = try beginOperation(.run, subject: options.image)
         defer { journal.end(entry) }
         let record = try await boot(options, partOf: entry, progress: progress)
         do {
@@ -264,14 +264,11 @@ extension Engine {
         return record
     }
 
-    /// The lock a clade process holds while it creates sandbox `id` (directory, files, QEMU,
-    /// record), so that a concurrent listing never mistakes a sandbox being born for a dead one.
-    static func setupLockName(_ id: String) -> String { "sandbox-setup-\(id)" }
 
     /// True while another live process holds `id`'s setup lock.
     func setupInProgress(_ id: String) -> Bool {
         do {
-            guard let lock = try FileLock.attempt(home: home, name: Self.setupLockName(id)) else { return true }
+            guard let lock = try FileLock.attempt(home: home, .sandboxSetup(id)) else { return true }
             lock.unlock()
             return false
         } catch {
@@ -290,8 +287,8 @@ extension Engine {
         } catch {
             logger.error("cannot remove sandbox directory", metadata: ["path": "\(paths.directory.path)", "error": "\(error)"])
         }
-        for name in [Self.setupLockName(id), "sandbox-\(id)"] {
-            try? FileSystem.remove(home.locks.appendingPathComponent("\(name).lock"))
+        for lock in [LockName.sandboxSetup(id), .sandbox(id)] {
+            try? FileSystem.remove(home.locks.appendingPathComponent("\(lock.rawValue).lock"))
         }
         do {
             try sandboxes.forget(id)

@@ -23,7 +23,7 @@ extension Engine {
     /// that chose the tag, for the hint.
     func claimTag(_ tag: String, option: String = "--tag") throws -> FileLock {
         try Names.validate(tag, kind: "tag")
-        let lock = try FileLock(home: home, name: "snapshot-\(tag)")
+        let lock = try FileLock(home: home, .snapshot(tag))
         if try snapshotCatalog.get(tag) != nil {
             lock.unlock()
             throw ModelError.alreadyExists(kind: "snapshot", name: tag, hint: "choose another \(option) or remove it with `clade rmi \(tag)`")

@@ -62,7 +62,7 @@ extension Engine {
         try backend.require(.stateWithSharedMemory)
         let paths = sandboxes.paths(id)
         let staging = try makeStagingDirectory(for: tag)
-        let entry = try beginOperation("snapshot", subject: tag, paths: [staging])
+        let entry = try beginOperation(.snapshot, subject: tag, paths: [staging])
         defer { journal.end(entry) }
         let stagedState = staging.appendingPathComponent("devices.state")
         let machine = machine(id, pid: record.pid)
@@ -108,11 +108,11 @@ extension Engine {
     public func bake(_ options: BakeOptions, progress: @Sendable (String) -> Void = { _ in }) async throws -> SnapshotMetadata {
         // Fail before booting if the tag is taken; `snapshot` takes the tag's lock for real.
         try claimTag(options.tag).unlock()
-        let entry = try beginOperation("bake", subject: options.tag)
+        let entry = try beginOperation(.bake, subject: options.tag)
         defer { journal.end(entry) }
         let record = try await boot(options.boot, partOf: entry, progress: progress)
         do {
-            FaultInjection.crashIfRequested(at: "bake-booted")
+            FaultPoint.bakeBooted.crashIfRequested()
             if let warm = options.warm {
                 progress("warming up: \(warm)")
                 let response = try await AgentClient(port: record.agentPort).exec(["sh", "-c", warm], timeout: 600)
@@ -171,12 +171,12 @@ extension Engine {
         } else if !force, !(live.isEmpty && children.isEmpty) {
             throw EngineError.inUse(tag: tag, sandboxes: live, snapshots: children)
         }
-        let lock = try FileLock(home: home, name: "snapshot-\(tag)")
+        let lock = try FileLock(home: home, .snapshot(tag))
         defer { lock.unlock() }
         let directory = snapshotCatalog.directory(tag)
         // Rename first so the tag disappears atomically, then unlink the files.
         let doomed = home.snapshots.appendingPathComponent(".deleting-\(tag)-\(getpid())")
-        let entry = try beginOperation("remove-snapshot", subject: tag, paths: [doomed])
+        let entry = try beginOperation(.removeSnapshot, subject: tag, paths: [doomed])
         defer { journal.end(entry) }
         guard rename(directory.path, doomed.path) == 0 else { throw StoreError.systemCall("rename", path: directory.path, errno: errno) }
         try snapshotCatalog.recordRemoved(tag)

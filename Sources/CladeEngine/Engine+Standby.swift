@@ -32,7 +32,7 @@ extension Engine {
     /// its (private) memory file; only device state is saved.
     @discardableResult
     public func standby(id: String) async throws -> StandbyReport {
-        let lock = try FileLock(home: home, name: "sandbox-\(id)")
+        let lock = try FileLock(home: home, .sandbox(id))
         defer { lock.unlock() }
         var record = try runningRecord(id)
         guard let pid = record.pid else { throw EngineError.notRunning(id: id, state: record.state.rawValue) }
@@ -59,7 +59,7 @@ extension Engine {
             throw error
         }
         let pause = Date().timeIntervalSince(start) * 1000
-        FaultInjection.crashIfRequested(at: "standby-captured")
+        FaultPoint.standbyCaptured.crashIfRequested()
         // Merge while the VM is still there but paused: the unshare guard renames a private copy
         // over the path and the VM keeps mapping the old inode, so if clade dies anywhere before the record
         // says standby, `clade ls` simply continues the paused VM and a retry starts over correctly
@@ -81,7 +81,7 @@ extension Engine {
         }
         record.state = .standby
         try sandboxes.put(record)
-        FaultInjection.crashIfRequested(at: "standby-recorded")
+        FaultPoint.standbyRecorded.crashIfRequested()
         // Only now may the process go; a crash before this line leaves a paused VM that
         // `clade ls` stops, because the record already says standby.
         await machine.stop()
@@ -94,7 +94,7 @@ extension Engine {
     /// Restores a standby sandbox in place: same id, disk, memory file and agent endpoint.
     @discardableResult
     public func resume(id: String) async throws -> SandboxRecord {
-        let lock = try FileLock(home: home, name: "sandbox-\(id)")
+        let lock = try FileLock(home: home, .sandbox(id))
         defer { lock.unlock() }
         var record = try sandboxes.require(id)
         guard record.state == .standby else {

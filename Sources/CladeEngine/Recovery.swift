@@ -6,12 +6,6 @@ import CladeStore
 import CladeVMM
 import Foundation
 
-/// Engine crash points (see ``FaultPoint``): `branch-paused`, `branch-staged`,
-/// `standby-captured`, `standby-recorded`.
-enum FaultInjection {
-    static func crashIfRequested(at point: String) { FaultPoint.crashIfRequested(at: point) }
-}
-
 extension Engine {
     /// Marks that this operation may pause the guest (see ``continueIfAbandoned(id:pid:paths:)``).
     func markPause(_ paths: SandboxPaths) throws {
@@ -28,7 +22,7 @@ extension Engine {
     /// the marker's owner is gone.
     func continueIfAbandoned(id: String, machine: any VMHandle, paths: SandboxPaths) async {
         guard (try? FileSystem.exists(paths.pauseMarker)) == true else { return }
-        guard let lock = try? FileLock.attempt(home: home, name: "sandbox-\(id)") else { return }
+        guard let lock = try? FileLock.attempt(home: home, .sandbox(id)) else { return }
         defer { lock.unlock() }
         let status = await machine.status(timeout: 3)
         guard status != .unreachable else { return }  // no answer; keep the marker for the next look
@@ -66,7 +60,7 @@ extension Engine {
             logger.warning("a running sandbox's VM does not answer its control channel", metadata: ["id": "\(id)"])
             return false
         }
-        if status == .paused, let lock = try? FileLock.attempt(home: home, name: "sandbox-\(id)") {
+        if status == .paused, let lock = try? FileLock.attempt(home: home, .sandbox(id)) {
             defer { lock.unlock() }
             logger.warning("continuing a sandbox found paused with no operation on it", metadata: ["id": "\(id)"])
             try? await machine.resume()

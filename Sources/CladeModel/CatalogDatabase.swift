@@ -101,17 +101,16 @@ public final class CatalogDatabase: Sendable {
 }
 
 /// One open catalog per home per process, so every component shares one connection pool.
-private final class OpenCatalogs: @unchecked Sendable {
-    private let lock = NSLock()
-    private var byPath: [String: CatalogDatabase] = [:]
+private struct OpenCatalogs: Sendable {
+    private let byPath = Locked<[String: CatalogDatabase]>([:])
 
     func catalog(for home: CladeHome) throws -> CatalogDatabase {
-        lock.lock()
-        defer { lock.unlock() }
-        let key = CatalogDatabase.url(in: home).path
-        if let open = byPath[key], (try? FileSystem.exists(URL(fileURLWithPath: key))) == true { return open }
-        let database = try CatalogDatabase.openUncached(home)
-        byPath[key] = database
-        return database
+        try byPath.withLock { byPath in
+            let key = CatalogDatabase.url(in: home).path
+            if let open = byPath[key], (try? FileSystem.exists(URL(fileURLWithPath: key))) == true { return open }
+            let database = try CatalogDatabase.openUncached(home)
+            byPath[key] = database
+            return database
+        }
     }
 }

@@ -78,7 +78,7 @@ public struct JobCatalog: Sendable {
                 let owner = OwnerProcess(pid: Int32(truncatingIfNeeded: row["owner_pid"] as Int), start: row["owner_start"])
                 guard !owner.isAlive else { continue }
                 let kind: String = row["kind"]
-                let hint = kind == "pull"
+                let hint = kind == JobKind.pull.rawValue
                     ? "start the pull again; it resumes from the blobs already downloaded"
                     : "start the \(kind) again"
                 try db.execute(

@@ -33,17 +33,17 @@ public struct OperationJournal: Sendable {
     }
 
     /// Opens an entry owned by this process.
-    public func begin(kind: String, subject: String, paths: [URL] = []) throws -> Entry {
+    public func begin(kind: OperationKind, subject: String, paths: [URL] = []) throws -> Entry {
         let owner = OwnerProcess.current
         let relative = try encode(paths.map(relativePath))
         let started = Int64(Date().timeIntervalSince1970)
         let id = try CatalogDatabase.shared(home).write { db -> Int64 in
             try db.execute(
                 sql: "INSERT INTO operations (kind, subject, owner_pid, owner_start, started_at_unix, paths) VALUES (?, ?, ?, ?, ?, ?)",
-                arguments: [kind, subject, Int(owner.pid), owner.start, started, relative])
+                arguments: [kind.rawValue, subject, Int(owner.pid), owner.start, started, relative])
             return db.lastInsertedRowID
         }
-        return Entry(id: id, kind: kind, subject: subject, owner: owner, startedAtUnix: started, paths: paths.map(relativePath))
+        return Entry(id: id, kind: kind.rawValue, subject: subject, owner: owner, startedAtUnix: started, paths: paths.map(relativePath))
     }
 
     /// Adds a path the operation is about to create (to the stored entry; `entry` itself is not changed).

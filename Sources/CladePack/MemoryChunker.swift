@@ -104,54 +104,55 @@ struct MemoryChunker {
 }
 
 /// Hands out chunk indices to worker threads.
-private final class ChunkCursor: @unchecked Sendable {
-    private let lock = NSLock()
-    private var nextIndex = 0
+private struct ChunkCursor: Sendable {
+    private let nextIndex = Locked(0)
 
     func next(below count: Int) -> Int? {
-        lock.withLock {
-            guard nextIndex < count else { return nil }
-            defer { nextIndex += 1 }
-            return nextIndex
+        nextIndex.withLock { next in
+            guard next < count else { return nil }
+            defer { next += 1 }
+            return next
         }
     }
 }
 
 /// Chunk descriptors gathered from worker threads, in offset order.
-private final class ChunkResults: @unchecked Sendable {
-    private let lock = NSLock()
-    private var descriptors: [Descriptor?]
-    private var newFlags: [Bool]
-    private(set) var error: Error?
+private struct ChunkResults: Sendable {
+    private struct Slots {
+        var descriptors: [Descriptor?]
+        var newFlags: [Bool]
+        var error: Error?
+    }
+    private let slots: Locked<Slots>
 
     init(count: Int) {
-        descriptors = Array(repeating: nil, count: count)
-        newFlags = Array(repeating: false, count: count)
+        slots = Locked(Slots(descriptors: Array(repeating: nil, count: count), newFlags: Array(repeating: false, count: count)))
     }
 
-    var failed: Bool { lock.withLock { error != nil } }
+    var failed: Bool { slots.withLock { $0.error != nil } }
+    var error: Error? { slots.withLock { $0.error } }
 
     func set(_ index: Int, _ descriptor: Descriptor, new: Bool) {
-        lock.withLock {
-            descriptors[index] = descriptor
-            newFlags[index] = new
+        slots.withLock {
+            $0.descriptors[index] = descriptor
+            $0.newFlags[index] = new
         }
     }
 
     func fail(_ failure: Error) {
-        lock.withLock { if error == nil { error = failure } }
+        slots.withLock { if $0.error == nil { $0.error = failure } }
     }
 
     func collect() -> MemoryChunker.Result {
-        lock.withLock {
+        slots.withLock { slots in
             var result = MemoryChunker.Result(layers: [], packedBytes: 0, newBytes: 0)
             var seen = Set<Digest>()
-            for (index, descriptor) in descriptors.enumerated() {
+            for (index, descriptor) in slots.descriptors.enumerated() {
                 guard let descriptor else { continue }
                 result.layers.append(descriptor)
                 result.packedBytes += descriptor.size
                 // A chunk repeated within one pack is stored once.
-                if newFlags[index], seen.insert(descriptor.digest).inserted { result.newBytes += descriptor.size }
+                if slots.newFlags[index], seen.insert(descriptor.digest).inserted { result.newBytes += descriptor.size }
             }
             return result
         }

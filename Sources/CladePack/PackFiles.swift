@@ -12,7 +12,7 @@ extension Packer {
         let staging = try home.makeTemporaryDirectory(prefix: "pack")
         defer { try? FileSystem.remove(staging) }
         let journal = OperationJournal(home: home)
-        let entry = try journal.begin(kind: "pack", subject: tag, paths: [staging])
+        let entry = try journal.begin(kind: .pack, subject: tag, paths: [staging])
         defer { journal.end(entry) }
         var report = try pack(tag: tag, ancestors: ancestors, into: staging, progress: progress)
         progress?("writing \(output.lastPathComponent)", report.contentBytes, report.contentBytes)

@@ -159,13 +159,15 @@ public struct Packer: Sendable {
 }
 
 /// Counts bytes done across threads and reports them.
-final class ProgressCounter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var done: Int64 = 0
+final class ProgressCounter: Sendable {
+    private struct Counts {
+        var done: Int64 = 0
+        var lastReport: Int64 = 0
+        var step = ""
+    }
+    private let counts = Locked(Counts())
     private let total: Int64
     private let progress: PackProgress?
-    private var lastReport: Int64 = 0
-    private var currentStep = ""
 
     init(total: Int64, progress: PackProgress?) {
         self.total = total
@@ -173,19 +175,22 @@ final class ProgressCounter: @unchecked Sendable {
     }
 
     var step: String {
-        get { lock.withLock { currentStep } }
+        get { counts.withLock { $0.step } }
         set {
-            lock.withLock { currentStep = newValue }
-            progress?(newValue, lock.withLock { done }, total)
+            let done = counts.withLock { counts -> Int64 in
+                counts.step = newValue
+                return counts.done
+            }
+            progress?(newValue, done, total)
         }
     }
 
     func add(_ bytes: Int64) {
-        let report: (String, Int64)? = lock.withLock {
-            done += bytes
-            guard done - lastReport >= 8 << 20 || done == total else { return nil }
-            lastReport = done
-            return (currentStep, done)
+        let report: (String, Int64)? = counts.withLock { counts in
+            counts.done += bytes
+            guard counts.done - counts.lastReport >= 8 << 20 || counts.done == total else { return nil }
+            counts.lastReport = counts.done
+            return (counts.step, counts.done)
         }
         if let report { progress?(report.0, report.1, total) }
     }

@@ -234,7 +234,7 @@ public actor RegistryClient {
                     try writeAll(fd, bytes, path: partial.path)
                 }
                 // A deterministic stand-in for a pull killed in the middle of a blob.
-                if received * 2 >= size, received < size { FaultPoint.crashIfRequested(at: "pull-blob-half-written") }
+                if received * 2 >= size, received < size { FaultPoint.pullBlobHalfWritten.crashIfRequested() }
                 progress(Int64(buffer.readableBytes))
             }
         } catch let error as PackError {

@@ -87,7 +87,7 @@ public struct RegistryTransfer: Sendable {
         let start = Date()
         try home.prepare()
         let key = Digest.of(Data(reference.description.utf8)).short
-        let lock = try FileLock(home: home, name: "pull-\(key)")
+        let lock = try FileLock(home: home, .pull(key))
         defer { lock.unlock() }
         let cache = home.temporary.appendingPathComponent("pull-\(key)")
         let layout = try LayoutWriter(root: cache)
@@ -110,7 +110,7 @@ public struct RegistryTransfer: Sendable {
             await client.shutdown()
             throw error
         }
-        FaultPoint.crashIfRequested(at: "pull-downloads-done")
+        FaultPoint.pullDownloadsDone.crashIfRequested()
         do {
             var report = try Unpacker(home: home, disks: disks, logger: logger).unpack(layout: cache, options: options, progress: progress)
             try? FileSystem.remove(cache)
@@ -159,7 +159,7 @@ public struct RegistryTransfer: Sendable {
             if let id = manifest.annotations?[AnnotationKey.snapshotID], localIDs.contains(id), chain.count > 1 { break }
             next = manifest.annotations?[AnnotationKey.parentManifest]
         }
-        FaultPoint.crashIfRequested(at: "pull-manifests-fetched")
+        FaultPoint.pullManifestsFetched.crashIfRequested()
 
         var wanted: [Descriptor] = []
         var seen = Set<Digest>()
@@ -193,7 +193,7 @@ public struct RegistryTransfer: Sendable {
         for descriptor in missing {
             let fetched = try await client.downloadBlob(descriptor.digest, size: descriptor.size, to: layout.blobs.appendingPathComponent(descriptor.digest.hex)) { counter.add($0) }
             downloaded[MediaType.kind(of: descriptor.mediaType), default: 0] += fetched
-            FaultPoint.crashIfRequested(at: "pull-blob-downloaded")
+            FaultPoint.pullBlobDownloaded.crashIfRequested()
         }
         guard let leaf = chain.first else { throw PackError.noSnapshot("the registry returned no manifest") }
         var entry = leaf.descriptor

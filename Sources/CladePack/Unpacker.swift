@@ -189,7 +189,7 @@ public struct Unpacker: Sendable {
         let staging = try home.makeTemporaryDirectory(prefix: "unpack")
         defer { try? FileSystem.remove(staging) }
         let journal = OperationJournal(home: home)
-        let entry = try journal.begin(kind: "unpack", subject: leafTag, paths: [staging])
+        let entry = try journal.begin(kind: .unpack, subject: leafTag, paths: [staging])
         defer { journal.end(entry) }
         let stagedBlobs = staging.appendingPathComponent("blobs")
         try FileManager.default.createDirectory(at: stagedBlobs, withIntermediateDirectories: false)
@@ -240,9 +240,9 @@ public struct Unpacker: Sendable {
             }
             try JSONFiles.write(metadata, to: directory.appendingPathComponent(SnapshotMetadata.fileName))
             stagedSnapshots.append((plan, directory, metadata.tag))
-            FaultPoint.crashIfRequested(at: "unpack-staged-snapshot")
+            FaultPoint.unpackStagedSnapshot.crashIfRequested()
         }
-        FaultPoint.crashIfRequested(at: "unpack-verified")
+        FaultPoint.unpackVerified.crashIfRequested()
 
         // Commit: take every tag's lock, re-check, then move blobs and publish ancestors first.
         var locks: [FileLock] = []
@@ -251,7 +251,7 @@ public struct Unpacker: Sendable {
         var alreadyPresent = skipped.map(\.metadata.tag)
         for (position, staged) in stagedSnapshots.enumerated() {
             let isLeaf = position == stagedSnapshots.count - 1
-            locks.append(try FileLock(home: home, name: "snapshot-\(staged.tag)"))
+            locks.append(try FileLock(home: home, .snapshot(staged.tag)))
             let existing = try catalog.get(staged.tag)
             if isLeaf {
                 if existing != nil, !options.force { throw PackError.tagTaken(staged.tag) }
@@ -268,7 +268,7 @@ public struct Unpacker: Sendable {
         for (digest, _) in neededBlobs {
             try blobs.adoptVerified(stagedBlobs.appendingPathComponent(digest.hex), as: digest)
         }
-        FaultPoint.crashIfRequested(at: "unpack-blobs-placed")
+        FaultPoint.unpackBlobsPlaced.crashIfRequested()
         for item in publish {
             let final = catalog.directory(item.tag)
             if item.replace {
@@ -337,14 +337,13 @@ public struct Unpacker: Sendable {
 }
 
 /// The first error thrown by concurrent jobs.
-final class FirstFailure: @unchecked Sendable {
-    private let lock = NSLock()
-    private var first: Error?
+struct FirstFailure: Sendable {
+    private let first = Locked<Error?>(nil)
 
-    var happened: Bool { lock.withLock { first != nil } }
-    var error: Error? { lock.withLock { first } }
+    var happened: Bool { first.withLock { $0 != nil } }
+    var error: Error? { first.current }
 
     func record(_ error: Error) {
-        lock.withLock { if first == nil { first = error } }
+        first.withLock { if $0 == nil { $0 = error } }
     }
 }

@@ -240,8 +240,11 @@ public struct CladeAPI: Sendable {
         let engine = self.engine
         let credentials = body.username.map { RegistryCredentials(username: $0, password: body.password ?? "") }
         let work: @Sendable (@escaping PackProgress) async throws -> String
-        switch body.kind {
-        case "pack":
+        guard let kind = JobKind(rawValue: body.kind) else {
+            throw APIError(.badRequest, "field 'kind' must be \(JobKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        switch kind {
+        case .pack:
             guard let tag = body.tag, let output = body.output, output.hasPrefix("/") else {
                 throw APIError(.badRequest, "a pack job needs 'tag' and an absolute 'output' path")
             }
@@ -249,7 +252,7 @@ public struct CladeAPI: Sendable {
                 let report = try engine.pack(tag: tag, ancestors: body.ancestors ?? true, to: URL(fileURLWithPath: output), progress: progress)
                 return String(decoding: try JSONIO.encoder().encode(report), as: UTF8.self)
             }
-        case "push":
+        case .push:
             guard let tag = body.tag, let text = body.reference else { throw APIError(.badRequest, "a push job needs 'tag' and 'reference'") }
             let reference = try RegistryReference(parsing: text)
             work = { progress in
@@ -258,7 +261,7 @@ public struct CladeAPI: Sendable {
                     access: RegistryAccess(insecure: body.insecure ?? false, credentials: credentials), progress: progress)
                 return String(decoding: try JSONIO.encoder().encode(report), as: UTF8.self)
             }
-        case "pull":
+        case .pull:
             guard let text = body.reference else { throw APIError(.badRequest, "a pull job needs 'reference'") }
             let reference = try RegistryReference(parsing: text)
             work = { progress in
@@ -267,10 +270,8 @@ public struct CladeAPI: Sendable {
                     access: RegistryAccess(insecure: body.insecure ?? false, credentials: credentials), progress: progress)
                 return String(decoding: try JSONIO.encoder().encode(report), as: UTF8.self)
             }
-        default:
-            throw APIError(.badRequest, "field 'kind' must be pack, push or pull")
         }
-        let job = try await jobs.start(kind: body.kind)
+        let job = try await jobs.start(kind: kind)
         let registry = jobs
         Task.detached {
             do {

@@ -14,9 +14,9 @@ actor JobRegistry {
 
     init(catalog: JobCatalog) { self.catalog = catalog }
 
-    func start(kind: String) throws -> Job {
+    func start(kind: JobKind) throws -> Job {
         let job = Job(
-            id: UUID().uuidString.lowercased().prefix(12).description, kind: kind, state: "running", step: "starting", done: 0, total: 0,
+            id: UUID().uuidString.lowercased().prefix(12).description, kind: kind.rawValue, state: "running", step: "starting", done: 0, total: 0,
             error: nil, result: nil, createdAtUnix: Int64(Date().timeIntervalSince1970))
         try catalog.put(job)
         running[job.id] = job

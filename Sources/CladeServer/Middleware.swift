@@ -68,8 +68,9 @@ struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
 }
 
 /// JSON lines, one per state-changing call, in `state/audit.log` of the store.
-final class AuditLog: @unchecked Sendable {
-    private let lock = NSLock()
+final class AuditLog: Sendable {
+    /// Serializes appends so lines never interleave.
+    private let writer = Locked(())
     private let fd: Int32
 
     init(url: URL) throws {
@@ -86,6 +87,6 @@ final class AuditLog: @unchecked Sendable {
         if let error { entry["error"] = error }
         guard var line = try? JSONIO.encoder().encode(entry) else { return }
         line.append(0x0A)
-        lock.withLock { _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
+        writer.withLock { _ in _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
     }
 }

@@ -3,12 +3,26 @@ import Glibc
 #endif
 import Foundation
 
-/// Deterministic crash points for fault tests: with `CLADE_FAULT=<point>` set, clade exits at
-/// once with status 137 (as if SIGKILLed) when it reaches that point. The points are listed in
-/// the README's section on crash safety.
-public enum FaultPoint {
-    public static func crashIfRequested(at point: String) {
-        guard ProcessInfo.processInfo.environment["CLADE_FAULT"] == point else { return }
+/// Deterministic crash points for fault tests: with `CLADE_FAULT=<rawValue>` set, clade exits at
+/// once with status 137 (as if SIGKILLed) when it reaches that point. The README lists them.
+public enum FaultPoint: String, Sendable, CaseIterable {
+    case bakeBooted = "bake-booted"
+    case forkChildrenStarted = "fork-children-started"
+    case branchPaused = "branch-paused"
+    case branchStaged = "branch-staged"
+    case standbyCaptured = "standby-captured"
+    case standbyRecorded = "standby-recorded"
+    case unpackStagedSnapshot = "unpack-staged-snapshot"
+    case unpackVerified = "unpack-verified"
+    case unpackBlobsPlaced = "unpack-blobs-placed"
+    case pullManifestsFetched = "pull-manifests-fetched"
+    case pullBlobHalfWritten = "pull-blob-half-written"
+    case pullBlobDownloaded = "pull-blob-downloaded"
+    case pullDownloadsDone = "pull-downloads-done"
+
+    /// Exits with 137 if `CLADE_FAULT` names this point.
+    public func crashIfRequested() {
+        guard ProcessInfo.processInfo.environment["CLADE_FAULT"] == rawValue else { return }
         _exit(137)
     }
 }

@@ -61,11 +61,10 @@ struct GlobalOptions: ParsableArguments {
 }
 
 enum LoggingBootstrap {
-    private static let lock = NSLock()
-    nonisolated(unsafe) private static var done = false
+    private static let done = Locked(false)
 
     static func once(level: Logger.Level) {
-        lock.withLock {
+        done.withLock { done in
             guard !done else { return }
             done = true
             LoggingSystem.bootstrap { label in

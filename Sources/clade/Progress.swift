@@ -1,11 +1,14 @@
+import CladeStore
 import Foundation
 
 /// Shows the current step of long work on standard error: a spinner on a terminal,
 /// one line per step otherwise (logs, CI). Silent with `--json` so output stays parseable.
-final class ProgressReporter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var step = ""
-    private var running = true
+final class ProgressReporter: Sendable {
+    private struct Shown {
+        var step = ""
+        var running = true
+    }
+    private let shown = Locked(Shown())
     private let interactive: Bool
     private let quiet: Bool
     private let start = Date()
@@ -17,8 +20,8 @@ final class ProgressReporter: @unchecked Sendable {
         Thread.detachNewThread { [self] in
             let frames = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"]
             var index = 0
-            while lock.withLock({ running }) {
-                let current = lock.withLock { step }
+            while shown.withLock({ $0.running }) {
+                let current = shown.withLock { $0.step }
                 if !current.isEmpty {
                     let elapsed = String(format: "%.1fs", Date().timeIntervalSince(start))
                     writeStandardError("\r\u{1B}[2K\(frames[index % frames.count]) \(current) (\(elapsed))")
@@ -32,7 +35,7 @@ final class ProgressReporter: @unchecked Sendable {
     /// Reports the start of a step.
     func update(_ message: String) {
         guard !quiet else { return }
-        lock.withLock { step = message }
+        shown.withLock { $0.step = message }
         if !interactive { writeStandardError("==> \(message)\n") }
     }
 
@@ -40,9 +43,9 @@ final class ProgressReporter: @unchecked Sendable {
     func update(_ message: String, done: Int64, total: Int64) {
         guard !quiet else { return }
         guard interactive, total > 0 else {
-            let changed = lock.withLock { () -> Bool in
-                defer { step = message }
-                return step != message
+            let changed = shown.withLock { shown -> Bool in
+                defer { shown.step = message }
+                return shown.step != message
             }
             if changed && !interactive { writeStandardError("==> \(message)\n") }
             return
@@ -52,12 +55,12 @@ final class ProgressReporter: @unchecked Sendable {
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "█", count: filled) + String(repeating: "░", count: width - filled)
         let text = "\(message) \(bar) \(Int(fraction * 100))% \(formatBytes(done))/\(formatBytes(total))"
-        lock.withLock { step = text }
+        shown.withLock { $0.step = text }
     }
 
     /// Clears the spinner line.
     func finish() {
-        lock.withLock { running = false }
+        shown.withLock { $0.running = false }
         if interactive && !quiet { writeStandardError("\r\u{1B}[2K") }
     }
 }

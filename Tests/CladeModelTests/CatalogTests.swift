@@ -124,7 +124,7 @@ import Testing
         defer { try? FileSystem.remove(home.root) }
         try home.prepare()
         let journal = OperationJournal(home: home)
-        let mine = try journal.begin(kind: "fork", subject: "base", paths: [home.sandboxes.appendingPathComponent("00000000000b")])
+        let mine = try journal.begin(kind: .fork, subject: "base", paths: [home.sandboxes.appendingPathComponent("00000000000b")])
         try journal.add(home.snapshots.appendingPathComponent(".staging-x-1"), to: mine)
         #expect(try journal.abandoned().isEmpty)
         #expect(try journal.entries().first?.paths == ["sandboxes/00000000000b", "snapshots/.staging-x-1"])
