@@ -148,7 +148,7 @@ extension Engine {
     /// each child gets a copy of that qcow2 and starts with `-loadvm`.
     private func measureInternalSnapshot(count: Int, memoryMiB: Int) async throws -> BenchFigure {
         let source = try await boot(BootOptions(memoryMiB: memoryMiB))
-        let sourcePaths = sandboxes.paths(source.id)
+        let sourcePaths = sandboxCatalog.paths(source.id)
         let snapshotName = "clade-bench"
         let qemu = QEMUDriver(logger: logger)
         do {
@@ -163,7 +163,7 @@ extension Engine {
             }
             let figure = try await measure("qcow2_loadvm", count: count) { _ in
                 let id = Names.newSandboxID()
-                let paths = self.sandboxes.paths(id)
+                let paths = self.sandboxCatalog.paths(id)
                 try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
                 try Materializer.copy(from: sourcePaths.disk, to: paths.disk, mode: 0o644, sparse: true)
                 var record = SandboxRecord(
@@ -173,9 +173,9 @@ extension Engine {
                     memoryMiB: memoryMiB, cpus: source.cpus, accelerator: Accelerator(rawValue: source.accelerator) ?? .tcg,
                     kernel: self.blobs.url(for: kernel), initrd: self.blobs.url(for: initrd), commandLine: commandLine,
                     paths: paths, port: record.agentPort, mac: record.mac)
-                try self.sandboxes.put(record)
+                try self.sandboxCatalog.put(record)
                 record.pid = try await qemu.launch(spec, extraArguments: ["-loadvm", snapshotName]).pid
-                try self.sandboxes.put(record)
+                try self.sandboxCatalog.put(record)
                 _ = try await AgentClient(port: record.agentPort).waitUntilReady(timeout: 120) {}
                 let copied = try FileSystem.status(of: paths.disk)?.allocatedBytes
                 return (id, copied)
@@ -192,7 +192,7 @@ extension Engine {
     /// the cost of the process itself, with no guest code run.
     private func startBareQEMU(_ metadata: SnapshotMetadata) async throws -> (String, Int64?) {
         let id = Names.newSandboxID()
-        let paths = sandboxes.paths(id)
+        let paths = sandboxCatalog.paths(id)
         try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
         try Materializer(logger: logger).materialize(snapshotCatalog.directory(metadata.tag).appendingPathComponent(metadata.memory.file), at: paths.memory)
         try QEMUImage().createBlank(at: paths.disk, megabytes: 64)
@@ -205,16 +205,16 @@ extension Engine {
             paths: paths, port: record.agentPort, mac: record.mac)
         spec.restoring = true
         record.pid = try await QEMUDriver(logger: logger).launch(spec).pid
-        try sandboxes.put(record)
+        try sandboxCatalog.put(record)
         return (id, 0)
     }
 
     /// Private bytes of the guest-RAM mapping (pages the guest wrote since the restore), from smaps.
     func privateGuestRAM(of id: String) -> Int64? {
-        guard let record = try? sandboxes.get(id), let pid = record.pid,
+        guard let record = try? sandboxCatalog.get(id), let pid = record.pid,
               let data = try? FileSystem.readProcFile("/proc/\(pid)/smaps") else { return nil }
         let smaps = String(decoding: data, as: UTF8.self)
-        let memoryPath = sandboxes.paths(id).memory.path
+        let memoryPath = sandboxCatalog.paths(id).memory.path
         var inMapping = false
         var total: Int64 = 0
         for line in smaps.split(separator: "\n") {

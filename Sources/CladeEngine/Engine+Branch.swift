@@ -62,7 +62,7 @@ extension Engine {
         // Refused before anything is created when the backend cannot do what this mode needs.
         try backend.require([.devicesOnlyState, .liveDiskFreeze, mode == .diff ? .dirtyPageCapture : .fullMemoryCapture])
         let machine = machine(id, pid: pid)
-        let paths = sandboxes.paths(id)
+        let paths = sandboxCatalog.paths(id)
         let staging = try makeStagingDirectory(for: tag)
         let entry = try beginOperation(.branch, subject: tag, paths: [staging])
         defer { journal.end(entry) }
@@ -113,7 +113,7 @@ extension Engine {
         let pauseMilliseconds = Date().timeIntervalSince(pauseStart) * 1000
         record.activeDisk = nextDisk
         record.layerCount = layerCount + 1
-        try sandboxes.put(record)
+        try sandboxCatalog.put(record)
 
         do {
             progress("writing the \(mode.rawValue) memory file (\(captured.pages.pages.count) pages)")

@@ -77,7 +77,7 @@ extension Engine {
         // The journal lists every child before any exists: if this process dies half-way, the
         // children it started are stopped and removed by the next clade that looks.
         let ids = (0..<count).map { _ in Names.newSandboxID() }
-        let entry = try beginOperation(.fork, subject: tag, paths: ids.map { sandboxes.paths($0).directory })
+        let entry = try beginOperation(.fork, subject: tag, paths: ids.map { sandboxCatalog.paths($0).directory })
         defer { journal.end(entry) }
         let outcomes = await withTaskGroup(of: ForkOutcome.self) { group in
             for id in ids {
@@ -107,7 +107,7 @@ extension Engine {
         of metadata: SnapshotMetadata, id: String, port: Int?, mac: String?, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder
     ) async throws -> (SandboxRecord, MaterializeMethod) {
         let directory = snapshotCatalog.directory(metadata.tag)
-        let paths = sandboxes.paths(id)
+        let paths = sandboxCatalog.paths(id)
         let setup = try FileLock(home: home, .sandboxSetup(id))
         defer { setup.unlock() }
         try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: false)
@@ -137,7 +137,7 @@ extension Engine {
             record.layerCount = metadata.diskLayers.count
             record.activeDisk = paths.disk.lastPathComponent
             mark("files")
-            try sandboxes.put(record)
+            try sandboxCatalog.put(record)
             let mac = record.mac
             let stateKind: SavedStateKind = metadata.deviceState.format == SnapshotMetadata.DeviceState.devicesFormat ? .devicesOnly : .memoryInSharedFile
             let handle = try await launchWithAgentPort(port) { agentPort in
@@ -156,13 +156,13 @@ extension Engine {
             record.pid = handle.machine.pid
             record.agentPort = handle.port
             mark("launched")
-            try sandboxes.put(record)
+            try sandboxCatalog.put(record)
             try await handle.machine.restoreState(from: paths.deviceState, kind: stateKind)
             mark("restored")
             try await pushIdentity(record)
             mark("identity")
             record.state = .running
-            try sandboxes.put(record)
+            try sandboxCatalog.put(record)
             logger.debug("child started", metadata: ["id": "\(id)", "phases": "\(phases.joined(separator: " "))"])
             return (record, method)
         } catch {

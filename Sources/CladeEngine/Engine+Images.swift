@@ -29,15 +29,15 @@ extension Engine {
         let record = ImageRecord(
             name: name, rootfs: rootfs.digest, rootfsSize: rootfs.size, initrd: initrd, kernel: kernelDigest,
             kernelRelease: kernel.release, agentVersion: CladeVersion.current)
-        try images.put(record)
+        try imageCatalog.put(record)
         logger.info("image ready", metadata: ["image": "\(name)", "rootfs": "\(rootfs.digest)"])
         return record
     }
 
     /// The image called `name`; the built-in `default` image is built on first use.
     public func image(named name: String, progress: @Sendable (String) -> Void = { _ in }) throws -> ImageRecord {
-        if let record = try images.get(name) { return record }
-        guard name == DefaultImage.name else { return try images.require(name) }
+        if let record = try imageCatalog.get(name) { return record }
+        guard name == DefaultImage.name else { return try imageCatalog.require(name) }
         progress("building the built-in default image (first use)")
         let work = try home.makeTemporaryDirectory(prefix: "default-image")
         defer { try? FileSystem.remove(work) }
@@ -45,11 +45,11 @@ extension Engine {
         return try buildImage(from: work, name: name, progress: progress)
     }
 
-    public func listImages() throws -> [ImageRecord] { try images.list() }
+    public func listImages() throws -> [ImageRecord] { try imageCatalog.list() }
 
     /// Removes the image's name. Its blobs stay while anything else references them.
     public func removeImage(_ name: String) throws {
-        try images.remove(name)
+        try imageCatalog.remove(name)
     }
 
     /// The blob paths an image boots from, checked to exist before any VM starts.

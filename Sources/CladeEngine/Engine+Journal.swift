@@ -37,7 +37,7 @@ extension Engine {
                 if url.deletingLastPathComponent().standardizedFileURL == home.sandboxes.standardizedFileURL {
                     let id = url.lastPathComponent
                     guard (try? Names.validateSandboxID(id)) != nil else { continue }
-                    let pid = (try? sandboxes.get(id))??.pid ?? recordedPid(id)
+                    let pid = (try? sandboxCatalog.get(id))??.pid ?? recordedPid(id)
                     await destroy(id: id, pid: pid)
                 } else if (try? FileSystem.exists(url)) == true {
                     try? FileSystem.remove(url)

@@ -11,19 +11,19 @@ extension Engine {
         try backend.require(.pause)
         try await machine(id, pid: record.pid).pause()
         record.state = .paused
-        try sandboxes.put(record)
+        try sandboxCatalog.put(record)
     }
 
     /// Continues a paused sandbox.
     public func unpause(id: String) async throws {
         let lock = try FileLock(home: home, .sandbox(id))
         defer { lock.unlock() }
-        var record = try sandboxes.require(id)
+        var record = try sandboxCatalog.require(id)
         guard record.state == .paused else {
             throw EngineError.wrongState("sandbox \(id) is \(record.state.rawValue), not paused; only a paused sandbox can be unpaused")
         }
         try await machine(id, pid: record.pid).resume()
         record.state = .running
-        try sandboxes.put(record)
+        try sandboxCatalog.put(record)
     }
 }

@@ -48,7 +48,7 @@ extension Engine {
         let choice = try await accelerator()
         try home.prepare()
         let id = Names.newSandboxID()
-        let paths = sandboxes.paths(id)
+        let paths = sandboxCatalog.paths(id)
         let setup = try FileLock(home: home, .sandboxSetup(id))
         defer { setup.unlock() }
         let ownEntry = operation == nil ? try beginOperation(.boot, subject: id, paths: [paths.directory]) : nil
@@ -66,7 +66,7 @@ extension Engine {
             // Relative backing path: sandbox and snapshot directories are both two levels below
             // the home, so the same overlay (later a snapshot's disk layer) resolves anywhere.
             try disks.createOverlay(at: paths.disk, backingName: Self.rootfsBackingName(image.rootfs), backingFormat: .raw)
-            try sandboxes.put(record)
+            try sandboxCatalog.put(record)
             progress("starting the VM (\(choice.accelerator.rawValue))")
             // init_on_free zeroes pages the guest frees (the unpacked initramfs, exited processes),
             // so snapshot memory holds fewer stale bytes: smaller packs, better compression.
@@ -81,7 +81,7 @@ extension Engine {
             }
             record.pid = launched.machine.pid
             record.agentPort = launched.port
-            try sandboxes.put(record)
+            try sandboxCatalog.put(record)
             progress("waiting for the guest agent")
             let machine = launched.machine
             let pid = machine.pid
@@ -91,7 +91,7 @@ extension Engine {
                 }
             }
             record.state = .running
-            try sandboxes.put(record)
+            try sandboxCatalog.put(record)
             logger.info("sandbox running", metadata: ["id": "\(id)", "port": "\(record.agentPort)", "pid": "\(pid)"])
             return record
         } catch {
@@ -123,11 +123,11 @@ extension Engine {
     /// Stops a sandbox and removes everything it had: process, sockets, pid file, disk overlay, memory file.
     public func kill(id: String) async throws {
         try Names.validateSandboxID(id)
-        let paths = sandboxes.paths(id)
+        let paths = sandboxCatalog.paths(id)
         guard try FileSystem.exists(paths.directory) else {
             throw ModelError.notFound(kind: "sandbox", name: id, hint: "list sandboxes with `clade ls`")
         }
-        let record = try? sandboxes.get(id)
+        let record = try? sandboxCatalog.get(id)
         await destroy(id: id, pid: record?.pid ?? machine(id, pid: nil).pid)
     }
 
@@ -137,9 +137,9 @@ extension Engine {
     public func listSandboxes() async throws -> [SandboxRecord] {
         try await recoverInterruptedOperations()
         var result: [SandboxRecord] = []
-        for id in try sandboxes.ids() {
-            let paths = sandboxes.paths(id)
-            let record = try? sandboxes.get(id)
+        for id in try sandboxCatalog.ids() {
+            let paths = sandboxCatalog.paths(id)
+            let record = try? sandboxCatalog.get(id)
             let pid = record?.pid ?? recordedPid(id)
             let alive = isAlive(id, pid: pid)
             if var record {
@@ -180,25 +180,25 @@ extension Engine {
     /// Makes the catalog's sandbox rows match a fresh scan of the directories.
     func syncSandboxRows(with scanned: [SandboxRecord]) throws {
         let current = Dictionary(scanned.filter { $0.state != .dead }.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
-        let indexed = try sandboxes.indexed()
+        let indexed = try sandboxCatalog.indexed()
         for row in indexed where current[row.id] == nil {
             // Gone since the scan began, or being set up by another process (its put will follow).
-            if !setupInProgress(row.id), !((try? FileSystem.exists(sandboxes.paths(row.id).directory)) ?? true) {
-                try sandboxes.forget(row.id)
+            if !setupInProgress(row.id), !((try? FileSystem.exists(sandboxCatalog.paths(row.id).directory)) ?? true) {
+                try sandboxCatalog.forget(row.id)
             }
         }
         // Rows are only added here, never updated: a writer updates file then row, and a row
         // written from this (possibly older) scan must not replace a newer one.
         let indexedIDs = Set(indexed.map(\.id))
         for record in current.values where !indexedIDs.contains(record.id) {
-            try sandboxes.indexIfMissing(record)
+            try sandboxCatalog.indexIfMissing(record)
         }
     }
 
     /// One sandbox, from the catalog, with its process checked (a dead one is reported `dead`
     /// and cleaned up, as in ``listSandboxes()``), without scanning the others.
     public func sandbox(id: String) async throws -> SandboxRecord {
-        guard var record = try sandboxes.indexed(id) ?? sandboxes.get(id) else {
+        guard var record = try sandboxCatalog.indexed(id) ?? sandboxCatalog.get(id) else {
             throw ModelError.notFound(kind: "sandbox", name: id, hint: "list sandboxes with `clade ls`")
         }
         guard record.state == .running || record.state == .paused else { return record }
@@ -257,7 +257,7 @@ extension Engine {
     }
 
     func runningRecord(_ id: String) throws -> SandboxRecord {
-        let record = try sandboxes.require(id)
+        let record = try sandboxCatalog.require(id)
         guard record.state == .running, isAlive(id, pid: record.pid) else {
             throw EngineError.notRunning(id: id, state: record.state == .running ? "dead (its VM exited)" : record.state.rawValue)
         }
@@ -278,7 +278,7 @@ extension Engine {
 
     /// Stops the process if it is still ours, then removes the sandbox directory.
     package func destroy(id: String, pid: Int32?) async {
-        let paths = sandboxes.paths(id)
+        let paths = sandboxCatalog.paths(id)
         if let pid {
             await machine(id, pid: pid).stop()
         }
@@ -291,7 +291,7 @@ extension Engine {
             try? FileSystem.remove(home.locks.appendingPathComponent("\(lock.rawValue).lock"))
         }
         do {
-            try sandboxes.forget(id)
+            try sandboxCatalog.forget(id)
         } catch {
             logger.error("cannot drop the sandbox from the catalog; it is dropped when the catalog is next reconciled", metadata: ["id": "\(id)", "error": "\(error)"])
         }

@@ -65,7 +65,7 @@ extension Engine {
         let spec = machineSpec(
             memoryMiB: record.memoryMiB, cpus: record.cpus, accelerator: Accelerator(rawValue: record.accelerator) ?? .tcg,
             kernel: blobs.url(for: boot.kernel), initrd: blobs.url(for: boot.initrd), commandLine: boot.commandLine,
-            paths: sandboxes.paths(record.id), port: 0, mac: record.mac)
+            paths: sandboxCatalog.paths(record.id), port: 0, mac: record.mac)
         let metadata = SnapshotMetadata(
             tag: tag, id: UUID().uuidString.lowercased(),
             hypervisor: .init(name: backend.name, version: (try? backend.version()) ?? "unknown"),

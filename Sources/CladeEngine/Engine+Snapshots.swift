@@ -60,7 +60,7 @@ extension Engine {
         }
         let boot = try bootFiles(of: record)
         try backend.require(.stateWithSharedMemory)
-        let paths = sandboxes.paths(id)
+        let paths = sandboxCatalog.paths(id)
         let staging = try makeStagingDirectory(for: tag)
         let entry = try beginOperation(.snapshot, subject: tag, paths: [staging])
         defer { journal.end(entry) }
@@ -90,7 +90,7 @@ extension Engine {
                 deviceStateFormat: SnapshotMetadata.DeviceState.migrationFormat, parent: nil)
             try publishStagedSnapshot(staging, as: tag)
             try FileSystem.remove(paths.directory)
-            try sandboxes.forget(id)
+            try sandboxCatalog.forget(id)
             logger.info("snapshot taken", metadata: ["tag": "\(tag)", "pause_ms": "\(Int(pauseMilliseconds))", "device_state_bytes": "\(metadata.deviceState.size)"])
             if keepRunning {
                 progress("resuming \(id) as a fork of \(tag)")
@@ -123,7 +123,7 @@ extension Engine {
             progress("snapshotting as \(options.tag)")
             return try await snapshot(id: record.id, tag: options.tag, progress: progress)
         } catch {
-            if (try? sandboxes.get(record.id)) != nil { try? await kill(id: record.id) }
+            if (try? sandboxCatalog.get(record.id)) != nil { try? await kill(id: record.id) }
             throw error
         }
     }

@@ -36,7 +36,7 @@ extension Engine {
         defer { lock.unlock() }
         var record = try runningRecord(id)
         guard let pid = record.pid else { throw EngineError.notRunning(id: id, state: record.state.rawValue) }
-        let paths = sandboxes.paths(id)
+        let paths = sandboxCatalog.paths(id)
         let forked = record.snapshot != nil
         try backend.require(forked ? [.devicesOnlyState, .dirtyPageCapture] : .stateWithSharedMemory)
         let machine = machine(id, pid: pid)
@@ -80,13 +80,13 @@ extension Engine {
             throw error
         }
         record.state = .standby
-        try sandboxes.put(record)
+        try sandboxCatalog.put(record)
         FaultPoint.standbyRecorded.crashIfRequested()
         // Only now may the process go; a crash before this line leaves a paused VM that
         // `clade ls` stops, because the record already says standby.
         await machine.stop()
         record.pid = nil
-        try sandboxes.put(record)
+        try sandboxCatalog.put(record)
         logger.info("standby", metadata: ["id": "\(id)", "pause_ms": "\(Int(pause))", "pages": "\(captured.pages.pages.count)", "unshared": "\(unshared)"])
         return StandbyReport(id: id, pauseMilliseconds: pause, pagesCaptured: captured.pages.pages.count, unshared: unshared)
     }
@@ -96,12 +96,12 @@ extension Engine {
     public func resume(id: String) async throws -> SandboxRecord {
         let lock = try FileLock(home: home, .sandbox(id))
         defer { lock.unlock() }
-        var record = try sandboxes.require(id)
+        var record = try sandboxCatalog.require(id)
         guard record.state == .standby else {
             throw EngineError.wrongState("sandbox \(id) is \(record.state.rawValue), not on standby; only a standby sandbox can be resumed")
         }
         let boot = try bootFiles(of: record)
-        let paths = sandboxes.paths(id)
+        let paths = sandboxCatalog.paths(id)
         let forked = record.snapshot != nil
         var spec = machineSpec(
             memoryMiB: record.memoryMiB, cpus: record.cpus, accelerator: Accelerator(rawValue: record.accelerator) ?? .tcg,
@@ -117,13 +117,13 @@ extension Engine {
             record.pid = machine.pid
             try await machine.restoreState(from: paths.standbyState, kind: kind)
             record.state = .running
-            try sandboxes.put(record)
+            try sandboxCatalog.put(record)
             try await pushIdentity(record)
         } catch {
             if let pid = record.pid { await machine(id, pid: pid).stop() }
             record.pid = nil
             record.state = .standby
-            try? sandboxes.put(record)
+            try? sandboxCatalog.put(record)
             throw EngineError.guestFailed("sandbox \(id) could not be resumed and stays on standby: \(error)")
         }
         try? FileSystem.remove(paths.standbyState)

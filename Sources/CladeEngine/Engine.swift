@@ -22,13 +22,13 @@ public struct Engine: Sendable {
     }
 
     package var blobs: BlobStore { BlobStore(home: home, logger: logger) }
-    var images: ImageCatalog { ImageCatalog(home: home) }
-    package var sandboxes: SandboxCatalog { SandboxCatalog(home: home) }
+    var imageCatalog: ImageCatalog { ImageCatalog(home: home) }
+    package var sandboxCatalog: SandboxCatalog { SandboxCatalog(home: home) }
     package var disks: any DiskChain { backend.disks }
 
     /// A handle on sandbox `id`'s machine; `pid` nil means the one its runtime directory records.
     func machine(_ id: String, pid: Int32?) -> any VMHandle {
-        backend.attach(runtimeDirectory: sandboxes.paths(id).directory, pid: pid)
+        backend.attach(runtimeDirectory: sandboxCatalog.paths(id).directory, pid: pid)
     }
 
     /// True when sandbox `id`'s machine process `pid` still runs.

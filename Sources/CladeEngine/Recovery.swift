@@ -53,8 +53,8 @@ extension Engine {
     /// finds). A guest found paused with no operation holding the sandbox is continued. Returns
     /// false when the machine does not answer within 3 s.
     public func adopt(id: String) async -> Bool {
-        let paths = sandboxes.paths(id)
-        let machine = machine(id, pid: (try? sandboxes.get(id))??.pid)
+        let paths = sandboxCatalog.paths(id)
+        let machine = machine(id, pid: (try? sandboxCatalog.get(id))??.pid)
         let status = await machine.status(timeout: 3)
         guard status != .unreachable else {
             logger.warning("a running sandbox's VM does not answer its control channel", metadata: ["id": "\(id)"])
