@@ -55,13 +55,13 @@ extension Engine {
         }
         let tag = "bench-\(Names.newSandboxID())"
         progress("baking snapshot \(tag)")
-        let metadata = try await bake(BakeOptions(boot: BootOptions(memoryMiB: memoryMiB), tag: tag))
+        let metadata = try await snapshots.bake(BakeOptions(boot: BootOptions(memoryMiB: memoryMiB), tag: tag))
         do {
             let report = try await runForkBench(metadata, count: count, memoryMiB: memoryMiB, progress: progress)
-            _ = try? await removeSnapshot(tag, cascade: true)
+            _ = try? await snapshots.remove(tag, cascade: true)
             return report
         } catch {
-            _ = try? await removeSnapshot(tag, cascade: true)
+            _ = try? await snapshots.remove(tag, cascade: true)
             throw error
         }
     }
@@ -73,14 +73,14 @@ extension Engine {
 
         progress("(a) cold boot of \(count) to agent-ready")
         figures.append(try await measure("cold_boot", count: count) { _ in
-            let record = try await self.boot(BootOptions(memoryMiB: memoryMiB))
+            let record = try await self.sandboxes.boot(BootOptions(memoryMiB: memoryMiB))
             return (record.id, nil)
         })
 
         progress("(b) clade fork of \(count) (hardlinked memory)")
         var idle: [Int64] = []
         let forkFigure = try await measure("clade_fork", count: count, keep: true) { _ in
-            let (record, method) = try await self.startChild(of: metadata, id: Names.newSandboxID(), port: nil, mac: nil)
+            let (record, method) = try await self.forks.startChild(of: metadata, id: Names.newSandboxID(), port: nil, mac: nil)
             return (record.id, method == .hardlink ? 0 : metadata.memory.physicalSize)
         } inspect: { ids in
             try? await Task.sleep(nanoseconds: 2_000_000_000)
@@ -90,7 +90,7 @@ extension Engine {
 
         progress("(c) fork with a full copy of the memory file per child")
         figures.append(try await measure("fork_full_copy", count: count) { _ in
-            let (record, _) = try await self.startChild(of: metadata, id: Names.newSandboxID(), port: nil, mac: nil, memoryOrder: [.copy])
+            let (record, _) = try await self.forks.startChild(of: metadata, id: Names.newSandboxID(), port: nil, mac: nil, memoryOrder: [.copy])
             return (record.id, metadata.memory.logicalSize)
         })
 
@@ -137,7 +137,7 @@ extension Engine {
         }
         let total = Date().timeIntervalSince(begin) * 1000
         await inspect(results.map(\.0))
-        for (id, _, _) in results { try? await kill(id: id) }
+        for (id, _, _) in results { try? await sandboxes.kill(id: id) }
         let perChild = results.isEmpty ? .nan : results.map(\.2).reduce(0, +) / Double(results.count)
         return BenchFigure(
             name: name, totalMilliseconds: total, perChildMilliseconds: perChild, succeeded: results.count,
@@ -147,7 +147,7 @@ extension Engine {
     /// The technique clade replaces: `savevm` writes RAM and device state into the source's qcow2;
     /// each child gets a copy of that qcow2 and starts with `-loadvm`.
     private func measureInternalSnapshot(count: Int, memoryMiB: Int) async throws -> BenchFigure {
-        let source = try await boot(BootOptions(memoryMiB: memoryMiB))
+        let source = try await sandboxes.boot(BootOptions(memoryMiB: memoryMiB))
         let sourcePaths = sandboxCatalog.paths(source.id)
         let snapshotName = "clade-bench"
         let qemu = QEMUDriver(logger: logger)

@@ -28,42 +28,42 @@ extension Engine {
     public func benchBranch(memoryMiB: Int = 256, progress: @Sendable (String) -> Void = { _ in }) async throws -> BranchBenchReport {
         let tag = "benchbr-\(Names.newSandboxID())"
         progress("baking \(tag)")
-        _ = try await bake(BakeOptions(boot: BootOptions(memoryMiB: memoryMiB), tag: tag))
+        _ = try await snapshots.bake(BakeOptions(boot: BootOptions(memoryMiB: memoryMiB), tag: tag))
         do {
             let report = try await runBranchBench(tag: tag, memoryMiB: memoryMiB, progress: progress)
-            _ = try? await removeSnapshot(tag, cascade: true)
+            _ = try? await snapshots.remove(tag, cascade: true)
             return report
         } catch {
-            _ = try? await removeSnapshot(tag, cascade: true)
+            _ = try? await snapshots.remove(tag, cascade: true)
             throw error
         }
     }
 
     private func runBranchBench(tag: String, memoryMiB: Int, progress: @Sendable (String) -> Void) async throws -> BranchBenchReport {
-        guard let child = try await fork(tag: tag, count: 1).first?.record else {
+        guard let child = try await forks.fork(tag: tag, count: 1).first?.record else {
             throw EngineError.guestFailed("the benchmark fork failed; see `clade fork \(tag)` for the reason")
         }
         var branches: [String: BranchReport] = [:]
         for mode in [BranchMode.diff, .full] {
             progress("idle fork: \(mode.rawValue) branch")
-            branches["idle_\(mode.rawValue)"] = try await branch(id: child.id, tag: "\(tag)-idle-\(mode.rawValue)", mode: mode).1
+            branches["idle_\(mode.rawValue)"] = try await self.branches.branch(id: child.id, tag: "\(tag)-idle-\(mode.rawValue)", mode: mode).1
         }
         let dirtied = max(1, memoryMiB / 10)
         progress("dirtying \(dirtied) MiB of guest RAM")
-        let written = try await exec(id: child.id, argv: ["sh", "-c", "head -c \(dirtied << 20) /dev/urandom > /tmp/dirty && echo ok"], timeout: 300)
+        let written = try await sandboxes.exec(id: child.id, argv: ["sh", "-c", "head -c \(dirtied << 20) /dev/urandom > /tmp/dirty && echo ok"], timeout: 300)
         guard written.stdout == "ok\n" else { throw EngineError.guestFailed("could not dirty guest memory: \(written.stderr ?? written.error ?? "")") }
         for mode in [BranchMode.diff, .full] {
             progress("dirty fork: \(mode.rawValue) branch")
-            branches["dirty_\(mode.rawValue)"] = try await branch(id: child.id, tag: "\(tag)-dirty-\(mode.rawValue)", mode: mode).1
+            branches["dirty_\(mode.rawValue)"] = try await self.branches.branch(id: child.id, tag: "\(tag)-dirty-\(mode.rawValue)", mode: mode).1
         }
         progress("standby + resume")
         let standbyStart = Date()
-        _ = try await standby(id: child.id)
+        _ = try await standby.enter(id: child.id)
         let standbyMilliseconds = Date().timeIntervalSince(standbyStart) * 1000
         let resumeStart = Date()
-        _ = try await resume(id: child.id)
+        _ = try await standby.resume(id: child.id)
         let resumeMilliseconds = Date().timeIntervalSince(resumeStart) * 1000
-        try? await kill(id: child.id)
+        try? await sandboxes.kill(id: child.id)
         func ratio(_ a: String, _ b: String) -> Double {
             guard let top = branches[a]?.pauseMilliseconds, let bottom = branches[b]?.pauseMilliseconds, bottom > 0 else { return .nan }
             return top / bottom

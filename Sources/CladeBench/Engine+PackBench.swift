@@ -42,15 +42,15 @@ extension Engine {
     public func benchPack(memoryMiB: Int = 256, progress: @Sendable (String) -> Void = { _ in }) async throws -> PackBenchReport {
         let tag = "benchpk-\(Names.newSandboxID())"
         progress("baking \(tag)")
-        _ = try await bake(BakeOptions(boot: BootOptions(memoryMiB: memoryMiB), tag: tag))
+        _ = try await snapshots.bake(BakeOptions(boot: BootOptions(memoryMiB: memoryMiB), tag: tag))
         let scratch = try home.makeTemporaryDirectory(prefix: "benchpack")
         defer { try? FileSystem.remove(scratch) }
         do {
             let report = try await runPackBench(tag: tag, memoryMiB: memoryMiB, scratch: scratch, progress: progress)
-            _ = try? await removeSnapshot(tag, cascade: true)
+            _ = try? await snapshots.remove(tag, cascade: true)
             return report
         } catch {
-            _ = try? await removeSnapshot(tag, cascade: true)
+            _ = try? await snapshots.remove(tag, cascade: true)
             throw error
         }
     }
@@ -85,18 +85,18 @@ extension Engine {
         let untarSeconds = Date().timeIntervalSince(untarStart)
 
         progress("packing a sibling branch into the parent's layout")
-        guard let child = try await fork(tag: tag, count: 1).first?.record else {
+        guard let child = try await forks.fork(tag: tag, count: 1).first?.record else {
             throw EngineError.guestFailed("the benchmark fork failed; see `clade fork \(tag)` for the reason")
         }
         let branchPack: PackReport
         do {
-            _ = try await exec(id: child.id, argv: ["sh", "-c", "echo sibling > /root/sibling && sync"], timeout: 120)
+            _ = try await sandboxes.exec(id: child.id, argv: ["sh", "-c", "echo sibling > /root/sibling && sync"], timeout: 120)
             let branchTag = "\(tag)-sibling"
-            _ = try await branch(id: child.id, tag: branchTag, mode: .diff)
+            _ = try await branches.branch(id: child.id, tag: branchTag, mode: .diff)
             branchPack = try Packer(home: home).pack(tag: branchTag, into: layout)
-            try? await kill(id: child.id)
+            try? await sandboxes.kill(id: child.id)
         } catch {
-            try? await kill(id: child.id)
+            try? await sandboxes.kill(id: child.id)
             throw error
         }
 

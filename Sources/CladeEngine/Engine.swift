@@ -21,6 +21,26 @@ public struct Engine: Sendable {
         self.logger = logger
     }
 
+    /// Most children one fork request may start.
+    public static let maxForkCount = 64
+
+    /// Images: build, look up, list, remove.
+    public var images: Images { Images(engine: self) }
+    /// Sandboxes: cold boot, exec, list, pause, kill.
+    public var sandboxes: Sandboxes { Sandboxes(engine: self) }
+    /// Snapshots: take, bake, list, inspect, remove, compact.
+    public var snapshots: Snapshots { Snapshots(engine: self) }
+    /// Forks: start children of a snapshot.
+    public var forks: Forks { Forks(engine: self) }
+    /// Branches: capture a running fork into a new snapshot.
+    public var branches: Branches { Branches(engine: self) }
+    /// Standby: capture a sandbox to disk and resume it later.
+    public var standby: Standby { Standby(engine: self) }
+    /// Recovery: roll back what a dead clade left, re-adopt running machines.
+    public var recovery: Recovery { Recovery(engine: self) }
+    /// Packs: move snapshots between hosts.
+    public var packs: Packs { Packs(engine: self) }
+
     package var blobs: BlobStore { BlobStore(home: home, logger: logger) }
     var imageCatalog: ImageCatalog { ImageCatalog(home: home) }
     package var sandboxCatalog: SandboxCatalog { SandboxCatalog(home: home) }

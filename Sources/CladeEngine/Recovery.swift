@@ -5,15 +5,52 @@ import CladeModel
 import CladeStore
 import CladeVMM
 import Foundation
+import Glibc
 
-extension Engine {
-    /// Marks that this operation may pause the guest (see ``continueIfAbandoned(id:pid:paths:)``).
-    func markPause(_ paths: SandboxPaths) throws {
-        try FileSystem.writeAtomically(Data("\(getpid())".utf8), to: paths.pauseMarker)
-    }
+/// What rolling back interrupted operations did.
+public struct RecoveryReport: Sendable, Equatable {
+    /// `kind subject` of each journal entry rolled back.
+    public var rolledBack: [String] = []
+    /// What reconciling the catalog with the directories changed afterwards.
+    public var reconciled: CatalogReconciler.Changes = .init()
+}
 
-    func clearPauseMark(_ paths: SandboxPaths) {
-        try? FileSystem.remove(paths.pauseMarker)
+/// Recovery: rolling back operations a dead clade left half-done, continuing guests it left
+/// paused, sweeping its staging directories, and re-adopting running machines after a restart.
+public struct Recovery: EngineCapability {
+    let engine: Engine
+
+    /// Rolls back every operation whose clade process died half-way, then reconciles the catalog
+    /// with the directories if anything was rolled back (or `reconcile` asks for it anyway).
+    ///
+    /// A sandbox directory an interrupted operation listed is destroyed (its QEMU stopped): the
+    /// caller never learned of it, so nobody would ever kill it. Staging directories and files
+    /// being deleted are removed. A snapshot the operation had already published stays: its
+    /// directory is complete (publishing is one rename), and reconciling records it.
+    @discardableResult
+    public func recoverInterruptedOperations(reconcile: Bool = false) async throws -> RecoveryReport {
+        var report = RecoveryReport()
+        for entry in try journal.abandoned() {
+            logger.warning(
+                "rolling back an operation interrupted when its clade process died",
+                metadata: ["kind": "\(entry.kind)", "subject": "\(entry.subject)", "pid": "\(entry.owner.pid)"])
+            for url in entry.urls(in: home) {
+                if url.deletingLastPathComponent().standardizedFileURL == home.sandboxes.standardizedFileURL {
+                    let id = url.lastPathComponent
+                    guard (try? Names.validateSandboxID(id)) != nil else { continue }
+                    let pid = (try? sandboxCatalog.get(id))??.pid ?? recordedPid(id)
+                    await destroy(id: id, pid: pid)
+                } else if (try? FileSystem.exists(url)) == true {
+                    try? FileSystem.remove(url)
+                }
+            }
+            journal.end(entry)
+            report.rolledBack.append("\(entry.kind) \(entry.subject)")
+        }
+        if reconcile || !report.rolledBack.isEmpty {
+            report.reconciled = try CatalogReconciler(home: home, database: try CatalogDatabase.shared(home)).reconcile()
+        }
+        return report
     }
 
     /// A running sandbox left paused by a clade process that died mid-operation is continued.
@@ -31,9 +68,7 @@ extension Engine {
         logger.warning("continuing a sandbox left paused by an interrupted operation", metadata: ["id": "\(id)"])
         try? await machine.resume()
     }
-}
 
-extension Engine {
     /// Removes `.staging-<tag>-<pid>` and `.deleting-<tag>-<pid>` directories whose clade process is
     /// gone: the remains of an interrupted snapshot, branch, compaction or removal. They were never
     /// visible as tags, so removing them changes nothing a user can see.
@@ -46,9 +81,7 @@ extension Engine {
             try? FileSystem.remove(home.snapshots.appendingPathComponent(entry))
         }
     }
-}
 
-extension Engine {
     /// Re-attaches to a running sandbox's machine (a restarted daemon calls this for each one it
     /// finds). A guest found paused with no operation holding the sandbox is continued. Returns
     /// false when the machine does not answer within 3 s.

@@ -102,7 +102,7 @@ public struct CladeAPI: Sendable {
 
     func listSnapshots() async throws -> Response {
         let catalog = SnapshotCatalog(home: engine.home)
-        return try JSONIO.response(try await engine.listSnapshots().map { SnapshotSummary($0, directory: catalog.directory($0.tag)) })
+        return try JSONIO.response(try await engine.snapshots.list().map { SnapshotSummary($0, directory: catalog.directory($0.tag)) })
     }
 
     func snapshot(_ tag: String) throws -> Response {
@@ -112,14 +112,14 @@ public struct CladeAPI: Sendable {
     }
 
     func snapshotInfo(_ tag: String) async throws -> Response {
-        try JSONIO.response(try await engine.snapshotInfo(tag))
+        try JSONIO.response(try await engine.snapshots.info(tag))
     }
 
     func deleteSnapshot(_ tag: String, _ request: Request) async throws -> Response {
         let query = request.uri.queryParameters
         let cascade = query.get("cascade") == "true"
         let force = query.get("force") == "true"
-        _ = try await engine.removeSnapshot(tag, force: force, cascade: cascade)
+        _ = try await engine.snapshots.remove(tag, force: force, cascade: cascade)
         return JSONIO.noContent()
     }
 
@@ -129,7 +129,7 @@ public struct CladeAPI: Sendable {
         if let image = body.image { boot.image = image }
         if let memory = body.memoryMiB { boot.memoryMiB = memory }
         if let vcpus = body.vcpus { boot.cpus = vcpus }
-        let metadata = try await withSlot { try await engine.bake(BakeOptions(boot: boot, tag: body.tag, warm: body.warm)) }
+        let metadata = try await withSlot { try await engine.snapshots.bake(BakeOptions(boot: boot, tag: body.tag, warm: body.warm)) }
         return try JSONIO.response(SnapshotSummary(metadata, directory: SnapshotCatalog(home: engine.home).directory(metadata.tag)), status: .created)
     }
 
@@ -144,7 +144,7 @@ public struct CladeAPI: Sendable {
         do { try Names.validate(body.snapshotTag, kind: "tag") } catch { throw APIError(.badRequest, "\(error)") }
         _ = try SnapshotCatalog(home: engine.home).require(body.snapshotTag)
         let start = Date()
-        let outcomes = try await withSlot { try await engine.fork(tag: body.snapshotTag, count: count) }
+        let outcomes = try await withSlot { try await engine.forks.fork(tag: body.snapshotTag, count: count) }
         Timer(label: "clade_fork_duration_seconds").recordSeconds(Date().timeIntervalSince(start))
         let started = outcomes.compactMap(\.record)
         guard !started.isEmpty else {
@@ -155,13 +155,13 @@ public struct CladeAPI: Sendable {
     }
 
     func listSandboxes() async throws -> Response {
-        try JSONIO.response(try await engine.listSandboxes().filter { $0.state != .dead }.map(SandboxInfo.init))
+        try JSONIO.response(try await engine.sandboxes.list().filter { $0.state != .dead }.map(SandboxInfo.init))
     }
 
     func sandbox(_ id: String) async throws -> Response {
         let record: SandboxRecord
         do {
-            record = try await engine.sandbox(id: id)
+            record = try await engine.sandboxes.get(id: id)
         } catch ModelError.notFound {
             throw APIError(.notFound, "no sandbox '\(id)'; list them with GET /v1/sandboxes")
         }
@@ -172,7 +172,7 @@ public struct CladeAPI: Sendable {
     }
 
     func kill(_ id: String) async throws -> Response {
-        try await engine.kill(id: id)
+        try await engine.sandboxes.kill(id: id)
         return JSONIO.noContent()
     }
 
@@ -182,13 +182,13 @@ public struct CladeAPI: Sendable {
         if let timeout = body.timeoutSecs, !(timeout > 0 && timeout <= 86_400) {
             throw APIError(.badRequest, "field 'timeout_secs' must be between 0 and 86400")
         }
-        let reply = try await engine.exec(id: id, argv: body.args, env: body.env, cwd: body.cwd, stdin: body.stdin, timeout: body.timeoutSecs ?? 60)
+        let reply = try await engine.sandboxes.exec(id: id, argv: body.args, env: body.env, cwd: body.cwd, stdin: body.stdin, timeout: body.timeoutSecs ?? 60)
         if let error = reply.error, reply.exitCode == nil { throw APIError(.badGateway, "the guest agent failed: \(error)") }
         return try JSONIO.response(ExecResult(stdout: reply.stdout ?? "", stderr: reply.stderr ?? "", exitCode: reply.exitCode ?? -1, timedOut: reply.timedOut ?? false))
     }
 
     func ping(_ id: String) async throws -> Response {
-        let reply = try await engine.agent(for: id).send(AgentRequest(action: .ping), timeout: 10)
+        let reply = try await engine.sandboxes.agent(for: id).send(AgentRequest(action: .ping), timeout: 10)
         if let error = reply.error { throw APIError(.badGateway, "the guest agent failed: \(error)") }
         return try JSONIO.response(reply)
     }
@@ -204,24 +204,24 @@ public struct CladeAPI: Sendable {
         }
         do { try Names.validate(tag, kind: "tag") } catch { throw APIError(.badRequest, "\(error)") }
         let start = Date()
-        let (metadata, _) = try await withSlot { try await engine.branch(id: id, tag: tag, mode: mode) }
+        let (metadata, _) = try await withSlot { try await engine.branches.branch(id: id, tag: tag, mode: mode) }
         Timer(label: "clade_branch_duration_seconds").recordSeconds(Date().timeIntervalSince(start))
         return try JSONIO.response(SnapshotSummary(metadata, directory: SnapshotCatalog(home: engine.home).directory(tag)), status: .created)
     }
 
     func standby(_ id: String) async throws -> Response {
-        try JSONIO.response(try await engine.standby(id: id))
+        try JSONIO.response(try await engine.standby.enter(id: id))
     }
 
     func resume(_ id: String) async throws -> Response {
-        try JSONIO.response(SandboxInfo(try await engine.resume(id: id)))
+        try JSONIO.response(SandboxInfo(try await engine.standby.resume(id: id)))
     }
 
     func readFile(_ id: String, _ request: Request) async throws -> Response {
         guard let path = request.uri.queryParameters.get("path"), path.hasPrefix("/") else {
             throw APIError(.badRequest, "give the file as ?path=/absolute/path/in/the/guest")
         }
-        let data = try await engine.agent(for: id).readFile(path)
+        let data = try await engine.sandboxes.agent(for: id).readFile(path)
         return try JSONIO.response(["path": path, "content": data.base64EncodedString(), "size": "\(data.count)"])
     }
 
@@ -229,7 +229,7 @@ public struct CladeAPI: Sendable {
         let body = try await JSONIO.decode(FileWriteRequest.self, from: request, limit: limits.maxBodyBytes)
         guard body.path.hasPrefix("/") else { throw APIError(.badRequest, "field 'path' must be an absolute path in the guest") }
         guard let data = Data(base64Encoded: body.content) else { throw APIError(.badRequest, "field 'content' must be base64") }
-        try await engine.agent(for: id).writeFile(body.path, data: data, mode: body.mode ?? 0o644)
+        try await engine.sandboxes.agent(for: id).writeFile(body.path, data: data, mode: body.mode ?? 0o644)
         return try JSONIO.response(["path": body.path, "size": "\(data.count)"])
     }
 
@@ -249,14 +249,14 @@ public struct CladeAPI: Sendable {
                 throw APIError(.badRequest, "a pack job needs 'tag' and an absolute 'output' path")
             }
             work = { progress in
-                let report = try engine.pack(tag: tag, ancestors: body.ancestors ?? true, to: URL(fileURLWithPath: output), progress: progress)
+                let report = try engine.packs.pack(tag: tag, ancestors: body.ancestors ?? true, to: URL(fileURLWithPath: output), progress: progress)
                 return String(decoding: try JSONIO.encoder().encode(report), as: UTF8.self)
             }
         case .push:
             guard let tag = body.tag, let text = body.reference else { throw APIError(.badRequest, "a push job needs 'tag' and 'reference'") }
             let reference = try RegistryReference(parsing: text)
             work = { progress in
-                let report = try await engine.push(
+                let report = try await engine.packs.push(
                     tag: tag, ancestors: body.ancestors ?? true, to: reference,
                     access: RegistryAccess(insecure: body.insecure ?? false, credentials: credentials), progress: progress)
                 return String(decoding: try JSONIO.encoder().encode(report), as: UTF8.self)
@@ -265,7 +265,7 @@ public struct CladeAPI: Sendable {
             guard let text = body.reference else { throw APIError(.badRequest, "a pull job needs 'reference'") }
             let reference = try RegistryReference(parsing: text)
             work = { progress in
-                let report = try await engine.pull(
+                let report = try await engine.packs.pull(
                     reference, options: UnpackOptions(tag: body.tag, force: body.force ?? false),
                     access: RegistryAccess(insecure: body.insecure ?? false, credentials: credentials), progress: progress)
                 return String(decoding: try JSONIO.encoder().encode(report), as: UTF8.self)

@@ -76,16 +76,16 @@ public enum Daemon {
     /// dead operation is continued); reports dead ones and cleans their files.
     public static func reconcile(engine: Engine, logger: Logger) async throws -> Reconciliation {
         var result = Reconciliation()
-        result.rolledBack = try await engine.recoverInterruptedOperations(reconcile: true).rolledBack
+        result.rolledBack = try await engine.recovery.recoverInterruptedOperations(reconcile: true).rolledBack
         let jobs = JobCatalog(home: engine.home)
         result.interruptedJobs = try jobs.interruptAbandoned()
         try jobs.prune(olderThan: Self.jobRetention)
-        _ = try await engine.listSnapshots()
-        let sandboxes = try await engine.listSandboxes()
+        _ = try await engine.snapshots.list()
+        let sandboxes = try await engine.sandboxes.list()
         result.dead = sandboxes.filter { $0.state == .dead }.count
         result.running = sandboxes.count - result.dead
         for sandbox in sandboxes where sandbox.state == .running {
-            if await engine.adopt(id: sandbox.id) { result.adopted += 1 }
+            if await engine.recovery.adopt(id: sandbox.id) { result.adopted += 1 }
         }
         return result
     }

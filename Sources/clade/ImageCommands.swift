@@ -20,7 +20,7 @@ struct ImageCommand: AsyncParsableCommand {
             let engine = global.makeEngine()
             let progress = ProgressReporter(quiet: json)
             defer { progress.finish() }
-            let record = try engine.buildImage(
+            let record = try engine.images.build(
                 from: URL(fileURLWithPath: fromDir), name: name, freeMiB: freeSpace, progress: { progress.update($0) })
             progress.finish()
             if json { try printJSON(record) } else { print("\(record.name) \(record.rootfs)") }
@@ -33,7 +33,7 @@ struct ImageCommand: AsyncParsableCommand {
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
-            let images = try global.makeEngine().listImages()
+            let images = try global.makeEngine().images.list()
             if json { return try printJSON(images) }
             print("NAME".padding(toLength: 20, withPad: " ", startingAt: 0) + "ROOTFS".padding(toLength: 20, withPad: " ", startingAt: 0) + "SIZE      KERNEL")
             for image in images {
@@ -51,7 +51,7 @@ struct ImageCommand: AsyncParsableCommand {
         @Argument(help: "Image name.") var name: String
 
         func run() async throws {
-            try global.makeEngine().removeImage(name)
+            try global.makeEngine().images.remove(name)
         }
     }
 }

@@ -20,7 +20,7 @@ struct PackCommand: AsyncParsableCommand {
 
     func run() async throws {
         let progress = ProgressReporter(quiet: json)
-        let report = try global.makeEngine().pack(tag: tag, ancestors: !noAncestors, to: URL(fileURLWithPath: output), level: level) { step, done, total in
+        let report = try global.makeEngine().packs.pack(tag: tag, ancestors: !noAncestors, to: URL(fileURLWithPath: output), level: level) { step, done, total in
             progress.update(step, done: done, total: total)
         }
         progress.finish()
@@ -53,7 +53,7 @@ struct UnpackCommand: AsyncParsableCommand {
 
     func run() async throws {
         let progress = ProgressReporter(quiet: json)
-        let report = try global.makeEngine().unpack(from: URL(fileURLWithPath: path), options: UnpackOptions(tag: tag, force: force, ref: ref)) { step, done, total in
+        let report = try global.makeEngine().packs.unpack(from: URL(fileURLWithPath: path), options: UnpackOptions(tag: tag, force: force, ref: ref)) { step, done, total in
             progress.update(step, done: done, total: total)
         }
         progress.finish()
@@ -95,7 +95,7 @@ struct PushCommand: AsyncParsableCommand {
         let target = try RegistryReference(parsing: reference)
         let progress = ProgressReporter(quiet: json)
         let access = RegistryAccess(insecure: registry.insecure, credentials: try registry.credentials())
-        let report = try await global.makeEngine().push(tag: tag, ancestors: !noAncestors, to: target, access: access) { step, done, total in
+        let report = try await global.makeEngine().packs.push(tag: tag, ancestors: !noAncestors, to: target, access: access) { step, done, total in
             progress.update(step, done: done, total: total)
         }
         progress.finish()
@@ -121,7 +121,7 @@ struct PullCommand: AsyncParsableCommand {
         let source = try RegistryReference(parsing: reference)
         let progress = ProgressReporter(quiet: json)
         let access = RegistryAccess(insecure: registry.insecure, credentials: try registry.credentials())
-        let report = try await global.makeEngine().pull(source, options: UnpackOptions(tag: tag, force: force), access: access) { step, done, total in
+        let report = try await global.makeEngine().packs.pull(source, options: UnpackOptions(tag: tag, force: force), access: access) { step, done, total in
             progress.update(step, done: done, total: total)
         }
         progress.finish()

@@ -71,7 +71,7 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let engine = global.makeEngine()
         let progress = ProgressReporter(quiet: !isInteractive)
-        let response = try await engine.run(machine.boot, argv: command, timeout: timeout, progress: { progress.update($0) })
+        let response = try await engine.sandboxes.run(machine.boot, argv: command, timeout: timeout, progress: { progress.update($0) })
         progress.finish()
         throw ExitCode(emit(response))
     }
@@ -89,7 +89,7 @@ struct Boot: AsyncParsableCommand {
     func run() async throws {
         let engine = global.makeEngine()
         let progress = ProgressReporter(quiet: json || !isInteractive)
-        let record = try await engine.boot(machine.boot, progress: { progress.update($0) })
+        let record = try await engine.sandboxes.boot(machine.boot, progress: { progress.update($0) })
         progress.finish()
         if json { try printJSON(SandboxView(record)) } else { print(record.id) }
     }
@@ -113,7 +113,7 @@ struct Exec: AsyncParsableCommand {
             }
             env[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
         }
-        let response = try await global.makeEngine().exec(
+        let response = try await global.makeEngine().sandboxes.exec(
             id: id, argv: command, env: env.isEmpty ? nil : env, cwd: cwd, timeout: timeout)
         if json {
             try printJSON(response)
@@ -129,7 +129,7 @@ struct List: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let records = try await global.makeEngine().listSandboxes()
+        let records = try await global.makeEngine().sandboxes.list()
         if json { return try printJSON(records.map(SandboxView.init)) }
         print("ID            STATE     IMAGE         AGENT            PID")
         for record in records {
@@ -154,11 +154,11 @@ struct Kill: AsyncParsableCommand {
 
     func run() async throws {
         let engine = global.makeEngine()
-        let targets = all ? try await engine.listSandboxes().filter { $0.state != .dead }.map(\.id) : ids
+        let targets = all ? try await engine.sandboxes.list().filter { $0.state != .dead }.map(\.id) : ids
         var failed = false
         for id in targets {
             do {
-                try await engine.kill(id: id)
+                try await engine.sandboxes.kill(id: id)
                 print(id)
             } catch {
                 writeStandardError("clade: cannot kill \(id): \(error)\n")
@@ -175,7 +175,7 @@ struct Pause: AsyncParsableCommand {
     @Argument(help: "Sandbox id.") var id: String
 
     func run() async throws {
-        try await global.makeEngine().pause(id: id)
+        try await global.makeEngine().sandboxes.pause(id: id)
         print(id)
     }
 }
@@ -186,7 +186,7 @@ struct Unpause: AsyncParsableCommand {
     @Argument(help: "Sandbox id.") var id: String
 
     func run() async throws {
-        try await global.makeEngine().unpause(id: id)
+        try await global.makeEngine().sandboxes.unpause(id: id)
         print(id)
     }
 }
@@ -198,7 +198,7 @@ struct Standby: AsyncParsableCommand {
     @Argument(help: "Sandbox id.") var id: String
 
     func run() async throws {
-        let report = try await global.makeEngine().standby(id: id)
+        let report = try await global.makeEngine().standby.enter(id: id)
         if json { try printJSON(report) } else { print(id) }
     }
 }
@@ -210,7 +210,7 @@ struct Resume: AsyncParsableCommand {
     @Argument(help: "Sandbox id.") var id: String
 
     func run() async throws {
-        let record = try await global.makeEngine().resume(id: id)
+        let record = try await global.makeEngine().standby.resume(id: id)
         if json { try printJSON(SandboxView(record)) } else { print(id) }
     }
 }

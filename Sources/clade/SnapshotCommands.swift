@@ -15,7 +15,7 @@ struct SnapshotCommand: AsyncParsableCommand {
 
     func run() async throws {
         let progress = ProgressReporter(quiet: json || !isInteractive)
-        let metadata = try await global.makeEngine().snapshot(id: id, tag: tag, keepRunning: keepRunning) { progress.update($0) }
+        let metadata = try await global.makeEngine().snapshots.take(id: id, tag: tag, keepRunning: keepRunning) { progress.update($0) }
         progress.finish()
         if json { try printJSON(metadata) } else { print(metadata.tag) }
     }
@@ -31,7 +31,7 @@ struct Bake: AsyncParsableCommand {
 
     func run() async throws {
         let progress = ProgressReporter(quiet: json)
-        let metadata = try await global.makeEngine().bake(BakeOptions(boot: machine.boot, tag: tag, warm: warm)) { progress.update($0) }
+        let metadata = try await global.makeEngine().snapshots.bake(BakeOptions(boot: machine.boot, tag: tag, warm: warm)) { progress.update($0) }
         progress.finish()
         if json { try printJSON(metadata) } else { print(metadata.tag) }
     }
@@ -43,7 +43,7 @@ struct Snapshots: AsyncParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() async throws {
-        let list = try await global.makeEngine().listSnapshots()
+        let list = try await global.makeEngine().snapshots.list()
         if json { return try printJSON(list) }
         print("TAG                 IMAGE         MEMORY   VCPUS  PARENT        CREATED")
         for snapshot in list {
@@ -64,7 +64,7 @@ struct SnapshotInfoCommand: AsyncParsableCommand {
     @Argument(help: "Snapshot tag.") var tag: String
 
     func run() async throws {
-        let info = try await global.makeEngine().snapshotInfo(tag)
+        let info = try await global.makeEngine().snapshots.info(tag)
         if json { return try printJSON(info) }
         let metadata = info.metadata
         print("tag:          \(metadata.tag) (\(metadata.id))")
@@ -128,7 +128,7 @@ struct Fork: AsyncParsableCommand {
 
     func run() async throws {
         let start = Date()
-        let outcomes = try await global.makeEngine().fork(tag: tag, count: n, memoryOrder: memoryPlacement.order)
+        let outcomes = try await global.makeEngine().forks.fork(tag: tag, count: n, memoryOrder: memoryPlacement.order)
         let total = Date().timeIntervalSince(start) * 1000
         let views = outcomes.map { outcome in
             ForkView(
@@ -163,7 +163,7 @@ struct RemoveSnapshot: AsyncParsableCommand {
     @Argument(help: "Snapshot tag.") var tag: String
 
     func run() async throws {
-        for removed in try await global.makeEngine().removeSnapshot(tag, force: force, cascade: cascade) { print(removed) }
+        for removed in try await global.makeEngine().snapshots.remove(tag, force: force, cascade: cascade) { print(removed) }
     }
 }
 
@@ -179,7 +179,7 @@ struct Branch: AsyncParsableCommand {
 
     func run() async throws {
         let progress = ProgressReporter(quiet: json || !isInteractive)
-        let (_, report) = try await global.makeEngine().branch(id: id, tag: tag, mode: mode) { progress.update($0) }
+        let (_, report) = try await global.makeEngine().branches.branch(id: id, tag: tag, mode: mode) { progress.update($0) }
         progress.finish()
         if json { return try printJSON(report) }
         print(String(format: "%@: %@ branch, paused %.0f ms, %d pages (%lld bytes), %.0f ms total",
@@ -194,6 +194,6 @@ struct Compact: AsyncParsableCommand {
     @Argument(help: "Snapshot tag.") var tag: String
 
     func run() async throws {
-        print(try await global.makeEngine().compact(tag, to: to).tag)
+        print(try await global.makeEngine().snapshots.compact(tag, to: to).tag)
     }
 }

@@ -15,8 +15,8 @@ import Testing
         let fixture = try EngineFixture("rollback")
         defer { fixture.remove() }
         try await fixture.bake("base")
-        let kept = try #require(try await fixture.engine.fork(tag: "base", count: 1).first?.record)
-        let orphans = try await fixture.engine.fork(tag: "base", count: 2).compactMap(\.record)
+        let kept = try #require(try await fixture.engine.forks.fork(tag: "base", count: 1).first?.record)
+        let orphans = try await fixture.engine.forks.fork(tag: "base", count: 2).compactMap(\.record)
         #expect(orphans.count == 2)
         // What the dead process's journal entry would hold: the children's directories, and a
         // staging directory it had begun.
@@ -29,7 +29,7 @@ import Testing
                 sql: "INSERT INTO operations (kind, subject, owner_pid, owner_start, started_at_unix, paths) VALUES ('fork', 'base', ?, '1', 0, ?)",
                 arguments: [Int(Int32.max - 7), encoded])
         }
-        let listed = try await fixture.engine.listSandboxes()
+        let listed = try await fixture.engine.sandboxes.list()
         #expect(listed.map(\.id) == [kept.id])
         #expect(fixture.backend.machines.count == 1, "the orphans' machines are stopped")
         #expect(!FileManager.default.fileExists(atPath: staging.path))
@@ -43,14 +43,14 @@ import Testing
         let fixture = try EngineFixture("paused")
         defer { fixture.remove() }
         try await fixture.bake("base")
-        let children = try await fixture.engine.fork(tag: "base", count: 2).compactMap(\.record)
+        let children = try await fixture.engine.forks.fork(tag: "base", count: 2).compactMap(\.record)
         let (abandoned, user) = (children[0], children[1])
         let abandonedDirectory = fixture.home.sandboxes.appendingPathComponent(abandoned.id)
         try await fixture.backend.attach(runtimeDirectory: abandonedDirectory, pid: abandoned.pid).pause()
         try Data("999999".utf8).write(to: SandboxCatalog(home: fixture.home).paths(abandoned.id).pauseMarker)
-        try await fixture.engine.pause(id: user.id)
+        try await fixture.engine.sandboxes.pause(id: user.id)
 
-        _ = try await fixture.engine.listSandboxes()
+        _ = try await fixture.engine.sandboxes.list()
         #expect(await fixture.backend.attach(runtimeDirectory: abandonedDirectory, pid: nil).status(timeout: 1) == .running)
         #expect(!FileManager.default.fileExists(atPath: SandboxCatalog(home: fixture.home).paths(abandoned.id).pauseMarker.path))
         let userDirectory = fixture.home.sandboxes.appendingPathComponent(user.id)
@@ -63,14 +63,14 @@ import Testing
         let fixture = try EngineFixture("adopt")
         defer { fixture.remove() }
         try await fixture.bake("base")
-        let children = try await fixture.engine.fork(tag: "base", count: 2).compactMap(\.record)
+        let children = try await fixture.engine.forks.fork(tag: "base", count: 2).compactMap(\.record)
         let first = fixture.home.sandboxes.appendingPathComponent(children[0].id)
         try await fixture.backend.attach(runtimeDirectory: first, pid: nil).pause()
-        #expect(await fixture.engine.adopt(id: children[0].id))
+        #expect(await fixture.engine.recovery.adopt(id: children[0].id))
         #expect(await fixture.backend.attach(runtimeDirectory: first, pid: nil).status(timeout: 1) == .running)
         await fixture.backend.attach(runtimeDirectory: fixture.home.sandboxes.appendingPathComponent(children[1].id), pid: nil).stop()
-        #expect(await fixture.engine.adopt(id: children[1].id) == false)
-        #expect(try await fixture.engine.sandbox(id: children[1].id).state == .dead)
+        #expect(await fixture.engine.recovery.adopt(id: children[1].id) == false)
+        #expect(try await fixture.engine.sandboxes.get(id: children[1].id).state == .dead)
     }
 
     /// Removing what is already gone succeeds: two concurrent kills of one sandbox both succeed or
@@ -79,12 +79,12 @@ import Testing
         let fixture = try EngineFixture("double-kill")
         defer { fixture.remove() }
         try await fixture.bake("base")
-        let child = try #require(try await fixture.engine.fork(tag: "base", count: 1).first?.record)
+        let child = try #require(try await fixture.engine.forks.fork(tag: "base", count: 1).first?.record)
         let engine = fixture.engine
         let failures = await withTaskGroup(of: (any Error)?.self) { group in
             for _ in 0..<2 {
                 group.addTask {
-                    do { try await engine.kill(id: child.id) } catch { return error }
+                    do { try await engine.sandboxes.kill(id: child.id) } catch { return error }
                     return nil
                 }
             }

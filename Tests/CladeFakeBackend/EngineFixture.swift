@@ -37,9 +37,9 @@ public struct EngineFixture: Sendable {
     /// Bakes `tag` from a guest that has `/sentinel` written.
     @discardableResult
     public func bake(_ tag: String, sentinel: String = "baked") async throws -> SnapshotMetadata {
-        let record = try await engine.boot(boot)
+        let record = try await engine.sandboxes.boot(boot)
         backend.machines.get(home.sandboxes.appendingPathComponent(record.id))?.guest.write("/sentinel", sentinel)
-        return try await engine.snapshot(id: record.id, tag: tag)
+        return try await engine.snapshots.take(id: record.id, tag: tag)
     }
 
     public func directoryEntries(_ url: URL) -> [String] {

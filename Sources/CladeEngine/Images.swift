@@ -5,10 +5,13 @@ import CladeStore
 import CladeVMM
 import Foundation
 
-extension Engine {
+/// Images: build from a directory, look up (the default image is built on first use), list, remove.
+public struct Images: EngineCapability {
+    let engine: Engine
+
     /// Builds an image from a directory: deterministic ext4 root, initrd with the agent, kernel blob.
     @discardableResult
-    public func buildImage(
+    public func build(
         from directory: URL, name: String, freeMiB: Int = 256, progress: @Sendable (String) -> Void = { _ in }
     ) throws -> ImageRecord {
         try Names.validate(name, kind: "image")
@@ -35,20 +38,20 @@ extension Engine {
     }
 
     /// The image called `name`; the built-in `default` image is built on first use.
-    public func image(named name: String, progress: @Sendable (String) -> Void = { _ in }) throws -> ImageRecord {
+    public func named(_ name: String, progress: @Sendable (String) -> Void = { _ in }) throws -> ImageRecord {
         if let record = try imageCatalog.get(name) { return record }
         guard name == DefaultImage.name else { return try imageCatalog.require(name) }
         progress("building the built-in default image (first use)")
         let work = try home.makeTemporaryDirectory(prefix: "default-image")
         defer { try? FileSystem.remove(work) }
         try DefaultImage.populate(work)
-        return try buildImage(from: work, name: name, progress: progress)
+        return try build(from: work, name: name, progress: progress)
     }
 
-    public func listImages() throws -> [ImageRecord] { try imageCatalog.list() }
+    public func list() throws -> [ImageRecord] { try imageCatalog.list() }
 
     /// Removes the image's name. Its blobs stay while anything else references them.
-    public func removeImage(_ name: String) throws {
+    public func remove(_ name: String) throws {
         try imageCatalog.remove(name)
     }
 

@@ -31,9 +31,9 @@ public struct BootOptions: Sendable {
     }
 }
 
-extension Engine {
-    /// A sandbox still `booting` after this many seconds was abandoned by a clade process that died.
-    static let bootAbandonedAfter: Double = 300
+/// Sandboxes: cold boot, exec, listing, pause and teardown.
+public struct Sandboxes: EngineCapability {
+    let engine: Engine
 
     /// Cold-boots a sandbox from an image and returns once its agent answers.
     /// On failure nothing of the sandbox remains: no process, directory or socket. The sandbox
@@ -43,8 +43,8 @@ extension Engine {
         _ options: BootOptions, partOf operation: OperationJournal.Entry? = nil, progress: @Sendable (String) -> Void = { _ in }
     ) async throws -> SandboxRecord {
         try options.validate()
-        let image = try self.image(named: options.image, progress: progress)
-        let files = try bootFiles(of: image)
+        let image = try engine.images.named(options.image, progress: progress)
+        let files = try engine.images.bootFiles(of: image)
         let choice = try await accelerator()
         try home.prepare()
         let id = Names.newSandboxID()
@@ -65,7 +65,7 @@ extension Engine {
             progress("creating the disk overlay")
             // Relative backing path: sandbox and snapshot directories are both two levels below
             // the home, so the same overlay (later a snapshot's disk layer) resolves anywhere.
-            try disks.createOverlay(at: paths.disk, backingName: Self.rootfsBackingName(image.rootfs), backingFormat: .raw)
+            try disks.createOverlay(at: paths.disk, backingName: Engine.rootfsBackingName(image.rootfs), backingFormat: .raw)
             try sandboxCatalog.put(record)
             progress("starting the VM (\(choice.accelerator.rawValue))")
             // init_on_free zeroes pages the guest frees (the unpacked initramfs, exited processes),
@@ -134,8 +134,8 @@ extension Engine {
     /// All sandboxes. Ones whose QEMU died without clade are reported `dead` once and their files
     /// removed. Operations interrupted by a dead clade process are rolled back first, and the
     /// catalog's sandbox rows are brought in line with what was found.
-    public func listSandboxes() async throws -> [SandboxRecord] {
-        try await recoverInterruptedOperations()
+    public func list() async throws -> [SandboxRecord] {
+        try await engine.recovery.recoverInterruptedOperations()
         var result: [SandboxRecord] = []
         for id in try sandboxCatalog.ids() {
             let paths = sandboxCatalog.paths(id)
@@ -150,10 +150,10 @@ extension Engine {
                     continue
                 }
                 if record.state == .running, alive, let pid {
-                    await continueIfAbandoned(id: id, machine: machine(id, pid: pid), paths: paths)
+                    await engine.recovery.continueIfAbandoned(id: id, machine: machine(id, pid: pid), paths: paths)
                 }
                 let bootAge = Date().timeIntervalSince(record.createdAt)
-                if record.state == .booting, bootAge < Self.bootAbandonedAfter {
+                if record.state == .booting, bootAge < Engine.bootAbandonedAfter {
                     result.append(record)  // another clade process is still booting it
                     continue
                 }
@@ -196,8 +196,8 @@ extension Engine {
     }
 
     /// One sandbox, from the catalog, with its process checked (a dead one is reported `dead`
-    /// and cleaned up, as in ``listSandboxes()``), without scanning the others.
-    public func sandbox(id: String) async throws -> SandboxRecord {
+    /// and cleaned up, as in ``list()``), without scanning the others.
+    public func get(id: String) async throws -> SandboxRecord {
         guard var record = try sandboxCatalog.indexed(id) ?? sandboxCatalog.get(id) else {
             throw ModelError.notFound(kind: "sandbox", name: id, hint: "list sandboxes with `clade ls`")
         }
@@ -231,73 +231,27 @@ extension Engine {
         }
     }
 
-    /// Starts a machine with `fixedPort`, or with a free loopback port for the agent, choosing
-    /// another when the port was taken between picking it and the machine binding it.
-    func launchWithAgentPort(_ fixedPort: Int?, spec makeSpec: (Int) throws -> MachineSpec) async throws -> (machine: any VMHandle, port: Int) {
-        let attempts = fixedPort == nil ? 4 : 1
-        for attempt in 1...attempts {
-            let port = try fixedPort ?? PortAllocator.freeLoopbackPort()
-            do {
-                return (try await backend.launch(try makeSpec(port)), port)
-            } catch VMMError.agentPortTaken where attempt < attempts {
-                continue
-            }
-        }
-        throw VMMError.launchFailed(backend: backend.name, reason: "no free loopback port for the agent after \(attempts) tries")
+    /// Stops a running sandbox's vCPUs; it keeps its process, memory and endpoint.
+    public func pause(id: String) async throws {
+        let lock = try FileLock(home: home, .sandbox(id))
+        defer { lock.unlock() }
+        var record = try runningRecord(id)
+        try backend.require(.pause)
+        try await machine(id, pid: record.pid).pause()
+        record.state = .paused
+        try sandboxCatalog.put(record)
     }
 
-    /// The relative name by which a sandbox's or snapshot's first disk layer reaches the image's
-    /// root filesystem blob: both directories are two levels below the home.
-    static func rootfsBackingName(_ rootfs: Digest) -> String { "../../blobs/sha256/\(rootfs.hex)" }
-
-    /// The machine process id the runtime directory of sandbox `id` records, if any.
-    func recordedPid(_ id: String) -> Int32? {
-        let pid = machine(id, pid: nil).pid
-        return pid > 0 ? pid : nil
-    }
-
-    func runningRecord(_ id: String) throws -> SandboxRecord {
-        let record = try sandboxCatalog.require(id)
-        guard record.state == .running, isAlive(id, pid: record.pid) else {
-            throw EngineError.notRunning(id: id, state: record.state == .running ? "dead (its VM exited)" : record.state.rawValue)
+    /// Continues a paused sandbox.
+    public func unpause(id: String) async throws {
+        let lock = try FileLock(home: home, .sandbox(id))
+        defer { lock.unlock() }
+        var record = try sandboxCatalog.require(id)
+        guard record.state == .paused else {
+            throw EngineError.wrongState("sandbox \(id) is \(record.state.rawValue), not paused; only a paused sandbox can be unpaused")
         }
-        return record
-    }
-
-
-    /// True while another live process holds `id`'s setup lock.
-    func setupInProgress(_ id: String) -> Bool {
-        do {
-            guard let lock = try FileLock.attempt(home: home, .sandboxSetup(id)) else { return true }
-            lock.unlock()
-            return false
-        } catch {
-            return true  // cannot tell: leave it alone rather than delete a live sandbox
-        }
-    }
-
-    /// Stops the process if it is still ours, then removes the sandbox directory.
-    package func destroy(id: String, pid: Int32?) async {
-        let paths = sandboxCatalog.paths(id)
-        if let pid {
-            await machine(id, pid: pid).stop()
-        }
-        do {
-            try FileSystem.remove(paths.directory)
-        } catch {
-            logger.error("cannot remove sandbox directory", metadata: ["path": "\(paths.directory.path)", "error": "\(error)"])
-        }
-        for lock in [LockName.sandboxSetup(id), .sandbox(id)] {
-            try? FileSystem.remove(home.locks.appendingPathComponent("\(lock.rawValue).lock"))
-        }
-        do {
-            try sandboxCatalog.forget(id)
-        } catch {
-            logger.error("cannot drop the sandbox from the catalog; it is dropped when the catalog is next reconciled", metadata: ["id": "\(id)", "error": "\(error)"])
-        }
-    }
-
-    func consoleTail(_ id: String, lines: Int = 12) -> String {
-        machine(id, pid: nil).consoleTail(lines: lines)
+        try await machine(id, pid: record.pid).resume()
+        record.state = .running
+        try sandboxCatalog.put(record)
     }
 }

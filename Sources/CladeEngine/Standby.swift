@@ -23,7 +23,10 @@ public struct StandbyReport: Codable, Sendable {
     }
 }
 
-extension Engine {
+/// Standby: capture a running sandbox to disk and stop its process; resume it in place later.
+public struct Standby: EngineCapability {
+    let engine: Engine
+
     /// Captures a running sandbox into its own directory and stops its process.
     ///
     /// A fork's RAM is a private view of its memory file, so its written pages are merged into
@@ -31,7 +34,7 @@ extension Engine {
     /// share its inode (the snapshot and sibling forks). A cold-booted sandbox's RAM already is
     /// its (private) memory file; only device state is saved.
     @discardableResult
-    public func standby(id: String) async throws -> StandbyReport {
+    public func enter(id: String) async throws -> StandbyReport {
         let lock = try FileLock(home: home, .sandbox(id))
         defer { lock.unlock() }
         var record = try runningRecord(id)
@@ -118,7 +121,7 @@ extension Engine {
             try await machine.restoreState(from: paths.standbyState, kind: kind)
             record.state = .running
             try sandboxCatalog.put(record)
-            try await pushIdentity(record)
+            try await engine.forks.pushIdentity(record)
         } catch {
             if let pid = record.pid { await machine(id, pid: pid).stop() }
             record.pid = nil

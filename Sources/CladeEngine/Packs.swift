@@ -16,7 +16,9 @@ public struct RegistryAccess: Sendable {
 
 /// Moving snapshots between hosts: the engine is the front door for packs too, so the CLI and
 /// the daemon never build packers or registry clients of their own.
-extension Engine {
+public struct Packs: EngineCapability {
+    let engine: Engine
+
     /// Packs `tag` (with its ancestors unless told not to) into an OCI layout directory or a `.tar`.
     public func pack(tag: String, ancestors: Bool = true, to output: URL, level: Int32 = 3, progress: PackProgress? = nil) throws -> PackReport {
         try Packer(home: home, level: level, logger: logger).pack(tag: tag, ancestors: ancestors, to: output, progress: progress)

@@ -34,7 +34,10 @@ public struct BranchReport: Codable, Sendable {
     }
 }
 
-extension Engine {
+/// Branches: capture a running fork into a new snapshot layered on its origin, and let it run on.
+public struct Branches: EngineCapability {
+    let engine: Engine
+
     /// Snapshots a running fork into a new tag whose parent is its origin, and lets it run on.
     ///
     /// Paused only for: stop, device-only state, the pagemap scan, reading the dirty pages and

@@ -18,19 +18,12 @@ public struct ForkOutcome: Sendable {
     public var memoryMethod: MaterializeMethod?
 }
 
-extension Engine {
-    /// Most children one fork request may start.
-    public static let maxForkCount = 64
+/// Forks: start children of a snapshot, each with its own identity, memory shared until written.
+public struct Forks: EngineCapability {
+    let engine: Engine
 
-    package func machineSpec(
-        memoryMiB: Int, cpus: Int, accelerator: Accelerator, kernel: URL, initrd: URL, commandLine: String,
-        paths: SandboxPaths, port: Int, mac: String
-    ) -> MachineSpec {
-        MachineSpec(
-            name: "clade-\(paths.directory.lastPathComponent)", memoryMiB: memoryMiB, cpus: cpus, accelerator: accelerator,
-            kernel: kernel, initrd: initrd, kernelCommandLine: commandLine, rootDisk: paths.disk, memoryFile: paths.memory,
-            runtimeDirectory: paths.directory, agentPort: port, mac: mac)
-    }
+    /// Most children one fork request may start.
+    public static let maxForkCount = Engine.maxForkCount
 
     /// Checks, before any VM starts, that everything a restore of `metadata` needs is present and intact.
     func preflight(_ metadata: SnapshotMetadata) throws {

@@ -43,14 +43,16 @@ public struct SnapshotInfo: Encodable, Sendable {
     }
 }
 
-extension Engine {
-    package var snapshotCatalog: SnapshotCatalog { SnapshotCatalog(home: home) }
+/// Snapshots: take one of a cold-booted sandbox, bake, list, inspect, remove, compact.
+public struct Snapshots: EngineCapability {
+    let engine: Engine
+
 
     /// Pauses a cold-booted sandbox and captures it as snapshot `tag`: device state via QMP, the
     /// memory file (sealed 0444) and the disk overlay (frozen 0444 as the snapshot's layer).
     /// Without `keepRunning` the sandbox is gone afterwards; with it, it continues as a fork of the
     /// new snapshot with the same id and endpoint (a new process on a private view of the memory).
-    public func snapshot(id: String, tag: String, keepRunning: Bool = false, progress: @Sendable (String) -> Void = { _ in }) async throws -> SnapshotMetadata {
+    public func take(id: String, tag: String, keepRunning: Bool = false, progress: @Sendable (String) -> Void = { _ in }) async throws -> SnapshotMetadata {
         let lock = try claimTag(tag)
         defer { lock.unlock() }
         let record = try runningRecord(id)
@@ -94,7 +96,7 @@ extension Engine {
             logger.info("snapshot taken", metadata: ["tag": "\(tag)", "pause_ms": "\(Int(pauseMilliseconds))", "device_state_bytes": "\(metadata.deviceState.size)"])
             if keepRunning {
                 progress("resuming \(id) as a fork of \(tag)")
-                _ = try await startChild(of: metadata, id: id, port: record.agentPort, mac: record.mac)
+                _ = try await engine.forks.startChild(of: metadata, id: id, port: record.agentPort, mac: record.mac)
             }
             return metadata
         } catch {
@@ -110,7 +112,7 @@ extension Engine {
         try claimTag(options.tag).unlock()
         let entry = try beginOperation(.bake, subject: options.tag)
         defer { journal.end(entry) }
-        let record = try await boot(options.boot, partOf: entry, progress: progress)
+        let record = try await engine.sandboxes.boot(options.boot, partOf: entry, progress: progress)
         do {
             FaultPoint.bakeBooted.crashIfRequested()
             if let warm = options.warm {
@@ -121,21 +123,21 @@ extension Engine {
                 }
             }
             progress("snapshotting as \(options.tag)")
-            return try await snapshot(id: record.id, tag: options.tag, progress: progress)
+            return try await take(id: record.id, tag: options.tag, progress: progress)
         } catch {
-            if (try? sandboxCatalog.get(record.id)) != nil { try? await kill(id: record.id) }
+            if (try? sandboxCatalog.get(record.id)) != nil { try? await engine.sandboxes.kill(id: record.id) }
             throw error
         }
     }
 
     /// Every snapshot, from the catalog (after rolling back operations a dead clade left half-done).
-    public func listSnapshots() async throws -> [SnapshotMetadata] {
-        try await recoverInterruptedOperations()
-        sweepInterruptedSnapshotWork()
+    public func list() async throws -> [SnapshotMetadata] {
+        try await engine.recovery.recoverInterruptedOperations()
+        engine.recovery.sweepInterruptedSnapshotWork()
         return try snapshotCatalog.list()
     }
 
-    public func snapshotInfo(_ tag: String) async throws -> SnapshotInfo {
+    public func info(_ tag: String) async throws -> SnapshotInfo {
         let metadata = try snapshotCatalog.require(tag)
         let directory = snapshotCatalog.directory(tag)
         var logical: Int64 = 0, physical: Int64 = 0
@@ -153,7 +155,7 @@ extension Engine {
 
     /// Live sandboxes forked from `tag`, and snapshots whose parent is `tag`.
     func dependents(of tag: String) async throws -> (sandboxes: [String], snapshots: [String]) {
-        let live = try await listSandboxes().filter { $0.snapshot == tag && $0.state != .dead }.map(\.id)
+        let live = try await engine.sandboxes.list().filter { $0.snapshot == tag && $0.state != .dead }.map(\.id)
         let children = try snapshotCatalog.list().filter { $0.parent?.tag == tag }.map(\.tag)
         return (live, children)
     }
@@ -161,13 +163,13 @@ extension Engine {
     /// Removes snapshot `tag`. Refuses while sandboxes or snapshots depend on it, listing them;
     /// `force` removes the names anyway (running forks keep their own hardlinks and keep working);
     /// `cascade` first kills its sandboxes and removes its descendants.
-    public func removeSnapshot(_ tag: String, force: Bool = false, cascade: Bool = false) async throws -> [String] {
+    public func remove(_ tag: String, force: Bool = false, cascade: Bool = false) async throws -> [String] {
         _ = try snapshotCatalog.require(tag)
         let (live, children) = try await dependents(of: tag)
         var removed: [String] = []
         if cascade {
-            for child in children { removed += try await removeSnapshot(child, force: force, cascade: true) }
-            for id in live { try await kill(id: id) }
+            for child in children { removed += try await remove(child, force: force, cascade: true) }
+            for id in live { try await engine.sandboxes.kill(id: id) }
         } else if !force, !(live.isEmpty && children.isEmpty) {
             throw EngineError.inUse(tag: tag, sandboxes: live, snapshots: children)
         }
@@ -183,5 +185,45 @@ extension Engine {
         try FileSystem.remove(doomed)
         removed.append(tag)
         return removed
+    }
+
+    /// Flattens snapshot `tag`'s disk chain into one layer over the rootfs blob and writes the
+    /// result as `newTag`, a standalone snapshot with no parent: its forks are as fast as those of
+    /// a baked snapshot, and it survives the removal of every ancestor. Memory and device state are
+    /// already standalone per snapshot, so they are hardlinked, not copied.
+    @discardableResult
+    public func compact(_ tag: String, to newTag: String) async throws -> SnapshotMetadata {
+        let lock = try claimTag(newTag, option: "--to")
+        defer { lock.unlock() }
+        let source = try snapshotCatalog.require(tag)
+        try engine.forks.preflight(source)
+        guard let top = source.diskLayers.last else { throw EngineError.damaged("snapshot '\(tag)' has no disk layer") }
+        let directory = snapshotCatalog.directory(tag)
+        let staging = try makeStagingDirectory(for: newTag)
+        let entry = try beginOperation(.compact, subject: newTag, paths: [staging])
+        defer { journal.end(entry) }
+        do {
+            let materializer = Materializer(logger: logger)
+            try materializer.materialize(directory.appendingPathComponent(source.memory.file), at: staging.appendingPathComponent("memory"))
+            try materializer.materialize(directory.appendingPathComponent(source.deviceState.file), at: staging.appendingPathComponent("devices.state"))
+            // The staging directory is two levels below the home, like every snapshot directory,
+            // so the relative backing name resolves here and after the rename.
+            let layer = staging.appendingPathComponent(SandboxPaths.layerName(0))
+            try disks.flatten(directory.appendingPathComponent(top.file), into: layer, backingName: Engine.rootfsBackingName(source.rootfs))
+            guard chmod(layer.path, 0o444) == 0 else { throw StoreError.systemCall("chmod", path: layer.path, errno: errno) }
+            var metadata = source
+            metadata.tag = newTag
+            metadata.id = UUID().uuidString.lowercased()
+            metadata.createdAt = Date()
+            metadata.parent = nil
+            metadata.diskLayers = [.init(file: SandboxPaths.layerName(0), format: disks.layerFormat, backing: source.rootfs)]
+            try JSONFiles.write(metadata, to: staging.appendingPathComponent(SnapshotMetadata.fileName))
+            try publishStagedSnapshot(staging, as: newTag)
+            logger.info("compacted", metadata: ["from": "\(tag)", "to": "\(newTag)", "layers_before": "\(source.diskLayers.count)"])
+            return metadata
+        } catch {
+            try? FileSystem.remove(staging)
+            throw error
+        }
     }
 }
