@@ -23,7 +23,7 @@ public struct Recovery: EngineCapability {
     /// Rolls back every operation whose clade process died half-way, then reconciles the catalog
     /// with the directories if anything was rolled back (or `reconcile` asks for it anyway).
     ///
-    /// A sandbox directory an interrupted operation listed is destroyed (its QEMU stopped): the
+    /// A sandbox directory an interrupted operation listed is destroyed (its VM stopped): the
     /// caller never learned of it, so nobody would ever kill it. Staging directories and files
     /// being deleted are removed. A snapshot the operation had already published stays: its
     /// directory is complete (publishing is one rename), and reconciling records it.

@@ -131,7 +131,7 @@ public struct Sandboxes: EngineCapability {
         await destroy(id: id, pid: record?.pid ?? machine(id, pid: nil).pid)
     }
 
-    /// All sandboxes. Ones whose QEMU died without clade are reported `dead` once and their files
+    /// All sandboxes. Ones whose VM died without clade are reported `dead` once and their files
     /// removed. Operations interrupted by a dead clade process are rolled back first, and the
     /// catalog's sandbox rows are brought in line with what was found.
     public func list() async throws -> [SandboxRecord] {

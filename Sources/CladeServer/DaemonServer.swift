@@ -62,7 +62,7 @@ public enum Daemon {
     public struct Reconciliation: Sendable {
         public var running = 0
         public var dead = 0
-        /// Running sandboxes whose QEMU answered on its QMP socket.
+        /// Running sandboxes whose VM answered through the backend.
         public var adopted = 0
         /// Journal entries of operations a dead clade process left half-done, rolled back.
         public var rolledBack: [String] = []
@@ -72,7 +72,7 @@ public enum Daemon {
 
     /// Rolls back operations a dead clade left half-done (from the catalog's journal) and
     /// reconciles the catalog with the directories; marks jobs of a dead daemon interrupted;
-    /// keeps sandboxes whose QEMU still runs, re-adopting each over QMP (one left paused by a
+    /// keeps sandboxes whose VM still runs, re-adopting each through the backend (one left paused by a
     /// dead operation is continued); reports dead ones and cleans their files.
     public static func reconcile(engine: Engine, logger: Logger) async throws -> Reconciliation {
         var result = Reconciliation()
