@@ -3,6 +3,11 @@
 # clade's reflink path run instead of skipping. Prints the mount point. Needs root.
 # Usage: scripts/reflink-testfs.sh [MOUNTPOINT]   (default /mnt/clade-reflink)
 set -euo pipefail
+if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then exec sudo "$(cd "$(dirname "$0")" && pwd)/reflink-testfs.sh" "$@"; fi
+    echo "reflink-testfs.sh needs root (mount): run it as root or install sudo" >&2
+    exit 1
+fi
 mountpoint=${1:-/mnt/clade-reflink}
 image=${CLADE_REFLINK_IMAGE:-/var/tmp/clade-reflink.img}
 if mountpoint -q "$mountpoint" 2>/dev/null; then
