@@ -111,14 +111,10 @@ public struct Standby: EngineCapability {
             kernel: blobs.url(for: boot.kernel), initrd: blobs.url(for: boot.initrd), commandLine: boot.commandLine, paths: paths,
             port: record.agentPort, mac: record.mac)
         spec.rootDisk = paths.directory.appendingPathComponent(record.activeDisk ?? paths.disk.lastPathComponent)
-        spec.restoring = true
         spec.restoreIntoSharedMemory = !forked
-        let kind: SavedStateKind = forked ? .devicesOnly : .memoryInSharedFile
-        spec.restoredStateKind = kind
         do {
-            let machine = try await backend.launch(spec)
-            record.pid = machine.pid
-            try await machine.restoreState(from: paths.standbyState, kind: kind)
+            // On failure the backend stops the machine it launched.
+            record.pid = try await backend.restore(spec, from: paths.standbyState, kind: forked ? .devicesOnly : .memoryInSharedFile).pid
             record.state = .running
             try sandboxCatalog.put(record)
             try await engine.forks.pushIdentity(record)

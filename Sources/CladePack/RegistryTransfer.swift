@@ -92,7 +92,14 @@ public struct RegistryTransfer: Sendable {
         let cache = home.temporary.appendingPathComponent("pull-\(key)")
         let layout = try LayoutWriter(root: cache)
         let client = RegistryClient(reference: reference, insecure: insecure, credentials: credentials, logger: logger)
-        if !options.force, let tag = try await tagAlreadyHolds(reference, client: client, tagOverride: options.tag) {
+        let leaf: FetchedManifest
+        do {
+            leaf = try await fetchManifest(reference.reference, of: reference, with: client)
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        if !options.force, let tag = tagAlreadyHolds(leaf.manifest, tagOverride: options.tag) {
             await client.shutdown()
             logger.info("already up to date", metadata: ["reference": "\(reference)", "tag": "\(tag)"])
             var report = UnpackReport(
@@ -103,7 +110,7 @@ public struct RegistryTransfer: Sendable {
         }
         let downloaded: [String: Int64]
         do {
-            downloaded = try await fetch(reference, into: layout, with: client, tagOverride: options.tag, progress: progress)
+            downloaded = try await fetch(reference, leaf: leaf, into: layout, with: client, tagOverride: options.tag, progress: progress)
             await client.shutdown()
         } catch {
             // The cache holds only verified blobs, so it is kept for a rerun to resume from.
@@ -129,9 +136,7 @@ public struct RegistryTransfer: Sendable {
     /// registry's manifest describes: pulling it again is a no-op, as it is for container tools.
     /// Snapshots are immutable and their ids unique, so the same id under the tag is the same
     /// snapshot; nothing is downloaded or written either way.
-    private func tagAlreadyHolds(_ reference: RegistryReference, client: RegistryClient, tagOverride: String?) async throws -> String? {
-        let (data, digest) = try await client.getManifest(reference.reference)
-        let manifest = try CanonicalJSON.decode(Manifest.self, from: data, what: "manifest \(digest.short) from \(reference.host)")
+    private func tagAlreadyHolds(_ manifest: Manifest, tagOverride: String?) -> String? {
         guard let tag = tagOverride ?? manifest.annotations?[AnnotationKey.snapshotTag],
               let id = manifest.annotations?[AnnotationKey.snapshotID],
               let local = try? SnapshotCatalog(home: home).get(tag), local.id == id
@@ -139,8 +144,23 @@ public struct RegistryTransfer: Sendable {
         return tag
     }
 
+    /// A manifest as the registry sent it, with its digest, decoded.
+    private struct FetchedManifest {
+        let data: Data
+        let digest: Digest
+        let manifest: Manifest
+    }
+
+    private func fetchManifest(_ wanted: String, of reference: RegistryReference, with client: RegistryClient) async throws -> FetchedManifest {
+        let (data, digest) = try await client.getManifest(wanted)
+        let manifest = try CanonicalJSON.decode(Manifest.self, from: data, what: "manifest \(digest.short) from \(reference.host)")
+        return FetchedManifest(data: data, digest: digest, manifest: manifest)
+    }
+
+    /// Walks the chain from `leaf` (already fetched by `pull`) through its parents.
     private func fetch(
-        _ reference: RegistryReference, into layout: LayoutWriter, with client: RegistryClient, tagOverride: String?, progress: PackProgress?
+        _ reference: RegistryReference, leaf: FetchedManifest, into layout: LayoutWriter, with client: RegistryClient, tagOverride: String?,
+        progress: PackProgress?
     ) async throws -> [String: Int64] {
         let localIDs = Set(try SnapshotCatalog(home: home).list().map(\.id))
         let blobs = BlobStore(home: home)
@@ -150,8 +170,8 @@ public struct RegistryTransfer: Sendable {
             guard chain.count <= SnapshotMetadata.maxChainDepth else {
                 throw PackError.malformed(what: "\(reference)", reason: "its snapshot chain is deeper than \(SnapshotMetadata.maxChainDepth)")
             }
-            let (data, digest) = try await client.getManifest(wanted)
-            let manifest = try CanonicalJSON.decode(Manifest.self, from: data, what: "manifest \(digest.short) from \(reference.host)")
+            let fetched = chain.isEmpty ? leaf : try await fetchManifest(wanted, of: reference, with: client)
+            let (data, digest, manifest) = (fetched.data, fetched.digest, fetched.manifest)
             try SnapshotPlan.checkFormat(manifest, what: "manifest \(digest.short) from \(reference.host)")
             try layout.put(data)
             chain.append((Descriptor(mediaType: MediaType.imageManifest, digest: digest, size: Int64(data.count)), manifest))

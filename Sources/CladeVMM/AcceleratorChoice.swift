@@ -23,8 +23,11 @@ public struct AcceleratorChoice: Codable, Sendable, Equatable {
         case accelerator, reason
         case backendVersion = "backend_version"
         case probeSeconds = "probe_seconds"
-        /// The name 0.6.0 wrote the version under (its only backend was QEMU).
-        case legacyVersion = "qemu_version"
+    }
+
+    /// The name 0.6.0 wrote the version under (its only backend was QEMU); read, never written.
+    private enum LegacyKeys: String, CodingKey {
+        case version = "qemu_version"
     }
 
     public init(from decoder: Decoder) throws {
@@ -32,15 +35,7 @@ public struct AcceleratorChoice: Codable, Sendable, Equatable {
         accelerator = try container.decode(Accelerator.self, forKey: .accelerator)
         reason = try container.decode(String.self, forKey: .reason)
         backendVersion = try container.decodeIfPresent(String.self, forKey: .backendVersion)
-            ?? container.decode(String.self, forKey: .legacyVersion)
+            ?? decoder.container(keyedBy: LegacyKeys.self).decode(String.self, forKey: .version)
         probeSeconds = try container.decodeIfPresent(Double.self, forKey: .probeSeconds)
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(accelerator, forKey: .accelerator)
-        try container.encode(reason, forKey: .reason)
-        try container.encode(backendVersion, forKey: .backendVersion)
-        try container.encodeIfPresent(probeSeconds, forKey: .probeSeconds)
     }
 }

@@ -89,6 +89,7 @@ extension VMBackend {
     public func restore(_ spec: MachineSpec, from state: URL, kind: SavedStateKind) async throws -> any VMHandle {
         var spec = spec
         spec.restoring = true
+        spec.restoredStateKind = kind
         let handle = try await launch(spec)
         do {
             try await handle.restoreState(from: state, kind: kind)

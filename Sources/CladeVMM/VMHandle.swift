@@ -75,5 +75,3 @@ extension VMHandle {
         throw VMMError.unsupported(backend: backendName, operation: "freeze the disk of a running guest")
     }
 }
-
-extension PageSelection: Equatable {}
