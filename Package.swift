@@ -68,6 +68,7 @@ let package = Package(
         .target(
             name: "CladeGuest",
             dependencies: [
+                "CArchive",
                 "CladeStore",
                 "CladeModel",
                 "CladeVMM",

@@ -29,7 +29,12 @@ public struct Ext4Builder: Sendable {
     }
 
     /// Builds an image of `source` with `freeMiB` of free space and stores it as a blob.
-    public func build(from source: URL, freeMiB: Int = 256) throws -> (digest: Digest, size: Int64) {
+    ///
+    /// With `metadata` (an unpacked image), `source` is used in place and consumed, and every
+    /// path's owner, mode and extended attributes, and the device nodes, come from `metadata`
+    /// rather than from the host; without it, `source` is copied and left alone, and files
+    /// belong to root in the image when clade does not run as root.
+    public func build(from source: URL, freeMiB: Int = 256, metadata: RootMetadata? = nil) throws -> (digest: Digest, size: Int64) {
         guard let status = try FileSystem.status(of: source.resolvingSymlinksInPath()), status.isDirectory else {
             throw GuestError.sourceDirectoryMissing(source.path)
         }
@@ -38,9 +43,14 @@ public struct Ext4Builder: Sendable {
         }
         let work = try home.makeTemporaryDirectory(prefix: "ext4")
         defer { try? FileSystem.remove(work) }
-        let staging = work.appendingPathComponent("root")
-        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: false)
-        try ExternalCommand("cp", ["-a", "--", source.resolvingSymlinksInPath().path + "/.", staging.path]).check()
+        let staging: URL
+        if metadata != nil {
+            staging = source
+        } else {
+            staging = work.appendingPathComponent("root")
+            try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: false)
+            try ExternalCommand("cp", ["-a", "--", source.resolvingSymlinksInPath().path + "/.", staging.path]).check()
+        }
         for directory in Self.requiredDirectories {
             let url = staging.appendingPathComponent(directory)
             if try !FileSystem.exists(url) {
@@ -58,7 +68,8 @@ public struct Ext4Builder: Sendable {
         let contentBytes = Int64(try ExternalCommand("du", ["-s", "-B1", "--apparent-size", staging.path]).check().stdout
             .split(whereSeparator: \.isWhitespace).first.flatMap { Int64($0) } ?? 0)
         let metadataBytes = Int64(paths.count + 64) * 4096
-        let sizeMiB = max(64, (contentBytes * 5 / 4 + metadataBytes) / (1 << 20) + 16 + Int64(freeMiB))
+        let deviceCount = Int64(metadata?.devices.count ?? 0)
+        let sizeMiB = max(64, (contentBytes * 5 / 4 + metadataBytes + deviceCount * 4096) / (1 << 20) + 16 + Int64(freeMiB))
         let image = work.appendingPathComponent("rootfs.ext4")
         let environment = ["E2FSPROGS_FAKE_TIME": Self.fixedTime]
         try ExternalCommand("mke2fs", [
@@ -67,10 +78,14 @@ public struct Ext4Builder: Sendable {
             "-d", staging.path, image.path, "\(sizeMiB)M",
         ], environment: environment).check()
 
-        var commands = ["/"] + paths + ["/lost+found"]
-        commands = commands.flatMap { path -> [String] in
+        var commands: [String] = []
+        if let metadata {
+            commands = try MetadataScript(metadata: metadata, work: work).lines(existing: paths)
+        }
+        let devicePaths = metadata.map { $0.devices.keys.map { "/" + $0 } } ?? []
+        commands += (["/"] + paths + devicePaths + ["/lost+found"]).flatMap { path -> [String] in
             var lines = ["ctime", "atime", "mtime", "crtime"].map { "sif \"\(path)\" \($0) \(Self.fixedTime)" }
-            if getuid() != 0 { lines += ["sif \"\(path)\" uid 0", "sif \"\(path)\" gid 0"] }
+            if metadata == nil, getuid() != 0 { lines += ["sif \"\(path)\" uid 0", "sif \"\(path)\" gid 0"] }
             return lines
         }
         let script = work.appendingPathComponent("normalize.debugfs")

@@ -16,6 +16,17 @@ public struct ImageRecord: Codable, Sendable, Equatable {
     public var kernelRelease: String
     public var agentVersion: String
     public var createdAt: Date
+    /// Where the root filesystem came from: a registry reference, an import path, a Debian
+    /// suite, or a directory. Nil for records written before clade recorded it.
+    public var source: String?
+    /// The OCI manifest the image was made from, when it came from one.
+    public var manifestDigest: Digest?
+    /// How processes run in it; nil means clade's defaults (root, `/`, no extra environment).
+    public var config: ImageConfig?
+    /// The layer blobs the root filesystem was assembled from (kept for `gc` and re-builds).
+    public var layers: [Digest]
+    /// The image config blob, when the image came from an OCI manifest.
+    public var configBlob: Digest?
 
     public init(
         name: String, rootfs: Digest, rootfsSize: Int64, initrd: Digest, kernel: Digest,
@@ -30,6 +41,7 @@ public struct ImageRecord: Codable, Sendable, Equatable {
         self.kernelRelease = kernelRelease
         self.agentVersion = agentVersion
         self.createdAt = createdAt
+        self.layers = []
     }
 
     enum CodingKeys: String, CodingKey {
@@ -38,6 +50,9 @@ public struct ImageRecord: Codable, Sendable, Equatable {
         case kernelRelease = "kernel_release"
         case agentVersion = "agent_version"
         case createdAt = "created_at"
+        case source, config, layers
+        case manifestDigest = "manifest_digest"
+        case configBlob = "config_blob"
     }
 
     public init(from decoder: Decoder) throws {
@@ -52,6 +67,11 @@ public struct ImageRecord: Codable, Sendable, Equatable {
         kernelRelease = try container.decodeIfPresent(String.self, forKey: .kernelRelease) ?? ""
         agentVersion = try container.decodeIfPresent(String.self, forKey: .agentVersion) ?? ""
         createdAt = try container.decodeIfPresent(Date.self, forKey: .createdAt) ?? Date(timeIntervalSince1970: 0)
+        source = try container.decodeIfPresent(String.self, forKey: .source)
+        manifestDigest = try container.decodeIfPresent(Digest.self, forKey: .manifestDigest)
+        config = try container.decodeIfPresent(ImageConfig.self, forKey: .config)
+        layers = try container.decodeIfPresent([Digest].self, forKey: .layers) ?? []
+        configBlob = try container.decodeIfPresent(Digest.self, forKey: .configBlob)
     }
 }
 

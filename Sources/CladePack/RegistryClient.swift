@@ -283,8 +283,9 @@ public actor RegistryClient {
     }
 
     /// Fetches a manifest; its digest is computed here (and must equal `tagOrDigest` when that is a digest).
-    public func getManifest(_ tagOrDigest: String) async throws -> (data: Data, digest: Digest) {
-        let response = try await send(.GET, "\(base)/manifests/\(tagOrDigest)", headers: [("Accept", MediaType.imageManifest)])
+    /// `accept` lists the manifest media types the caller can read.
+    public func getManifest(_ tagOrDigest: String, accept: [String] = [MediaType.imageManifest]) async throws -> (data: Data, digest: Digest) {
+        let response = try await send(.GET, "\(base)/manifests/\(tagOrDigest)", headers: accept.map { ("Accept", $0) })
         if response.status == .notFound {
             throw PackError.registry("\(reference.with(reference: tagOrDigest)) does not exist; check the name with the registry, or push it first")
         }
