@@ -21,20 +21,28 @@ public struct Images: EngineCapability {
         try home.prepare()
         let lock = try FileLock(home: home, .image(name))
         defer { lock.unlock() }
-        let kernel = try GuestKernel.locate(home: home)
-        let agent = try AgentBinary.locate()
+        _ = try GuestKernel.locate(home: home)
+        _ = try AgentBinary.locate()
         progress("building root filesystem from \(directory.path)")
         let rootfs = try Ext4Builder(home: home, logger: logger).build(from: directory, freeMiB: freeMiB)
+        var record = try record(named: name, rootfs: rootfs, progress: progress)
+        record.source = directory.path
+        try imageCatalog.put(record)
+        logger.info("image ready", metadata: ["image": "\(name)", "rootfs": "\(rootfs.digest)"])
+        return record
+    }
+
+    /// A record for a freshly built root filesystem: builds the initrd and stores the kernel.
+    func record(named name: String, rootfs: (digest: Digest, size: Int64), progress: @Sendable (String) -> Void) throws -> ImageRecord {
+        let kernel = try GuestKernel.locate(home: home)
+        let agent = try AgentBinary.locate()
         progress("building initrd (agent, virtio modules)")
         let initrd = try InitrdBuilder(home: home, logger: logger).build(kernel: kernel, agent: agent)
         progress("storing kernel \(kernel.release)")
         let kernelDigest = try blobs.ingestCopy(of: kernel.image).digest
-        let record = ImageRecord(
+        return ImageRecord(
             name: name, rootfs: rootfs.digest, rootfsSize: rootfs.size, initrd: initrd, kernel: kernelDigest,
             kernelRelease: kernel.release, agentVersion: CladeVersion.current)
-        try imageCatalog.put(record)
-        logger.info("image ready", metadata: ["image": "\(name)", "rootfs": "\(rootfs.digest)"])
-        return record
     }
 
     /// The image called `name`; the built-in `default` image is built on first use.

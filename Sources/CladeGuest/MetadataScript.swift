@@ -13,7 +13,13 @@ struct MetadataScript {
     func lines(existing: [String]) throws -> [String] {
         var lines: [String] = []
         for (path, device) in metadata.devices.sorted(by: { $0.key < $1.key }) {
-            lines.append("mknod \"/\(path)\" \(device.isBlock ? "b" : "c") \(device.major) \(device.minor)")
+            // debugfs makes a node in its current directory, under a plain name.
+            let slash = path.lastIndex(of: "/")
+            let directory = slash.map { "/" + path[..<$0] } ?? "/"
+            let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+            lines.append("cd \"\(directory)\"")
+            lines.append("mknod \"\(name)\" \(device.isBlock ? "b" : "c") \(device.major) \(device.minor)")
+            lines.append("cd /")
         }
         let described = (["/"] + existing + metadata.devices.keys.sorted().map { "/" + $0 })
         var valueIndex = 0

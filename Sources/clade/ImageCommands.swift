@@ -1,12 +1,75 @@
 import ArgumentParser
 import CladeEngine
 import CladeModel
+import CladePack
 import Foundation
 
 struct ImageCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "image", abstract: "Build, list and remove images.",
-        subcommands: [Build.self, ListImages.self, Remove.self])
+        commandName: "image", abstract: "Pull, import, build, list, inspect and remove images.",
+        subcommands: [Pull.self, Import.self, Build.self, ListImages.self, Inspect.self, Remove.self])
+
+    /// Options shared by every way of making an image from layers.
+    struct IngestOptions: ParsableArguments {
+        @Option(help: "Image name (default: derived from the reference or file name).") var name: String?
+        @Option(help: "Platform to pick from a multi-platform image, OS/ARCH[/VARIANT].") var platform: String?
+        @Option(help: "Free space in the root filesystem beyond its content, MiB.") var freeSpace = 256
+        @Option(help: "Refuse images whose layers unpack to more than this, MiB.") var sizeLimit = 32768
+
+        func options() throws -> ImageIngestOptions {
+            ImageIngestOptions(
+                name: name, platform: try platform.map(ImagePlatform.init(parsing:)) ?? .host, freeMiB: freeSpace, sizeLimitMiB: sizeLimit)
+        }
+    }
+
+    struct Pull: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Pull a container image (OCI or Docker) from a registry and make it a clade image.",
+            discussion: "REF is read as docker does: python:3.12-slim is docker.io/library/python:3.12-slim; localhost:5000/app:v1 names a registry.")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var registry: RegistryOptions
+        @OptionGroup var ingest: IngestOptions
+        @Flag(help: "Print the image record as JSON.") var json = false
+        @Argument(help: "Image reference, [HOST[:PORT]/]REPOSITORY[:TAG|@sha256:DIGEST].") var reference: String
+
+        func run() async throws {
+            let progress = ProgressReporter(quiet: json)
+            let access = RegistryAccess(insecure: registry.insecure, credentials: try registry.credentials())
+            let record = try await global.makeEngine().images.pull(reference, options: try ingest.options(), access: access) { step, done, total in
+                progress.update(step, done: done, total: total)
+            }
+            progress.finish()
+            if json { try printJSON(record) } else { print("\(record.name) \(record.rootfs) (from \(record.source ?? reference))") }
+        }
+    }
+
+    struct Import: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Import an image from an OCI layout directory, a docker save archive, or a rootfs tarball.")
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var ingest: IngestOptions
+        @Flag(help: "Print the image record as JSON.") var json = false
+        @Argument(help: "DIR[:TAG] (OCI image layout), FILE[:TAG] (docker save), or a .tar/.tar.gz/.tar.zst root filesystem.") var path: String
+
+        func run() async throws {
+            let progress = ProgressReporter(quiet: json)
+            let record = try await global.makeEngine().images.importImage(path, options: try ingest.options()) { step, done, total in
+                progress.update(step, done: done, total: total)
+            }
+            progress.finish()
+            if json { try printJSON(record) } else { print("\(record.name) \(record.rootfs) (from \(record.source ?? path))") }
+        }
+    }
+
+    struct Inspect: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show an image's record and config (JSON).")
+        @OptionGroup var global: GlobalOptions
+        @Argument(help: "Image name.") var name: String
+
+        func run() async throws {
+            try printJSON(try global.makeEngine().images.named(name))
+        }
+    }
 
     struct Build: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Build a deterministic image from a directory.")
@@ -35,12 +98,11 @@ struct ImageCommand: AsyncParsableCommand {
         func run() async throws {
             let images = try global.makeEngine().images.list()
             if json { return try printJSON(images) }
-            print("NAME".padding(toLength: 20, withPad: " ", startingAt: 0) + "ROOTFS".padding(toLength: 20, withPad: " ", startingAt: 0) + "SIZE      KERNEL")
+            func column(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count + 1), withPad: " ", startingAt: 0) }
+            print(column("NAME", 24) + column("ROOTFS", 20) + column("SIZE", 10) + "SOURCE")
             for image in images {
                 let size = String(format: "%.0fMiB", Double(image.rootfsSize) / 1_048_576)
-                print(image.name.padding(toLength: 20, withPad: " ", startingAt: 0)
-                    + image.rootfs.short.padding(toLength: 20, withPad: " ", startingAt: 0)
-                    + size.padding(toLength: 10, withPad: " ", startingAt: 0) + image.kernelRelease)
+                print(column(image.name, 24) + column(image.rootfs.short, 20) + column(size, 10) + (image.source ?? "-"))
             }
         }
     }
