@@ -51,3 +51,48 @@ int clade_set_mac(const char *name, const unsigned char mac[6]) {
     return result;
 }
 int clade_reseed_crng(int fd) { return ioctl(fd, RNDRESEEDCRNG); }
+
+#include <grp.h>
+#include <signal.h>
+#include <errno.h>
+int clade_spawn_as(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
+                   const char *cwd, unsigned uid, unsigned gid, const unsigned *groups, int group_count, int *pid_out) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return errno;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int saved = errno;
+        close(report[0]);
+        close(report[1]);
+        return saved;
+    }
+    if (pid == 0) {
+        // Only async-signal-safe calls from here: the parent has other threads.
+        struct sigaction fallback;
+        memset(&fallback, 0, sizeof fallback);
+        fallback.sa_handler = SIG_DFL;
+        for (int signal_number = 1; signal_number < NSIG; signal_number++) sigaction(signal_number, &fallback, NULL);
+        sigset_t empty;
+        sigemptyset(&empty);
+        sigprocmask(SIG_SETMASK, &empty, NULL);
+        setsid();
+        int saved = 0;
+        if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) goto fail;
+        if (setgroups((size_t)group_count, (const gid_t *)groups) != 0) goto fail;
+        if (setgid(gid) != 0) goto fail;
+        if (setuid(uid) != 0) goto fail;
+        if (cwd && chdir(cwd) != 0) goto fail;
+        execvpe(file, argv, envp);
+    fail:
+        saved = errno;
+        (void)!write(report[1], &saved, sizeof saved);
+        _exit(127);
+    }
+    close(report[1]);
+    int child_errno = 0;
+    ssize_t count;
+    do { count = read(report[0], &child_errno, sizeof child_errno); } while (count < 0 && errno == EINTR);
+    close(report[0]);
+    *pid_out = pid;
+    return count == (ssize_t)sizeof child_errno ? child_errno : 0;
+}

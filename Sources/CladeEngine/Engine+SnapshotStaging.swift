@@ -79,8 +79,10 @@ extension Engine {
             memory: .init(file: "memory", logicalSize: memoryStatus.size, physicalSize: memoryStatus.allocatedBytes),
             deviceState: .init(file: "devices.state", size: state.size, sha256: state.digest, format: deviceStateFormat),
             parent: parent, agentProtocolVersion: agentProtocolVersion, branchedFrom: branchedFrom)
-        try JSONFiles.write(metadata, to: staging.appendingPathComponent(SnapshotMetadata.fileName))
-        return metadata
+        var withConfig = metadata
+        withConfig.imageConfig = record.imageConfig
+        try JSONFiles.write(withConfig, to: staging.appendingPathComponent(SnapshotMetadata.fileName))
+        return withConfig
     }
 
     /// Makes a complete staging directory visible as snapshot `tag`, atomically.

@@ -113,6 +113,7 @@ public struct Forks: EngineCapability {
         record.initrd = metadata.initrd
         record.rootfs = metadata.rootfs
         record.kernelCommandLine = metadata.machine.kernelCommandLine
+        record.imageConfig = metadata.imageConfig
         let started = Date()
         var phases: [String] = []
         func mark(_ phase: String) { phases.append("\(phase)=\(Int(Date().timeIntervalSince(started) * 1000))ms") }

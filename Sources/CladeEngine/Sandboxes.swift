@@ -8,6 +8,9 @@ import Foundation
 /// Options for a cold boot.
 public struct BootOptions: Sendable {
     public var image: String
+    /// For `run`: environment merged over the image's, and the user to run as.
+    public var env: [String: String]?
+    public var user: String?
     public var memoryMiB: Int
     public var cpus: Int
     /// Seconds to wait for the guest agent.
@@ -61,6 +64,7 @@ public struct Sandboxes: EngineCapability {
         record.kernel = image.kernel
         record.initrd = image.initrd
         record.rootfs = image.rootfs
+        record.imageConfig = image.config
         do {
             progress("creating the disk overlay")
             // Relative backing path: sandbox and snapshot directories are both two levels below
@@ -105,14 +109,17 @@ public struct Sandboxes: EngineCapability {
         }
     }
 
-    /// Runs a command in a running sandbox.
+    /// Runs a command in a running sandbox, with the image's environment, working directory and
+    /// user unless `env` (merged over the image's), `cwd` or `user` say otherwise.
     public func exec(
-        id: String, argv: [String], env: [String: String]? = nil, cwd: String? = nil, stdin: String? = nil, timeout: Double? = nil
+        id: String, argv: [String], env: [String: String]? = nil, cwd: String? = nil, user: String? = nil, stdin: String? = nil,
+        timeout: Double? = nil
     ) async throws -> AgentResponse {
         let record = try runningRecord(id)
         guard !argv.isEmpty else { throw EngineError.badInput("give the command to run after --") }
         if let timeout, !(timeout > 0) { throw EngineError.badInput("--timeout must be a positive number of seconds") }
-        return try await AgentClient(port: record.agentPort).exec(argv, env: env, cwd: cwd, stdin: stdin, timeout: timeout)
+        let resolved = ExecDefaults(record.imageConfig).apply(env: env, cwd: cwd, user: user)
+        return try await AgentClient(port: record.agentPort).exec(argv, env: resolved.env, cwd: resolved.cwd, user: resolved.user, stdin: stdin, timeout: timeout)
     }
 
     /// An agent client for a running sandbox.
@@ -211,10 +218,15 @@ public struct Sandboxes: EngineCapability {
     }
 
     /// Cold-boots, runs one command, and tears the VM down whatever happens.
+    /// With no `argv`, runs the image's `Entrypoint` + `Cmd`.
     public func run(
-        _ options: BootOptions, argv: [String], timeout: Double?, progress: @Sendable (String) -> Void = { _ in }
+        _ options: BootOptions, argv requested: [String], timeout: Double?, progress: @Sendable (String) -> Void = { _ in }
     ) async throws -> AgentResponse {
-        guard !argv.isEmpty else { throw EngineError.badInput("give the command to run after --") }
+        var argv = requested
+        if argv.isEmpty { argv = try engine.images.named(options.image, progress: progress).config?.defaultCommand ?? [] }
+        guard !argv.isEmpty else {
+            throw EngineError.badInput("image '\(options.image)' has no Entrypoint or Cmd; give the command to run after --")
+        }
         if let timeout, !(timeout > 0) { throw EngineError.badInput("--timeout must be a positive number of seconds") }
         // If this process dies while the command runs, the next clade stops the VM.
         let entry = try beginOperation(.run, subject: options.image)
@@ -222,7 +234,9 @@ public struct Sandboxes: EngineCapability {
         let record = try await boot(options, partOf: entry, progress: progress)
         do {
             progress("running \(argv.joined(separator: " "))")
-            let response = try await AgentClient(port: record.agentPort).exec(argv, timeout: timeout)
+            let resolved = ExecDefaults(record.imageConfig).apply(env: options.env, cwd: nil, user: options.user)
+            let response = try await AgentClient(port: record.agentPort).exec(
+                argv, env: resolved.env, cwd: resolved.cwd, user: resolved.user, timeout: timeout)
             try await kill(id: record.id)
             return response
         } catch {

@@ -47,9 +47,9 @@ public struct AgentClient: Sendable {
 
     /// Runs a command; the reply arrives after it exits or its timeout kills it.
     public func exec(
-        _ argv: [String], env: [String: String]? = nil, cwd: String? = nil, stdin: String? = nil, timeout: Double? = nil
+        _ argv: [String], env: [String: String]? = nil, cwd: String? = nil, user: String? = nil, stdin: String? = nil, timeout: Double? = nil
     ) async throws -> AgentResponse {
-        let request = AgentRequest(action: .exec, args: argv, env: env, cwd: cwd, stdin: stdin, timeout: timeout)
+        let request = AgentRequest(action: .exec, args: argv, env: env, cwd: cwd, user: user, stdin: stdin, timeout: timeout)
         // Leave the agent time to kill the command and report before giving up on it.
         return try await send(request, timeout: (timeout ?? 3600) + 15)
     }

@@ -35,6 +35,9 @@ public struct AgentRequest: Codable, Sendable, Equatable {
     public var env: [String: String]?
     /// `exec`: working directory.
     public var cwd: String?
+    /// `exec`: who to run as: `name`, `uid`, `name:group` or `uid:gid`, resolved through the
+    /// guest's `/etc/passwd` and `/etc/group`; HOME, USER and LOGNAME follow. Default: root.
+    public var user: String?
     /// `exec`: text fed to the program's standard input.
     public var stdin: String?
     /// `exec`: binary standard input, base64-encoded (wins over `stdin`).
@@ -59,14 +62,14 @@ public struct AgentRequest: Codable, Sendable, Equatable {
     public var mac: String?
 
     enum CodingKeys: String, CodingKey {
-        case id, action, args, env, cwd, stdin, timeout, path, content, mode, hostname, entropy, generation, mac
+        case id, action, args, env, cwd, user, stdin, timeout, path, content, mode, hostname, entropy, generation, mac
         case stdinBase64 = "stdin_b64"
         case timeNanoseconds = "time_ns"
     }
 
     public init(
         id: String? = nil, action: AgentAction, args: [String]? = nil, env: [String: String]? = nil,
-        cwd: String? = nil, stdin: String? = nil, stdinBase64: String? = nil, timeout: Double? = nil,
+        cwd: String? = nil, user: String? = nil, stdin: String? = nil, stdinBase64: String? = nil, timeout: Double? = nil,
         path: String? = nil, content: String? = nil, mode: Int? = nil, hostname: String? = nil, entropy: String? = nil,
         timeNanoseconds: Int64? = nil, generation: String? = nil, mac: String? = nil
     ) {
@@ -80,6 +83,7 @@ public struct AgentRequest: Codable, Sendable, Equatable {
         self.args = args
         self.env = env
         self.cwd = cwd
+        self.user = user
         self.stdin = stdin
         self.stdinBase64 = stdinBase64
         self.timeout = timeout

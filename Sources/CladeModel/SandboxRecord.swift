@@ -41,6 +41,8 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
     public var activeDisk: String?
     /// Read-only disk layers hardlinked into the sandbox directory as `layer-0.qcow2` … (a fork's chain).
     public var layerCount: Int?
+    /// The image's user, environment and working directory, applied to every exec.
+    public var imageConfig: ImageConfig?
 
     public init(
         id: String, image: String, state: SandboxState, pid: Int32?, agentPort: Int, mac: String,
@@ -66,6 +68,7 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
         case activeDisk = "active_disk"
         case snapshotID = "snapshot_id"
         case layerCount = "layer_count"
+        case imageConfig = "image_config"
         case agentPort = "agent_port"
         case memoryMiB = "memory_mib"
         case createdAt = "created_at"

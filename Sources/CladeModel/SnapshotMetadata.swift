@@ -132,6 +132,9 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
     public var agentProtocolVersion: Int
     /// The sandbox a branch was taken from; nil for snapshots baked or taken from a cold boot.
     public var branchedFrom: String?
+    /// How processes run in it (the image's user, environment, working directory), carried to
+    /// every fork and in packs; nil for snapshots of images without a config.
+    public var imageConfig: ImageConfig?
 
     enum CodingKeys: String, CodingKey {
         case tag, id, hypervisor, machine, image, kernel, initrd, rootfs, memory, parent
@@ -141,6 +144,7 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         case deviceState = "device_state"
         case agentProtocolVersion = "agent_protocol_version"
         case branchedFrom = "branched_from"
+        case imageConfig = "image_config"
     }
 
     public init(
@@ -189,6 +193,7 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         parent = try container.decodeIfPresent(Parent.self, forKey: .parent)
         agentProtocolVersion = try container.decodeIfPresent(Int.self, forKey: .agentProtocolVersion) ?? 1
         branchedFrom = try container.decodeIfPresent(String.self, forKey: .branchedFrom)
+        imageConfig = try container.decodeIfPresent(ImageConfig.self, forKey: .imageConfig)
     }
 }
 

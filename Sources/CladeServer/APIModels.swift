@@ -84,9 +84,10 @@ struct ExecRequest: Decodable {
     var timeoutSecs: Double?
     var env: [String: String]?
     var cwd: String?
+    var user: String?
     var stdin: String?
     enum CodingKeys: String, CodingKey {
-        case args, env, cwd, stdin
+        case args, env, cwd, user, stdin
         case timeoutSecs = "timeout_secs"
     }
 }

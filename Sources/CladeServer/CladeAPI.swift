@@ -182,7 +182,7 @@ public struct CladeAPI: Sendable {
         if let timeout = body.timeoutSecs, !(timeout > 0 && timeout <= 86_400) {
             throw APIError(.badRequest, "field 'timeout_secs' must be between 0 and 86400")
         }
-        let reply = try await engine.sandboxes.exec(id: id, argv: body.args, env: body.env, cwd: body.cwd, stdin: body.stdin, timeout: body.timeoutSecs ?? 60)
+        let reply = try await engine.sandboxes.exec(id: id, argv: body.args, env: body.env, cwd: body.cwd, user: body.user, stdin: body.stdin, timeout: body.timeoutSecs ?? 60)
         if let error = reply.error, reply.exitCode == nil { throw APIError(.badGateway, "the guest agent failed: \(error)") }
         return try JSONIO.response(ExecResult(stdout: reply.stdout ?? "", stderr: reply.stderr ?? "", exitCode: reply.exitCode ?? -1, timedOut: reply.timedOut ?? false))
     }

@@ -33,7 +33,7 @@ struct CommandRunner {
     let reaper: ChildReaper
 
     func run(
-        argv: [String], environment: [String: String], cwd: String?, stdin: [UInt8], timeout: Double?
+        argv: [String], environment: [String: String], cwd: String?, user: String? = nil, stdin: [UInt8], timeout: Double?
     ) throws -> CommandResult {
         guard let program = argv.first, !program.isEmpty else {
             throw CommandError(description: "exec needs a non-empty args list")
@@ -63,8 +63,32 @@ struct CommandRunner {
             &attributes, clade_spawn_setsid_flag() | Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
         var merged = ["PATH": Self.defaultPath, "HOME": "/root", "TERM": "dumb", "LANG": "C.UTF-8"]
+        let identity = try user.map { try GuestUser.resolve($0) }
+        if let identity { merged.merge(identity.environment) { _, new in new } }
         merged.merge(environment) { _, new in new }
         let envStrings = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+
+        if let identity {
+            let pid: pid_t = try reaper.spawnWatched {
+                var pid: Int32 = 0
+                let result = withCStrings(argv) { argvPointers in
+                    withCStrings(envStrings) { envPointers in
+                        identity.groups.withUnsafeBufferPointer { groups in
+                            clade_spawn_as(
+                                program, argvPointers, envPointers, inPipe[0], outPipe[1], errPipe[1], cwd, identity.uid, identity.gid,
+                                groups.baseAddress, Int32(groups.count), &pid)
+                        }
+                    }
+                }
+                if result != 0 {
+                    for fd in inPipe + outPipe + errPipe { close(fd) }
+                    throw CommandError(description: "cannot run \(program) as \(identity.name): \(String(cString: strerror(result)))")
+                }
+                return pid
+            }
+            close(inPipe[0]); close(outPipe[1]); close(errPipe[1])
+            return collect(pid: pid, stdinFD: inPipe[1], stdoutFD: outPipe[0], stderrFD: errPipe[0], stdin: stdin, timeout: timeout)
+        }
 
         let pid: pid_t = try reaper.spawnWatched {
             var pid: pid_t = 0

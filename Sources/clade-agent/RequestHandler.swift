@@ -63,7 +63,7 @@ struct RequestHandler: Sendable {
             throw CommandError(description: "timeout must be a positive number of seconds")
         }
         let result = try CommandRunner(reaper: reaper).run(
-            argv: request.args ?? [], environment: request.env ?? [:], cwd: request.cwd,
+            argv: request.args ?? [], environment: request.env ?? [:], cwd: request.cwd, user: request.user,
             stdin: stdin, timeout: request.timeout)
         var response = AgentResponse()
         response.stdout = String(decoding: result.stdout, as: UTF8.self)

@@ -66,12 +66,18 @@ struct Run: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var machine: MachineOptions
     @Option(help: "Seconds before the command's process group is killed.") var timeout: Double?
-    @Argument(parsing: .postTerminator, help: "The command, after --.") var command: [String] = []
+    @Option(name: .customLong("env"), help: "KEY=VALUE, repeatable; merged over the image's environment.") var environment: [String] = []
+    @Option(help: "User to run as (name, uid, name:group or uid:gid); default: the image's.") var user: String?
+    @Argument(parsing: .postTerminator, help: "The command, after --; default: the image's Entrypoint and Cmd.") var command: [String] = []
 
     func run() async throws {
         let engine = global.makeEngine()
         let progress = ProgressReporter(quiet: !isInteractive)
-        let response = try await engine.sandboxes.run(machine.boot, argv: command, timeout: timeout, progress: { progress.update($0) })
+        var options = machine.boot
+        let env = try parseEnvironment(environment)
+        options.env = env.isEmpty ? nil : env
+        options.user = user
+        let response = try await engine.sandboxes.run(options, argv: command, timeout: timeout, progress: { progress.update($0) })
         progress.finish()
         throw ExitCode(emit(response))
     }
@@ -99,22 +105,17 @@ struct Exec: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run a command in a running sandbox.")
     @OptionGroup var global: GlobalOptions
     @Option(help: "Seconds before the command's process group is killed.") var timeout: Double?
-    @Option(name: .customLong("env"), help: "KEY=VALUE, repeatable.") var environment: [String] = []
-    @Option(help: "Working directory in the guest.") var cwd: String?
+    @Option(name: .customLong("env"), help: "KEY=VALUE, repeatable; merged over the image's environment.") var environment: [String] = []
+    @Option(help: "Working directory in the guest; default: the image's.") var cwd: String?
+    @Option(help: "User to run as (name, uid, name:group or uid:gid); default: the image's, else root.") var user: String?
     @Flag(help: "Print the agent's reply as JSON instead of replaying output.") var json = false
     @Argument(help: "Sandbox id.") var id: String
     @Argument(parsing: .postTerminator, help: "The command, after --.") var command: [String] = []
 
     func run() async throws {
-        var env: [String: String] = [:]
-        for pair in environment {
-            guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
-                throw ValidationError("--env takes KEY=VALUE, got '\(pair)'")
-            }
-            env[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
-        }
+        let env = try parseEnvironment(environment)
         let response = try await global.makeEngine().sandboxes.exec(
-            id: id, argv: command, env: env.isEmpty ? nil : env, cwd: cwd, timeout: timeout)
+            id: id, argv: command, env: env.isEmpty ? nil : env, cwd: cwd, user: user, timeout: timeout)
         if json {
             try printJSON(response)
             return
@@ -213,4 +214,16 @@ struct Resume: AsyncParsableCommand {
         let record = try await global.makeEngine().standby.resume(id: id)
         if json { try printJSON(SandboxView(record)) } else { print(id) }
     }
+}
+
+/// `KEY=VALUE` options as a dictionary.
+func parseEnvironment(_ pairs: [String]) throws -> [String: String] {
+    var env: [String: String] = [:]
+    for pair in pairs {
+        guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
+            throw ValidationError("--env takes KEY=VALUE, got '\(pair)'")
+        }
+        env[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
+    }
+    return env
 }

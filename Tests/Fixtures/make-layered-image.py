@@ -66,7 +66,12 @@ def layer2(t):
     entry(t, "usr/local/bin/tool", data=b"#!/bin/sh\necho tool\n", mode=0o755)
     entry(t, "usr/local/bin/tool-link", tarfile.LNKTYPE, link="usr/local/bin/tool")
     entry(t, "usr/local/bin/suid", data=b"#!/bin/sh\n", mode=0o4755)
-    entry(t, "usr/local/bin/capped", data=b"#!/bin/sh\n", mode=0o755, xattrs={"security.capability": capability})
+    # A copy of the base's busybox with cap_net_raw+ep.
+    with open(os.path.join(base, "bin", "busybox"), "rb") as f:
+        entry(t, "usr/local/bin/capbox", data=f.read(), mode=0o755, xattrs={"security.capability": capability})
+    # busybox picks its applet by name: this link runs capbox as `cat`.
+    entry(t, "usr/local/capbin", tarfile.DIRTYPE, mode=0o755)
+    entry(t, "usr/local/capbin/cat", tarfile.SYMTYPE, link="../bin/capbox")
     entry(t, "opt/null-dev", tarfile.CHRTYPE, mode=0o666, devmajor=1, devminor=3)
     entry(t, "opt/fifo", tarfile.FIFOTYPE, mode=0o600)
     entry(t, "opt/link", tarfile.SYMTYPE, link="/opt/keep/x")

@@ -21,4 +21,10 @@ int clade_add_entropy(int fd, const unsigned char *bytes, int length);
 int clade_set_mac(const char *name, const unsigned char mac[6]);
 /// Forces the kernel CRNG to reseed from its input pool now (RNDRESEEDCRNG). 0 on success, -1 + errno.
 int clade_reseed_crng(int fd);
+/// Starts `file` (looked up on the PATH in `envp`) in a new session as `uid`/`gid` with
+/// supplementary `groups`, with the three descriptors as stdin/out/err, in `cwd` when not NULL.
+/// Returns 0, or the errno of the step that failed (the child, if any, has then exited 127 and
+/// its pid is still stored in `pid_out`).
+int clade_spawn_as(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
+                   const char *cwd, unsigned uid, unsigned gid, const unsigned *groups, int group_count, int *pid_out);
 #endif
