@@ -4,6 +4,10 @@ public enum ImageUser {
     public struct Resolved: Sendable, Equatable {
         public var uid: UInt32
         public var gid: UInt32
+        public init(uid: UInt32, gid: UInt32) {
+            self.uid = uid
+            self.gid = gid
+        }
     }
 
     public enum Failure: Error, CustomStringConvertible, Sendable {

@@ -189,7 +189,7 @@ public final class LayerApplier {
     }
 
     /// The root-relative components of an entry name, or a refusal for names that could leave the root.
-    static func components(of raw: String, layer: String) throws -> [String] {
+    public static func components(of raw: String, layer: String) throws -> [String] {
         guard !raw.hasPrefix("/") else { throw LayerError.hostileEntry(layer: layer, entry: raw, reason: "is an absolute path") }
         guard !raw.isEmpty else { throw LayerError.hostileEntry(layer: layer, entry: raw, reason: "has an empty name") }
         let parts = raw.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
