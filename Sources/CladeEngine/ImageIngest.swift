@@ -78,7 +78,14 @@ extension Images {
 
     /// The one path every source takes: resolve, fetch and verify blobs, unpack the layers in
     /// order, resolve the user, build the deterministic root filesystem, record the image.
-    func ingest(from source: any ImageSource, name: String, options: ImageIngestOptions, progress: PackProgress?) async throws -> ImageRecord {
+    ///
+    /// `defaults` is the config of an image whose source has none (a rootfs tarball, a Debian
+    /// root); `sourceName` replaces the source's own description; without `keepLayers` the layer
+    /// blobs are dropped once the root filesystem is built (a Debian root's one big tar).
+    func ingest(
+        from source: any ImageSource, name: String, options: ImageIngestOptions, progress: PackProgress?,
+        defaults: ImageConfig? = nil, sourceName: String? = nil, keepLayers: Bool = true
+    ) async throws -> ImageRecord {
         try Names.validate(name, kind: "image")
         guard (1...1_048_576).contains(options.freeMiB) else { throw EngineError.badInput("--free-space must be between 1 and 1048576 MiB") }
         guard (1...16_777_216).contains(options.sizeLimitMiB) else { throw EngineError.badInput("--size-limit must be between 1 and 16777216 MiB") }
@@ -90,7 +97,7 @@ extension Images {
 
         progress?("resolving", 0, 0)
         let resolved = try await source.resolve(platform: options.platform)
-        var config = ImageConfig()
+        var config = defaults ?? ImageConfig()
         if let descriptor = resolved.config {
             let url = try await source.fetch(descriptor, into: blobs) { _ in }
             let parsed = try OCIImageConfig.decode(try Data(contentsOf: url), what: "image config of \(resolved.source)")
@@ -146,13 +153,46 @@ extension Images {
         progress?("building root filesystem", 0, 0)
         let rootfs = try Ext4Builder(home: home, logger: logger).build(from: root, freeMiB: options.freeMiB, metadata: metadata)
         var record = try record(named: name, rootfs: rootfs) { progress?($0, 0, 0) }
-        record.source = resolved.source
+        record.source = sourceName ?? resolved.source
         record.manifestDigest = resolved.manifestDigest
         record.config = config
-        record.layers = resolved.layers.map(\.digest)
         record.configBlob = resolved.config?.digest
+        if keepLayers {
+            record.layers = resolved.layers.map(\.digest)
+        } else {
+            let kept = Set(try imageCatalog.list().filter { $0.name != name }.flatMap(\.layers))
+            for digest in fetchedNow where !kept.contains(digest) { try? FileSystem.remove(blobs.url(for: digest)) }
+        }
         try imageCatalog.put(record)
         logger.info("image ready", metadata: ["image": "\(name)", "source": "\(resolved.source)", "rootfs": "\(rootfs.digest)"])
         return record
+    }
+}
+
+extension Images {
+    /// Builds a Debian image with mmdebstrap: `suite` from `mirror` (default: the host's
+    /// configured Debian mirror) with `packages`, an unprivileged `user` (uid 1000, home
+    /// `/home/user`, bash) who runs commands by default, in `/home/user`.
+    @discardableResult
+    public func buildDebian(
+        suite: String, packages: [String], mirror: String? = nil, options: ImageIngestOptions, progress: PackProgress? = nil
+    ) async throws -> ImageRecord {
+        let builder = DebianRootBuilder(suite: suite, packages: packages, mirror: mirror, logger: logger)
+        try builder.validate()
+        let name = try options.name ?? Self.defaultName(repository: "debian", tag: suite)
+        try Names.validate(name, kind: "image")
+        let work = try home.makeTemporaryDirectory(prefix: "debian-\(name)")
+        defer { try? FileSystem.remove(work) }
+        let tarball = work.appendingPathComponent("root.tar")
+        progress?("mmdebstrap \(suite) (\(builder.includedPackages.joined(separator: ",")))", 0, 0)
+        try builder.build(to: tarball)
+        let home = "/home/\(DebianRootBuilder.userName)"
+        let defaults = ImageConfig(
+            env: ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
+            workingDir: home, user: DebianRootBuilder.userName)
+        let source = "debian:\(suite)" + (packages.isEmpty ? "" : " +" + packages.joined(separator: ","))
+        return try await ingest(
+            from: RootfsTarballSource(file: tarball), name: name, options: options, progress: progress, defaults: defaults, sourceName: source,
+            keepLayers: false)
     }
 }

@@ -72,19 +72,39 @@ struct ImageCommand: AsyncParsableCommand {
     }
 
     struct Build: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Build a deterministic image from a directory.")
+        static let configuration = CommandConfiguration(
+            abstract: "Build a deterministic image from a directory (--from-dir) or a Debian suite (--debian, through mmdebstrap).",
+            discussion: """
+                --debian SUITE installs a minimal Debian from the host's configured Debian mirror (or --mirror) with --packages, \
+                and adds the account 'user' (uid 1000, /home/user, bash) that commands run as by default, in /home/user.
+                """)
         @OptionGroup var global: GlobalOptions
-        @Option(help: "Directory whose contents become the root filesystem.") var fromDir: String
+        @Option(help: "Directory whose contents become the root filesystem.") var fromDir: String?
+        @Option(help: "Debian suite to install with mmdebstrap, e.g. bookworm.") var debian: String?
+        @Option(help: "With --debian: packages to install, comma-separated.") var packages: String = ""
+        @Option(help: "With --debian: the Debian mirror (default: the host's configured one).") var mirror: String?
         @Option(help: "Image name.") var name: String
         @Option(help: "Free space in the root filesystem, MiB.") var freeSpace = 256
         @Flag(help: "Print the image record as JSON.") var json = false
+
+        func validate() throws {
+            guard (fromDir == nil) != (debian == nil) else { throw ValidationError("give exactly one of --from-dir DIR and --debian SUITE") }
+        }
 
         func run() async throws {
             let engine = global.makeEngine()
             let progress = ProgressReporter(quiet: json)
             defer { progress.finish() }
-            let record = try engine.images.build(
-                from: URL(fileURLWithPath: fromDir), name: name, freeMiB: freeSpace, progress: { progress.update($0) })
+            let record: ImageRecord
+            if let debian {
+                let list = packages.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+                record = try await engine.images.buildDebian(
+                    suite: debian, packages: list, mirror: mirror, options: ImageIngestOptions(name: name, freeMiB: freeSpace)
+                ) { step, done, total in progress.update(step, done: done, total: total) }
+            } else {
+                record = try engine.images.build(
+                    from: URL(fileURLWithPath: fromDir ?? "."), name: name, freeMiB: freeSpace, progress: { progress.update($0) })
+            }
             progress.finish()
             if json { try printJSON(record) } else { print("\(record.name) \(record.rootfs)") }
         }
