@@ -12,6 +12,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     qemu-system-x86 qemu-utils e2fsprogs busybox-static cpio libzstd-dev zstd libarchive-dev libsqlite3-dev xfsprogs \
-    docker-registry skopeo apache2-utils python3 \
+    mmdebstrap debian-archive-keyring uidmap docker-registry skopeo apache2-utils python3 \
     ca-certificates binutils >/dev/null
 "$here/provision-kernel.sh" "${CLADE_KERNEL_DIR:-/usr/local/lib/clade/kernel}"

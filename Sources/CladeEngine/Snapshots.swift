@@ -117,7 +117,10 @@ public struct Snapshots: EngineCapability {
             FaultPoint.bakeBooted.crashIfRequested()
             if let warm = options.warm {
                 progress("warming up: \(warm)")
-                let response = try await AgentClient(port: record.agentPort).exec(["sh", "-c", warm], timeout: 600)
+                // The warm-up runs the way every exec will: as the image's user, in its environment.
+                let defaults = ExecDefaults(record.imageConfig).apply(env: nil, cwd: nil, user: nil)
+                let response = try await AgentClient(port: record.agentPort).exec(
+                    ["sh", "-c", warm], env: defaults.env, cwd: defaults.cwd, user: defaults.user, timeout: 600)
                 guard response.exitCode == 0 else {
                     throw EngineError.guestFailed("the warm-up command exited with \(response.exitCode.map(String.init) ?? "an error"): \(response.error ?? response.stderr ?? "")")
                 }

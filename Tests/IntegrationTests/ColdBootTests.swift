@@ -19,6 +19,15 @@ import Testing
         #expect(cli.qemuProcesses().isEmpty)
     }
 
+    /// busybox's wget was reported to crash (exit 139) for URLs in the default image, which
+    /// had no nsswitch.conf: a host name looked up through /etc must work.
+    @Test func defaultImageResolvesNamesForBusyboxTools() throws {
+        let script = "echo served > /var/www/index.html; httpd -p 8080 -h /var/www; wget -q -O- http://localhost:8080/"
+        let result = try cli.run(["run", "--", "sh", "-c", script])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout == "served\n")
+    }
+
     @Test func commandOutlivingTimeoutIsKilledAndReported() throws {
         let start = Date()
         let result = try cli.run(["run", "--timeout", "2", "--", "sh", "-c", "sleep 60 & sleep 60"])
