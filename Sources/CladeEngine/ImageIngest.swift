@@ -92,6 +92,8 @@ extension Images {
         try home.prepare()
         _ = try GuestKernel.locate(home: home)
         _ = try AgentBinary.locate()
+        let storeLock = try FileLock.shared(home: home, .blobStore)
+        defer { storeLock.unlock() }
         let lock = try FileLock(home: home, .image(name))
         defer { lock.unlock() }
 

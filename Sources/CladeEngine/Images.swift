@@ -19,6 +19,8 @@ public struct Images: EngineCapability {
             throw EngineError.badInput("--free-space must be between 1 and 1048576 MiB")
         }
         try home.prepare()
+        let storeLock = try FileLock.shared(home: home, .blobStore)
+        defer { storeLock.unlock() }
         let lock = try FileLock(home: home, .image(name))
         defer { lock.unlock() }
         _ = try GuestKernel.locate(home: home)

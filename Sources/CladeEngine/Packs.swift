@@ -26,7 +26,9 @@ public struct Packs: EngineCapability {
 
     /// Verifies a pack (directory or `.tar`) and registers its snapshot.
     public func unpack(from path: URL, options: UnpackOptions = UnpackOptions(), progress: PackProgress? = nil) throws -> UnpackReport {
-        try Unpacker(home: home, disks: disks, logger: logger).unpack(from: path, options: options, progress: progress)
+        let storeLock = try FileLock.shared(home: home, .blobStore)
+        defer { storeLock.unlock() }
+        return try Unpacker(home: home, disks: disks, logger: logger).unpack(from: path, options: options, progress: progress)
     }
 
     /// Uploads `tag` to a registry, sending only blobs the registry lacks.
@@ -37,7 +39,9 @@ public struct Packs: EngineCapability {
     /// Downloads a snapshot from a registry (only blobs this store lacks), verifies and registers it.
     /// A tag that already holds the same snapshot is reported up to date.
     public func pull(_ reference: RegistryReference, options: UnpackOptions = UnpackOptions(), access: RegistryAccess = .init(), progress: PackProgress? = nil) async throws -> UnpackReport {
-        try await transfer(access).pull(reference, options: options, progress: progress)
+        let storeLock = try FileLock.shared(home: home, .blobStore)
+        defer { storeLock.unlock() }
+        return try await transfer(access).pull(reference, options: options, progress: progress)
     }
 
     private func transfer(_ access: RegistryAccess) -> RegistryTransfer {

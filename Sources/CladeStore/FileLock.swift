@@ -9,12 +9,12 @@ import Foundation
 public final class FileLock: @unchecked Sendable {
     private var fd: Int32
 
-    /// Blocks until the lock named `name` is held.
-    public init(home: CladeHome, name: String) throws {
+    /// Blocks until the lock named `name` is held (`LOCK_EX`, or `LOCK_SH` for a shared hold).
+    public init(home: CladeHome, name: String, mode: Int32 = LOCK_EX) throws {
         try home.prepare()
         let url = home.locks.appendingPathComponent("\(name).lock")
         fd = try FileSystem.open(url, flags: O_RDWR | O_CREAT, mode: 0o600)
-        while flock(fd, LOCK_EX) != 0 {
+        while flock(fd, mode) != 0 {
             if errno == EINTR { continue }
             let code = errno
             close(fd)

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 /// The advisory locks clade takes, by what they protect. The file name on disk is
 /// `locks/<rawValue>.lock`; names are the same as before they were typed.
 public struct LockName: Sendable, Hashable, CustomStringConvertible {
@@ -15,6 +18,10 @@ public struct LockName: Sendable, Hashable, CustomStringConvertible {
     /// Held by a pull of one reference (its resumable cache).
     public static func pull(_ key: String) -> LockName { LockName("pull-\(key)") }
 
+    /// Held shared by everything that adds blobs not yet referenced (image builds, imports,
+    /// pulls, pack unpacks) and exclusively by `gc`, which must not take them for garbage.
+    public static let blobStore = LockName("store-blobs")
+
     public var description: String { rawValue }
 }
 
@@ -22,6 +29,11 @@ extension FileLock {
     /// Blocks until `lock` is held.
     public convenience init(home: CladeHome, _ lock: LockName) throws {
         try self.init(home: home, name: lock.rawValue)
+    }
+
+    /// Blocks until `lock` is held shared (beside other shared holders, never beside an exclusive one).
+    public static func shared(home: CladeHome, _ lock: LockName) throws -> FileLock {
+        try FileLock(home: home, name: lock.rawValue, mode: LOCK_SH)
     }
 
     /// Takes `lock` if it is free; nil when another process holds it.

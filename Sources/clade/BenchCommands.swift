@@ -7,14 +7,30 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Benchmarks, each measured against baselines in the same run.", subcommands: [ForkBench.self, BranchBench.self, PackBench.self])
 
     struct ForkBench: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "fork", abstract: "Cold boot vs fork vs full-copy fork vs a bare QEMU start.")
+        static let configuration = CommandConfiguration(
+            commandName: "fork", abstract: "Cold boot vs fork vs full-copy fork vs a bare QEMU start; with --run, time to a workload's first result.",
+            discussion: "With --run CMD: N children of --image by cold boot (boot, then CMD) against N forks of a snapshot baked after --warm (then CMD).")
         @OptionGroup var global: GlobalOptions
         @Option(name: .short, help: "Children per approach.") var n = 8
         @Option(help: "Guest memory, MiB.") var memory = 256
+        @Option(help: "With --run: the image to boot and bake.") var image = "default"
+        @Option(help: "With --run: shell command run before the snapshot is taken.") var warm: String?
+        @Option(name: .customLong("run"), help: "Shell command each child runs; switches to the workload benchmark.") var workload: String?
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
             let progress = ProgressReporter(quiet: json)
+            if let workload {
+                let report = try await global.makeEngine().benchWorkload(image: image, warm: warm, run: workload, count: n, memoryMiB: memory) { progress.update($0) }
+                progress.finish()
+                if json { return try printJSON(report) }
+                print("bench fork: N=\(report.count) children of \(report.image) (\(report.memoryMiB) MiB) running: \(report.run)")
+                print(String(format: "  cold boot then run   %8.0f ms   ok %d/%d", report.coldBootMilliseconds, report.coldBootSucceeded, report.count))
+                print(String(format: "  fork warmed then run %8.0f ms   ok %d/%d", report.forkMilliseconds, report.forkSucceeded, report.count))
+                print(String(format: "  cold_boot/fork       %8.2f", report.ratios["cold_boot/fork"] ?? .nan))
+                print("  sample output: \(report.sampleOutput.trimmingCharacters(in: .whitespacesAndNewlines))")
+                return
+            }
             let report = try await global.makeEngine().benchFork(count: n, memoryMiB: memory) { progress.update($0) }
             progress.finish()
             if json { return try printJSON(report) }

@@ -15,7 +15,7 @@ struct Clade: AsyncParsableCommand {
             Doctor.self, ImageCommand.self, Run.self, Boot.self, Exec.self, List.self, Kill.self,
             Bake.self, SnapshotCommand.self, Snapshots.self, SnapshotInfoCommand.self, Fork.self, RemoveSnapshot.self,
             Bench.self, Branch.self, Compact.self, Standby.self, Resume.self, Pause.self, Unpause.self,
-            PackCommand.self, UnpackCommand.self, PushCommand.self, PullCommand.self, Serve.self,
+            PackCommand.self, UnpackCommand.self, PushCommand.self, PullCommand.self, GarbageCollect.self, Serve.self,
         ])
 
     /// Runs the command; a failure exits with its category's code (the README's error table),

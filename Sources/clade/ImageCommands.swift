@@ -133,7 +133,9 @@ struct ImageCommand: AsyncParsableCommand {
         @Argument(help: "Image name.") var name: String
 
         func run() async throws {
-            try global.makeEngine().images.remove(name)
+            let engine = global.makeEngine()
+            try engine.images.remove(name)
+            await reportReclaimable(engine)
         }
     }
 }

@@ -163,7 +163,9 @@ struct RemoveSnapshot: AsyncParsableCommand {
     @Argument(help: "Snapshot tag.") var tag: String
 
     func run() async throws {
-        for removed in try await global.makeEngine().snapshots.remove(tag, force: force, cascade: cascade) { print(removed) }
+        let engine = global.makeEngine()
+        for removed in try await engine.snapshots.remove(tag, force: force, cascade: cascade) { print(removed) }
+        await reportReclaimable(engine)
     }
 }
 

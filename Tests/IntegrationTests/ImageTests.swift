@@ -175,3 +175,48 @@ import Testing
         json.dump(index, open(os.path.join(root, "index.json"), "w"))
         """
 }
+
+extension ImageTests {
+    @Test func gcFreesWhatRemovalLeftButNothingALiveForkUses() throws {
+        let layout = try Self.layout.get()
+        let cli = CLIHarness(home: CLIHarness.privateHome("image-gc"))
+        try #require(try cli.run(["image", "import", "\(layout.path):v1", "--name", "gc-image"]).status == 0)
+        let record = try inspect(cli, "gc-image")
+        let rootfs = try #require(record["rootfs"] as? String)
+        let layers = try #require(record["layers"] as? [String])
+        let bake = try cli.run(["bake", "--image", "gc-image", "--tag", "gc-snap"])
+        try #require(bake.status == 0, "bake failed: \(bake.stderr)")
+        let fork = try cli.run(["fork", "gc-snap", "--json"])
+        try #require(fork.status == 0, "fork failed: \(fork.stderr)")
+        let id = try #require((try JSONSerialization.jsonObject(with: Data(fork.stdout.utf8)) as? [String: Any])?["id"] as? String)
+
+        // Remove the snapshot under the running fork, and the image: the report says what gc would free.
+        #expect(try cli.run(["rmi", "--force", "gc-snap"]).status == 0)
+        let removal = try cli.run(["image", "rm", "gc-image"])
+        #expect(removal.status == 0)
+        #expect(removal.stderr.contains("can now be freed with `clade gc`"), "\(removal.stderr)")
+        let dry = try cli.run(["gc", "--dry-run", "--json"])
+        let planned = try #require(try JSONSerialization.jsonObject(with: Data(dry.stdout.utf8)) as? [String: Any])
+        let plannedBlobs = try #require(planned["blobs"] as? [String])
+        #expect(Set(layers).isSubset(of: Set(plannedBlobs)), "the image's layers are unused now")
+        #expect(!plannedBlobs.contains(rootfs), "the live fork's root filesystem is in use")
+        #expect(FileManager.default.fileExists(atPath: cli.home.appendingPathComponent("blobs/sha256/\(layers[0].dropFirst(7))").path), "dry run removed something")
+
+        let collected = try cli.run(["gc", "--json"])
+        try #require(collected.status == 0, "\(collected.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(collected.stdout.utf8)) as? [String: Any])
+        #expect((report["bytes"] as? Int ?? 0) > 0)
+        let still = try cli.run(["exec", id, "--", "cat", "/opt/keep/x"])
+        #expect(still.stdout == "kept\n", "the fork lost its disk: \(still.stderr)")
+        #expect(try cli.run(["kill", id]).status == 0)
+
+        // With the fork gone, its blobs are garbage too, and everything left verifies.
+        let last = try cli.run(["gc", "--json"])
+        let lastReport = try #require(try JSONSerialization.jsonObject(with: Data(last.stdout.utf8)) as? [String: Any])
+        #expect((lastReport["blobs"] as? [String] ?? []).contains(rootfs))
+        let blobs = cli.home.appendingPathComponent("blobs/sha256")
+        for name in try FileManager.default.contentsOfDirectory(atPath: blobs.path) {
+            #expect(try Digest.ofFile(at: blobs.appendingPathComponent(name)).digest.hex == name)
+        }
+    }
+}
