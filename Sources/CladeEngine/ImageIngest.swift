@@ -30,10 +30,16 @@ extension Images {
         _ text: String, options: ImageIngestOptions = .init(), access: RegistryAccess = .init(), progress: PackProgress? = nil
     ) async throws -> ImageRecord {
         let reference = try RegistryReference(image: text)
-        let source = RegistryImageSource(reference: reference, insecure: access.insecure, credentials: access.credentials, logger: logger)
-        defer { Task { await source.close() } }
         let name = try options.name ?? Self.defaultName(repository: reference.repository, tag: reference.isDigest ? nil : reference.reference)
-        return try await ingest(from: source, name: name, options: options, progress: progress)
+        let source = RegistryImageSource(reference: reference, insecure: access.insecure, credentials: access.credentials, logger: logger)
+        do {
+            let record = try await ingest(from: source, name: name, options: options, progress: progress)
+            await source.close()
+            return record
+        } catch {
+            await source.close()
+            throw error
+        }
     }
 
     /// Imports an image from an OCI image layout (`DIR` or `DIR:TAG`), a `docker save` archive

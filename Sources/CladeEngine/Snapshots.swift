@@ -14,11 +14,14 @@ public struct BakeOptions: Sendable {
     public var tag: String
     /// A shell command run (with `sh -c`) before the snapshot, e.g. to start an interpreter.
     public var warm: String?
+    /// Who runs `warm`; nil means the image's user (as every exec).
+    public var warmUser: String?
 
-    public init(boot: BootOptions, tag: String, warm: String? = nil) {
+    public init(boot: BootOptions, tag: String, warm: String? = nil, warmUser: String? = nil) {
         self.boot = boot
         self.tag = tag
         self.warm = warm
+        self.warmUser = warmUser
     }
 }
 
@@ -118,7 +121,7 @@ public struct Snapshots: EngineCapability {
             if let warm = options.warm {
                 progress("warming up: \(warm)")
                 // The warm-up runs the way every exec will: as the image's user, in its environment.
-                let defaults = ExecDefaults(record.imageConfig).apply(env: nil, cwd: nil, user: nil)
+                let defaults = ExecDefaults(record.imageConfig).apply(env: nil, cwd: nil, user: options.warmUser)
                 let response = try await AgentClient(port: record.agentPort).exec(
                     ["sh", "-c", warm], env: defaults.env, cwd: defaults.cwd, user: defaults.user, timeout: 600)
                 guard response.exitCode == 0 else {

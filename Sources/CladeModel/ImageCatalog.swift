@@ -18,7 +18,7 @@ public struct ImageCatalog: Sendable {
         guard let record = try get(name) else {
             let hint = name == "default"
                 ? "it is built automatically on first use"
-                : "build it with `clade image build --from-dir DIR --name \(name)` or list images with `clade image ls`"
+                : "make it with `clade image pull REF --name \(name)`, `clade image import PATH --name \(name)` or `clade image build --debian SUITE --name \(name)`, or list images with `clade image ls`"
             throw ModelError.notFound(kind: "image", name: name, hint: hint)
         }
         return record

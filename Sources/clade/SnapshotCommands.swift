@@ -26,12 +26,14 @@ struct Bake: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @OptionGroup var machine: MachineOptions
     @Option(help: "Tag of the new snapshot.") var tag: String
-    @Option(help: "Shell command to run before the snapshot (e.g. start an interpreter).") var warm: String?
+    @Option(help: "Shell command to run before the snapshot (e.g. start an interpreter), as the image's user.") var warm: String?
+    @Option(help: "Run --warm as this user instead (e.g. root to install packages).") var warmUser: String?
     @Flag(help: "Print snapshot.json.") var json = false
 
     func run() async throws {
         let progress = ProgressReporter(quiet: json)
-        let metadata = try await global.makeEngine().snapshots.bake(BakeOptions(boot: machine.boot, tag: tag, warm: warm)) { progress.update($0) }
+        let options = BakeOptions(boot: machine.boot, tag: tag, warm: warm, warmUser: warmUser)
+        let metadata = try await global.makeEngine().snapshots.bake(options) { progress.update($0) }
         progress.finish()
         if json { try printJSON(metadata) } else { print(metadata.tag) }
     }

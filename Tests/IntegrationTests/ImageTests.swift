@@ -220,3 +220,22 @@ extension ImageTests {
         }
     }
 }
+
+extension ImageTests {
+    @Test func pullFromARegistryThatRequiresALogin() throws {
+        let layout = try Self.layout.get()
+        let registry = try TestRegistry(username: "puller", password: "s3cret")
+        defer { registry.stop() }
+        try ExternalCommand("skopeo", [
+            "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", "puller:s3cret", "oci:\(layout.path):v1", "docker://\(registry.address)/tests/private:v1",
+        ]).check()
+        var anonymous = CLIHarness(home: CLIHarness.privateHome("image-auth"))
+        let refused = try anonymous.run(["image", "pull", "--insecure", "\(registry.address)/tests/private:v1", "--name", "private"])
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("--username"), "the refusal should say how to log in: \(refused.stderr)")
+        anonymous.environment = ["CLADE_REGISTRY_USERNAME": "puller", "CLADE_REGISTRY_PASSWORD": "s3cret"]
+        let pulled = try anonymous.run(["image", "pull", "--insecure", "\(registry.address)/tests/private:v1", "--name", "private"])
+        #expect(pulled.status == 0, "\(pulled.stderr)")
+        #expect(try anonymous.run(["image", "ls"]).stdout.contains("private"))
+    }
+}
