@@ -68,38 +68,23 @@ struct CommandRunner {
         merged.merge(environment) { _, new in new }
         let envStrings = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
 
-        if let identity {
-            let pid: pid_t = try reaper.spawnWatched {
-                var pid: Int32 = 0
-                let result = withCStrings(argv) { argvPointers in
-                    withCStrings(envStrings) { envPointers in
-                        identity.groups.withUnsafeBufferPointer { groups in
-                            clade_spawn_as(
-                                program, argvPointers, envPointers, inPipe[0], outPipe[1], errPipe[1], cwd, identity.uid, identity.gid,
-                                groups.baseAddress, Int32(groups.count), &pid)
-                        }
-                    }
-                }
-                if result != 0 {
-                    for fd in inPipe + outPipe + errPipe { close(fd) }
-                    throw CommandError(description: "cannot run \(program) as \(identity.name): \(String(cString: strerror(result)))")
-                }
-                return pid
-            }
-            close(inPipe[0]); close(outPipe[1]); close(errPipe[1])
-            return collect(pid: pid, stdinFD: inPipe[1], stdoutFD: outPipe[0], stderrFD: errPipe[0], stdin: stdin, timeout: timeout)
-        }
-
         let pid: pid_t = try reaper.spawnWatched {
             var pid: pid_t = 0
             let result = withCStrings(argv) { argvPointers in
                 withCStrings(envStrings) { envPointers in
-                    posix_spawnp(&pid, program, &actions, &attributes, argvPointers, envPointers)
+                    // posix_spawn cannot change users; a forked child that drops privileges can.
+                    guard let identity else { return posix_spawnp(&pid, program, &actions, &attributes, argvPointers, envPointers) }
+                    return identity.groups.withUnsafeBufferPointer { groups in
+                        clade_spawn_as(
+                            program, argvPointers, envPointers, inPipe[0], outPipe[1], errPipe[1], cwd, identity.uid, identity.gid,
+                            groups.baseAddress, Int32(groups.count), &pid)
+                    }
                 }
             }
             if result != 0 {
                 for fd in inPipe + outPipe + errPipe { close(fd) }
-                throw CommandError(description: "cannot run \(program): \(String(cString: strerror(result)))")
+                let who = identity.map { " as \($0.name)" } ?? ""
+                throw CommandError(description: "cannot run \(program)\(who): \(String(cString: strerror(result)))")
             }
             return pid
         }

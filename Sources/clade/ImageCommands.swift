@@ -39,7 +39,7 @@ struct ImageCommand: AsyncParsableCommand {
                 progress.update(step, done: done, total: total)
             }
             progress.finish()
-            if json { try printJSON(record) } else { print("\(record.name) \(record.rootfs) (from \(record.source ?? reference))") }
+            try printImage(record, json: json)
         }
     }
 
@@ -57,7 +57,7 @@ struct ImageCommand: AsyncParsableCommand {
                 progress.update(step, done: done, total: total)
             }
             progress.finish()
-            if json { try printJSON(record) } else { print("\(record.name) \(record.rootfs) (from \(record.source ?? path))") }
+            try printImage(record, json: json)
         }
     }
 
@@ -106,7 +106,7 @@ struct ImageCommand: AsyncParsableCommand {
                     from: URL(fileURLWithPath: fromDir ?? "."), name: name, freeMiB: freeSpace, progress: { progress.update($0) })
             }
             progress.finish()
-            if json { try printJSON(record) } else { print("\(record.name) \(record.rootfs)") }
+            try printImage(record, json: json)
         }
     }
 
@@ -138,4 +138,10 @@ struct ImageCommand: AsyncParsableCommand {
             await reportReclaimable(engine)
         }
     }
+}
+
+/// An image just made: its record as JSON, or name, rootfs digest and source.
+func printImage(_ record: ImageRecord, json: Bool) throws {
+    if json { return try printJSON(record) }
+    print("\(record.name) \(record.rootfs)" + (record.source.map { " (from \($0))" } ?? ""))
 }

@@ -97,7 +97,7 @@ import Testing
         #expect(try ImageUser.resolve("user:staff", passwd: passwd, group: group) == .init(uid: 1000, gid: 50))
         #expect(try ImageUser.resolve("1000", passwd: passwd, group: group) == .init(uid: 1000, gid: 1000))
         #expect(try ImageUser.resolve("4242:7", passwd: passwd, group: group) == .init(uid: 4242, gid: 7))
-        #expect(throws: ImageUser.Failure.self) { try ImageUser.resolve("nobody-here", passwd: passwd, group: group) }
-        #expect(throws: ImageUser.Failure.self) { try ImageUser.resolve("user:nogroup", passwd: passwd, group: group) }
+        #expect(throws: GuestError.self) { try ImageUser.resolve("nobody-here", passwd: passwd, group: group) }
+        #expect(throws: GuestError.self) { try ImageUser.resolve("user:nogroup", passwd: passwd, group: group) }
     }
 }
