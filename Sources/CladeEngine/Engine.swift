@@ -40,6 +40,8 @@ public struct Engine: Sendable {
     public var recovery: Recovery { Recovery(engine: self) }
     /// Packs: move snapshots between hosts.
     public var packs: Packs { Packs(engine: self) }
+    /// End times of sandboxes, and the reaper that enforces them.
+    public var lifetimes: Lifetimes { Lifetimes(engine: self) }
     /// The store as a whole: garbage collection.
     public var storage: Storage { Storage(engine: self) }
 

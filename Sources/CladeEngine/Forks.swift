@@ -58,10 +58,14 @@ public struct Forks: EngineCapability {
 
     /// Starts `count` sandboxes from snapshot `tag` in parallel. Children that fail are cleaned
     /// up and reported; the others keep running.
-    public func fork(tag: String, count: Int, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder) async throws -> [ForkOutcome] {
+    /// With `lifetime`, every child gets that end time (see `Lifetimes`).
+    public func fork(
+        tag: String, count: Int, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder, lifetime: Lifetime? = nil
+    ) async throws -> [ForkOutcome] {
         guard (1...Self.maxForkCount).contains(count) else {
             throw EngineError.badInput("-n must be between 1 and \(Self.maxForkCount) (got \(count))")
         }
+        try lifetime?.validate()
         let metadata = try snapshotCatalog.require(tag)
         try preflight(metadata)
         if metadata.machine.accelerator == Accelerator.kvm.rawValue, try await accelerator().accelerator != .kvm {
@@ -78,7 +82,7 @@ public struct Forks: EngineCapability {
                     let start = Date()
                     do {
                         let (record, method) = try await self.startChild(
-                            of: metadata, id: id, port: nil, mac: nil, memoryOrder: memoryOrder)
+                            of: metadata, id: id, port: nil, mac: nil, memoryOrder: memoryOrder, lifetime: lifetime)
                         return ForkOutcome(record: record, error: nil, milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: method)
                     } catch {
                         return ForkOutcome(record: nil, error: "\(error)", milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: nil)
@@ -97,7 +101,8 @@ public struct Forks: EngineCapability {
     /// sparse copy), the disk layer hardlinked as `base.qcow2` under a private qcow2 overlay, RAM
     /// mapped `share=off`, then a fresh identity pushed to the agent.
     package func startChild(
-        of metadata: SnapshotMetadata, id: String, port: Int?, mac: String?, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder
+        of metadata: SnapshotMetadata, id: String, port: Int?, mac: String?, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder,
+        lifetime: Lifetime? = nil
     ) async throws -> (SandboxRecord, MaterializeMethod) {
         let directory = snapshotCatalog.directory(metadata.tag)
         let paths = sandboxCatalog.paths(id)
@@ -156,6 +161,8 @@ public struct Forks: EngineCapability {
             try await pushIdentity(record)
             mark("identity")
             record.state = .running
+            // The lifetime counts from when the child can be used.
+            lifetime?.apply(to: &record)
             try sandboxCatalog.put(record)
             logger.debug("child started", metadata: ["id": "\(id)", "phases": "\(phases.joined(separator: " "))"])
             return (record, method)

@@ -15,6 +15,8 @@ public struct BootOptions: Sendable {
     public var cpus: Int
     /// Seconds to wait for the guest agent.
     public var readyTimeout: Double
+    /// An end time for the sandbox (see `Lifetimes`); nil: it lives until killed.
+    public var lifetime: Lifetime?
 
     public init(image: String = "default", memoryMiB: Int = 256, cpus: Int = 1, readyTimeout: Double = 90) {
         self.image = image
@@ -24,6 +26,7 @@ public struct BootOptions: Sendable {
     }
 
     func validate() throws {
+        try lifetime?.validate()
         guard MachineSpec.memoryRange.contains(memoryMiB) else {
             throw EngineError.badInput("--memory must be between \(MachineSpec.memoryRange.lowerBound) and \(MachineSpec.memoryRange.upperBound) MiB (got \(memoryMiB))")
         }
@@ -95,6 +98,8 @@ public struct Sandboxes: EngineCapability {
                 }
             }
             record.state = .running
+            // The lifetime counts from when the sandbox can be used, not from the start of its boot.
+            options.lifetime?.apply(to: &record)
             try sandboxCatalog.put(record)
             logger.info("sandbox running", metadata: ["id": "\(id)", "port": "\(record.agentPort)", "pid": "\(pid)"])
             return record

@@ -11,6 +11,14 @@ public enum SandboxState: String, Codable, Sendable {
     case dead
 }
 
+/// What happens to a sandbox at its end time.
+public enum TimeoutAction: String, Codable, Sendable, CaseIterable {
+    /// Stop it and remove everything it had.
+    case kill
+    /// Put it on standby (no process; `clade resume` brings it back).
+    case standby
+}
+
 /// A VM clade started, persisted as `sandboxes/<id>/sandbox.json`.
 ///
 /// Paths are derived from the home and id, never stored, so a store can move.
@@ -43,6 +51,10 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
     public var layerCount: Int?
     /// The image's user, environment and working directory, applied to every exec.
     public var imageConfig: ImageConfig?
+    /// When the sandbox's lifetime ends (nil: it lives until killed), and what happens then.
+    /// Enforced by the daemon and by the next clade command after it passes.
+    public var expiresAt: Date?
+    public var onTimeout: TimeoutAction?
 
     public init(
         id: String, image: String, state: SandboxState, pid: Int32?, agentPort: Int, mac: String,
@@ -69,6 +81,8 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
         case snapshotID = "snapshot_id"
         case layerCount = "layer_count"
         case imageConfig = "image_config"
+        case expiresAt = "expires_at"
+        case onTimeout = "on_timeout"
         case agentPort = "agent_port"
         case memoryMiB = "memory_mib"
         case createdAt = "created_at"

@@ -114,6 +114,10 @@ public struct DockerArchiveSource: ImageSource {
             throw PackError.notALayout(path: file.path, reason: "it is not a readable tar file")
         }
         defer { archive_read_close(reader) }
+        // A plain tar's members cannot hold more than the tar; sparse members that claim to
+        // would be a way to fill the disk from a small file.
+        let byteLimit = (try FileSystem.status(of: file.resolvingSymlinksInPath())?.size) ?? 0
+        var written: Int64 = 0
         var links: [(name: String, target: String)] = []
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { buffer.deallocate() }
@@ -143,6 +147,10 @@ public struct DockerArchiveSource: ImageSource {
                     let count = archive_read_data(reader, buffer.baseAddress, buffer.count)
                     if count < 0 { throw PackError.archive("reading '\(raw)' in \(file.path) failed; the archive is truncated or corrupt") }
                     if count == 0 { break }
+                    written += Int64(count)
+                    guard written <= byteLimit else {
+                        throw PackError.tooLarge(what: "\(file.path) unpacked", declared: written, limit: byteLimit, reason: "its members hold more than the archive itself")
+                    }
                     try writeAll(fd, UnsafeRawBufferPointer(rebasing: buffer[0..<count]), path: target.path)
                 }
             default:

@@ -15,6 +15,9 @@ public struct SandboxInfo: Codable, Sendable, Equatable {
     public var generation: String?
     public var memoryMiB: Int
     public var vcpus: Int
+    /// When the sandbox ends (absent: it lives until killed), and what happens then.
+    public var expiresAtUnix: Int64?
+    public var onTimeout: String?
 
     enum CodingKeys: String, CodingKey {
         case id, pid, state, image, generation, vcpus
@@ -22,6 +25,8 @@ public struct SandboxInfo: Codable, Sendable, Equatable {
         case guestAddr = "guest_addr"
         case createdAtUnix = "created_at_unix"
         case memoryMiB = "memory_mib"
+        case expiresAtUnix = "expires_at_unix"
+        case onTimeout = "on_timeout"
     }
 
     init(_ record: SandboxRecord) {
@@ -35,6 +40,8 @@ public struct SandboxInfo: Codable, Sendable, Equatable {
         generation = record.generation
         memoryMiB = record.memoryMiB
         vcpus = record.cpus
+        expiresAtUnix = record.expiresAt.map { Int64($0.timeIntervalSince1970) }
+        onTimeout = record.onTimeout?.rawValue
     }
 }
 
@@ -73,9 +80,24 @@ public struct SnapshotSummary: Codable, Sendable, Equatable {
 struct SpawnRequest: Decodable {
     var snapshotTag: String
     var n: Int?
+    /// Seconds each child lives; absent: until killed.
+    var timeoutSecs: Double?
+    var onTimeout: TimeoutAction?
     enum CodingKeys: String, CodingKey {
         case n
         case snapshotTag = "snapshot_tag"
+        case timeoutSecs = "timeout_secs"
+        case onTimeout = "on_timeout"
+    }
+}
+
+/// `POST /v1/sandboxes/:id/timeout`: a new end time, seconds from now; null removes it.
+struct TimeoutRequest: Decodable {
+    var timeoutSecs: Double?
+    var onTimeout: TimeoutAction?
+    enum CodingKeys: String, CodingKey {
+        case timeoutSecs = "timeout_secs"
+        case onTimeout = "on_timeout"
     }
 }
 

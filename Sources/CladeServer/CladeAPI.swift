@@ -79,6 +79,7 @@ public struct CladeAPI: Sendable {
         router.post("/v1/sandboxes/:id/ping") { _, context in try await api.ping(try api.sandboxID(context)) }
         router.post("/v1/sandboxes/:id/branch") { request, context in try await api.branch(try api.sandboxID(context), request) }
         router.post("/v1/sandboxes/:id/standby") { _, context in try await api.standby(try api.sandboxID(context)) }
+        router.post("/v1/sandboxes/:id/timeout") { request, context in try await api.setTimeout(try api.sandboxID(context), request) }
         router.post("/v1/sandboxes/:id/resume") { _, context in try await api.resume(try api.sandboxID(context)) }
         router.get("/v1/sandboxes/:id/files") { request, context in try await api.readFile(try api.sandboxID(context), request) }
         router.put("/v1/sandboxes/:id/files") { request, context in try await api.writeFile(try api.sandboxID(context), request) }
@@ -144,7 +145,8 @@ public struct CladeAPI: Sendable {
         do { try Names.validate(body.snapshotTag, kind: "tag") } catch { throw APIError(.badRequest, "\(error)") }
         _ = try SnapshotCatalog(home: engine.home).require(body.snapshotTag)
         let start = Date()
-        let outcomes = try await withSlot { try await engine.forks.fork(tag: body.snapshotTag, count: count) }
+        let lifetime = body.timeoutSecs.map { Lifetime(seconds: $0, action: body.onTimeout ?? .kill) }
+        let outcomes = try await withSlot { try await engine.forks.fork(tag: body.snapshotTag, count: count, lifetime: lifetime) }
         Timer(label: "clade_fork_duration_seconds").recordSeconds(Date().timeIntervalSince(start))
         let started = outcomes.compactMap(\.record)
         guard !started.isEmpty else {
@@ -207,6 +209,12 @@ public struct CladeAPI: Sendable {
         let (metadata, _) = try await withSlot { try await engine.branches.branch(id: id, tag: tag, mode: mode) }
         Timer(label: "clade_branch_duration_seconds").recordSeconds(Date().timeIntervalSince(start))
         return try JSONIO.response(SnapshotSummary(metadata, directory: SnapshotCatalog(home: engine.home).directory(tag)), status: .created)
+    }
+
+    func setTimeout(_ id: String, _ request: Request) async throws -> Response {
+        let body = try await JSONIO.decode(TimeoutRequest.self, from: request, limit: limits.maxBodyBytes)
+        let lifetime = body.timeoutSecs.map { Lifetime(seconds: $0, action: body.onTimeout ?? .kill) }
+        return try JSONIO.response(SandboxInfo(try await engine.lifetimes.set(id: id, lifetime: lifetime)))
     }
 
     func standby(_ id: String) async throws -> Response {

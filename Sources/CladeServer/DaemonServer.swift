@@ -51,6 +51,7 @@ public enum Daemon {
                 onServerRunning: { _ in chmod(path, 0o600) }, logger: logger))
         }
         guard !services.isEmpty else { throw APIError(.badRequest, "give --listen HOST:PORT, --unix PATH, or both") }
+        services.append(LifetimeReaper(engine: engine))
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
@@ -95,5 +96,20 @@ public enum Daemon {
             throw APIError(.badRequest, "--listen takes HOST:PORT, e.g. 127.0.0.1:8889, not '\(listen)'")
         }
         return (String(listen[..<colon]), port)
+    }
+}
+
+/// Ends sandboxes whose end time has passed, once a second, for as long as the daemon runs.
+struct LifetimeReaper: Service {
+    let engine: Engine
+    static let interval: Duration = .seconds(1)
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await engine.lifetimes.reapExpired()
+                try? await Task.sleep(for: Self.interval)
+            }
+        }
     }
 }

@@ -22,6 +22,9 @@ public struct LockName: Sendable, Hashable, CustomStringConvertible {
     /// pulls, pack unpacks) and exclusively by `gc`, which must not take them for garbage.
     public static let blobStore = LockName("store-blobs")
 
+    /// Held by the one process ending expired sandboxes at a time.
+    public static let reaper = LockName("lifetime-reaper")
+
     public var description: String { rawValue }
 }
 

@@ -14,7 +14,7 @@ struct Clade: AsyncParsableCommand {
         subcommands: [
             Doctor.self, ImageCommand.self, Run.self, Boot.self, Exec.self, List.self, Kill.self,
             Bake.self, SnapshotCommand.self, Snapshots.self, SnapshotInfoCommand.self, Fork.self, RemoveSnapshot.self,
-            Bench.self, Branch.self, Compact.self, Standby.self, Resume.self, Pause.self, Unpause.self,
+            Bench.self, Branch.self, Compact.self, Standby.self, Resume.self, Pause.self, Unpause.self, SetTimeout.self,
             PackCommand.self, UnpackCommand.self, PushCommand.self, PullCommand.self, GarbageCollect.self, Serve.self,
         ])
 
@@ -45,7 +45,16 @@ struct GlobalOptions: ParsableArguments {
     @Flag(name: [.short, .long], help: "Log what clade does (repeat for more detail).")
     var verbose: Int
 
-    func makeEngine() -> Engine {
+    /// The engine for this command, after ending sandboxes whose end time has passed (lifetimes
+    /// hold whether or not a daemon runs: the next command enforces them).
+    func makeEngine() async -> Engine {
+        let engine = makeEngineWithoutReaping()
+        await engine.lifetimes.reapExpired()
+        return engine
+    }
+
+    /// The engine, logging set up, and nothing else done (for commands that only read the store).
+    func makeEngineWithoutReaping() -> Engine {
         let level: Logger.Level
         if let fromEnvironment = ProcessInfo.processInfo.environment["CLADE_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) {
             level = fromEnvironment
@@ -57,7 +66,7 @@ struct GlobalOptions: ParsableArguments {
     }
 
     /// The store, with logging set up as for ``makeEngine()``.
-    func makeHome() -> CladeHome { makeEngine().home }
+    func makeHome() -> CladeHome { makeEngineWithoutReaping().home }
 }
 
 enum LoggingBootstrap {

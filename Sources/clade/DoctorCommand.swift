@@ -9,7 +9,7 @@ struct Doctor: AsyncParsableCommand {
     @Flag(help: "Print the checks as JSON.") var json = false
 
     func run() async throws {
-        let engine = global.makeEngine()
+        let engine = await global.makeEngine()
         let progress = ProgressReporter(quiet: json)
         progress.update("probing the host (boots a test guest under KVM if /dev/kvm exists)")
         let checks = await engine.doctor()

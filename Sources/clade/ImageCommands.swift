@@ -67,7 +67,7 @@ struct ImageCommand: AsyncParsableCommand {
         @Argument(help: "Image name.") var name: String
 
         func run() async throws {
-            try printJSON(try global.makeEngine().images.named(name))
+            try printJSON(try await global.makeEngine().images.named(name))
         }
     }
 
@@ -92,7 +92,7 @@ struct ImageCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let engine = global.makeEngine()
+            let engine = await global.makeEngine()
             let progress = ProgressReporter(quiet: json)
             defer { progress.finish() }
             let record: ImageRecord
@@ -116,7 +116,7 @@ struct ImageCommand: AsyncParsableCommand {
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
-            let images = try global.makeEngine().images.list()
+            let images = try await global.makeEngine().images.list()
             if json { return try printJSON(images) }
             func column(_ text: String, _ width: Int) -> String { text.padding(toLength: max(width, text.count + 1), withPad: " ", startingAt: 0) }
             print(column("NAME", 24) + column("ROOTFS", 20) + column("SIZE", 10) + "SOURCE")
@@ -133,7 +133,7 @@ struct ImageCommand: AsyncParsableCommand {
         @Argument(help: "Image name.") var name: String
 
         func run() async throws {
-            let engine = global.makeEngine()
+            let engine = await global.makeEngine()
             try engine.images.remove(name)
             await reportReclaimable(engine)
         }

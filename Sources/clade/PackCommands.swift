@@ -20,7 +20,7 @@ struct PackCommand: AsyncParsableCommand {
 
     func run() async throws {
         let progress = ProgressReporter(quiet: json)
-        let report = try global.makeEngine().packs.pack(tag: tag, ancestors: !noAncestors, to: URL(fileURLWithPath: output), level: level) { step, done, total in
+        let report = try await global.makeEngine().packs.pack(tag: tag, ancestors: !noAncestors, to: URL(fileURLWithPath: output), level: level) { step, done, total in
             progress.update(step, done: done, total: total)
         }
         progress.finish()
@@ -53,7 +53,7 @@ struct UnpackCommand: AsyncParsableCommand {
 
     func run() async throws {
         let progress = ProgressReporter(quiet: json)
-        let report = try global.makeEngine().packs.unpack(from: URL(fileURLWithPath: path), options: UnpackOptions(tag: tag, force: force, ref: ref)) { step, done, total in
+        let report = try await global.makeEngine().packs.unpack(from: URL(fileURLWithPath: path), options: UnpackOptions(tag: tag, force: force, ref: ref)) { step, done, total in
             progress.update(step, done: done, total: total)
         }
         progress.finish()

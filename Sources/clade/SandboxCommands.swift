@@ -24,6 +24,8 @@ struct SandboxView: Encodable {
     let cpus: Int
     let accelerator: String
     let createdAt: Date
+    let expiresAt: Date?
+    let onTimeout: String?
 
     init(_ record: SandboxRecord) {
         id = record.id
@@ -35,6 +37,8 @@ struct SandboxView: Encodable {
         cpus = record.cpus
         accelerator = record.accelerator
         createdAt = record.createdAt
+        expiresAt = record.expiresAt
+        onTimeout = record.onTimeout?.rawValue
     }
 
     enum CodingKeys: String, CodingKey {
@@ -42,6 +46,8 @@ struct SandboxView: Encodable {
         case agentEndpoint = "agent_endpoint"
         case memoryMiB = "memory_mib"
         case createdAt = "created_at"
+        case expiresAt = "expires_at"
+        case onTimeout = "on_timeout"
     }
 }
 
@@ -71,7 +77,7 @@ struct Run: AsyncParsableCommand {
     @Argument(parsing: .postTerminator, help: "The command, after --; default: the image's Entrypoint and Cmd.") var command: [String] = []
 
     func run() async throws {
-        let engine = global.makeEngine()
+        let engine = await global.makeEngine()
         let progress = ProgressReporter(quiet: !isInteractive)
         var options = machine.boot
         let env = try parseEnvironment(environment)
@@ -86,16 +92,29 @@ struct Run: AsyncParsableCommand {
 /// Spinners only on a terminal: `run` output is usually piped or captured.
 var isInteractive: Bool { isatty(2) == 1 }
 
+/// `--timeout S [--on-timeout kill|standby]` on commands that start sandboxes.
+struct LifetimeOptions: ParsableArguments {
+    @Option(name: .customLong("timeout"), help: "End the sandbox after this many seconds (it is killed, or see --on-timeout).") var seconds: Double?
+    @Option(help: "What happens at the end time: kill or standby.") var onTimeout: TimeoutAction = .kill
+
+    var lifetime: Lifetime? { seconds.map { Lifetime(seconds: $0, action: onTimeout) } }
+}
+
+extension TimeoutAction: ExpressibleByArgument {}
+
 struct Boot: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Cold-boot a VM and leave it running; prints its id.")
     @OptionGroup var global: GlobalOptions
     @OptionGroup var machine: MachineOptions
+    @OptionGroup var lifetime: LifetimeOptions
     @Flag(help: "Print the sandbox as JSON.") var json = false
 
     func run() async throws {
-        let engine = global.makeEngine()
+        let engine = await global.makeEngine()
         let progress = ProgressReporter(quiet: json || !isInteractive)
-        let record = try await engine.sandboxes.boot(machine.boot, progress: { progress.update($0) })
+        var options = machine.boot
+        options.lifetime = lifetime.lifetime
+        let record = try await engine.sandboxes.boot(options, progress: { progress.update($0) })
         progress.finish()
         if json { try printJSON(SandboxView(record)) } else { print(record.id) }
     }
@@ -132,13 +151,15 @@ struct List: AsyncParsableCommand {
     func run() async throws {
         let records = try await global.makeEngine().sandboxes.list()
         if json { return try printJSON(records.map(SandboxView.init)) }
-        print("ID            STATE     IMAGE         AGENT            PID")
+        print("ID            STATE     IMAGE         AGENT            PID      ENDS")
         for record in records {
+            let ends = record.expiresAt.map { "in \(max(0, Int($0.timeIntervalSinceNow)))s (\(record.onTimeout?.rawValue ?? "kill"))" } ?? "-"
             print(record.id.padding(toLength: 14, withPad: " ", startingAt: 0)
                 + record.state.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)
                 + record.image.padding(toLength: 14, withPad: " ", startingAt: 0)
                 + record.agentEndpoint.padding(toLength: 17, withPad: " ", startingAt: 0)
-                + (record.pid.map(String.init) ?? "-"))
+                + (record.pid.map(String.init) ?? "-").padding(toLength: 9, withPad: " ", startingAt: 0)
+                + ends)
         }
     }
 }
@@ -154,7 +175,7 @@ struct Kill: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let engine = global.makeEngine()
+        let engine = await global.makeEngine()
         let targets = all ? try await engine.sandboxes.list().filter { $0.state != .dead }.map(\.id) : ids
         var failed = false
         for id in targets {
@@ -226,4 +247,28 @@ func parseEnvironment(_ pairs: [String]) throws -> [String: String] {
         env[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
     }
     return env
+}
+
+struct SetTimeout: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "timeout", abstract: "Move a sandbox's end time to SECONDS from now, or remove it with 'none'.")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "What happens at the end time: kill or standby (default: kill).") var onTimeout: TimeoutAction = .kill
+    @Flag(help: "Print the sandbox as JSON.") var json = false
+    @Argument(help: "Sandbox id.") var id: String
+    @Argument(help: "Seconds from now, or none.") var seconds: String
+
+    func run() async throws {
+        let lifetime: Lifetime?
+        if seconds == "none" {
+            lifetime = nil
+        } else if let value = Double(seconds) {
+            lifetime = Lifetime(seconds: value, action: onTimeout)
+        } else {
+            throw ValidationError("SECONDS is a number of seconds or 'none', not '\(seconds)'")
+        }
+        let record = try await global.makeEngine().lifetimes.set(id: id, lifetime: lifetime)
+        if json { return try printJSON(SandboxView(record)) }
+        print(record.expiresAt.map { "\(id) ends at \(ISO8601DateFormatter().string(from: $0)) (\(record.onTimeout?.rawValue ?? "kill"))" } ?? "\(id) has no end time")
+    }
 }

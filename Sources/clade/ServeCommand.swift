@@ -26,7 +26,7 @@ struct Serve: AsyncParsableCommand {
             // A daemon logs its requests by default.
             LoggingBootstrap.once(level: .info)
         }
-        let engine = global.makeEngine()
+        let engine = await global.makeEngine()
         let configuration = DaemonConfiguration(
             listen: listen == "none" ? nil : listen, unixSocket: unix, token: token,
             limits: APILimits(concurrentForks: maxConcurrentForks))

@@ -125,12 +125,13 @@ struct Fork: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(name: .short, help: "Number of children (1-\(Engine.maxForkCount)).") var n = 1
     @Option(help: "How each child gets the memory file: auto (hardlink first), reflink, copy.") var memoryPlacement = MemoryPlacement.auto
+    @OptionGroup var lifetime: LifetimeOptions
     @Flag(help: "Print one JSON object per child.") var json = false
     @Argument(help: "Snapshot tag.") var tag: String
 
     func run() async throws {
         let start = Date()
-        let outcomes = try await global.makeEngine().forks.fork(tag: tag, count: n, memoryOrder: memoryPlacement.order)
+        let outcomes = try await global.makeEngine().forks.fork(tag: tag, count: n, memoryOrder: memoryPlacement.order, lifetime: lifetime.lifetime)
         let total = Date().timeIntervalSince(start) * 1000
         let views = outcomes.map { outcome in
             ForkView(
@@ -165,7 +166,7 @@ struct RemoveSnapshot: AsyncParsableCommand {
     @Argument(help: "Snapshot tag.") var tag: String
 
     func run() async throws {
-        let engine = global.makeEngine()
+        let engine = await global.makeEngine()
         for removed in try await engine.snapshots.remove(tag, force: force, cascade: cascade) { print(removed) }
         await reportReclaimable(engine)
     }
