@@ -118,6 +118,10 @@ public struct Standby: EngineCapability {
             record.state = .running
             try sandboxCatalog.put(record)
             try await engine.forks.pushIdentity(record)
+            // A new process has only the agent's forward: publish the ports again, on the same host ports.
+            for published in record.publishedPorts ?? [] {
+                try await machine(id, pid: record.pid).forwardPort(host: published.hostPort, guest: published.guestPort)
+            }
         } catch {
             if let pid = record.pid { await machine(id, pid: pid).stop() }
             record.pid = nil

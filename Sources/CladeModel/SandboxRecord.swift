@@ -11,6 +11,25 @@ public enum SandboxState: String, Codable, Sendable {
     case dead
 }
 
+/// A guest TCP port reachable on the host's loopback.
+public struct PublishedPort: Codable, Sendable, Equatable {
+    public var guestPort: Int
+    public var hostPort: Int
+
+    public init(guestPort: Int, hostPort: Int) {
+        self.guestPort = guestPort
+        self.hostPort = hostPort
+    }
+
+    /// `127.0.0.1:PORT`, where the guest port answers on the host.
+    public var hostAddress: String { "127.0.0.1:\(hostPort)" }
+
+    enum CodingKeys: String, CodingKey {
+        case guestPort = "guest_port"
+        case hostPort = "host_port"
+    }
+}
+
 /// What happens to a sandbox at its end time.
 public enum TimeoutAction: String, Codable, Sendable, CaseIterable {
     /// Stop it and remove everything it had.
@@ -55,6 +74,8 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
     /// Enforced by the daemon and by the next clade command after it passes.
     public var expiresAt: Date?
     public var onTimeout: TimeoutAction?
+    /// Guest ports published on the host (`clade port`); re-applied when the sandbox resumes.
+    public var publishedPorts: [PublishedPort]?
 
     public init(
         id: String, image: String, state: SandboxState, pid: Int32?, agentPort: Int, mac: String,
@@ -83,6 +104,7 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
         case imageConfig = "image_config"
         case expiresAt = "expires_at"
         case onTimeout = "on_timeout"
+        case publishedPorts = "published_ports"
         case agentPort = "agent_port"
         case memoryMiB = "memory_mib"
         case createdAt = "created_at"

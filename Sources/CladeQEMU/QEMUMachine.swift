@@ -87,6 +87,22 @@ public struct QEMUMachine: VMHandle {
         }
     }
 
+    /// `hostfwd_add` on the user-mode netdev (HMP only; QMP reaches it through
+    /// `human-monitor-command`, which answers with QEMU's message on failure).
+    public func forwardPort(host hostPort: Int, guest guestPort: Int) async throws {
+        let reply = try await withQMP { client in
+            try await client.execute("human-monitor-command", arguments: [
+                "command-line": .string("hostfwd_add net0 tcp:127.0.0.1:\(hostPort)-:\(guestPort)")
+            ])
+        }
+        let message = reply.stringValue?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        guard message.isEmpty else {
+            // QEMU says "Could not set up host forwarding rule" when the host port is taken.
+            if QEMUCommandLine.isForwardingFailure(message) { throw VMMError.agentPortTaken(port: hostPort) }
+            throw VMMError.controlFailed(backend: "qemu", operation: "forward host port \(hostPort) to guest port \(guestPort)", reason: message)
+        }
+    }
+
     public func stop() async {
         guard isAlive else { return }
         if (try? FileSystem.exists(files.qmpSocket)) == true {

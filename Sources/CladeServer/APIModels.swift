@@ -164,3 +164,9 @@ struct JobRequest: Decodable {
     var ancestors: Bool?
     var force: Bool?
 }
+
+/// `POST /v1/sandboxes/:id/ports`.
+struct PortRequest: Decodable {
+    var guestPort: Int
+    enum CodingKeys: String, CodingKey { case guestPort = "guest_port" }
+}

@@ -80,6 +80,7 @@ public struct CladeAPI: Sendable {
         router.post("/v1/sandboxes/:id/branch") { request, context in try await api.branch(try api.sandboxID(context), request) }
         router.post("/v1/sandboxes/:id/standby") { _, context in try await api.standby(try api.sandboxID(context)) }
         router.post("/v1/sandboxes/:id/timeout") { request, context in try await api.setTimeout(try api.sandboxID(context), request) }
+        router.post("/v1/sandboxes/:id/ports") { request, context in try await api.publishPort(try api.sandboxID(context), request) }
         router.post("/v1/sandboxes/:id/resume") { _, context in try await api.resume(try api.sandboxID(context)) }
         router.get("/v1/sandboxes/:id/files") { request, context in try await api.readFile(try api.sandboxID(context), request) }
         router.put("/v1/sandboxes/:id/files") { request, context in try await api.writeFile(try api.sandboxID(context), request) }
@@ -215,6 +216,11 @@ public struct CladeAPI: Sendable {
         let body = try await JSONIO.decode(TimeoutRequest.self, from: request, limit: limits.maxBodyBytes)
         let lifetime = body.timeoutSecs.map { Lifetime(seconds: $0, action: body.onTimeout ?? .kill) }
         return try JSONIO.response(SandboxInfo(try await engine.lifetimes.set(id: id, lifetime: lifetime)))
+    }
+
+    func publishPort(_ id: String, _ request: Request) async throws -> Response {
+        let body = try await JSONIO.decode(PortRequest.self, from: request, limit: limits.maxBodyBytes)
+        return try JSONIO.response(try await engine.sandboxes.publishPort(id: id, guestPort: body.guestPort))
     }
 
     func standby(_ id: String) async throws -> Response {

@@ -19,9 +19,11 @@ public struct BackendCapabilities: OptionSet, Sendable, Hashable {
     public static let liveDiskFreeze = BackendCapabilities(rawValue: 1 << 4)
     /// Pauses and continues vCPUs without saving anything.
     public static let pause = BackendCapabilities(rawValue: 1 << 5)
+    /// Forwards a host TCP port to a guest port while the guest runs.
+    public static let portForwarding = BackendCapabilities(rawValue: 1 << 6)
 
     public static let all: BackendCapabilities = [
-        .stateWithSharedMemory, .devicesOnlyState, .dirtyPageCapture, .fullMemoryCapture, .liveDiskFreeze, .pause,
+        .stateWithSharedMemory, .devicesOnlyState, .dirtyPageCapture, .fullMemoryCapture, .liveDiskFreeze, .pause, .portForwarding,
     ]
 
     /// The operation names used in ``VMMError/unsupported(backend:operation:)`` messages.
@@ -33,6 +35,7 @@ public struct BackendCapabilities: OptionSet, Sendable, Hashable {
         if contains(.fullMemoryCapture) { names.append("capture all guest memory") }
         if contains(.liveDiskFreeze) { names.append("freeze the disk of a running guest") }
         if contains(.pause) { names.append("pause") }
+        if contains(.portForwarding) { names.append("publish a guest port") }
         return names
     }
 }

@@ -60,6 +60,9 @@ public protocol VMHandle: Sendable {
     func captureMemory(_ selection: PageSelection, memoryFile: URL) async throws -> CapturedMemory
     /// Makes `overlay` (an existing layer backed by the current disk) the disk the guest writes to.
     func freezeDisk(onto overlay: URL) async throws
+    /// Forwards TCP connections to `127.0.0.1:hostPort` on the host to `guestPort` in the guest.
+    /// Throws ``VMMError/agentPortTaken`` when the host port is in use.
+    func forwardPort(host hostPort: Int, guest guestPort: Int) async throws
     /// Stops the machine: politely, then by force. Returns when it is gone.
     func stop() async
     /// The last lines the guest wrote to its console, for error messages.
@@ -73,5 +76,9 @@ extension VMHandle {
 
     public func freezeDisk(onto overlay: URL) async throws {
         throw VMMError.unsupported(backend: backendName, operation: "freeze the disk of a running guest")
+    }
+
+    public func forwardPort(host hostPort: Int, guest guestPort: Int) async throws {
+        throw VMMError.unsupported(backend: backendName, operation: "publish a guest port")
     }
 }

@@ -272,3 +272,19 @@ struct SetTimeout: AsyncParsableCommand {
         print(record.expiresAt.map { "\(id) ends at \(ISO8601DateFormatter().string(from: $0)) (\(record.onTimeout?.rawValue ?? "kill"))" } ?? "\(id) has no end time")
     }
 }
+
+struct Port: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Publish a guest TCP port on the host's loopback; prints 127.0.0.1:HOST_PORT.",
+        discussion: "The forward lives as long as the sandbox's VM; resume re-applies it on the same host port. Forks do not inherit it.")
+    @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print JSON.") var json = false
+    @Argument(help: "Sandbox id.") var id: String
+    @Argument(help: "Guest TCP port.") var guestPort: Int
+
+    func run() async throws {
+        let published = try await global.makeEngine().sandboxes.publishPort(id: id, guestPort: guestPort)
+        if json { return try printJSON(published) }
+        print(published.hostAddress)
+    }
+}

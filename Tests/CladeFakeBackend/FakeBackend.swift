@@ -98,6 +98,11 @@ public final class FakeMachineState: @unchecked Sendable {
     }
 
     public func froze(_ overlay: URL) { lock.withLock { frozenDisks.append(overlay) } }
+
+    /// Host port → guest port forwards the engine asked for.
+    private var forwardsByHostPort: [Int: Int] = [:]
+    public var forwards: [Int: Int] { lock.withLock { forwardsByHostPort } }
+    public func forward(host: Int, guest: Int) { lock.withLock { forwardsByHostPort[host] = guest } }
 }
 
 /// Live fake machines by runtime directory.
@@ -179,6 +184,11 @@ public struct FakeMachine: VMHandle {
     public func freezeDisk(onto overlay: URL) async throws {
         guard backend.capabilities.contains(.liveDiskFreeze) else { throw VMMError.unsupported(backend: "fake", operation: "freeze the disk") }
         try require().froze(overlay)
+    }
+
+    public func forwardPort(host hostPort: Int, guest guestPort: Int) async throws {
+        guard backend.capabilities.contains(.portForwarding) else { throw VMMError.unsupported(backend: "fake", operation: "publish a guest port") }
+        try require().forward(host: hostPort, guest: guestPort)
     }
 
     public func stop() async {
