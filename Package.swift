@@ -127,6 +127,7 @@ let package = Package(
                 "CladeModel",
                 "CladeStore",
                 "CladeGuestProtocol",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

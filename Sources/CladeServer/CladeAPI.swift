@@ -55,9 +55,10 @@ public struct CladeAPI: Sendable {
     ]
 
     /// The router with every route and the middleware (errors, audit, auth).
-    public func router(token: String?, audit: URL) throws -> Router<Context> {
+    public func router(token: String?, audit: URL, proxyDomain: String? = nil) throws -> Router<Context> {
         let router = Router(context: Context.self)
         router.add(middleware: ErrorAndAuditMiddleware(audit: try AuditLog(url: audit), logger: logger))
+        if let proxyDomain { router.add(middleware: GuestPortProxyMiddleware(domain: proxyDomain, engine: engine)) }
         router.add(middleware: BearerTokenMiddleware(token: token.map { Array($0.utf8) }))
         let api = self
         router.get("/healthz") { _, _ in try JSONIO.response(["ok": true]) }

@@ -18,12 +18,15 @@ public struct DaemonConfiguration: Sendable {
     /// The bearer token every route but `/healthz` requires, or nil for none.
     public var token: String?
     public var limits: APILimits
+    /// With a domain, requests for `<port>-<id>.<domain>` are proxied to that guest port.
+    public var proxyDomain: String?
 
-    public init(listen: String?, unixSocket: String?, token: String?, limits: APILimits = APILimits()) {
+    public init(listen: String?, unixSocket: String?, token: String?, limits: APILimits = APILimits(), proxyDomain: String? = nil) {
         self.listen = listen
         self.unixSocket = unixSocket
         self.token = token
         self.limits = limits
+        self.proxyDomain = proxyDomain
     }
 }
 
@@ -38,7 +41,8 @@ public enum Daemon {
         let metrics = ServerMetrics.bootstrap()
         let api = CladeAPI(engine: engine, limits: configuration.limits, metrics: metrics, logger: logger)
         try engine.home.prepare()
-        let router = try api.router(token: configuration.token, audit: engine.home.state.appendingPathComponent("audit.log"))
+        let router = try api.router(
+            token: configuration.token, audit: engine.home.state.appendingPathComponent("audit.log"), proxyDomain: configuration.proxyDomain)
         var services: [any Service] = []
         if let listen = configuration.listen {
             let (host, port) = try parse(listen)

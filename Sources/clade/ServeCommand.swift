@@ -11,6 +11,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Also (or, with --listen none, only) listen on this unix socket, created mode 0600.") var unix: String?
     @Option(help: "File holding the bearer token every route but /healthz requires.") var tokenFile: String?
     @Option(help: "Forks and branches running at once; more get 503 with Retry-After.") var maxConcurrentForks = 4
+    @Option(help: "Proxy requests for <port>-<sandbox id>.DOMAIN to that guest port (no API token needed for them).") var proxyDomain: String?
 
     func run() async throws {
         var token: String?
@@ -29,7 +30,7 @@ struct Serve: AsyncParsableCommand {
         let engine = await global.makeEngine()
         let configuration = DaemonConfiguration(
             listen: listen == "none" ? nil : listen, unixSocket: unix, token: token,
-            limits: APILimits(concurrentForks: maxConcurrentForks))
+            limits: APILimits(concurrentForks: maxConcurrentForks), proxyDomain: proxyDomain)
         try await Daemon.run(engine: engine, configuration: configuration)
     }
 }

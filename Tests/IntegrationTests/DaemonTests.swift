@@ -12,6 +12,8 @@ final class DaemonProcess: @unchecked Sendable {
     let token = "test-token-\(UUID().uuidString.prefix(8))"
     private(set) var port = 0
     private var process: Process?
+    /// More `clade serve` options (e.g. `--proxy-domain`).
+    var extraArguments: [String] = []
 
     init(home: URL) { self.home = home }
 
@@ -24,7 +26,7 @@ final class DaemonProcess: @unchecked Sendable {
             port = Int.random(in: 20000...40000)
             let process = Process()
             process.executableURL = CLIHarness.binary
-            process.arguments = ["serve", "--listen", "127.0.0.1:\(port)", "--token-file", tokenFile.path]
+            process.arguments = ["serve", "--listen", "127.0.0.1:\(port)", "--token-file", tokenFile.path] + extraArguments
             process.environment = ProcessInfo.processInfo.environment.merging(["CLADE_HOME": home.path]) { $1 }
             let log = home.appendingPathComponent("daemon.log")
             if !FileManager.default.fileExists(atPath: log.path) { FileManager.default.createFile(atPath: log.path, contents: nil) }
