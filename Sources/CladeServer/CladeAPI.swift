@@ -49,7 +49,8 @@ public struct CladeAPI: Sendable {
         ("DELETE", "/v1/snapshots/{tag}"),
         ("POST", "/v1/sandboxes"), ("GET", "/v1/sandboxes"), ("GET", "/v1/sandboxes/{id}"), ("DELETE", "/v1/sandboxes/{id}"),
         ("POST", "/v1/sandboxes/{id}/exec"), ("POST", "/v1/sandboxes/{id}/ping"), ("POST", "/v1/sandboxes/{id}/branch"),
-        ("POST", "/v1/sandboxes/{id}/standby"), ("POST", "/v1/sandboxes/{id}/resume"),
+        ("POST", "/v1/sandboxes/{id}/standby"), ("POST", "/v1/sandboxes/{id}/resume"), ("POST", "/v1/sandboxes/{id}/timeout"),
+        ("POST", "/v1/sandboxes/{id}/ports"),
         ("GET", "/v1/sandboxes/{id}/files"), ("PUT", "/v1/sandboxes/{id}/files"),
         ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{id}"),
     ]
