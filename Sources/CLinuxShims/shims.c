@@ -57,6 +57,12 @@ int clade_reseed_crng(int fd) { return ioctl(fd, RNDRESEEDCRNG); }
 #include <errno.h>
 int clade_spawn_as(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
                    const char *cwd, unsigned uid, unsigned gid, const unsigned *groups, int group_count, int *pid_out) {
+    return clade_spawn_child(file, argv, envp, in_fd, out_fd, err_fd, -1, cwd, 1, uid, gid, groups, group_count, pid_out);
+}
+
+int clade_spawn_child(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
+                      int terminal_fd, const char *cwd, int change_user, unsigned uid, unsigned gid,
+                      const unsigned *groups, int group_count, int *pid_out) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) return errno;
     pid_t pid = fork();
@@ -77,10 +83,15 @@ int clade_spawn_as(const char *file, char *const argv[], char *const envp[], int
         sigprocmask(SIG_SETMASK, &empty, NULL);
         setsid();
         int saved = 0;
+        // A new session has no controlling terminal; taking the PTY's makes ^C, job control and
+        // SIGHUP on hang-up work as in a login shell.
+        if (terminal_fd >= 0 && ioctl(terminal_fd, TIOCSCTTY, 0) != 0) goto fail;
         if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) goto fail;
-        if (setgroups((size_t)group_count, (const gid_t *)groups) != 0) goto fail;
-        if (setgid(gid) != 0) goto fail;
-        if (setuid(uid) != 0) goto fail;
+        if (change_user) {
+            if (setgroups((size_t)group_count, (const gid_t *)groups) != 0) goto fail;
+            if (setgid(gid) != 0) goto fail;
+            if (setuid(uid) != 0) goto fail;
+        }
         if (cwd && chdir(cwd) != 0) goto fail;
         execvpe(file, argv, envp);
     fail:
@@ -95,4 +106,33 @@ int clade_spawn_as(const char *file, char *const argv[], char *const envp[], int
     close(report[0]);
     *pid_out = pid;
     return count == (ssize_t)sizeof child_errno ? child_errno : 0;
+}
+
+int clade_open_pty(int *controller, int *terminal, unsigned short rows, unsigned short columns) {
+    int main_fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (main_fd < 0) return -1;
+    char name[128];
+    if (grantpt(main_fd) != 0 || unlockpt(main_fd) != 0 || ptsname_r(main_fd, name, sizeof name) != 0) {
+        int saved = errno;
+        close(main_fd);
+        errno = saved;
+        return -1;
+    }
+    int terminal_fd = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (terminal_fd < 0) {
+        int saved = errno;
+        close(main_fd);
+        errno = saved;
+        return -1;
+    }
+    struct winsize size = {.ws_row = rows, .ws_col = columns};
+    ioctl(main_fd, TIOCSWINSZ, &size);
+    *controller = main_fd;
+    *terminal = terminal_fd;
+    return 0;
+}
+
+int clade_set_window_size(int fd, unsigned short rows, unsigned short columns) {
+    struct winsize size = {.ws_row = rows, .ws_col = columns};
+    return ioctl(fd, TIOCSWINSZ, &size);
 }

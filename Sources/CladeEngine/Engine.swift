@@ -42,6 +42,8 @@ public struct Engine: Sendable {
     public var packs: Packs { Packs(engine: self) }
     /// End times of sandboxes, and the reaper that enforces them.
     public var lifetimes: Lifetimes { Lifetimes(engine: self) }
+    /// Processes (stream, stdin, signals, PTYs) and resident interpreters in running sandboxes.
+    public var processes: Processes { Processes(engine: self) }
     /// The store as a whole: garbage collection.
     public var storage: Storage { Storage(engine: self) }
 

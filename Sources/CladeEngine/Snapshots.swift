@@ -16,12 +16,18 @@ public struct BakeOptions: Sendable {
     public var warm: String?
     /// Who runs `warm`; nil means the image's user (as every exec).
     public var warmUser: String?
+    /// A Python 3 executable to leave running in the snapshot as its resident interpreter
+    /// (answering `eval`), after it has run `preload`.
+    public var interpreter: String?
+    public var preload: String?
 
-    public init(boot: BootOptions, tag: String, warm: String? = nil, warmUser: String? = nil) {
+    public init(boot: BootOptions, tag: String, warm: String? = nil, warmUser: String? = nil, interpreter: String? = nil, preload: String? = nil) {
         self.boot = boot
         self.tag = tag
         self.warm = warm
         self.warmUser = warmUser
+        self.interpreter = interpreter
+        self.preload = preload
     }
 }
 
@@ -113,6 +119,9 @@ public struct Snapshots: EngineCapability {
     public func bake(_ options: BakeOptions, progress: @Sendable (String) -> Void = { _ in }) async throws -> SnapshotMetadata {
         // Fail before booting if the tag is taken; `snapshot` takes the tag's lock for real.
         try claimTag(options.tag).unlock()
+        if options.preload != nil && options.interpreter == nil {
+            throw EngineError.badInput("--preload runs in the resident interpreter; name one with --interpreter (e.g. python3)")
+        }
         let entry = try beginOperation(.bake, subject: options.tag)
         defer { journal.end(entry) }
         let record = try await engine.sandboxes.boot(options.boot, partOf: entry, progress: progress)
@@ -127,6 +136,12 @@ public struct Snapshots: EngineCapability {
                 guard response.exitCode == 0 else {
                     throw EngineError.guestFailed("the warm-up command exited with \(response.exitCode.map(String.init) ?? "an error"): \(response.error ?? response.stderr ?? "")")
                 }
+            }
+            if let interpreter = options.interpreter {
+                progress("starting the resident interpreter \(interpreter)" + (options.preload.map { " after: \($0)" } ?? ""))
+                let user = ExecDefaults(record.imageConfig).apply(env: nil, cwd: nil, user: options.warmUser).user
+                try await ResidentInterpreter.start(
+                    on: AgentClient(port: record.agentPort), interpreter: interpreter, preload: options.preload, user: user)
             }
             progress("snapshotting as \(options.tag)")
             return try await take(id: record.id, tag: options.tag, progress: progress)

@@ -4,8 +4,10 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// Version of the host↔agent protocol. Bumped only for incompatible changes.
-public let agentProtocolVersion = 1
+/// Version of the host↔agent protocol. Version 2 added processes (streamed events, stdin,
+/// signals, terminals, a process table), file operations, directory watches and `eval`; every
+/// version-1 request is answered exactly as before, so version-1 clients do not notice.
+public let agentProtocolVersion = 2
 
 /// The actions the guest agent understands.
 public enum AgentAction: String, Codable, Sendable, CaseIterable {
@@ -19,6 +21,37 @@ public enum AgentAction: String, Codable, Sendable, CaseIterable {
     case ping
     /// Sent right after a restore: reseed the RNG, set the clock, hostname, MAC and generation id.
     case identity
+    /// v2: start a process and stream its events on this connection (`started`, `stdout`,
+    /// `stderr`, `exit`); with `detach`, answer `started` only.
+    case start
+    /// v2: stream a running process's further output and its exit, by `pid` or `tag`.
+    case attach
+    /// v2: write `data` (base64) to a process's standard input.
+    case stdin
+    /// v2: close a process's standard input (end of file for it).
+    case closeStdin = "close_stdin"
+    /// v2: send `signal` to a process's group.
+    case signal
+    /// v2: set a process's terminal size (`pty`).
+    case resize
+    /// v2: the process table.
+    case processes
+    /// v2: one path's metadata.
+    case stat
+    /// v2: a directory's entries, to `depth` levels.
+    case listDir = "list_dir"
+    /// v2: make a directory (and its parents with `parents`).
+    case mkdir
+    /// v2: rename `path` to `destination`.
+    case move
+    /// v2: remove a file, or a directory with everything in it.
+    case remove
+    /// v2: write one chunk of an upload at `offset`; `commit` moves the whole into place.
+    case writeChunk = "write_chunk"
+    /// v2: stream filesystem events under `path` on this connection.
+    case watch
+    /// v2: evaluate `code` in the resident interpreter tagged `tag` (default `interpreter`).
+    case eval
 }
 
 /// One request, sent as a single JSON line.
@@ -60,9 +93,43 @@ public struct AgentRequest: Codable, Sendable, Equatable {
     public var generation: String?
     /// `identity`: the MAC address to give eth0.
     public var mac: String?
+    /// `start`: a shell command line, run with `sh -c` (instead of `args`).
+    public var command: String?
+    /// `start`: a name to find the process by later (`attach`, `stdin`, `signal`); unique among running processes.
+    public var tag: String?
+    /// `start`: run on a pseudo-terminal of this size; `resize`: the new size.
+    public var pty: TerminalSize?
+    /// `start`: answer `started` and leave the process running on its own.
+    public var detach: Bool?
+    /// `start`: keep the process running when this connection closes (a tagged or detached
+    /// process always does); otherwise its process group is killed, as a terminal hang-up would.
+    public var background: Bool?
+    /// `attach`, `stdin`, `close_stdin`, `signal`, `resize`: the process, by pid (or `tag`).
+    public var pid: Int32?
+    /// `signal`: a name (`TERM`, `SIGKILL`) or number.
+    public var signal: String?
+    /// `stdin` / `write_chunk`: bytes, base64-encoded.
+    public var data: String?
+    /// `read_file` / `write_chunk`: where the chunk starts.
+    public var offset: Int64?
+    /// `read_file`: the most bytes to return (a chunked read; without it the whole file, up to the cap).
+    public var length: Int?
+    /// `list_dir`: how many levels to descend (1 = the directory's own entries).
+    public var depth: Int?
+    /// `mkdir`: make missing parents too; `watch`: include subdirectories.
+    public var recursive: Bool?
+    /// `move`: the new path.
+    public var destination: String?
+    /// `write_chunk`: after writing, move the upload into place at `path`.
+    public var commit: Bool?
+    /// `write_chunk`: names the upload, so that concurrent uploads to one path do not mix.
+    public var upload: String?
+    /// `eval`: the code.
+    public var code: String?
 
     enum CodingKeys: String, CodingKey {
         case id, action, args, env, cwd, user, stdin, timeout, path, content, mode, hostname, entropy, generation, mac
+        case command, tag, pty, detach, background, pid, signal, data, offset, length, depth, recursive, destination, commit, upload, code
         case stdinBase64 = "stdin_b64"
         case timeNanoseconds = "time_ns"
     }
@@ -120,9 +187,32 @@ public struct AgentResponse: Codable, Sendable, Equatable {
     public var generation: String?
     /// `identity`: steps that could not be applied (the others were).
     public var warnings: [String]?
+    /// v2 streams: what this line reports (see ``AgentEvent``).
+    public var event: AgentEvent?
+    /// v2: the process the line is about.
+    public var pid: Int32?
+    /// v2 `stdout` / `stderr` events: the bytes, base64-encoded.
+    public var data: String?
+    /// v2 `exit` event: the signal that ended the process, when one did.
+    public var signal: Int32?
+    /// v2 `processes`: the table.
+    public var processes: [GuestProcess]?
+    /// v2 `stat`, `mkdir`: the entry; `fs` events: the entry affected, when it still exists.
+    public var entry: FileEntry?
+    /// v2 `list_dir`: the entries, parents before children.
+    public var entries: [FileEntry]?
+    /// v2 `fs` events: what happened (`create`, `write`, `remove`, `rename`, `chmod`) and to which path.
+    public var operation: String?
+    public var path: String?
+    /// v2 `read_file` with `length`: whether the chunk reaches the end of the file.
+    public var eof: Bool?
+    /// v2 `eval`: the value of the last expression (`repr`), when there was one.
+    public var result: String?
 
     enum CodingKeys: String, CodingKey {
         case id, error, stdout, stderr, pong, version, hostname, content, size, mode, truncated, generation, warnings
+        case event, pid, data, signal, processes, entry, entries, path, eof, result
+        case operation = "op"
         case exitCode = "exit_code"
         case timedOut = "timed_out"
         case protocolVersion = "protocol_version"
@@ -133,6 +223,93 @@ public struct AgentResponse: Codable, Sendable, Equatable {
     public init(id: String? = nil, error: String? = nil) {
         self.id = id
         self.error = error
+    }
+}
+
+/// What a line of a v2 stream reports.
+public enum AgentEvent: String, Codable, Sendable {
+    case started, attached, stdout, stderr, exit
+    /// `watch`: the watch is in place; events after this line are changes.
+    case watching
+    /// `watch`: one filesystem change.
+    case fs
+}
+
+/// A terminal size.
+public struct TerminalSize: Codable, Sendable, Equatable {
+    public var rows: UInt16
+    public var cols: UInt16
+    public init(rows: UInt16, cols: UInt16) {
+        self.rows = rows
+        self.cols = cols
+    }
+}
+
+/// One row of the agent's process table.
+public struct GuestProcess: Codable, Sendable, Equatable {
+    public var pid: Int32
+    public var tag: String?
+    public var args: [String]
+    public var cwd: String?
+    public var user: String?
+    public var pty: Bool
+    /// Seconds since the epoch, by the guest's clock.
+    public var startedAt: Double
+    public var running: Bool
+    public var exitCode: Int32?
+    public var signal: Int32?
+
+    enum CodingKeys: String, CodingKey {
+        case pid, tag, args, cwd, user, pty, running, signal
+        case startedAt = "started_at"
+        case exitCode = "exit_code"
+    }
+
+    public init(pid: Int32, tag: String?, args: [String], cwd: String?, user: String?, pty: Bool, startedAt: Double, running: Bool, exitCode: Int32?, signal: Int32?) {
+        self.pid = pid
+        self.tag = tag
+        self.args = args
+        self.cwd = cwd
+        self.user = user
+        self.pty = pty
+        self.startedAt = startedAt
+        self.running = running
+        self.exitCode = exitCode
+        self.signal = signal
+    }
+}
+
+/// One file or directory, as `stat` and `list_dir` describe it.
+public struct FileEntry: Codable, Sendable, Equatable {
+    public enum Kind: String, Codable, Sendable { case file, directory, symlink, other }
+    public var name: String
+    public var path: String
+    public var type: Kind
+    public var size: Int64
+    /// Permission bits (with setuid, setgid, sticky).
+    public var mode: Int
+    public var uid: UInt32
+    public var gid: UInt32
+    /// Modification time, seconds since the epoch.
+    public var modifiedAt: Double
+    public var symlinkTarget: String?
+
+    enum CodingKeys: String, CodingKey {
+        case name, path, type, size, mode, uid, gid
+        case modifiedAt = "mtime"
+        case symlinkTarget = "symlink_target"
+    }
+
+    public init(name: String, path: String, type: Kind, size: Int64, mode: Int, uid: UInt32, gid: UInt32, modifiedAt: Double, symlinkTarget: String?) {
+        self.name = name
+        self.path = path
+        self.type = type
+        self.size = size
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.modifiedAt = modifiedAt
+        self.symlinkTarget = symlinkTarget
     }
 }
 

@@ -72,13 +72,15 @@ func serveTCP(port: UInt16, handler: RequestHandler) {
             if errno != EINTR { usleep(10_000) }
             continue
         }
+        enableKeepalive(connection)
         startThread {
+            let peer = Connection(fd: connection)
             var reader = LineReader(fd: connection)
             while let line = reader.nextLine() {
                 if line.isEmpty { continue }
-                if !writeAll(connection, encodeResponse(handler.handle(line: line))) { break }
+                if let response = handler.handle(line: line, on: peer), !peer.send(response) { break }
             }
-            close(connection)
+            peer.close()
         }
     }
 }
@@ -89,7 +91,6 @@ func serveSerial(name: String, handler: RequestHandler) {
     guard let device = findSerialPort(named: name) else {
         return log("no virtio-serial port named \(name); serving TCP only")
     }
-    let writeLock = Guarded(())
     while true {
         let fd = open(device, O_RDWR | O_CLOEXEC)
         if fd < 0 {
@@ -97,18 +98,30 @@ func serveSerial(name: String, handler: RequestHandler) {
             sleep(1)
             continue
         }
+        let peer = Connection(fd: fd)
         var reader = LineReader(fd: fd)
         while let line = reader.nextLine() {
             if line.isEmpty { continue }
             startThread {
-                let bytes = encodeResponse(handler.handle(line: line))
-                writeLock.withLock { _ in _ = writeAll(fd, bytes) }
+                if let response = handler.handle(line: line, on: peer) { peer.send(response) }
             }
         }
         // End of file: the host side disconnected. Reopen and wait for the next one.
-        close(fd)
+        peer.close()
         usleep(100_000)
     }
+}
+
+/// Probes an idle connection now and then, so that one whose host end vanished (a fork restored
+/// from a snapshot taken while it was open has no such connection on the host) is noticed and
+/// its thread and subscriptions are released.
+private func enableKeepalive(_ fd: Int32) {
+    var on: Int32 = 1, idle: Int32 = 30, interval: Int32 = 10, count: Int32 = 3
+    let size = socklen_t(MemoryLayout<Int32>.size)
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, size)
+    setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &idle, size)
+    setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, &interval, size)
+    setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPCNT, &count, size)
 }
 
 private func findSerialPort(named name: String) -> String? {

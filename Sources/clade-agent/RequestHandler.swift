@@ -23,8 +23,15 @@ enum GuestIdentity {
 struct RequestHandler: Sendable {
     static let maxFileBytes = 64 * 1024 * 1024
     let reaper: ChildReaper
+    let processes: ProcessService
 
-    func handle(line: [UInt8]) -> AgentResponse {
+    init(reaper: ChildReaper, table: ProcessTable) {
+        self.reaper = reaper
+        processes = ProcessService(reaper: reaper, table: table)
+    }
+
+    /// The reply to send, or nil when the action streams its own lines on `connection`.
+    func handle(line: [UInt8], on connection: Connection) -> AgentResponse? {
         let request: AgentRequest
         do {
             request = try AgentCodec.decode(AgentRequest.self, from: line)
@@ -39,10 +46,43 @@ struct RequestHandler: Sendable {
         do {
             switch action {
             case .exec: response = try exec(request)
-            case .readFile: response = try readFile(request)
+            case .readFile:
+                if let length = request.length {
+                    response = try FileOperations.readChunk(try requirePath(request), offset: request.offset ?? 0, length: length)
+                } else {
+                    response = try readFile(request)
+                }
             case .writeFile: response = try writeFile(request)
             case .ping: response = ping()
             case .identity: response = identity(request)
+            case .start:
+                guard let detached = try processes.start(request, on: connection) else { return nil }
+                response = detached
+            case .attach:
+                guard let ended = try processes.attach(request, on: connection) else { return nil }
+                response = ended
+            case .stdin, .closeStdin, .signal, .resize: response = try processes.control(action, request)
+            case .processes: response = processes.list()
+            case .stat:
+                response = AgentResponse()
+                response.entry = try FileOperations.entry(at: try requirePath(request))
+            case .listDir:
+                response = AgentResponse()
+                response.entries = try FileOperations.list(try requirePath(request), depth: request.depth ?? 1)
+            case .mkdir:
+                response = AgentResponse()
+                response.entry = try FileOperations.makeDirectory(try requirePath(request), parents: request.recursive == true, mode: request.mode)
+            case .move:
+                response = AgentResponse()
+                response.entry = try FileOperations.move(try requirePath(request), to: request.destination ?? "")
+            case .remove:
+                try FileOperations.remove(try requirePath(request))
+                response = AgentResponse()
+            case .writeChunk: response = try FileOperations.writeChunk(request)
+            case .watch:
+                try DirectoryWatcher.start(request, on: connection)
+                return nil
+            case .eval: response = try InterpreterBridge.evaluate(request)
             }
         } catch {
             response = AgentResponse(error: "\(error)")

@@ -32,7 +32,7 @@ signal(SIGPIPE, SIG_IGN)
 setenv("PATH", CommandRunner.defaultPath, 1)
 let reaper = ChildReaper()
 reaper.start()
-let handler = RequestHandler(reaper: reaper)
+let handler = RequestHandler(reaper: reaper, table: ProcessTable())
 startThread { serveSerial(name: "clade.agent", handler: handler) }
 log("version \(agentVersion) started as pid \(getpid())")
 serveTCP(port: tcpPort, handler: handler)

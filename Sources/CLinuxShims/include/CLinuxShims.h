@@ -27,4 +27,13 @@ int clade_reseed_crng(int fd);
 /// its pid is still stored in `pid_out`).
 int clade_spawn_as(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
                    const char *cwd, unsigned uid, unsigned gid, const unsigned *groups, int group_count, int *pid_out);
+/// Like `clade_spawn_as`, and more: `terminal_fd` (or -1) becomes the child's controlling terminal
+/// (it must also be one of the three descriptors); the user changes only when `change_user` is set.
+int clade_spawn_child(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
+                      int terminal_fd, const char *cwd, int change_user, unsigned uid, unsigned gid,
+                      const unsigned *groups, int group_count, int *pid_out);
+/// Opens a pseudo-terminal pair of the given size, both ends close-on-exec. 0, or -1 + errno.
+int clade_open_pty(int *controller, int *terminal, unsigned short rows, unsigned short columns);
+/// Sets a terminal's window size (TIOCSWINSZ), which also signals SIGWINCH to its foreground group.
+int clade_set_window_size(int fd, unsigned short rows, unsigned short columns);
 #endif

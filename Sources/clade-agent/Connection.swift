@@ -1,0 +1,64 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CladeGuestProtocol
+
+/// One host connection (a TCP socket, or the virtio-serial port): the lines written to it from
+/// several threads (replies, streamed events) never interleave, and the things tied to it
+/// (subscriptions, processes that die with it, watches) learn when it closes.
+final class Connection: @unchecked Sendable {
+    private struct State {
+        var closed = false
+        var onClose: [@Sendable () -> Void] = []
+    }
+
+    let fd: Int32
+    private let writeLock = Guarded(())
+    private let state = Guarded(State())
+
+    init(fd: Int32) { self.fd = fd }
+
+    /// Sends one response line. Blocks while the host is not reading, which is the flow control:
+    /// a stream's writer stops reading its process's output until the host catches up, so a slow
+    /// reader costs the agent no memory and holds up only its own stream. False once the peer is gone.
+    @discardableResult
+    func send(_ response: AgentResponse) -> Bool {
+        let bytes = encodeResponse(response)
+        // Checked under the write lock, which `close` also takes: a descriptor number is never
+        // written after it was closed (and perhaps reused by another connection).
+        let written = writeLock.withLock { _ in !isClosed && writeAll(fd, bytes) }
+        if !written { markClosed() }
+        return written
+    }
+
+    /// Ends the connection: everything tied to it hears, then the descriptor is closed.
+    func close() {
+        markClosed()
+        writeLock.withLock { _ in _ = Glibc.close(fd) }
+    }
+
+    var isClosed: Bool { state.withLock { $0.closed } }
+
+    /// Runs `body` once the connection closes (at once if it already has).
+    func whenClosed(_ body: @escaping @Sendable () -> Void) {
+        let runNow = state.withLock { state -> Bool in
+            if state.closed { return true }
+            state.onClose.append(body)
+            return false
+        }
+        if runNow { body() }
+    }
+
+    /// Called by the reader at end of file, or by a writer that hit an error.
+    func markClosed() {
+        let callbacks = state.withLock { state -> [@Sendable () -> Void] in
+            if state.closed { return [] }
+            state.closed = true
+            defer { state.onClose = [] }
+            return state.onClose
+        }
+        for callback in callbacks { callback() }
+    }
+}

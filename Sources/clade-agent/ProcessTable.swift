@@ -1,0 +1,210 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CLinuxShims
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import CladeGuestProtocol
+
+/// A process started with `start`: its streams, who is watching its output, and how it ended.
+///
+/// The table lives in the agent's memory, so a snapshot taken while processes run carries them
+/// and the table into every fork: a fork attaches to them by pid or tag like the original would.
+final class ManagedProcess: @unchecked Sendable {
+    struct Subscriber {
+        let connection: Connection
+        let requestID: String?
+    }
+
+    private struct State {
+        var subscribers: [ObjectIdentifier: Subscriber] = [:]
+        var exitCode: Int32?
+        var signal: Int32?
+        var inputOpen = true
+    }
+
+    let launched: LaunchedProcess
+    let tag: String?
+    let args: [String]
+    let cwd: String?
+    let user: String?
+    let startedAt: Double
+    private let state = Guarded(State())
+    private let inputLock = Guarded(())
+
+    var pid: pid_t { launched.pid }
+
+    init(launched: LaunchedProcess, tag: String?, args: [String], cwd: String?, user: String?) {
+        self.launched = launched
+        self.tag = tag
+        self.args = args
+        self.cwd = cwd
+        self.user = user
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        startedAt = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+    }
+
+    var isRunning: Bool { state.withLock { $0.exitCode == nil } }
+
+    var row: GuestProcess {
+        state.withLock { state in
+            GuestProcess(
+                pid: pid, tag: tag, args: args, cwd: cwd, user: user, pty: launched.terminalFD != nil, startedAt: startedAt,
+                running: state.exitCode == nil, exitCode: state.exitCode, signal: state.signal)
+        }
+    }
+
+    /// Adds a watcher of further output; if the process has already ended, sends its exit at once.
+    func subscribe(_ connection: Connection, requestID: String?) {
+        let key = ObjectIdentifier(connection)
+        let ended: AgentResponse? = state.withLock { state in
+            if state.exitCode != nil { return exitEvent(state) }
+            state.subscribers[key] = Subscriber(connection: connection, requestID: requestID)
+            return nil
+        }
+        if var ended {
+            ended.id = requestID
+            connection.send(ended)
+            return
+        }
+        connection.whenClosed { [weak self] in self?.unsubscribe(key) }
+    }
+
+    private func unsubscribe(_ key: ObjectIdentifier) {
+        state.withLock { _ = $0.subscribers.removeValue(forKey: key) }
+    }
+
+    /// Sends `event` to every watcher; a watcher whose connection fails is dropped. The writes
+    /// block while a watcher's host is slow, which stops this process's pump (and only it).
+    func publish(_ event: AgentResponse) {
+        let subscribers = state.withLock { Array($0.subscribers.values) }
+        for subscriber in subscribers {
+            var line = event
+            line.id = subscriber.requestID
+            subscriber.connection.send(line)
+        }
+    }
+
+    func writeInput(_ bytes: [UInt8]) throws {
+        try inputLock.withLock { _ in
+            guard state.withLock({ $0.inputOpen && $0.exitCode == nil }) else {
+                throw CommandError(description: "process \(pid)'s standard input is closed")
+            }
+            guard writeAll(launched.inputFD, bytes) else {
+                throw CommandError(description: "cannot write to process \(pid)'s standard input: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    /// End of input: the pipe is closed; a terminal gets ^D, as a keyboard would send.
+    func closeInput() throws {
+        if launched.terminalFD != nil { return try writeInput([0x04]) }
+        inputLock.withLock { _ in
+            let wasOpen = state.withLock { state -> Bool in
+                defer { state.inputOpen = false }
+                return state.inputOpen
+            }
+            if wasOpen { close(launched.inputFD) }
+        }
+    }
+
+    func resize(_ size: TerminalSize) throws {
+        guard let terminal = launched.terminalFD else { throw CommandError(description: "process \(pid) has no terminal to resize") }
+        guard clade_set_window_size(terminal, size.rows, size.cols) == 0 else {
+            throw CommandError(description: "cannot resize process \(pid)'s terminal: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    func sendSignal(_ number: Int32) throws {
+        guard isRunning else { throw CommandError(description: "process \(pid) has already exited") }
+        // The process leads its own session and group: signal everything it started.
+        if kill(-pid, number) != 0 && kill(pid, number) != 0 {
+            throw CommandError(description: "cannot signal process \(pid): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Records the end and tells every watcher.
+    func finish(status: Int32) {
+        let event = state.withLock { state -> AgentResponse in
+            if status & 0x7f == 0 {
+                state.exitCode = (status >> 8) & 0xff
+            } else {
+                state.signal = status & 0x7f
+                state.exitCode = 128 + (status & 0x7f)
+            }
+            return exitEvent(state)
+        }
+        publish(event)
+        inputLock.withLock { _ in
+            state.withLock { state in
+                if state.inputOpen && launched.terminalFD == nil { close(launched.inputFD) }
+                state.inputOpen = false
+                state.subscribers = [:]
+            }
+        }
+        if let terminal = launched.terminalFD { close(terminal) }
+    }
+
+    private func exitEvent(_ state: State) -> AgentResponse {
+        var event = AgentResponse()
+        event.event = .exit
+        event.pid = pid
+        event.exitCode = state.exitCode
+        event.signal = state.signal
+        return event
+    }
+}
+
+/// Every process started with `start`: the running ones and the last few that ended.
+final class ProcessTable: @unchecked Sendable {
+    static let keptEnded = 64
+    private struct State {
+        var running: [pid_t: ManagedProcess] = [:]
+        var ended: [ManagedProcess] = []
+    }
+    private let state = Guarded(State())
+
+    /// Adds a process; fails if `tag` is already taken by a running one.
+    func insert(_ process: ManagedProcess) {
+        state.withLock { $0.running[process.pid] = process }
+    }
+
+    func tagInUse(_ tag: String) -> Bool {
+        state.withLock { state in state.running.values.contains { $0.tag == tag } }
+    }
+
+    func ended(_ process: ManagedProcess) {
+        state.withLock { state in
+            state.running.removeValue(forKey: process.pid)
+            state.ended.append(process)
+            if state.ended.count > Self.keptEnded { state.ended.removeFirst(state.ended.count - Self.keptEnded) }
+        }
+    }
+
+    /// By pid, else by tag: a running process first, then the latest that ended.
+    func find(pid: Int32?, tag: String?) throws -> ManagedProcess {
+        let found = state.withLock { state -> ManagedProcess? in
+            if let pid {
+                return state.running[pid] ?? state.ended.last { $0.pid == pid }
+            }
+            guard let tag else { return nil }
+            return state.running.values.first { $0.tag == tag } ?? state.ended.last { $0.tag == tag }
+        }
+        guard let found else {
+            if pid == nil && tag == nil { throw CommandError(description: "name the process with 'pid' or 'tag'") }
+            throw CommandError(description: "no process \(pid.map { "with pid \($0)" } ?? "tagged '\(tag ?? "")'") in this guest's table; list them with the 'processes' action")
+        }
+        return found
+    }
+
+    var rows: [GuestProcess] {
+        let processes = state.withLock { $0.ended + $0.running.values.sorted { $0.pid < $1.pid } }
+        return processes.map(\.row)
+    }
+}
