@@ -140,6 +140,7 @@ let package = Package(
         .executableTarget(
             name: "clade",
             dependencies: [
+                "CLinuxShims",
                 "CladeServer",
                 "CladeBench",
                 "CladeGuestProtocol",

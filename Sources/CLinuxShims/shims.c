@@ -136,3 +136,11 @@ int clade_set_window_size(int fd, unsigned short rows, unsigned short columns) {
     struct winsize size = {.ws_row = rows, .ws_col = columns};
     return ioctl(fd, TIOCSWINSZ, &size);
 }
+
+int clade_get_window_size(int fd, unsigned short *rows, unsigned short *columns) {
+    struct winsize size;
+    if (ioctl(fd, TIOCGWINSZ, &size) != 0) return -1;
+    *rows = size.ws_row;
+    *columns = size.ws_col;
+    return 0;
+}

@@ -32,7 +32,7 @@ public struct Processes: EngineCapability {
     public func run(
         id: String, _ spec: ProcessSpec, session: (@Sendable (AgentSession, Int32) async throws -> Void)? = nil,
         onEvent: @escaping @Sendable (ProcessEvent) async throws -> Void
-    ) async throws -> (code: Int32, signal: Int32?) {
+    ) async throws -> ProcessExit {
         let (agent, filled) = try prepare(id: id, spec)
         return try await agent.run(filled, session: session, onEvent: onEvent)
     }

@@ -8,8 +8,8 @@ public enum ProcessEvent: Sendable, Equatable {
     case attached(pid: Int32)
     case stdout(Data)
     case stderr(Data)
-    /// The exit code (128 + n when signal n ended it) and the signal, if one did.
-    case exited(code: Int32, signal: Int32?)
+    /// How it ended.
+    case exited(ProcessExit)
 
     init?(_ line: AgentResponse) {
         switch line.event {
@@ -17,9 +17,29 @@ public enum ProcessEvent: Sendable, Equatable {
         case .attached: self = .attached(pid: line.pid ?? 0)
         case .stdout: self = .stdout(Data(base64Encoded: line.data ?? "") ?? Data())
         case .stderr: self = .stderr(Data(base64Encoded: line.data ?? "") ?? Data())
-        case .exit: self = .exited(code: line.exitCode ?? -1, signal: line.signal)
+        case .exit: self = .exited(ProcessExit(code: line.exitCode ?? -1, signal: line.signal, timedOut: line.timedOut == true))
         default: return nil
         }
+    }
+}
+
+/// How a process ended.
+public struct ProcessExit: Sendable, Equatable, Codable {
+    /// The exit code; 128 + n when signal n ended it; 124 when its timeout did.
+    public var code: Int32
+    public var signal: Int32?
+    public var timedOut: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case signal
+        case code = "exit_code"
+        case timedOut = "timed_out"
+    }
+
+    public init(code: Int32, signal: Int32?, timedOut: Bool) {
+        self.code = code
+        self.signal = signal
+        self.timedOut = timedOut
     }
 }
 
@@ -63,7 +83,7 @@ extension AgentClient {
     public func run(
         _ spec: ProcessSpec, session body: (@Sendable (AgentSession, Int32) async throws -> Void)? = nil,
         onEvent: @escaping @Sendable (ProcessEvent) async throws -> Void
-    ) async throws -> (code: Int32, signal: Int32?) {
+    ) async throws -> ProcessExit {
         try await stream(spec.request, session: body, onEvent: onEvent)
     }
 
@@ -71,7 +91,7 @@ extension AgentClient {
     public func attach(
         pid: Int32? = nil, tag: String? = nil, session body: (@Sendable (AgentSession, Int32) async throws -> Void)? = nil,
         onEvent: @escaping @Sendable (ProcessEvent) async throws -> Void
-    ) async throws -> (code: Int32, signal: Int32?) {
+    ) async throws -> ProcessExit {
         var request = AgentRequest(id: "attach", action: .attach)
         request.pid = pid
         request.tag = tag
@@ -81,13 +101,17 @@ extension AgentClient {
     private func stream(
         _ request: AgentRequest, session body: (@Sendable (AgentSession, Int32) async throws -> Void)?,
         onEvent: @escaping @Sendable (ProcessEvent) async throws -> Void
-    ) async throws -> (code: Int32, signal: Int32?) {
+    ) async throws -> ProcessExit {
         try await withSession { session in
             try await session.send(request)
             var control: Task<Void, Error>?
             defer { control?.cancel() }
             for try await line in session.lines where line.id == request.id {
-                if let error = line.error, line.event == nil { throw GuestError.agent(error) }
+                if let error = line.error, line.event == nil {
+                    // A guest whose agent predates protocol 2 (a fork of an old snapshot).
+                    if error.hasPrefix("unknown action") { throw GuestError.agentLacks(action: request.action) }
+                    throw GuestError.agent(error)
+                }
                 guard let event = ProcessEvent(line) else { continue }
                 switch event {
                 case .started(let pid), .attached(let pid):
@@ -95,7 +119,7 @@ extension AgentClient {
                 default: break
                 }
                 try await onEvent(event)
-                if case .exited(let code, let signal) = event { return (code, signal) }
+                if case .exited(let exit) = event { return exit }
             }
             throw GuestError.agent("the guest agent closed the stream before the process exited")
         }

@@ -7,8 +7,30 @@ import NIOCore
 /// back (replies, and the events of streams started on it) comes out of ``lines``.
 public struct AgentSession: Sendable {
     let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
-    let inbound: NIOAsyncChannelInboundStream<ByteBuffer>
+    let reader: LineReader
     let endpoint: LineEndpoint
+
+    /// The connection's one inbound iterator (NIO allows only one), shared by every read.
+    /// Reads happen one at a time: a session has one reader task.
+    final class LineReader: @unchecked Sendable {
+        private var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+        init(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) { iterator = inbound.makeAsyncIterator() }
+        func next() async throws -> AgentResponse? {
+            guard let line = try await iterator.next() else { return nil }
+            return try AgentCodec.decode(AgentResponse.self, from: Array(line.readableBytesView))
+        }
+    }
+
+    /// The agent's lines as a sequence (see ``lines``).
+    public struct Lines: AsyncSequence, Sendable {
+        public typealias Element = AgentResponse
+        let reader: LineReader
+        public struct AsyncIterator: AsyncIteratorProtocol {
+            let reader: LineReader
+            public mutating func next() async throws -> AgentResponse? { try await reader.next() }
+        }
+        public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(reader: reader) }
+    }
 
     /// Sends a request on this connection.
     public func send(_ request: AgentRequest) async throws {
@@ -16,18 +38,14 @@ public struct AgentSession: Sendable {
     }
 
     /// Every line from the agent, decoded, until it closes the connection.
-    public var lines: AsyncThrowingMapSequence<NIOAsyncChannelInboundStream<ByteBuffer>, AgentResponse> {
-        inbound.map { try AgentCodec.decode(AgentResponse.self, from: Array($0.readableBytesView)) }
-    }
+    public var lines: Lines { Lines(reader: reader) }
 
     /// Sends a request and returns the next line, failing with the agent's error if it has one.
     public func call(_ request: AgentRequest) async throws -> AgentResponse {
         try await send(request)
-        for try await line in lines {
-            if let error = line.error { throw GuestError.agent(error) }
-            return line
-        }
-        throw ChannelError.closed("the guest agent at \(endpoint)")
+        guard let line = try await reader.next() else { throw ChannelError.closed("the guest agent at \(endpoint)") }
+        if let error = line.error { throw GuestError.agent(error) }
+        return line
     }
 }
 
@@ -36,7 +54,7 @@ extension AgentClient {
     public func withSession<R: Sendable>(_ body: @Sendable (AgentSession) async throws -> R) async throws -> R {
         let endpoint = self.endpoint
         return try await withLineConnection(to: endpoint) { inbound, outbound in
-            try await body(AgentSession(outbound: outbound, inbound: inbound, endpoint: endpoint))
+            try await body(AgentSession(outbound: outbound, reader: AgentSession.LineReader(inbound), endpoint: endpoint))
         }
     }
 

@@ -8,6 +8,8 @@ public enum GuestError: Error, CustomStringConvertible, Sendable {
     case unsupportedPath(String, reason: String)
     case toolMissing(String)
     case agent(String)
+    /// The guest's agent predates the protocol version that added `action`.
+    case agentLacks(action: String)
 
     public var description: String {
         switch self {
@@ -23,6 +25,8 @@ public enum GuestError: Error, CustomStringConvertible, Sendable {
             return "\(tool) is missing; run scripts/install-deps.sh"
         case .agent(let message):
             return message
+        case .agentLacks(let action):
+            return "the agent in this guest is older than this clade and has no '\(action)' action; rebake the snapshot (or boot anew) to get the current agent"
         }
     }
 }
@@ -34,6 +38,7 @@ extension GuestError: CategorizedError {
         case .sourceDirectoryMissing: return .notFound
         case .unsupportedPath: return .badInput
         case .agent: return .guestFailure
+        case .agentLacks: return .unsupported
         }
     }
 }

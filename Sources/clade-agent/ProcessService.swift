@@ -144,5 +144,5 @@ private func pump(_ process: ManagedProcess, reaper: ChildReaper, deadline: Doub
         }
     }
     for fd in [output, errors] where fd >= 0 && fd != process.launched.terminalFD { close(fd) }
-    process.finish(status: reaper.waitForExit(process.pid))
+    process.finish(status: reaper.waitForExit(process.pid), timedOut: killed)
 }

@@ -25,6 +25,7 @@ final class ManagedProcess: @unchecked Sendable {
         var subscribers: [ObjectIdentifier: Subscriber] = [:]
         var exitCode: Int32?
         var signal: Int32?
+        var timedOut = false
         var inputOpen = true
     }
 
@@ -130,9 +131,14 @@ final class ManagedProcess: @unchecked Sendable {
     }
 
     /// Records the end and tells every watcher.
-    func finish(status: Int32) {
+    func finish(status: Int32, timedOut: Bool) {
         let event = state.withLock { state -> AgentResponse in
-            if status & 0x7f == 0 {
+            state.timedOut = timedOut
+            if timedOut {
+                // As `exec` (and coreutils' timeout) report it.
+                state.signal = SIGKILL
+                state.exitCode = 124
+            } else if status & 0x7f == 0 {
                 state.exitCode = (status >> 8) & 0xff
             } else {
                 state.signal = status & 0x7f
@@ -157,6 +163,7 @@ final class ManagedProcess: @unchecked Sendable {
         event.pid = pid
         event.exitCode = state.exitCode
         event.signal = state.signal
+        if state.timedOut { event.timedOut = true }
         return event
     }
 }

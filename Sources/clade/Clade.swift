@@ -15,6 +15,7 @@ struct Clade: AsyncParsableCommand {
             Doctor.self, ImageCommand.self, Run.self, Boot.self, Exec.self, List.self, Kill.self,
             Bake.self, SnapshotCommand.self, Snapshots.self, SnapshotInfoCommand.self, Fork.self, RemoveSnapshot.self,
             Bench.self, Branch.self, Compact.self, Standby.self, Resume.self, Pause.self, Unpause.self, SetTimeout.self, Port.self,
+            ProcessList.self, SignalCommand.self, Attach.self, Eval.self, Files.self,
             PackCommand.self, UnpackCommand.self, PushCommand.self, PullCommand.self, GarbageCollect.self, Serve.self,
         ])
 
@@ -85,10 +86,10 @@ enum LoggingBootstrap {
     }
 }
 
-/// Writes a value as pretty JSON on standard output.
-func printJSON<T: Encodable>(_ value: T) throws {
+/// Writes a value as pretty JSON on standard output (one line with `compact`, for streams).
+func printJSON<T: Encodable>(_ value: T, compact: Bool = false) throws {
     let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.outputFormatting = compact ? [.sortedKeys, .withoutEscapingSlashes] : [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     encoder.dateEncodingStrategy = .iso8601
     FileHandle.standardOutput.write(try encoder.encode(value))
     FileHandle.standardOutput.write(Data("\n".utf8))

@@ -120,29 +120,6 @@ struct Boot: AsyncParsableCommand {
     }
 }
 
-struct Exec: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run a command in a running sandbox.")
-    @OptionGroup var global: GlobalOptions
-    @Option(help: "Seconds before the command's process group is killed.") var timeout: Double?
-    @Option(name: .customLong("env"), help: "KEY=VALUE, repeatable; merged over the image's environment.") var environment: [String] = []
-    @Option(help: "Working directory in the guest; default: the image's.") var cwd: String?
-    @Option(help: "User to run as (name, uid, name:group or uid:gid); default: the image's, else root.") var user: String?
-    @Flag(help: "Print the agent's reply as JSON instead of replaying output.") var json = false
-    @Argument(help: "Sandbox id.") var id: String
-    @Argument(parsing: .postTerminator, help: "The command, after --.") var command: [String] = []
-
-    func run() async throws {
-        let env = try parseEnvironment(environment)
-        let response = try await global.makeEngine().sandboxes.exec(
-            id: id, argv: command, env: env.isEmpty ? nil : env, cwd: cwd, user: user, timeout: timeout)
-        if json {
-            try printJSON(response)
-            return
-        }
-        throw ExitCode(emit(response))
-    }
-}
-
 struct List: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "ls", abstract: "List sandboxes (and clean up ones whose VM died).")
     @OptionGroup var global: GlobalOptions

@@ -28,11 +28,13 @@ struct Bake: AsyncParsableCommand {
     @Option(help: "Tag of the new snapshot.") var tag: String
     @Option(help: "Shell command to run before the snapshot (e.g. start an interpreter), as the image's user.") var warm: String?
     @Option(help: "Run --warm as this user instead (e.g. root to install packages).") var warmUser: String?
+    @Option(help: "A Python 3 executable to leave running in the snapshot for `clade eval` (e.g. python3).") var interpreter: String?
+    @Option(help: "Code the resident interpreter runs before the snapshot (e.g. 'import numpy').") var preload: String?
     @Flag(help: "Print snapshot.json.") var json = false
 
     func run() async throws {
         let progress = ProgressReporter(quiet: json)
-        let options = BakeOptions(boot: machine.boot, tag: tag, warm: warm, warmUser: warmUser)
+        let options = BakeOptions(boot: machine.boot, tag: tag, warm: warm, warmUser: warmUser, interpreter: interpreter, preload: preload)
         let metadata = try await global.makeEngine().snapshots.bake(options) { progress.update($0) }
         progress.finish()
         if json { try printJSON(metadata) } else { print(metadata.tag) }

@@ -36,4 +36,6 @@ int clade_spawn_child(const char *file, char *const argv[], char *const envp[], 
 int clade_open_pty(int *controller, int *terminal, unsigned short rows, unsigned short columns);
 /// Sets a terminal's window size (TIOCSWINSZ), which also signals SIGWINCH to its foreground group.
 int clade_set_window_size(int fd, unsigned short rows, unsigned short columns);
+/// Reads a terminal's window size (TIOCGWINSZ). 0, or -1 + errno (not a terminal).
+int clade_get_window_size(int fd, unsigned short *rows, unsigned short *columns);
 #endif
