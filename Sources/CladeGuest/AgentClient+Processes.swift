@@ -110,7 +110,7 @@ extension AgentClient {
                 if let error = line.error, line.event == nil {
                     // A guest whose agent predates protocol 2 (a fork of an old snapshot).
                     if error.hasPrefix("unknown action") { throw GuestError.agentLacks(action: request.action) }
-                    throw GuestError.agent(error)
+                    throw GuestError(agentError: error, kind: line.errorKind)
                 }
                 guard let event = ProcessEvent(line) else { continue }
                 switch event {

@@ -44,7 +44,7 @@ public struct AgentSession: Sendable {
     public func call(_ request: AgentRequest) async throws -> AgentResponse {
         try await send(request)
         guard let line = try await reader.next() else { throw ChannelError.closed("the guest agent at \(endpoint)") }
-        if let error = line.error { throw GuestError.agent(error) }
+        if let error = line.error { throw GuestError(agentError: error, kind: line.errorKind) }
         return line
     }
 }
@@ -61,7 +61,14 @@ extension AgentClient {
     /// One request and its answer; an answer carrying `error` throws it.
     public func call(_ request: AgentRequest, timeout: Double = 60) async throws -> AgentResponse {
         let response = try await send(request, timeout: timeout)
-        if let error = response.error { throw GuestError.agent(error) }
+        if let error = response.error { throw GuestError(agentError: error, kind: response.errorKind) }
         return response
+    }
+}
+
+extension GuestError {
+    /// The agent's `error`, typed by its `error_kind` when it gave one.
+    init(agentError message: String, kind: String?) {
+        if let kind { self = .guestRequest(message, kind: kind) } else { self = .agent(message) }
     }
 }

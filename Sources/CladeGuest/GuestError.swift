@@ -8,6 +8,9 @@ public enum GuestError: Error, CustomStringConvertible, Sendable {
     case unsupportedPath(String, reason: String)
     case toolMissing(String)
     case agent(String)
+    /// The agent refused a request about something in the guest: a missing path or process
+    /// (`notFound`), one that exists already, or one the user may not touch.
+    case guestRequest(String, kind: String)
     /// The guest's agent predates the protocol version that added `action`.
     case agentLacks(action: String)
 
@@ -25,6 +28,8 @@ public enum GuestError: Error, CustomStringConvertible, Sendable {
             return "\(tool) is missing; run scripts/install-deps.sh"
         case .agent(let message):
             return message
+        case .guestRequest(let message, _):
+            return message
         case .agentLacks(let action):
             return "the agent in this guest is older than this clade and has no '\(action)' action; rebake the snapshot (or boot anew) to get the current agent"
         }
@@ -39,6 +44,12 @@ extension GuestError: CategorizedError {
         case .unsupportedPath: return .badInput
         case .agent: return .guestFailure
         case .agentLacks: return .unsupported
+        case .guestRequest(_, let kind):
+            switch kind {
+            case "not_found": return .notFound
+            case "exists": return .conflict
+            default: return .badInput
+            }
         }
     }
 }

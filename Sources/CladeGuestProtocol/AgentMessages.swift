@@ -208,11 +208,15 @@ public struct AgentResponse: Codable, Sendable, Equatable {
     public var eof: Bool?
     /// v2 `eval`: the value of the last expression (`repr`), when there was one.
     public var result: String?
+    /// v2: what kind of failure `error` is, when the agent can tell: `not_found`, `exists`,
+    /// `permission_denied`.
+    public var errorKind: String?
 
     enum CodingKeys: String, CodingKey {
         case id, error, stdout, stderr, pong, version, hostname, content, size, mode, truncated, generation, warnings
         case event, pid, data, signal, processes, entry, entries, path, eof, result
         case operation = "op"
+        case errorKind = "error_kind"
         case exitCode = "exit_code"
         case timedOut = "timed_out"
         case protocolVersion = "protocol_version"

@@ -53,7 +53,7 @@ public struct CladeAPI: Sendable {
         ("POST", "/v1/sandboxes/{id}/ports"),
         ("GET", "/v1/sandboxes/{id}/files"), ("PUT", "/v1/sandboxes/{id}/files"),
         ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{id}"),
-    ]
+    ] + processRoutes
 
     /// The router with every route and the middleware (errors, audit, auth).
     public func router(token: String?, audit: URL, proxyDomain: String? = nil) throws -> Router<Context> {
@@ -86,6 +86,7 @@ public struct CladeAPI: Sendable {
         router.post("/v1/sandboxes/:id/resume") { _, context in try await api.resume(try api.sandboxID(context)) }
         router.get("/v1/sandboxes/:id/files") { request, context in try await api.readFile(try api.sandboxID(context), request) }
         router.put("/v1/sandboxes/:id/files") { request, context in try await api.writeFile(try api.sandboxID(context), request) }
+        addProcessRoutes(to: router)
         router.post("/v1/jobs") { request, _ in try await api.startJob(request) }
         router.get("/v1/jobs") { _, _ in try JSONIO.response(try await api.jobs.list()) }
         router.get("/v1/jobs/:id") { _, context in

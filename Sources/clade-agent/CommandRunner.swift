@@ -21,6 +21,8 @@ struct CommandResult {
 
 struct CommandError: Error, CustomStringConvertible {
     let description: String
+    /// Sent as `error_kind`, so the host can answer "not found" rather than "the guest failed".
+    var kind: String? = nil
 }
 
 /// Runs a program in its own session (so a timeout can kill everything it started),

@@ -25,7 +25,12 @@ final class Connection: @unchecked Sendable {
     /// reader costs the agent no memory and holds up only its own stream. False once the peer is gone.
     @discardableResult
     func send(_ response: AgentResponse) -> Bool {
-        let bytes = encodeResponse(response)
+        send(line: encodeResponse(response))
+    }
+
+    /// Sends an already encoded line (newline included).
+    @discardableResult
+    func send(line bytes: [UInt8]) -> Bool {
         // Checked under the write lock, which `close` also takes: a descriptor number is never
         // written after it was closed (and perhaps reused by another connection).
         let written = writeLock.withLock { _ in !isClosed && writeAll(fd, bytes) }

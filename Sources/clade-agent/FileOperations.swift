@@ -24,8 +24,14 @@ enum FileOperations {
     }
 
     static func failure(_ what: String, _ path: String) -> CommandError {
-        let reason = String(cString: strerror(errno))
-        return CommandError(description: "cannot \(what) \(path): \(reason)")
+        let code = errno
+        let kind: String? = switch code {
+        case ENOENT, ENOTDIR: "not_found"
+        case EEXIST, ENOTEMPTY: "exists"
+        case EACCES, EPERM, EROFS: "permission_denied"
+        default: nil
+        }
+        return CommandError(description: "cannot \(what) \(path): \(String(cString: strerror(code)))", kind: kind)
     }
 
     /// Metadata of `path` itself (a symlink is described, not followed).

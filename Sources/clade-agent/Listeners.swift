@@ -122,6 +122,8 @@ private func enableKeepalive(_ fd: Int32) {
     setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &idle, size)
     setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPINTVL, &interval, size)
     setsockopt(fd, Int32(IPPROTO_TCP), TCP_KEEPCNT, &count, size)
+    // Each line is written whole; do not hold its tail back waiting for an ACK (Nagle).
+    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, size)
 }
 
 private func findSerialPort(named name: String) -> String? {

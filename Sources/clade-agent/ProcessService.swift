@@ -12,7 +12,7 @@ import CladeGuestProtocol
 
 /// The v2 process actions: start, attach, stdin, close_stdin, signal, resize, processes.
 struct ProcessService: Sendable {
-    static let chunkBytes = 32 * 1024
+    static let chunkBytes = 64 * 1024
     let reaper: ChildReaper
     let table: ProcessTable
 
@@ -136,11 +136,7 @@ private func pump(_ process: ManagedProcess, reaper: ChildReaper, deadline: Doub
                 if entry.fd != process.launched.terminalFD { close(entry.fd) }
                 continue
             }
-            var event = AgentResponse()
-            event.event = entry.fd == process.launched.errorFD ? .stderr : .stdout
-            event.pid = process.pid
-            event.data = Data(buffer[0..<count]).base64EncodedString()
-            process.publish(event)
+            process.publishOutput(buffer[0..<count], isError: entry.fd == process.launched.errorFD)
         }
     }
     for fd in [output, errors] where fd >= 0 && fd != process.launched.terminalFD { close(fd) }

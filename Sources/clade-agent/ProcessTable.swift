@@ -92,6 +92,21 @@ final class ManagedProcess: @unchecked Sendable {
         }
     }
 
+    /// `publish` for output chunks, the hot path: the line is put together by hand (same JSON,
+    /// keys sorted), since a general encoder costs more than the copy under emulation.
+    func publishOutput(_ bytes: ArraySlice<UInt8>, isError: Bool) {
+        let subscribers = state.withLock { Array($0.subscribers.values) }
+        if subscribers.isEmpty { return }
+        let data = Data(bytes).base64EncodedString()
+        let kind = isError ? "stderr" : "stdout"
+        for subscriber in subscribers {
+            var line = "{\"data\":\"\(data)\",\"event\":\"\(kind)\","
+            if let id = subscriber.requestID { line += "\"id\":\(jsonString(id)),"}
+            line += "\"pid\":\(pid)}\n"
+            subscriber.connection.send(line: Array(line.utf8))
+        }
+    }
+
     func writeInput(_ bytes: [UInt8]) throws {
         try inputLock.withLock { _ in
             guard state.withLock({ $0.inputOpen && $0.exitCode == nil }) else {
@@ -168,6 +183,23 @@ final class ManagedProcess: @unchecked Sendable {
     }
 }
 
+/// `text` as a JSON string literal.
+func jsonString(_ text: String) -> String {
+    var result = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": result += "\\\""
+        case "\\": result += "\\\\"
+        case "\n": result += "\\n"
+        case "\r": result += "\\r"
+        case "\t": result += "\\t"
+        case _ where scalar.value < 0x20: result += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16)
+        default: result.unicodeScalars.append(scalar)
+        }
+    }
+    return result + "\""
+}
+
 /// Every process started with `start`: the running ones and the last few that ended.
 final class ProcessTable: @unchecked Sendable {
     static let keptEnded = 64
@@ -205,7 +237,9 @@ final class ProcessTable: @unchecked Sendable {
         }
         guard let found else {
             if pid == nil && tag == nil { throw CommandError(description: "name the process with 'pid' or 'tag'") }
-            throw CommandError(description: "no process \(pid.map { "with pid \($0)" } ?? "tagged '\(tag ?? "")'") in this guest's table; list them with the 'processes' action")
+            throw CommandError(
+                description: "no process \(pid.map { "with pid \($0)" } ?? "tagged '\(tag ?? "")'") in this guest's table; list them with the 'processes' action",
+                kind: "not_found")
         }
         return found
     }

@@ -86,6 +86,7 @@ struct RequestHandler: Sendable {
             }
         } catch {
             response = AgentResponse(error: "\(error)")
+            response.errorKind = (error as? CommandError)?.kind
         }
         response.id = request.id
         return response

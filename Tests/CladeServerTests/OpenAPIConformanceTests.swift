@@ -35,15 +35,36 @@ import Testing
                 uri: path, method: method, headers: headers, body: body.map { ByteBuffer(string: $0) }
             ) { response in (Int(response.status.code), Data(response.body.readableBytesView)) }
             #expect(code == status, "\(method) \(path) answered \(code): \(String(decoding: bytes, as: UTF8.self))")
-            let schema = try validator.responseSchema(method: method.rawValue, path: path, status: code)
+            let content = try validator.responseContent(method: method.rawValue, path: path, status: code)
             if let template = (validator.document["paths"].flatMap { paths -> String? in
                 guard case .object(let all) = paths else { return nil }
                 return all.keys.first { OpenAPISchemaValidator.matches(template: $0, path: path) }
             }) {
                 reached.insert("\(method.rawValue) \(template)")
             }
-            guard let schema else {
+            guard let content, let schema = content.schema else {
                 #expect(bytes.isEmpty || path == "/metrics", "\(method) \(path) sent a body the document does not describe")
+                return nil
+            }
+            switch content.mediaType {
+            case "application/octet-stream":
+                return .string(String(decoding: bytes, as: UTF8.self))
+            case "application/x-ndjson":
+                // Each line on its own must match the schema; the lines come back as an array.
+                var lines: [JSONValueForTests] = []
+                for line in bytes.split(separator: 0x0A) where !line.isEmpty {
+                    let value = try JSONDecoder().decode(JSONValueForTests.self, from: Data(line))
+                    do {
+                        try validator.validate(value, against: schema)
+                    } catch {
+                        Issue.record("\(method) \(path) → \(code) streamed a line the document does not allow: \(error)")
+                    }
+                    lines.append(value)
+                }
+                return .array(lines)
+            case "application/json":
+                break
+            default:
                 return nil
             }
             let value = try JSONDecoder().decode(JSONValueForTests.self, from: bytes)
@@ -90,6 +111,45 @@ import Testing
             try await caller.call(.post, "/v1/sandboxes/\(first)/ping", expect: 200)
             try await caller.call(.put, "/v1/sandboxes/\(first)/files", #"{"path":"/note","content":"aGVsbG8="}"#, expect: 200)
             try await caller.call(.get, "/v1/sandboxes/\(first)/files?path=/note", expect: 200)
+            // Processes: a streamed start (JSON lines), a detached one, the table, its controls.
+            let streamed = try await caller.call(.post, "/v1/sandboxes/\(first)/processes", #"{"args":["echo","hi"]}"#, expect: 200)
+            guard case .array(let events)? = streamed else {
+                Issue.record("the process stream was not JSON lines")
+                return
+            }
+            #expect(events.first?["event"]?.string == "started" && events.last?["event"]?.string == "exit")
+            #expect(events.contains { $0["event"]?.string == "stdout" && $0["data"]?.string == Data("echo hi\n".utf8).base64EncodedString() })
+            try await caller.call(.post, "/v1/sandboxes/\(first)/processes", #"{"command":"sleep 60","tag":"sleeper","detach":true}"#, expect: 201)
+            try await caller.call(.post, "/v1/sandboxes/\(first)/processes", #"{"env":{}}"#, expect: 400)
+            try await caller.call(.post, "/v1/sandboxes/000000000000/processes", #"{"args":["true"]}"#, expect: 404)
+            try await caller.call(.get, "/v1/sandboxes/\(first)/processes", expect: 200)
+            try await caller.call(.get, "/v1/sandboxes/\(first)/processes/sleeper/output", expect: 200)
+            try await caller.call(.get, "/v1/sandboxes/\(first)/processes/nobody/output", expect: 404)
+            try await caller.call(.post, "/v1/sandboxes/\(first)/processes/sleeper/stdin", #"{"text":"x","eof":true}"#, expect: 204)
+            try await caller.call(.post, "/v1/sandboxes/\(first)/processes/sleeper/signal", #"{"signal":"TERM"}"#, expect: 204)
+            try await caller.call(.post, "/v1/sandboxes/\(first)/processes/nobody/signal", #"{"signal":"TERM"}"#, expect: 404)
+            try await caller.call(.post, "/v1/sandboxes/\(first)/processes/sleeper/resize", #"{"rows":40,"cols":100}"#, expect: 204)
+            try await caller.call(.post, "/v1/sandboxes/\(first)/processes/sleeper/resize", #"{"rows":"tall"}"#, expect: 400)
+            let evaluated = try await caller.call(.post, "/v1/sandboxes/\(first)/eval", #"{"code":"1+1"}"#, expect: 200)
+            #expect(evaluated?["exit_code"]?.double == 0)
+            try await caller.call(.post, "/v1/sandboxes/\(first)/eval", #"{}"#, expect: 400)
+            // Files: write raw bytes, read them back, list, stat, move, remove, watch.
+            let uploaded = try await caller.call(.put, "/v1/sandboxes/\(first)/fs/content?path=/work/a.txt", "hello", expect: 200)
+            #expect(uploaded?["size"]?.string == "5")
+            let downloaded = try await caller.call(.get, "/v1/sandboxes/\(first)/fs/content?path=/work/a.txt", expect: 200)
+            #expect(downloaded?.string == "hello")
+            try await caller.call(.get, "/v1/sandboxes/\(first)/fs/content?path=/work/none", expect: 404)
+            try await caller.call(.get, "/v1/sandboxes/\(first)/fs?path=/work", expect: 200)
+            try await caller.call(.get, "/v1/sandboxes/\(first)/fs?path=relative", expect: 400)
+            try await caller.call(.get, "/v1/sandboxes/\(first)/fs/stat?path=/work/a.txt", expect: 200)
+            try await caller.call(.get, "/v1/sandboxes/\(first)/fs/stat?path=/nowhere", expect: 404)
+            try await caller.call(.post, "/v1/sandboxes/\(first)/fs/mkdir", #"{"path":"/work/sub"}"#, expect: 201)
+            try await caller.call(.post, "/v1/sandboxes/\(first)/fs/move", #"{"path":"/work/a.txt","destination":"/work/b.txt"}"#, expect: 200)
+            try await caller.call(.post, "/v1/sandboxes/\(first)/fs/move", #"{"path":"/work/b.txt"}"#, expect: 400)
+            try await caller.call(.delete, "/v1/sandboxes/\(first)/fs?path=/work/b.txt", expect: 204)
+            try await caller.call(.delete, "/v1/sandboxes/\(first)/fs?path=/work/b.txt", expect: 404)
+            let watched = try await caller.call(.get, "/v1/sandboxes/\(first)/fs/watch?path=/work/sub", expect: 200)
+            if case .array(let changes)? = watched { #expect(changes.first?["event"]?.string == "watching") }
             try await caller.call(.post, "/v1/sandboxes/\(first)/branch", #"{"tag":"b1","mode":"diff"}"#, expect: 201)
             try await caller.call(.post, "/v1/sandboxes/\(first)/branch", #"{"tag":"b1","mode":"diff"}"#, expect: 409)
             try await caller.call(.post, "/v1/sandboxes/\(second)/standby", expect: 200)

@@ -52,6 +52,8 @@ struct OpenAPISchemaValidator {
 
     static let knownKeywords: Set<String> = [
         "type", "properties", "required", "items", "additionalProperties", "enum", "minimum", "maximum", "$ref", "description",
+        // An annotation (binary bodies); nothing to check in JSON.
+        "format",
     ]
 
     init(json: Data) throws { document = try JSONDecoder().decode(JSONValueForTests.self, from: json) }
@@ -59,6 +61,11 @@ struct OpenAPISchemaValidator {
     /// The schema of the JSON body `method path` answers with `status`; nil when that response has
     /// no body. Throws when the document lists neither the route nor that status for it.
     func responseSchema(method: String, path: String, status: Int) throws -> JSONValueForTests? {
+        try responseContent(method: method, path: path, status: status)?.schema
+    }
+
+    /// The media type the document gives the response, and its schema.
+    func responseContent(method: String, path: String, status: Int) throws -> (mediaType: String, schema: JSONValueForTests?)? {
         guard case .object(let paths)? = document["paths"] else { throw Failure("the document has no paths") }
         guard let template = paths.keys.first(where: { Self.matches(template: $0, path: path) }),
               let operation = paths[template]?[method.lowercased()]
@@ -66,7 +73,8 @@ struct OpenAPISchemaValidator {
         guard let response = operation["responses"]?["\(status)"] else {
             throw Failure("\(method) \(template) answered \(status), which the document does not list")
         }
-        return response["content"]?["application/json"]?["schema"]
+        guard case .object(let content)? = response["content"], let mediaType = content.keys.sorted().first else { return nil }
+        return (mediaType, content[mediaType]?["schema"])
     }
 
     static func matches(template: String, path: String) -> Bool {

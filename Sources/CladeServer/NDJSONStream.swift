@@ -1,0 +1,47 @@
+import Foundation
+import Hummingbird
+import NIOCore
+
+/// A streamed response of JSON lines (`application/x-ndjson`), produced by `produce` as it goes.
+///
+/// The buffer between producer and HTTP writer holds a few dozen lines; when the client reads
+/// slowly the producer waits, so the guest's output is read no faster than the client takes it.
+/// A client that disconnects cancels the producer (and so closes its connection to the agent).
+enum NDJSONStream {
+    static let bufferedLines = 64
+
+    static func response(
+        status: HTTPResponse.Status = .ok, contentType: String = "application/x-ndjson",
+        _ produce: @escaping @Sendable (_ emit: @escaping @Sendable (ByteBuffer) async throws -> Void) async throws -> Void,
+        onError: @escaping @Sendable (Error) -> ByteBuffer?
+    ) -> Response {
+        let (stream, continuation) = AsyncThrowingStream<ByteBuffer, Error>.makeStream(bufferingPolicy: .bufferingOldest(bufferedLines))
+        let emit: @Sendable (ByteBuffer) async throws -> Void = { buffer in
+            while true {
+                switch continuation.yield(buffer) {
+                case .enqueued: return
+                case .terminated: throw CancellationError()
+                case .dropped:
+                    try await Task.sleep(nanoseconds: 2_000_000)
+                @unknown default: return
+                }
+            }
+        }
+        let task = Task {
+            do {
+                try await produce(emit)
+            } catch {
+                if !(error is CancellationError), let line = onError(error) { try? await emit(line) }
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in task.cancel() }
+        return Response(status: status, headers: [.contentType: contentType], body: ResponseBody(asyncSequence: stream))
+    }
+
+    static func line(_ value: some Encodable) throws -> ByteBuffer {
+        var data = try JSONIO.encoder().encode(value)
+        data.append(0x0A)
+        return ByteBuffer(bytes: data)
+    }
+}
