@@ -191,8 +191,9 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "CladeEngine",
-                "CladeBench", "CladePack", "CladeGuest", "CladeModel", "CladeStore",
+                "CladeBench", "CladePack", "CladeGuest", "CladeGuestProtocol", "CladeModel", "CladeStore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]

@@ -9,4 +9,6 @@ cd "$(dirname "$0")/.."
 swift build -c release --static-swift-stdlib -Xlinker -s --scratch-path .build-agent --product clade-agent
 swift build -c release -Xswiftc -enable-testing --build-tests
 cp .build-agent/release/clade-agent .build/release/clade-agent
+# Other people's clients, pinned, from PyPI: the contract tests drive clade with them.
+scripts/python-clients.sh
 swift test -c release -Xswiftc -enable-testing --skip-build --no-parallel "$@"
