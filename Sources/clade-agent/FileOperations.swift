@@ -108,6 +108,15 @@ enum FileOperations {
         return try entry(at: path)
     }
 
+    /// The umask trims what mkdir grants; a mode the caller named (e.g. 1777 for a shared
+    /// directory) is applied as given.
+    static func makeDirectory(_ path: String, parents: Bool, exactMode mode: Int?) throws -> FileEntry {
+        let made = try makeDirectory(path, parents: parents, mode: mode)
+        guard let mode, made.mode != mode else { return made }
+        guard chmod(path, mode_t(mode)) == 0 else { throw failure("set the mode of", path) }
+        return try entry(at: path)
+    }
+
     static func move(_ path: String, to destination: String) throws -> FileEntry {
         guard destination.hasPrefix("/") else { throw CommandError(description: "move needs an absolute 'destination'") }
         guard rename(path, destination) == 0 else { throw failure("move \(path) to", destination) }

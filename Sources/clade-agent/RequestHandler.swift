@@ -71,7 +71,7 @@ struct RequestHandler: Sendable {
                 response.entries = try FileOperations.list(try requirePath(request), depth: request.depth ?? 1)
             case .mkdir:
                 response = AgentResponse()
-                response.entry = try FileOperations.makeDirectory(try requirePath(request), parents: request.recursive == true, mode: request.mode)
+                response.entry = try FileOperations.makeDirectory(try requirePath(request), parents: request.recursive == true, exactMode: request.mode)
             case .move:
                 response = AgentResponse()
                 response.entry = try FileOperations.move(try requirePath(request), to: request.destination ?? "")
