@@ -42,14 +42,38 @@ public struct Images: EngineCapability {
         let initrd = try InitrdBuilder(home: home, logger: logger).build(kernel: kernel, agent: agent)
         progress("storing kernel \(kernel.release)")
         let kernelDigest = try blobs.ingestCopy(of: kernel.image).digest
-        return ImageRecord(
+        var record = ImageRecord(
             name: name, rootfs: rootfs.digest, rootfsSize: rootfs.size, initrd: initrd, kernel: kernelDigest,
             kernelRelease: kernel.release, agentVersion: CladeVersion.current)
+        record.agentDigest = try Digest.ofFile(at: agent).digest
+        return record
+    }
+
+    /// `record`, with its initrd rebuilt around the host's agent when it carries another one
+    /// (an image made by an older clade). Kept as is when the host's kernel is not the image's.
+    func withCurrentAgent(_ record: ImageRecord, progress: @Sendable (String) -> Void) throws -> ImageRecord {
+        // Without an agent or kernel on this host the boot fails later with the fix to apply.
+        guard let agent = try? AgentBinary.locate(), let kernel = try? GuestKernel.locate(home: home) else { return record }
+        let digest = try Digest.ofFile(at: agent).digest
+        guard record.agentDigest != digest else { return record }
+        guard kernel.release == record.kernelRelease else {
+            logger.warning("image was built for another kernel; its agent is not refreshed", metadata: [
+                "image": "\(record.name)", "image_kernel": "\(record.kernelRelease)", "host_kernel": "\(kernel.release)"])
+            return record
+        }
+        progress("refreshing \(record.name)'s initrd with this clade's agent")
+        var updated = record
+        updated.initrd = try InitrdBuilder(home: home, logger: logger).build(kernel: kernel, agent: agent)
+        updated.agentDigest = digest
+        updated.agentVersion = CladeVersion.current
+        try imageCatalog.put(updated)
+        logger.info("image initrd refreshed", metadata: ["image": "\(record.name)", "initrd": "\(updated.initrd)"])
+        return updated
     }
 
     /// The image called `name`; the built-in `default` image is built on first use.
     public func named(_ name: String, progress: @Sendable (String) -> Void = { _ in }) throws -> ImageRecord {
-        if let record = try imageCatalog.get(name) { return record }
+        if let record = try imageCatalog.get(name) { return try withCurrentAgent(record, progress: progress) }
         guard name == DefaultImage.name else { return try imageCatalog.require(name) }
         progress("building the built-in default image (first use)")
         let work = try home.makeTemporaryDirectory(prefix: "default-image")

@@ -15,6 +15,9 @@ public struct ImageRecord: Codable, Sendable, Equatable {
     /// Kernel release the initrd's modules were taken from, e.g. `6.1.0-56-cloud-amd64`.
     public var kernelRelease: String
     public var agentVersion: String
+    /// The agent binary the initrd carries; a different one on the host means the initrd is rebuilt
+    /// at the next boot, so an upgraded clade never boots an image with its old agent.
+    public var agentDigest: Digest?
     public var createdAt: Date
     /// Where the root filesystem came from: a registry reference, an import path, a Debian
     /// suite, or a directory. Nil for records written before clade recorded it.
@@ -53,6 +56,7 @@ public struct ImageRecord: Codable, Sendable, Equatable {
         case source, config, layers
         case manifestDigest = "manifest_digest"
         case configBlob = "config_blob"
+        case agentDigest = "agent_digest"
     }
 
     public init(from decoder: Decoder) throws {
@@ -72,6 +76,7 @@ public struct ImageRecord: Codable, Sendable, Equatable {
         config = try container.decodeIfPresent(ImageConfig.self, forKey: .config)
         layers = try container.decodeIfPresent([Digest].self, forKey: .layers) ?? []
         configBlob = try container.decodeIfPresent(Digest.self, forKey: .configBlob)
+        agentDigest = try container.decodeIfPresent(Digest.self, forKey: .agentDigest)
     }
 }
 

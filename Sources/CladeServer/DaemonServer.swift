@@ -20,8 +20,11 @@ public struct DaemonConfiguration: Sendable {
     public var limits: APILimits
     /// With a domain, requests for `<port>-<id>.<domain>` are proxied to that guest port.
     public var proxyDomain: String?
+    /// A listener of its own for guest ports (HTTP, WebSocket, anything on HTTP/1.1), by Host.
+    public var proxyListen: String?
 
-    public init(listen: String?, unixSocket: String?, token: String?, limits: APILimits = APILimits(), proxyDomain: String? = nil) {
+    public init(listen: String?, unixSocket: String?, token: String?, limits: APILimits = APILimits(), proxyDomain: String? = nil, proxyListen: String? = nil) {
+        self.proxyListen = proxyListen
         self.listen = listen
         self.unixSocket = unixSocket
         self.token = token
@@ -55,6 +58,11 @@ public enum Daemon {
                 onServerRunning: { _ in chmod(path, 0o600) }, logger: logger))
         }
         guard !services.isEmpty else { throw APIError(.badRequest, "give --listen HOST:PORT, --unix PATH, or both") }
+        if let proxyListen = configuration.proxyListen {
+            guard let domain = configuration.proxyDomain else { throw APIError(.badRequest, "--proxy-listen needs --proxy-domain (the domain whose <port>-<id> hosts it serves)") }
+            let (host, port) = try parse(proxyListen)
+            services.append(GuestPortTunnel(host: host, port: port, domain: domain, engine: engine, logger: logger))
+        }
         services.append(LifetimeReaper(engine: engine))
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

@@ -9,26 +9,37 @@ struct Bench: AsyncParsableCommand {
     struct ForkBench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "fork", abstract: "Cold boot vs fork vs full-copy fork vs a bare QEMU start; with --run, time to a workload's first result.",
-            discussion: "With --run CMD: N children of --image by cold boot (boot, then CMD) against N forks of a snapshot baked after --warm (then CMD).")
+            discussion: "With --run CMD: N children of --image by cold boot (boot, then CMD) against N forks of a snapshot baked after --warm (then CMD); with --eval CODE --interpreter python3 [--preload P], also N forks that evaluate CODE in the snapshot's resident interpreter.")
         @OptionGroup var global: GlobalOptions
         @Option(name: .short, help: "Children per approach.") var n = 8
         @Option(help: "Guest memory, MiB.") var memory = 256
         @Option(help: "With --run: the image to boot and bake.") var image = "default"
         @Option(help: "With --run: shell command run before the snapshot is taken.") var warm: String?
         @Option(name: .customLong("run"), help: "Shell command each child runs; switches to the workload benchmark.") var workload: String?
+        @Option(help: "With --run: code each child of a third arm evaluates in the resident interpreter.") var eval: String?
+        @Option(help: "With --eval: the Python 3 executable left running in the snapshot.") var interpreter: String?
+        @Option(help: "With --eval: code the interpreter runs before the snapshot (e.g. 'import numpy').") var preload: String?
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
             let progress = ProgressReporter(quiet: json)
             if let workload {
-                let report = try await global.makeEngine().benchWorkload(image: image, warm: warm, run: workload, count: n, memoryMiB: memory) { progress.update($0) }
+                let report = try await global.makeEngine().benchWorkload(
+                    image: image, warm: warm, run: workload, count: n, memoryMiB: memory, eval: eval, interpreter: interpreter, preload: preload
+                ) { progress.update($0) }
                 progress.finish()
                 if json { return try printJSON(report) }
                 print("bench fork: N=\(report.count) children of \(report.image) (\(report.memoryMiB) MiB) running: \(report.run)")
                 print(String(format: "  cold boot then run   %8.0f ms   ok %d/%d", report.coldBootMilliseconds, report.coldBootSucceeded, report.count))
                 print(String(format: "  fork warmed then run %8.0f ms   ok %d/%d", report.forkMilliseconds, report.forkSucceeded, report.count))
-                print(String(format: "  cold_boot/fork       %8.2f", report.ratios["cold_boot/fork"] ?? .nan))
+                if let evalMilliseconds = report.forkEvalMilliseconds {
+                    print(String(format: "  fork warmed then eval %7.0f ms   ok %d/%d", evalMilliseconds, report.forkEvalSucceeded ?? 0, report.count))
+                }
+                for (name, value) in report.ratios.sorted(by: { $0.key < $1.key }) {
+                    print(String(format: "  %-20@ %8.2f", name as NSString, value))
+                }
                 print("  sample output: \(report.sampleOutput.trimmingCharacters(in: .whitespacesAndNewlines))")
+                if let result = report.sampleEvalResult { print("  sample eval result: \(result.trimmingCharacters(in: .whitespacesAndNewlines))") }
                 return
             }
             let report = try await global.makeEngine().benchFork(count: n, memoryMiB: memory) { progress.update($0) }

@@ -12,6 +12,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "File holding the bearer token every route but /healthz requires.") var tokenFile: String?
     @Option(help: "Forks and branches running at once; more get 503 with Retry-After.") var maxConcurrentForks = 4
     @Option(help: "Proxy requests for <port>-<sandbox id>.DOMAIN to that guest port (no API token needed for them).") var proxyDomain: String?
+    @Option(help: "Also serve guest ports on a listener of their own (HOST:PORT), relaying whole connections, so WebSocket upgrades work; needs --proxy-domain.") var proxyListen: String?
 
     func run() async throws {
         var token: String?
@@ -30,7 +31,7 @@ struct Serve: AsyncParsableCommand {
         let engine = await global.makeEngine()
         let configuration = DaemonConfiguration(
             listen: listen == "none" ? nil : listen, unixSocket: unix, token: token,
-            limits: APILimits(concurrentForks: maxConcurrentForks), proxyDomain: proxyDomain)
+            limits: APILimits(concurrentForks: maxConcurrentForks), proxyDomain: proxyDomain, proxyListen: proxyListen)
         try await Daemon.run(engine: engine, configuration: configuration)
     }
 }

@@ -10,14 +10,16 @@ import Testing
 
     @Test func theNextCommandEndsAnExpiredSandboxWithoutADaemon() throws {
         let cli = CLIHarness(home: CLIHarness.privateHome("lifetime-cli"))
-        let boot = try cli.run(["boot", "--timeout", "4", "--json"])
+        // Long enough that `ls` below surely runs before the end, however slow the machine.
+        let boot = try cli.run(["boot", "--timeout", "15", "--json"])
+        let booted = Date()
         try #require(boot.status == 0, "\(boot.stderr)")
         let sandbox = try #require(try JSONSerialization.jsonObject(with: Data(boot.stdout.utf8)) as? [String: Any])
         let id = try #require(sandbox["id"] as? String)
         #expect(sandbox["expires_at"] != nil && sandbox["on_timeout"] as? String == "kill")
         let listed = try cli.run(["ls"])
         #expect(listed.stdout.contains("(kill)"), "ls shows the end time: \(listed.stdout)")
-        Thread.sleep(forTimeInterval: 6)
+        Thread.sleep(forTimeInterval: max(0, 17 - Date().timeIntervalSince(booted)))
         #expect(cli.qemuProcesses().count == 1, "nothing runs in the background without a daemon")
         let after = try json(try cli.run(["ls", "--json"]).stdout)
         #expect(!after.contains { $0["id"] as? String == id }, "the expired sandbox is still listed")

@@ -114,4 +114,87 @@ import Testing
         let controllerRun = try ExternalCommand(python.path, ["-c", controller]).run()
         #expect(controllerRun.status == 0 && controllerRun.stdout == "100 0 None\n", "forkd controller: \(controllerRun.stdout) \(controllerRun.stderr)")
     }
+
+    /// A WebSocket echo server in the guest, reached by a real WebSocket client (the `websockets`
+    /// package) through `clade serve --proxy-listen`, which relays the upgraded connection.
+    @Test func aWebSocketReachesTheGuestThroughTheProxyListener() async throws {
+        let cli = Self.first
+        if try cli.run(["image", "inspect", "python"]).status != 0 {
+            let build = try cli.run(["image", "build", "--debian", "bookworm", "--packages", Self.packages, "--name", "python"], timeout: 1200)
+            try #require(build.status == 0, "\(build.stderr)")
+        }
+        let boot = try cli.run(["boot", "--image", "python", "--memory", "512", "--json"])
+        try #require(boot.status == 0, "\(boot.stderr)")
+        let id = try #require((try JSONSerialization.jsonObject(with: Data(boot.stdout.utf8)) as? [String: Any])?["id"] as? String)
+        defer { _ = try? cli.run(["kill", id]) }
+        // A minimal RFC 6455 echo server from Python's standard library: handshake, then echo each text frame.
+        let server = #"""
+            import base64, hashlib, socket, struct
+            listener = socket.socket(); listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("0.0.0.0", 8765)); listener.listen(4)
+            def exact(conn, n):
+                data = b""
+                while len(data) < n:
+                    chunk = conn.recv(n - len(data))
+                    if not chunk: raise EOFError
+                    data += chunk
+                return data
+            while True:
+                conn, _ = listener.accept()
+                head = b""
+                while b"\r\n\r\n" not in head: head += conn.recv(4096)
+                key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key")][0]
+                accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+                try:
+                    while True:
+                        first, second = exact(conn, 2)
+                        length = second & 0x7F
+                        if length == 126: length = struct.unpack(">H", exact(conn, 2))[0]
+                        elif length == 127: length = struct.unpack(">Q", exact(conn, 8))[0]
+                        mask = exact(conn, 4)
+                        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(exact(conn, length)))
+                        if first & 0x0F == 8: break
+                        reply = b"echo: " + payload
+                        header = bytes([0x81, len(reply)]) if len(reply) < 126 else bytes([0x81, 126]) + struct.pack(">H", len(reply))
+                        conn.sendall(header + reply)
+                except EOFError:
+                    pass
+                conn.close()
+            """#
+        let source = FileManager.default.temporaryDirectory.appendingPathComponent("clade-ws-\(getpid()).py")
+        try server.write(to: source, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: source) }
+        #expect(try cli.run(["files", "put", id, source.path, "/tmp/ws.py"]).status == 0)
+        let started = try cli.run(["exec", id, "--detach", "--tag", "ws", "--", "python3", "/tmp/ws.py"])
+        #expect(started.status == 0, "\(started.stderr)")
+
+        let daemon = DaemonProcess(home: cli.home)
+        let proxyPort = Int.random(in: 40001...50000)
+        daemon.extraArguments = ["--proxy-domain", "sandbox.test", "--proxy-listen", "127.0.0.1:\(proxyPort)"]
+        try daemon.start()
+        defer { daemon.stop() }
+        let python = CLIHarness.packageRoot.appendingPathComponent(".build/pyclients/bin/python")
+        try #require(FileManager.default.isExecutableFile(atPath: python.path), "the websockets client is not installed: run scripts/python-clients.sh (scripts/test.sh does)")
+        let client = """
+            import asyncio, time, websockets
+            async def main():
+                for attempt in range(50):
+                    try:
+                        async with websockets.connect("ws://127.0.0.1:\(proxyPort)/", additional_headers={"Host": "8765-\(id).sandbox.test"}) as ws:
+                            for word in ["one", "two", "three"]:
+                                await ws.send(word)
+                                print(await ws.recv())
+                            return
+                    except (OSError, websockets.exceptions.InvalidHandshake, websockets.exceptions.InvalidMessage):
+                        time.sleep(0.2)
+                raise SystemExit("the guest's WebSocket server never answered")
+            asyncio.run(main())
+            """
+        let run = try ExternalCommand(python.path, ["-c", client]).run()
+        #expect(run.status == 0 && run.stdout == "echo: one\necho: two\necho: three\n", "websocket client: \(run.stdout) \(run.stderr)")
+        // A host outside the domain is refused with a status, not relayed.
+        let refused = try ExternalCommand("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: example.com", "http://127.0.0.1:\(proxyPort)/"]).run()
+        #expect(refused.stdout == "404")
+    }
 }

@@ -1,0 +1,184 @@
+import CladeEngine
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// `clade serve --proxy-listen`: a listener that connects each client to the guest port its
+/// Host header names (`<port>-<sandbox id>.<domain>`) and then relays bytes both ways untouched,
+/// so WebSocket upgrades, server-sent events and long polls work as well as plain requests.
+/// Only the request head is read (to find the Host); everything after is the guest's business.
+struct GuestPortTunnel: Service {
+    let host: String
+    let port: Int
+    let domain: String
+    let engine: Engine
+    let logger: Logger
+
+    /// A request head larger than this is refused (431).
+    static let maxHeadBytes = 64 * 1024
+
+    func run() async throws {
+        let engine = self.engine, domain = self.domain, logger = self.logger
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.autoRead, value: true)
+            .childChannelInitializer { child in
+                child.pipeline.addHandler(HeadRouter(domain: domain, engine: engine, logger: logger))
+            }
+            .bind(host: host, port: port).get()
+        logger.notice("proxying guest ports", metadata: ["listen": "\(host):\(port)", "domain": "\(domain)"])
+        await cancelWhenGracefulShutdown {
+            try? await channel.closeFuture.get()
+        }
+        try? await channel.close()
+    }
+}
+
+/// Reads a connection's first request head, finds the guest port it is for, connects to it and
+/// replaces itself with a pair of relays.
+private final class HeadRouter: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let domain: String
+    let engine: Engine
+    let logger: Logger
+    private var buffered: ByteBuffer?
+    private var routing = false
+
+    init(domain: String, engine: Engine, logger: Logger) {
+        self.domain = domain
+        self.engine = engine
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if buffered == nil { buffered = incoming } else { buffered?.writeBuffer(&incoming) }
+        guard !routing, let head = buffered else { return }
+        let view = head.readableBytesView
+        guard let end = view.firstRange(of: Array("\r\n\r\n".utf8)) else {
+            if head.readableBytes > GuestPortTunnel.maxHeadBytes { refuse(context, 431, "the request head is larger than 64 KiB") }
+            return
+        }
+        routing = true
+        let headText = String(decoding: view[view.startIndex..<end.lowerBound], as: UTF8.self)
+        guard let authority = Self.hostHeader(headText), let target = GuestPortProxyMiddleware<CladeAPI.Context>.target(of: authority, domain: domain) else {
+            return refuse(context, 404, "this listener serves <port>-<sandbox id>.\(domain) hosts only")
+        }
+        context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
+        let engine = self.engine
+        let loop = context.eventLoop
+        let client = context.channel
+        let published = loop.makeFutureWithTask {
+            try await engine.sandboxes.publishPort(id: target.sandbox, guestPort: target.port)
+        }
+        published.flatMap { port in
+            ClientBootstrap(group: loop).connectTimeout(.seconds(10)).connect(host: "127.0.0.1", port: port.hostPort)
+        }.whenComplete { [self] result in
+            switch result {
+            case .success(let guest):
+                self.splice(context: context, client: client, guest: guest)
+            case .failure(let error):
+                self.logger.info("guest port unreachable", metadata: ["sandbox": "\(target.sandbox)", "port": "\(target.port)", "error": "\(error)"])
+                self.refuse(context, 502, "guest port \(target.port) of sandbox \(target.sandbox) does not answer: \(error)")
+            }
+        }
+    }
+
+    private func splice(context: ChannelHandlerContext, client: Channel, guest: Channel) {
+        let toGuest = Relay(), toClient = Relay()
+        toGuest.partner = toClient
+        toClient.partner = toGuest
+        do {
+            try guest.pipeline.syncOperations.addHandler(toClient)
+        } catch {
+            guest.close(promise: nil)
+            return refuse(context, 502, "cannot relay to the guest: \(error)")
+        }
+        context.pipeline.addHandler(toGuest).whenComplete { [self] result in
+            guard case .success = result else {
+                guest.close(promise: nil)
+                client.close(promise: nil)
+                return
+            }
+            // What arrived so far (the head and anything after it) goes first.
+            if let pending = self.buffered { guest.writeAndFlush(pending, promise: nil) }
+            self.buffered = nil
+            context.pipeline.removeHandler(self, promise: nil)
+            client.setOption(.autoRead, value: true).whenComplete { _ in }
+        }
+    }
+
+    private func refuse(_ context: ChannelHandlerContext, _ status: Int, _ message: String) {
+        let reason = [404: "Not Found", 431: "Request Header Fields Too Large", 502: "Bad Gateway"][status] ?? "Error"
+        let body = "{\"error\":\(Self.quoted(message))}"
+        let response = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: response))).whenComplete { _ in context.close(promise: nil) }
+    }
+
+    static func hostHeader(_ head: String) -> String? {
+        for line in head.split(separator: "\r\n").dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            if line[..<colon].trimmingCharacters(in: .whitespaces).lowercased() == "host" {
+                return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return nil
+    }
+
+    static func quoted(_ text: String) -> String {
+        String(decoding: (try? JSONEncoder().encode(text)) ?? Data("\"\"".utf8), as: UTF8.self)
+    }
+}
+
+/// One direction of a spliced connection: what its channel reads, the partner's channel writes.
+/// A partner that cannot keep up stops this side reading (backpressure), and a close on either
+/// side closes both.
+private final class Relay: ChannelDuplexHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    var partner: Relay?
+    private var context: ChannelHandlerContext?
+    private var pendingRead = false
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        partner = nil
+    }
+
+    private func write(_ data: NIOAny) { context?.write(data, promise: nil) }
+    private func flush() { context?.flush() }
+    private func closeFromPartner() { context?.close(promise: nil) }
+    private var writable: Bool { context?.channel.isWritable ?? false }
+
+    private func partnerBecameWritable() {
+        if pendingRead {
+            pendingRead = false
+            context?.read()
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { partner?.write(data) }
+    func channelReadComplete(context: ChannelHandlerContext) { partner?.flush() }
+    func channelInactive(context: ChannelHandlerContext) { partner?.closeFromPartner() }
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { partner?.partnerBecameWritable() }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if partner?.writable ?? false {
+            context.read()
+        } else {
+            pendingRead = true
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+}
