@@ -135,34 +135,28 @@ extension AgentClient {
     }
 
     public func writeStdin(pid: Int32? = nil, tag: String? = nil, _ data: Data) async throws {
-        var request = AgentRequest(action: .stdin)
-        request.pid = pid
-        request.tag = tag
-        request.data = data.base64EncodedString()
-        _ = try await call(request)
+        try await control(.stdin, pid: pid, tag: tag) { $0.data = data.base64EncodedString() }
     }
 
     public func closeStdin(pid: Int32? = nil, tag: String? = nil) async throws {
-        var request = AgentRequest(action: .closeStdin)
-        request.pid = pid
-        request.tag = tag
-        _ = try await call(request)
+        try await control(.closeStdin, pid: pid, tag: tag)
     }
 
     /// Sends `signal` (a name such as `TERM` or a number) to the process's group.
     public func signal(pid: Int32? = nil, tag: String? = nil, _ signal: String) async throws {
-        var request = AgentRequest(action: .signal)
-        request.pid = pid
-        request.tag = tag
-        request.signal = signal
-        _ = try await call(request)
+        try await control(.signal, pid: pid, tag: tag) { $0.signal = signal }
     }
 
     public func resize(pid: Int32? = nil, tag: String? = nil, to size: TerminalSize) async throws {
-        var request = AgentRequest(action: .resize)
+        try await control(.resize, pid: pid, tag: tag) { $0.pty = size }
+    }
+
+    /// One control request about the process named by `pid` or `tag`.
+    private func control(_ action: AgentAction, pid: Int32?, tag: String?, _ fill: (inout AgentRequest) -> Void = { _ in }) async throws {
+        var request = AgentRequest(action: action)
         request.pid = pid
         request.tag = tag
-        request.pty = size
+        fill(&request)
         _ = try await call(request)
     }
 

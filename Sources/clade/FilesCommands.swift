@@ -23,6 +23,12 @@ private func printEntries(_ entries: [FileEntry], json: Bool) throws {
     }
 }
 
+/// The sandbox and the guest path most `files` commands start with.
+struct GuestPath: ParsableArguments {
+    @Argument(help: "Sandbox id.") var id: String
+    @Argument(help: "Absolute guest path.") var path: String
+}
+
 extension String {
     fileprivate func leftPadded(to width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
 }
@@ -32,11 +38,10 @@ struct FilesList: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "Levels to descend.") var depth = 1
     @Flag(help: "Print JSON.") var json = false
-    @Argument(help: "Sandbox id.") var id: String
-    @Argument(help: "Absolute guest path.") var path: String
+    @OptionGroup var target: GuestPath
 
     func run() async throws {
-        try printEntries(try await global.makeEngine().processes.agent(for: id).list(path, depth: depth), json: json)
+        try printEntries(try await global.makeEngine().processes.agent(for: target.id).list(target.path, depth: depth), json: json)
     }
 }
 
@@ -44,11 +49,10 @@ struct FilesStat: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "stat", abstract: "Describe one path.")
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print JSON.") var json = false
-    @Argument(help: "Sandbox id.") var id: String
-    @Argument(help: "Absolute guest path.") var path: String
+    @OptionGroup var target: GuestPath
 
     func run() async throws {
-        let entry = try await global.makeEngine().processes.agent(for: id).stat(path)
+        let entry = try await global.makeEngine().processes.agent(for: target.id).stat(target.path)
         if json { return try printJSON(entry) }
         try printEntries([entry], json: false)
     }
@@ -57,62 +61,58 @@ struct FilesStat: AsyncParsableCommand {
 struct FilesMakeDirectory: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "mkdir", abstract: "Make a directory and its missing parents.")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "Sandbox id.") var id: String
-    @Argument(help: "Absolute guest path.") var path: String
+    @OptionGroup var target: GuestPath
 
     func run() async throws {
-        try await global.makeEngine().processes.agent(for: id).makeDirectory(path)
+        try await global.makeEngine().processes.agent(for: target.id).makeDirectory(target.path)
     }
 }
 
 struct FilesMove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "mv", abstract: "Rename a file or directory.")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "Sandbox id.") var id: String
-    @Argument(help: "Absolute guest path.") var path: String
+    @OptionGroup var target: GuestPath
     @Argument(help: "The new absolute guest path.") var destination: String
 
     func run() async throws {
-        try await global.makeEngine().processes.agent(for: id).move(path, to: destination)
+        try await global.makeEngine().processes.agent(for: target.id).move(target.path, to: destination)
     }
 }
 
 struct FilesRemove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove a file, or a directory with everything in it.")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "Sandbox id.") var id: String
-    @Argument(help: "Absolute guest path.") var path: String
+    @OptionGroup var target: GuestPath
 
     func run() async throws {
-        try await global.makeEngine().processes.agent(for: id).remove(path)
+        try await global.makeEngine().processes.agent(for: target.id).remove(target.path)
     }
 }
 
 struct FilesGet: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "get", abstract: "Copy a guest file out, streamed in chunks (- writes to standard output).")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "Sandbox id.") var id: String
-    @Argument(help: "Absolute guest path.") var path: String
+    @OptionGroup var target: GuestPath
     @Argument(help: "Local file, or - for standard output.") var local: String
 
     func run() async throws {
-        let agent = try await global.makeEngine().processes.agent(for: id)
+        let agent = try await global.makeEngine().processes.agent(for: target.id)
         if local == "-" {
-            _ = try await agent.download(path) { FileHandle.standardOutput.write($0) }
+            _ = try await agent.download(target.path) { FileHandle.standardOutput.write($0) }
             return
         }
         // Into a temporary file beside the target, renamed when complete: never a half-written copy.
-        let target = URL(fileURLWithPath: local)
-        let partial = target.deletingLastPathComponent().appendingPathComponent(".\(target.lastPathComponent).clade-partial")
+        let destination = URL(fileURLWithPath: local)
+        let partial = destination.deletingLastPathComponent().appendingPathComponent(".\(destination.lastPathComponent).clade-partial")
         guard FileManager.default.createFile(atPath: partial.path, contents: nil), let handle = try? FileHandle(forWritingTo: partial) else {
             throw ValidationError("cannot create \(partial.path); check that the directory exists and is writable")
         }
         do {
-            _ = try await agent.download(path) { try handle.write(contentsOf: $0) }
+            _ = try await agent.download(target.path) { try handle.write(contentsOf: $0) }
             try handle.synchronize()
             try handle.close()
-            guard rename(partial.path, target.path) == 0 else {
-                throw ValidationError("cannot move the download into place at \(target.path): \(String(cString: strerror(errno)))")
+            guard rename(partial.path, destination.path) == 0 else {
+                throw ValidationError("cannot move the download into place at \(destination.path): \(String(cString: strerror(errno)))")
             }
         } catch {
             try? handle.close()
@@ -155,8 +155,7 @@ struct FilesWatch: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Include subdirectories.") var recursive = false
     @Option(help: "Stop after this many events.") var count: Int?
-    @Argument(help: "Sandbox id.") var id: String
-    @Argument(help: "Absolute guest directory.") var path: String
+    @OptionGroup var target: GuestPath
 
     struct Line: Encodable {
         var op: String
@@ -165,15 +164,15 @@ struct FilesWatch: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let agent = try await global.makeEngine().processes.agent(for: id)
+        let agent = try await global.makeEngine().processes.agent(for: target.id)
         let limit = count
         let seen = Counter()
-        try await agent.watch(path, recursive: recursive) { line in
-            guard line.event == .fs, let operation = line.operation, let path = line.path else {
+        try await agent.watch(target.path, recursive: recursive) { line in
+            guard line.event == .fs, let operation = line.operation, let changed = line.path else {
                 if line.event == .watching { writeStandardError("watching \(line.path ?? "")\n") }
                 return true
             }
-            try printJSON(Line(op: operation, path: path, type: line.entry?.type.rawValue), compact: true)
+            try printJSON(Line(op: operation, path: changed, type: line.entry?.type.rawValue), compact: true)
             return limit.map { seen.increment() < $0 } ?? true
         }
     }
