@@ -30,10 +30,12 @@ struct GuestPortTunnel: Service {
             }
             .bind(host: host, port: port).get()
         logger.notice("proxying guest ports", metadata: ["listen": "\(host):\(port)", "domain": "\(domain)"])
-        await cancelWhenGracefulShutdown {
-            try? await channel.closeFuture.get()
+        // Closing the listener is what ends the wait; cancellation alone would not.
+        try await withGracefulShutdownHandler {
+            try await channel.closeFuture.get()
+        } onGracefulShutdown: {
+            channel.close(promise: nil)
         }
-        try? await channel.close()
     }
 }
 

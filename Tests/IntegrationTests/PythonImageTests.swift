@@ -181,7 +181,8 @@ import Testing
             async def main():
                 for attempt in range(50):
                     try:
-                        async with websockets.connect("ws://127.0.0.1:\(proxyPort)/", additional_headers={"Host": "8765-\(id).sandbox.test"}) as ws:
+                        # The URL names the sandbox as wildcard DNS would; the socket goes to the proxy listener.
+                        async with websockets.connect("ws://8765-\(id).sandbox.test:\(proxyPort)/", host="127.0.0.1", port=\(proxyPort)) as ws:
                             for word in ["one", "two", "three"]:
                                 await ws.send(word)
                                 print(await ws.recv())
