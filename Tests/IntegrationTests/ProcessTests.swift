@@ -11,6 +11,7 @@ final class StreamLog: @unchecked Sendable {
     private var stderrBytes = Data()
     private var lines: [(Date, String)] = []
     private var pending = ""
+    private var attachedSeen = false
 
     func add(_ event: ProcessEvent) {
         lock.withLock {
@@ -23,6 +24,7 @@ final class StreamLog: @unchecked Sendable {
                     pending = String(pending[pending.index(after: newline)...])
                 }
             case .stderr(let data): stderrBytes.append(data)
+            case .attached: attachedSeen = true
             default: break
             }
         }
@@ -31,6 +33,17 @@ final class StreamLog: @unchecked Sendable {
     var stdout: String { lock.withLock { String(decoding: stdoutBytes, as: UTF8.self) } }
     var stderr: String { lock.withLock { String(decoding: stderrBytes, as: UTF8.self) } }
     var timedLines: [(Date, String)] { lock.withLock { lines } }
+    var isAttached: Bool { lock.withLock { attachedSeen } }
+}
+
+/// Waits until `condition` holds, polling; fails the test after `seconds` (a bound for slow
+/// machines, not an expectation of speed).
+func waitUntil(_ what: String, seconds: Double = 60, _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while !(try await condition()) {
+        guard Date() < deadline else { throw HarnessError("gave up after \(Int(seconds)) s waiting for \(what)") }
+        try await Task.sleep(nanoseconds: 50_000_000)
+    }
 }
 
 /// The process model with real VMs: streamed output, stdin, signals, terminals, concurrency,
@@ -96,16 +109,25 @@ final class StreamLog: @unchecked Sendable {
 
         // SIGTERM reaches a trap; SIGKILL ends a process that ignores TERM.
         let trapper = try await agent.startDetached(ProcessSpec(
-            args: ["sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done"], tag: "trapper"))
+            args: ["sh", "-c", "trap 'echo got TERM; exit 7' TERM; touch /tmp/trapper-ready; while :; do sleep 0.1; done"], tag: "trapper"))
         let trapLog = StreamLog()
         async let trapExit = agent.attach(tag: "trapper") { trapLog.add($0) }
-        try await Task.sleep(nanoseconds: 1_000_000_000)
+        // Signal only once the trap is set and the stream is attached.
+        try await waitUntil("the trap and the attach") {
+            guard trapLog.isAttached else { return false }
+            return (try? await agent.stat("/tmp/trapper-ready")) != nil
+        }
         try await agent.signal(pid: trapper, "TERM")
         let trapped = try await trapExit
         #expect(trapped.code == 7 && trapLog.stdout.contains("got TERM"), "TERM: \(trapped) \(trapLog.stdout)")
-        let stubborn = try await agent.startDetached(ProcessSpec(args: ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"], tag: "stubborn"))
-        async let killedExit = agent.attach(pid: stubborn) { _ in }
-        try await Task.sleep(nanoseconds: 500_000_000)
+        let stubborn = try await agent.startDetached(ProcessSpec(
+            args: ["sh", "-c", "trap '' TERM; touch /tmp/stubborn-ready; while :; do sleep 0.1; done"], tag: "stubborn"))
+        let stubbornLog = StreamLog()
+        async let killedExit = agent.attach(pid: stubborn) { stubbornLog.add($0) }
+        try await waitUntil("the ignored TERM and the attach") {
+            guard stubbornLog.isAttached else { return false }
+            return (try? await agent.stat("/tmp/stubborn-ready")) != nil
+        }
         try await agent.signal(tag: "stubborn", "TERM")
         try await Task.sleep(nanoseconds: 500_000_000)
         #expect(try await agent.processes().first { $0.pid == stubborn }?.running == true, "the process ignoring TERM should still run")
@@ -151,9 +173,9 @@ final class StreamLog: @unchecked Sendable {
             args: ["sh", "-c", "n=0; while read line; do n=$((n+1)); echo \"$line $n\"; done"], tag: "counter"))
         let before = StreamLog()
         async let seen = agent.attach(tag: "counter") { before.add($0) }
-        try await Task.sleep(nanoseconds: 300_000_000)
+        try await waitUntil("the attach") { before.isAttached }
         try await agent.writeStdin(tag: "counter", Data("base\n".utf8))
-        while !before.stdout.contains("base 1") { try await Task.sleep(nanoseconds: 50_000_000) }
+        try await waitUntil("the counter's first line") { before.stdout.contains("base 1") }
         let snapshot = try Self.cli.run(["snapshot", id, "--tag", "procs"])
         try #require(snapshot.status == 0, "snapshot: \(snapshot.stderr)")
         _ = try? await seen
@@ -167,7 +189,7 @@ final class StreamLog: @unchecked Sendable {
             #expect(table.contains { $0.tag == "counter" && $0.running }, "fork \(child) lost the tagged process: \(table)")
             let log = StreamLog()
             let attached = Task { try await childAgent.attach(tag: "counter") { log.add($0) } }
-            try await Task.sleep(nanoseconds: 300_000_000)
+            try await waitUntil("the attach in fork \(child)") { log.isAttached }
             // Each fork feeds its own copy a different number of lines: counts diverge from the shared 1.
             for _ in 0...index { try await childAgent.writeStdin(tag: "counter", Data("fork\(index)\n".utf8)) }
             let expected = "fork\(index) \(index + 2)"
