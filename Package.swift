@@ -78,6 +78,7 @@ let package = Package(
             ]
         ),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
         .target(
             name: "CladePack",
@@ -123,6 +124,8 @@ let package = Package(
             name: "CladeServer",
             dependencies: [
                 "CladeEngine",
+                "CladeGuest",
+                "CZlib",
                 "CladePack",
                 "CladeModel",
                 "CladeStore",

@@ -35,7 +35,9 @@ public struct DaemonConfiguration: Sendable {
 
 /// `clade serve`: reconciles the store with the processes that still run, then serves the API.
 public enum Daemon {
-    public static func run(engine: Engine, configuration: DaemonConfiguration, logger: Logger = Logger(label: "clade.server")) async throws {
+    public static func run(
+        engine: Engine, configuration: DaemonConfiguration, e2b: E2BConfiguration? = nil, logger: Logger = Logger(label: "clade.server")
+    ) async throws {
         let reconciled = try await reconcile(engine: engine, logger: logger)
         logger.notice("reconciled the store", metadata: [
             "running": "\(reconciled.running)", "dead": "\(reconciled.dead)", "adopted": "\(reconciled.adopted)",
@@ -62,6 +64,10 @@ public enum Daemon {
             guard let domain = configuration.proxyDomain else { throw APIError(.badRequest, "--proxy-listen needs --proxy-domain (the domain whose <port>-<id> hosts it serves)") }
             let (host, port) = try parse(proxyListen)
             services.append(GuestPortTunnel(host: host, port: port, domain: domain, engine: engine, logger: logger))
+        }
+        if let e2b {
+            services.append(try E2BService(engine: engine, configuration: e2b, logger: logger).application())
+            logger.notice("serving E2B's API", metadata: ["listen": "\(e2b.listen)", "domain": "\(e2b.domain)", "keys": "\(e2b.apiKeys.count)"])
         }
         services.append(LifetimeReaper(engine: engine))
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

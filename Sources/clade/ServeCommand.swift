@@ -13,6 +13,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Forks and branches running at once; more get 503 with Retry-After.") var maxConcurrentForks = 4
     @Option(help: "Proxy requests for <port>-<sandbox id>.DOMAIN to that guest port (no API token needed for them).") var proxyDomain: String?
     @Option(help: "Also serve guest ports on a listener of their own (HOST:PORT), relaying whole connections, so WebSocket upgrades work; needs --proxy-domain.") var proxyListen: String?
+    @Option(help: "Serve E2B's API (control plane and envd) on HOST:PORT, for the unmodified E2B SDK.") var e2bListen: String?
+    @Option(help: "E2B API keys, one a line (default: <home>/state/e2b/api-keys, created with one random key).") var e2bApiKeyFile: String?
+    @Option(help: "The domain of E2B sandbox hosts, <port>-<sandbox id>.DOMAIN (default: --proxy-domain, else localhost).") var e2bDomain: String?
 
     func run() async throws {
         var token: String?
@@ -32,6 +35,12 @@ struct Serve: AsyncParsableCommand {
         let configuration = DaemonConfiguration(
             listen: listen == "none" ? nil : listen, unixSocket: unix, token: token,
             limits: APILimits(concurrentForks: maxConcurrentForks), proxyDomain: proxyDomain, proxyListen: proxyListen)
-        try await Daemon.run(engine: engine, configuration: configuration)
+        var e2b: E2BConfiguration?
+        if let e2bListen {
+            let keyFile = try e2bApiKeyFile.map { URL(fileURLWithPath: $0) } ?? E2BConfiguration.defaultKeyFile(home: engine.home)
+            e2b = E2BConfiguration(
+                listen: e2bListen, apiKeys: try E2BConfiguration.apiKeys(from: keyFile), domain: e2bDomain ?? proxyDomain ?? "localhost")
+        }
+        try await Daemon.run(engine: engine, configuration: configuration, e2b: e2b)
     }
 }

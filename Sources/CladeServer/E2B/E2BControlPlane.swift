@@ -1,0 +1,404 @@
+import CladeEngine
+import CladeModel
+import CladeStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+
+/// An error of E2B's REST control plane: a status and `{"code": <status>, "message": "..."}`,
+/// the body the SDK turns into its own exception types.
+struct E2BError: Error, Sendable, CustomStringConvertible {
+    var status: Int
+    var message: String
+
+    init(_ status: Int, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+
+    var description: String { "\(status): \(message)" }
+
+    var response: Response {
+        let body = ConnectRPC.json(["code": status, "message": message])
+        return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    static func from(_ error: Error) -> E2BError {
+        if let error = error as? E2BError { return error }
+        if let error = error as? ConnectError { return E2BError(Int(error.code.httpStatus.code), error.message) }
+        let api = APIError.from(error)
+        return E2BError(api.status.code, api.message)
+    }
+
+    static func sandboxNotFound(_ id: String) -> E2BError { E2BError(404, "sandbox \(id) not found") }
+}
+
+/// E2B's control plane over clade's engine: create (a fork of the template's snapshot), list,
+/// get, kill, timeouts, pause (standby) and resume, fork, snapshots, metrics and logs.
+extension E2BService {
+    static let controlRoutes: [(method: String, path: String)] = [
+        ("GET", "/health"),
+        ("POST", "/sandboxes"), ("POST", "/v2/sandboxes"), ("GET", "/sandboxes"), ("GET", "/v2/sandboxes"),
+        ("GET", "/sandboxes/{sandboxID}"), ("DELETE", "/sandboxes/{sandboxID}"),
+        ("POST", "/sandboxes/{sandboxID}/timeout"), ("POST", "/sandboxes/{sandboxID}/refreshes"),
+        ("POST", "/sandboxes/{sandboxID}/pause"), ("POST", "/sandboxes/{sandboxID}/resume"),
+        ("POST", "/sandboxes/{sandboxID}/connect"), ("POST", "/v2/sandboxes/{sandboxID}/connect"),
+        ("POST", "/sandboxes/{sandboxID}/fork"), ("POST", "/sandboxes/{sandboxID}/snapshots"), ("GET", "/snapshots"),
+        ("GET", "/sandboxes/{sandboxID}/metrics"), ("GET", "/sandboxes/{sandboxID}/logs"), ("GET", "/v2/sandboxes/{sandboxID}/logs"),
+    ]
+
+    func addControlRoutes(to router: Router<E2BContext>) {
+        let service = self
+        func handle(_ body: @escaping @Sendable (Request, E2BContext) async throws -> Response) -> @Sendable (Request, E2BContext) async throws -> Response {
+            { request, context in
+                do { return try await body(request, context) } catch { return E2BError.from(error).response }
+            }
+        }
+        let id = Self.sandboxParameter
+        router.post("/sandboxes", use: handle { request, _ in try await service.create(request) })
+        router.post("/v2/sandboxes", use: handle { request, _ in try await service.create(request) })
+        router.get("/sandboxes", use: handle { request, _ in try await service.list(request, version: 1) })
+        router.get("/v2/sandboxes", use: handle { request, _ in try await service.list(request, version: 2) })
+        router.get("/sandboxes/:sandboxID", use: handle { _, context in
+            let (record, state) = try await service.require(try id(context))
+            return Self.json(try await service.detail(record, state))
+        })
+        router.delete("/sandboxes/:sandboxID", use: handle { _, context in
+            let sandbox = try id(context)
+            _ = try await service.require(sandbox)
+            try await service.engine.sandboxes.kill(id: sandbox)
+            service.states.remove(sandbox)
+            await service.collectForkSnapshots()
+            return Response(status: .noContent)
+        })
+        router.post("/sandboxes/:sandboxID/timeout", use: handle { request, context in
+            let body = try await Self.body(request)
+            guard let seconds = body.int("timeout"), seconds >= 0 else { throw E2BError(400, "field 'timeout' (seconds, an integer) is required") }
+            try await service.setTimeout(try id(context), seconds: seconds)
+            return Response(status: .noContent)
+        })
+        router.post("/sandboxes/:sandboxID/refreshes", use: handle { request, context in
+            let body = try await Self.body(request, optional: true)
+            try await service.setTimeout(try id(context), seconds: body.int("duration") ?? 60)
+            return Response(status: .noContent)
+        })
+        router.post("/sandboxes/:sandboxID/pause", use: handle { _, context in
+            let (record, _) = try await service.require(try id(context))
+            guard record.state == .running else { throw E2BError(409, "sandbox \(record.id) is already paused") }
+            try await service.engine.standby.enter(id: record.id)
+            return Response(status: .noContent)
+        })
+        router.post("/sandboxes/:sandboxID/resume", use: handle { request, context in
+            let (record, _) = try await service.require(try id(context))
+            guard record.state == .standby else { throw E2BError(409, "sandbox \(record.id) is already running") }
+            let body = try await Self.body(request, optional: true)
+            return try await service.connect(record, timeout: body.int("timeout"))
+        })
+        router.post("/sandboxes/:sandboxID/connect", use: handle { request, context in
+            let body = try await Self.body(request, optional: true)
+            return try await service.connect(try await service.require(try id(context)).0, timeout: body.int("timeout"))
+        })
+        router.post("/v2/sandboxes/:sandboxID/connect", use: handle { request, context in
+            let body = try await Self.body(request, optional: true)
+            return try await service.connect(try await service.require(try id(context)).0, timeout: body.int("timeout"))
+        })
+        router.post("/sandboxes/:sandboxID/fork", use: handle { request, context in
+            let body = try await Self.body(request, optional: true)
+            return try await service.fork(try id(context), count: body.int("count") ?? 1, timeout: body.int("timeout"))
+        })
+        router.post("/sandboxes/:sandboxID/snapshots", use: handle { request, context in
+            let body = try await Self.body(request, optional: true)
+            return try await service.snapshot(try id(context), name: body.string("name"))
+        })
+        router.get("/snapshots", use: handle { request, _ in try await service.listSnapshots(request) })
+        router.get("/sandboxes/:sandboxID/metrics", use: handle { _, context in
+            let (record, _) = try await service.require(try id(context))
+            return Self.json(service.metrics(record))
+        })
+        router.get("/sandboxes/:sandboxID/logs", use: handle { _, context in
+            let (record, _) = try await service.require(try id(context))
+            let lines = service.consoleLines(record)
+            return Self.json(["logs": lines.map { ["timestamp": $0.timestamp, "line": $0.line] }, "logEntries": lines.map(Self.logEntry)])
+        })
+        router.get("/v2/sandboxes/:sandboxID/logs", use: handle { _, context in
+            let (record, _) = try await service.require(try id(context))
+            return Self.json(["logs": service.consoleLines(record).map(Self.logEntry)])
+        })
+    }
+
+    @Sendable static func sandboxParameter(_ context: E2BContext) throws -> String {
+        let id = try context.parameters.require("sandboxID")
+        guard (try? Names.validateSandboxID(id)) != nil else { throw E2BError.sandboxNotFound(id) }
+        return id
+    }
+
+    // MARK: create, connect, fork, snapshot
+
+    func create(_ request: Request) async throws -> Response {
+        let body = try await Self.body(request)
+        guard let templateID = body.string("templateID"), !templateID.isEmpty else { throw E2BError(400, "field 'templateID' is required") }
+        let timeout = body.int("timeout") ?? Self.defaultTimeout
+        let lifetime = try Self.lifetime(seconds: timeout, autoPause: body.bool("autoPause"))
+        let tag = try await templates.snapshotTag(for: templateID)
+        let outcome = try await engine.forks.fork(tag: tag, count: 1, lifetime: lifetime).first
+        guard let record = outcome?.record else { throw E2BError(500, "the sandbox did not start: \(outcome?.error ?? "no outcome")") }
+        let state = E2BSandboxState(
+            sandboxID: record.id, templateID: templateID, alias: templateID, metadata: body.map("metadata"), envVars: body.map("envVars"),
+            accessToken: body.has("secure") && !body.bool("secure") ? nil : Self.newToken(), startedAt: Date(), autoPause: body.bool("autoPause"),
+            allowInternetAccess: body.has("allow_internet_access") ? body.bool("allow_internet_access") : nil)
+        try states.put(state)
+        return Self.json(sandbox(record, state), status: .created)
+    }
+
+    /// Resumes a paused sandbox (201) or just answers for a running one (200), moving its end time.
+    func connect(_ record: SandboxRecord, timeout: Int?) async throws -> Response {
+        guard let state = states.get(record.id) else { throw E2BError.sandboxNotFound(record.id) }
+        var current = record
+        var status: HTTPResponse.Status = .ok
+        if record.state == .standby {
+            current = try await engine.standby.resume(id: record.id)
+            status = .created
+        }
+        if let timeout { try await setTimeout(record.id, seconds: timeout) } else if status == .created {
+            try await setTimeout(record.id, seconds: Self.defaultTimeout)
+        }
+        return Self.json(sandbox(current, state), status: status)
+    }
+
+    func setTimeout(_ id: String, seconds: Int) async throws {
+        let (record, state) = try await require(id)
+        guard record.state == .running || record.state == .standby else { throw E2BError(409, "sandbox \(id) is \(record.state.rawValue)") }
+        _ = try await engine.lifetimes.set(id: id, lifetime: try Self.lifetime(seconds: seconds, autoPause: state.autoPause))
+    }
+
+    /// A diff branch of the running sandbox, then `count` forks of it (each result reports its own error).
+    func fork(_ id: String, count: Int, timeout: Int?) async throws -> Response {
+        let (record, parent) = try await require(id)
+        guard (1...Engine.maxForkCount).contains(count) else { throw E2BError(400, "'count' must be between 1 and \(Engine.maxForkCount)") }
+        guard record.state == .running else { throw E2BError(409, "sandbox \(id) is paused; connect to it before forking") }
+        let tag = "\(Self.forkSnapshotPrefix)\(id)-\(Names.newSandboxID().prefix(6))"
+        _ = try await engine.branches.branch(id: id, tag: tag, mode: .diff)
+        let lifetime = try Self.lifetime(seconds: timeout ?? Self.defaultTimeout, autoPause: parent.autoPause)
+        let outcomes = try await engine.forks.fork(tag: tag, count: count, lifetime: lifetime)
+        var results: [[String: Any]] = []
+        for outcome in outcomes {
+            guard let child = outcome.record else {
+                results.append(["error": ["code": 500, "message": outcome.error ?? "the fork did not start"]])
+                continue
+            }
+            var state = parent
+            state.sandboxID = child.id
+            state.startedAt = Date()
+            if state.accessToken != nil { state.accessToken = Self.newToken() }
+            try states.put(state)
+            results.append(["sandbox": sandbox(child, state)])
+        }
+        await collectForkSnapshots()
+        return Self.json(results, status: .created)
+    }
+
+    /// A named branch of the sandbox: a template `Sandbox.create` can start from.
+    func snapshot(_ id: String, name: String?) async throws -> Response {
+        let (record, _) = try await require(id)
+        guard record.state == .running else { throw E2BError(409, "sandbox \(id) is paused; connect to it before taking a snapshot") }
+        let tag = name ?? "snapshot-\(Names.newSandboxID())"
+        do { try Names.validate(tag, kind: "snapshot") } catch { throw E2BError(400, "\(error)") }
+        if try await engine.snapshots.list().contains(where: { $0.tag == tag }) {
+            throw E2BError(409, "a snapshot named '\(tag)' exists; choose another name or remove it with `clade rmi \(tag)`")
+        }
+        _ = try await engine.branches.branch(id: id, tag: tag, mode: .diff)
+        return Self.json(["snapshotID": tag, "names": [tag]], status: .created)
+    }
+
+    func listSnapshots(_ request: Request) async throws -> Response {
+        let query = request.uri.queryParameters
+        var snapshots = try await engine.snapshots.list().filter { !$0.tag.hasPrefix(Self.forkSnapshotPrefix) }
+        if let name = query.get("name") { snapshots = snapshots.filter { $0.tag == String(name) } }
+        if let sandbox = query.get("sandboxID") { snapshots = snapshots.filter { $0.branchedFrom == String(sandbox) } }
+        return Self.json(snapshots.map { ["snapshotID": $0.tag, "names": [$0.tag]] as [String: Any] })
+    }
+
+    /// Removes fork snapshots no sandbox depends on any more (each E2B fork leaves one behind).
+    func collectForkSnapshots() async {
+        guard let snapshots = try? await engine.snapshots.list() else { return }
+        for snapshot in snapshots where snapshot.tag.hasPrefix(Self.forkSnapshotPrefix) {
+            if let info = try? await engine.snapshots.info(snapshot.tag), info.dependentSandboxes.isEmpty, info.childSnapshots.isEmpty {
+                _ = try? await engine.snapshots.remove(snapshot.tag)
+            }
+        }
+    }
+
+    // MARK: listing
+
+    func list(_ request: Request, version: Int) async throws -> Response {
+        let query = request.uri.queryParameters
+        let wanted = Self.metadataFilter(query.get("metadata").map { String($0) })
+        var states: Set<String> = ["running"]
+        if version == 2, let text = query.get("state") {
+            states = Set(text.split(separator: ",").map { String($0) })
+            for state in states where state != "running" && state != "paused" {
+                throw E2BError(400, "state '\(state)' is not one of running, paused")
+            }
+        } else if version == 2 {
+            states = ["running", "paused"]
+        }
+        let template = query.get("template").map { String($0) }
+        var rows: [(SandboxRecord, E2BSandboxState)] = []
+        for record in try await engine.sandboxes.list() {
+            guard let state = self.states.get(record.id), let listed = Self.state(record) else { continue }
+            guard states.contains(listed), wanted.allSatisfy({ state.metadata[$0.key] == $0.value }) else { continue }
+            if let template, state.templateID != template { continue }
+            rows.append((record, state))
+        }
+        let descending = query.get("order") != "asc"
+        rows.sort { descending ? $0.1.startedAt > $1.1.startedAt : $0.1.startedAt < $1.1.startedAt }
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if version == 2 {
+            let limit = min(max(query.get("limit").flatMap { Int(String($0)) } ?? 100, 1), 100)
+            let start = query.get("nextToken").flatMap { Int(String($0)) } ?? 0
+            let end = min(rows.count, start + limit)
+            if end < rows.count { headers[HTTPField.Name("X-Next-Token")!] = "\(end)" }
+            rows = start < rows.count ? Array(rows[start..<end]) : []
+        }
+        var listed: [[String: Any]] = []
+        for (record, state) in rows { listed.append(try await detail(record, state, listed: true)) }
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: Self.encode(listed))))
+    }
+
+    /// `key=value&key2=value2`, keys and values percent-encoded once more (the SDK's format).
+    static func metadataFilter(_ text: String?) -> [String: String] {
+        guard let text, !text.isEmpty else { return [:] }
+        var filter: [String: String] = [:]
+        for pair in text.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map { String($0).replacingOccurrences(of: "+", with: " ") }
+            guard let key = parts.first?.removingPercentEncoding else { continue }
+            filter[key] = (parts.count > 1 ? parts[1] : "").removingPercentEncoding ?? ""
+        }
+        return filter
+    }
+
+    // MARK: bodies
+
+    func require(_ id: String) async throws -> (SandboxRecord, E2BSandboxState) {
+        guard let state = states.get(id), let record = try? await engine.sandboxes.get(id: id), Self.state(record) != nil else {
+            throw E2BError.sandboxNotFound(id)
+        }
+        return (record, state)
+    }
+
+    static func state(_ record: SandboxRecord) -> String? {
+        switch record.state {
+        case .running, .booting, .paused: "running"
+        case .standby: "paused"
+        case .dead: nil
+        }
+    }
+
+    func sandbox(_ record: SandboxRecord, _ state: E2BSandboxState) -> [String: Any] {
+        var body: [String: Any] = [
+            "templateID": state.templateID, "sandboxID": record.id, "clientID": Self.clientID, "envdVersion": Self.envdVersion,
+            "domain": configuration.domain,
+        ]
+        if let alias = state.alias { body["alias"] = alias }
+        if let token = state.accessToken { body["envdAccessToken"] = token }
+        return body
+    }
+
+    func detail(_ record: SandboxRecord, _ state: E2BSandboxState, listed: Bool = false) async throws -> [String: Any] {
+        var body: [String: Any] = [
+            "templateID": state.templateID, "sandboxID": record.id, "clientID": Self.clientID, "envdVersion": Self.envdVersion,
+            "startedAt": ProtoJSON.timestamp(state.startedAt.timeIntervalSince1970),
+            "endAt": ProtoJSON.timestamp((record.expiresAt ?? state.startedAt.addingTimeInterval(Lifetime.maxSeconds)).timeIntervalSince1970),
+            "cpuCount": record.cpus, "memoryMB": record.memoryMiB, "diskSizeMB": diskSizeMiB(record),
+            "metadata": state.metadata, "state": Self.state(record) ?? "paused",
+        ]
+        if let alias = state.alias { body["alias"] = alias }
+        if !listed {
+            body["domain"] = configuration.domain
+            if let token = state.accessToken { body["envdAccessToken"] = token }
+            if let internet = state.allowInternetAccess { body["allowInternetAccess"] = internet }
+        }
+        return body
+    }
+
+    func diskSizeMiB(_ record: SandboxRecord) -> Int {
+        guard let image = try? engine.images.list().first(where: { $0.rootfs == record.rootfs }) else { return 0 }
+        return Int(image.rootfsSize >> 20)
+    }
+
+    /// One sample from the host's view of the VM: its process's CPU share and resident memory.
+    func metrics(_ record: SandboxRecord) -> [[String: Any]] {
+        let now = Date()
+        var memoryUsed: Int64 = 0
+        var cpuPercent = 0.0
+        if let pid = record.pid, record.state == .running {
+            if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+                let line = status.split(separator: "\n").first(where: { $0.hasPrefix("RssAnon:") }),
+                let kib = Int64(line.split(separator: " ").dropFirst().first ?? "") {
+                memoryUsed = kib * 1024
+            }
+            if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")") {
+                let fields = stat[stat.index(after: close)...].split(separator: " ")
+                let ticks = (Double(fields.count > 12 ? fields[11] : "0") ?? 0) + (Double(fields.count > 12 ? fields[12] : "0") ?? 0)
+                let alive = max(now.timeIntervalSince(record.createdAt), 1)
+                cpuPercent = min(100 * ticks / Double(sysconf(Int32(_SC_CLK_TCK))) / alive / Double(max(record.cpus, 1)), 100)
+            }
+        }
+        let diskUsed = (try? FileManager.default.attributesOfItem(
+            atPath: engine.home.sandboxes.appendingPathComponent(record.id).appendingPathComponent(record.activeDisk ?? "disk.qcow2").path)[.size] as? Int64) ?? 0
+        return [[
+            "timestamp": ProtoJSON.timestamp(now.timeIntervalSince1970), "timestampUnix": Int(now.timeIntervalSince1970),
+            "cpuCount": record.cpus, "cpuUsedPct": cpuPercent, "memUsed": memoryUsed, "memTotal": Int64(record.memoryMiB) << 20,
+            "memCache": 0, "diskUsed": diskUsed, "diskTotal": Int64(diskSizeMiB(record)) << 20,
+        ]]
+    }
+
+    /// The guest's console output, a line an entry.
+    func consoleLines(_ record: SandboxRecord) -> [(timestamp: String, line: String)] {
+        let log = engine.home.sandboxes.appendingPathComponent(record.id).appendingPathComponent("console.log")
+        guard let text = try? String(contentsOf: log, encoding: .utf8) else { return [] }
+        let stamp = ProtoJSON.timestamp(record.createdAt.timeIntervalSince1970)
+        return text.split(separator: "\n").suffix(1000).map { (stamp, String($0)) }
+    }
+
+    static func logEntry(_ entry: (timestamp: String, line: String)) -> [String: Any] {
+        ["timestamp": entry.timestamp, "message": entry.line, "level": "info", "fields": [String: String]()]
+    }
+
+    static func lifetime(seconds: Int, autoPause: Bool) throws -> Lifetime {
+        guard seconds > 0, Double(seconds) <= Lifetime.maxSeconds else {
+            throw E2BError(400, "'timeout' must be between 1 and \(Int(Lifetime.maxSeconds)) seconds (got \(seconds))")
+        }
+        return Lifetime(seconds: Double(seconds), action: autoPause ? .standby : .kill)
+    }
+
+    static func body(_ request: Request, optional: Bool = false) async throws -> ProtoJSON {
+        let buffer = try await request.body.collect(upTo: 1 << 20)
+        if buffer.readableBytes == 0 {
+            if optional { return ProtoJSON([:]) }
+            throw E2BError(400, "the request needs a JSON body")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView)) as? [String: Any] else {
+            throw E2BError(400, "the request body is not a JSON object")
+        }
+        return ProtoJSON(object)
+    }
+
+    static func json(_ value: Any, status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: encode(value))))
+    }
+
+    static func encode(_ value: Any) -> Data {
+        (try? JSONSerialization.data(withJSONObject: value, options: [.withoutEscapingSlashes, .sortedKeys])) ?? Data("null".utf8)
+    }
+
+    static func newToken() -> String { (0..<32).map { _ in String(UInt8.random(in: 0..<16), radix: 16) }.joined() }
+
+    static let defaultTimeout = 300
+    static let clientID = "clade"
+    /// Snapshots E2B forks leave behind, removed once no fork depends on them.
+    static let forkSnapshotPrefix = "e2b-fork-"
+}

@@ -1,0 +1,48 @@
+import CladeModel
+import CladeStore
+import Foundation
+
+/// What E2B's API knows of a sandbox that clade's own record does not: the template it came
+/// from, its metadata and environment, and its envd access token. Kept in
+/// `<home>/state/e2b/<id>.json`; a sandbox without one is not an E2B sandbox and stays out of
+/// E2B's listings.
+struct E2BSandboxState: Codable, Sendable {
+    var sandboxID: String
+    var templateID: String
+    var alias: String?
+    var metadata: [String: String]
+    var envVars: [String: String]
+    /// Set for `secure` sandboxes: envd requests must carry it as `X-Access-Token`.
+    var accessToken: String?
+    var startedAt: Date
+    var autoPause: Bool
+    var allowInternetAccess: Bool?
+}
+
+/// The per-sandbox E2B files.
+struct E2BStateStore: Sendable {
+    let directory: URL
+
+    init(home: CladeHome) {
+        directory = home.state.appendingPathComponent("e2b/sandboxes")
+    }
+
+    func url(_ id: String) -> URL { directory.appendingPathComponent("\(id).json") }
+
+    func get(_ id: String) -> E2BSandboxState? {
+        guard (try? Names.validateSandboxID(id)) != nil else { return nil }
+        return try? JSONFiles.read(E2BSandboxState.self, from: url(id))
+    }
+
+    func put(_ state: E2BSandboxState) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try JSONFiles.write(state, to: url(state.sandboxID))
+    }
+
+    func remove(_ id: String) { try? FileManager.default.removeItem(at: url(id)) }
+
+    func all() -> [E2BSandboxState] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        return names.filter { $0.hasSuffix(".json") }.compactMap { get(String($0.dropLast(5))) }
+    }
+}
