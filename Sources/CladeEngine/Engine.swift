@@ -22,7 +22,7 @@ public struct Engine: Sendable {
     }
 
     /// Most children one fork request may start.
-    public static let maxForkCount = 64
+    public static let maxForkCount = 100
 
     /// Images: build, look up, list, remove.
     public var images: Images { Images(engine: self) }

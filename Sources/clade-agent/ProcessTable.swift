@@ -138,7 +138,7 @@ final class ManagedProcess: @unchecked Sendable {
     }
 
     func sendSignal(_ number: Int32) throws {
-        guard isRunning else { throw CommandError(description: "process \(pid) has already exited") }
+        guard isRunning else { throw CommandError(description: "process \(pid) has already exited", kind: "not_found") }
         // The process leads its own session and group: signal everything it started.
         if kill(-pid, number) != 0 && kill(pid, number) != 0 {
             throw CommandError(description: "cannot signal process \(pid): \(String(cString: strerror(errno)))")

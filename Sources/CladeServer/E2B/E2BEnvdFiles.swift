@@ -80,8 +80,8 @@ extension E2BService {
                     throw E2BError(400, "each file part needs a filename (the path to write), or give ?path= for a single file")
                 }
                 let path = try Self.resolve(target, user: user)
-                let content = part.content
-                try await write(path, agent: agent, sandbox: sandbox, user: user) { [content] in SingleShot(content).next() }
+                let content = SingleShot(part.content)
+                try await write(path, agent: agent, sandbox: sandbox, user: user) { content.next() }
                 written.append(["name": (path as NSString).lastPathComponent, "type": "file", "path": path])
             }
         } else {

@@ -1,0 +1,277 @@
+"""clade's E2B scenarios: the unmodified `e2b` SDK against `clade serve --e2b-listen`.
+
+Run by Tests/IntegrationTests/E2BTests.swift with E2B_API_URL, E2B_SANDBOX_URL and
+E2B_API_KEY set. Each scenario prints one line; any failure raises and the script exits
+non-zero. `python scenarios.py sync` runs the synchronous SDK through every scenario,
+`python scenarios.py async` the create/run/files/kill path through AsyncSandbox.
+"""
+
+import asyncio
+import http.client
+import os
+import sys
+import threading
+import time
+
+import e2b
+from e2b import AsyncSandbox, CommandExitException, Sandbox, SandboxQuery, TimeoutException
+
+TEMPLATE = os.environ.get("CLADE_E2B_TEMPLATE", "base")
+# Under TCG on two cores a fork and its first command take seconds; the SDK's own 60 s
+# request timeout stays in force everywhere else.
+CREATE_TIMEOUT = 300
+
+
+def check(condition, what):
+    if not condition:
+        raise AssertionError(what)
+
+
+def step(name):
+    print(f"ok {name}", flush=True)
+
+
+def commands(sb):
+    r = sb.commands.run("echo hello; echo oops >&2")
+    check(r.stdout == "hello\n" and r.stderr == "oops\n" and r.exit_code == 0, f"echo: {r}")
+    try:
+        sb.commands.run("echo out; exit 3")
+        raise AssertionError("a non-zero exit did not raise")
+    except CommandExitException as e:
+        check(e.exit_code == 3 and e.stdout == "out\n", f"exit code: {e.exit_code} {e.stdout!r}")
+    r = sb.commands.run("echo $GREETING-$FROM_CREATE", envs={"GREETING": "hi"})
+    check(r.stdout == "hi-create\n", f"env: {r.stdout!r}")
+    check(sb.commands.run("pwd").stdout == "/home/user\n", "default cwd")
+    check(sb.commands.run("pwd", cwd="/tmp").stdout == "/tmp\n", "cwd")
+    check(sb.commands.run("whoami").stdout == "user\n", "default user")
+    check(sb.commands.run("whoami", user="root").stdout == "root\n", "user=root")
+    h = sb.commands.run("read line; echo got:$line", background=True, stdin=True)
+    sb.commands.send_stdin(h.pid, "typed\n")
+    check(h.wait().stdout == "got:typed\n", "stdin")
+    h = sb.commands.run("cat", background=True, stdin=True)
+    sb.commands.send_stdin(h.pid, "to eof")
+    sb.commands.close_stdin(h.pid)
+    check(h.wait().stdout == "to eof", "close stdin")
+    started = time.time()
+    try:
+        sb.commands.run("sleep 10; echo late", timeout=2)
+        raise AssertionError("a 10 s command under a 2 s timeout did not raise")
+    except TimeoutException:
+        check(time.time() - started < 9, "the timeout took as long as the command")
+    step("commands: echo, stderr, exit codes, env, cwd, user, stdin, timeout")
+
+
+def background(sb):
+    arrivals = []
+    h = sb.commands.run("for i in 1 2 3 4 5 6; do echo line$i; sleep 1; done; sleep 600", background=True)
+
+    def consume():
+        try:
+            for out, _, _ in h:
+                if out:
+                    arrivals.append((time.time(), out))
+        except Exception:
+            pass
+
+    reader = threading.Thread(target=consume, daemon=True)
+    reader.start()
+    deadline = time.time() + 60
+    while len(arrivals) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    check(len(arrivals) >= 3, f"background lines did not arrive: {arrivals}")
+    check(arrivals[2][0] - arrivals[0][0] >= 1.0, f"lines arrived together, not as produced: {arrivals}")
+    listed = [p.pid for p in sb.commands.list()]
+    check(h.pid in listed, f"pid {h.pid} not in {listed}")
+    again = sb.commands.connect(h.pid)
+    check(sb.commands.kill(h.pid), "kill said the process was not found")
+    try:
+        again.wait()
+        raise AssertionError("a killed command did not raise")
+    except CommandExitException as e:
+        check(e.exit_code != 0, "killed exit code")
+    reader.join(30)
+    check(not reader.is_alive(), "the first stream did not end when the process was killed")
+    check(h.pid not in [p.pid for p in sb.commands.list()], "killed process still listed")
+    check(not sb.commands.kill(h.pid), "killing a dead process said it was found")
+    step("background: streamed as produced, listed, connect, kill")
+
+
+def files(sb):
+    info = sb.files.write("notes/a.txt", "alpha")
+    check(info.path == "/home/user/notes/a.txt", f"write path {info.path}")
+    check(sb.files.read("/home/user/notes/a.txt") == "alpha", "read text")
+    sb.files.write("/home/user/notes/b.bin", b"\x00\x01\xff" * 1000)
+    check(bytes(sb.files.read("notes/b.bin", format="bytes")) == b"\x00\x01\xff" * 1000, "read bytes")
+    sb.files.write("/home/user/notes/big.gz.txt", "z" * 200000, gzip=True)
+    check(sb.files.read("/home/user/notes/big.gz.txt") == "z" * 200000, "gzip upload")
+    check(sb.commands.run("stat -c %U notes/a.txt").stdout == "user\n", "written as user")
+    names = sorted(e.name for e in sb.files.list("/home/user/notes"))
+    check(names == ["a.txt", "b.bin", "big.gz.txt"], f"list {names}")
+    check(sb.files.exists("/home/user/notes/a.txt") and not sb.files.exists("/home/user/nope"), "exists")
+    check(sb.files.make_dir("/home/user/made/deep"), "make_dir")
+    check(not sb.files.make_dir("/home/user/made/deep"), "make_dir of an existing directory")
+    entry = sb.files.rename("/home/user/notes/a.txt", "/home/user/made/a2.txt")
+    check(entry.path == "/home/user/made/a2.txt", "rename")
+    info = sb.files.get_info("/home/user/made/a2.txt")
+    check(info.size == 5 and info.type == e2b.FileType.FILE and info.owner == "user", f"get_info {info}")
+    sb.files.remove("/home/user/made")
+    check(not sb.files.exists("/home/user/made/a2.txt"), "remove")
+    try:
+        sb.files.read("/home/user/nothing-here")
+        raise AssertionError("reading a missing file did not raise")
+    except e2b.NotFoundException:
+        pass
+    watcher = sb.files.watch_dir("/home/user/notes")
+    sb.files.write("/home/user/notes/new.txt", "x")
+    seen = set()
+    deadline = time.time() + 20
+    while time.time() < deadline and "new.txt" not in seen:
+        seen |= {ev.name for ev in watcher.get_new_events()}
+        time.sleep(0.3)
+    watcher.stop()
+    check("new.txt" in seen, f"watch saw {seen}")
+    step("files: write, read, list, exists, make_dir, rename, remove, get_info, watch")
+
+
+def fork_isolation(sb):
+    sb.files.write("/home/user/shared.txt", "parent")
+    child = sb.fork(timeout=CREATE_TIMEOUT)[0]
+    check(child.files.read("/home/user/shared.txt") == "parent", "fork sees parent's file")
+    child.files.write("/home/user/shared.txt", "child")
+    check(sb.files.read("/home/user/shared.txt") == "parent", "parent changed by child")
+    sb.files.write("/home/user/shared.txt", "parent2")
+    check(child.files.read("/home/user/shared.txt") == "child", "child changed by parent")
+    pair = sb.fork(count=2, timeout=CREATE_TIMEOUT)
+    check(len(pair) == 2 and len({p.sandbox_id for p in pair}) == 2, f"fork(count=2): {pair}")
+    pair[0].commands.run("echo first > /home/user/mine")
+    check(not pair[1].files.exists("/home/user/mine") and not sb.files.exists("/home/user/mine"), "sibling isolation")
+    for s in [child, *pair]:
+        s.kill()
+    step("fork and fork(count=2), isolated both ways")
+
+
+def pause_resume(sb):
+    h = sb.commands.run("python3 -c \"import time\nx=[41]\nwhile True:\n  x[0]+=0; open('/tmp/alive','w').write(str(x[0]+1)); time.sleep(0.5)\"", background=True)
+    sb.commands.run("python3 -c \"import sys\" ; echo 123456 > /dev/shm/mem")
+    time.sleep(1)
+    sb.pause()
+    check(Sandbox.get_info(sb.sandbox_id).state == e2b.SandboxState.PAUSED, "state paused")
+    resumed = Sandbox.connect(sb.sandbox_id, timeout=CREATE_TIMEOUT)
+    check(resumed.commands.run("cat /dev/shm/mem").stdout == "123456\n", "tmpfs memory survived pause")
+    check(h.pid in [p.pid for p in resumed.commands.list()], "running process survived pause")
+    before = resumed.commands.run("stat -c %Y /tmp/alive").stdout
+    time.sleep(2)
+    check(resumed.commands.run("stat -c %Y /tmp/alive").stdout != before, "process runs again after resume")
+    step("pause then connect: memory and running process intact")
+    return resumed
+
+
+def timeout_and_snapshot(sb):
+    snap = sb.create_snapshot()
+    from_snap = Sandbox.create(snap.snapshot_id, timeout=CREATE_TIMEOUT)
+    check(from_snap.files.read("/home/user/shared.txt") == "parent2", "create from snapshot")
+    from_snap.kill()
+    short = Sandbox.create(TEMPLATE, timeout=CREATE_TIMEOUT)
+    short.set_timeout(5)
+    deadline = time.time() + 30
+    while time.time() < deadline and short.is_running():
+        time.sleep(1)
+    check(not short.is_running(), "sandbox still running after its 5 s timeout")
+    step("create_snapshot then create from it; set_timeout(5) ends the sandbox")
+
+
+def listing(tag):
+    found = Sandbox.list(query=SandboxQuery(metadata={"suite": tag})).next_items()
+    check(len(found) == 1 and found[0].metadata.get("suite") == tag, f"list by metadata: {found}")
+    check(Sandbox.list(query=SandboxQuery(metadata={"suite": "no-such"})).next_items() == [], "metadata filter")
+    step("Sandbox.list with a metadata filter")
+
+
+def guest_port(sb):
+    sb.commands.run("mkdir -p /tmp/www && echo served-from-guest > /tmp/www/index.html")
+    sb.commands.run("cd /tmp/www && python3 -m http.server 8000", background=True)
+    host = sb.get_host(8000)
+    address = os.environ["E2B_SANDBOX_URL"].split("://", 1)[1]
+    deadline = time.time() + 60
+    body = b""
+    while time.time() < deadline:
+        conn = http.client.HTTPConnection(address, timeout=10)
+        try:
+            conn.request("GET", "/index.html", headers={"Host": host})
+            response = conn.getresponse()
+            body = response.read()
+            if response.status == 200:
+                break
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        time.sleep(1)
+    check(body == b"served-from-guest\n", f"get_host({host}) returned {body!r}")
+    step(f"get_host(8000) = {host} reaches the guest's HTTP server")
+
+
+def errors():
+    try:
+        Sandbox.create(TEMPLATE, api_key="e2b_wrong")
+        raise AssertionError("a wrong key did not raise")
+    except e2b.AuthenticationException:
+        pass
+    try:
+        Sandbox.connect("0123456789ab")
+        raise AssertionError("an unknown sandbox did not raise")
+    except e2b.NotFoundException:
+        pass
+    try:
+        Sandbox.get_info("0123456789ab")
+        raise AssertionError("get_info of an unknown sandbox did not raise")
+    except e2b.NotFoundException:
+        pass
+    step("wrong API key: AuthenticationException; unknown sandbox: NotFoundException")
+
+
+def run_sync():
+    tag = f"run-{os.getpid()}"
+    errors()
+    sb = Sandbox.create(TEMPLATE, timeout=CREATE_TIMEOUT, envs={"FROM_CREATE": "create"}, metadata={"suite": tag})
+    try:
+        step(f"create from {TEMPLATE}: {sb.sandbox_id}")
+        commands(sb)
+        background(sb)
+        files(sb)
+        listing(tag)
+        guest_port(sb)
+        fork_isolation(sb)
+        sb = pause_resume(sb)
+        timeout_and_snapshot(sb)
+    finally:
+        sb.kill()
+    check(not Sandbox.connect is None and not sb.is_running(), "killed sandbox still running")
+    step("kill")
+
+
+async def run_async():
+    sb = await AsyncSandbox.create(TEMPLATE, timeout=CREATE_TIMEOUT)
+    try:
+        r = await sb.commands.run("echo async; echo $((6*7))")
+        check(r.stdout == "async\n42\n", f"async run: {r.stdout!r}")
+        lines = []
+        await sb.commands.run("for i in 1 2 3; do echo n$i; done", on_stdout=lambda l: lines.append(l))
+        check("".join(lines) == "n1\nn2\nn3\n", f"async stream {lines}")
+        await sb.files.write("/home/user/async.txt", "from async")
+        check(await sb.files.read("/home/user/async.txt") == "from async", "async files")
+        check([e.name for e in await sb.files.list("/home/user") if e.name == "async.txt"] == ["async.txt"], "async list")
+    finally:
+        await sb.kill()
+    check(not await sb.is_running(), "async kill")
+    step("AsyncSandbox: create, run, stream, files, kill")
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1] if len(sys.argv) > 1 else "sync"
+    print(f"e2b {e2b.__version__ if hasattr(e2b, '__version__') else ''} mode={mode} http={os.environ.get('E2B_HTTP_VERSION', 'default')}", flush=True)
+    if mode == "async":
+        asyncio.run(run_async())
+    else:
+        run_sync()
+    print("all scenarios passed", flush=True)

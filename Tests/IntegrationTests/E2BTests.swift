@@ -1,0 +1,52 @@
+import CladeStore
+import Foundation
+import Testing
+
+/// E2B's own Python SDK (`e2b` from PyPI, pinned in scripts/python-clients.sh), unmodified,
+/// against `clade serve --e2b-listen`: the scenarios in Tests/E2BScenarios/scenarios.py, with
+/// the SDK's default HTTP version and with `E2B_HTTP_VERSION=1.1`, and AsyncSandbox.
+@Suite(.serialized) struct E2BTests {
+    static let cli = CLIHarness(home: CLIHarness.privateHome("e2b"))
+
+    /// The daemon with the E2B listener, its port and API key.
+    func startDaemon() throws -> (DaemonProcess, port: Int, key: String) {
+        let key = "e2b_test_\(UUID().uuidString.prefix(8).lowercased())"
+        let keyFile = Self.cli.home.appendingPathComponent("e2b-keys")
+        try "# test keys\n\(key)\n".write(to: keyFile, atomically: true, encoding: .utf8)
+        let daemon = DaemonProcess(home: Self.cli.home)
+        let port = Int.random(in: 40001...50000)
+        daemon.extraArguments = ["--e2b-listen", "127.0.0.1:\(port)", "--e2b-api-key-file", keyFile.path]
+        try daemon.start()
+        return (daemon, port, key)
+    }
+
+    func scenarios(_ mode: String, port: Int, key: String, httpVersion: String? = nil) throws -> ExternalCommand.Output {
+        let python = CLIHarness.packageRoot.appendingPathComponent(".build/e2bclient/bin/python")
+        try #require(FileManager.default.isExecutableFile(atPath: python.path), "the e2b SDK is not installed: run scripts/python-clients.sh (scripts/test.sh does)")
+        let script = CLIHarness.packageRoot.appendingPathComponent("Tests/E2BScenarios/scenarios.py")
+        var environment = [
+            "E2B_API_URL": "http://127.0.0.1:\(port)", "E2B_SANDBOX_URL": "http://127.0.0.1:\(port)", "E2B_API_KEY": key,
+            "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+        ]
+        if let httpVersion { environment["E2B_HTTP_VERSION"] = httpVersion }
+        // A bound on a hung run, not a speed target.
+        return try ExternalCommand("timeout", ["1800", python.path, script.path, mode], environment: environment).run()
+    }
+
+    @Test func theE2BSDKDrivesCladeThroughEveryScenario() throws {
+        let initialized = try Self.cli.run(["e2b", "init"], timeout: 1200)
+        try #require(initialized.status == 0, "clade e2b init: \(initialized.stderr)")
+        let (daemon, port, key) = try startDaemon()
+        defer { daemon.stop() }
+        for version: String? in [nil, "1.1"] {
+            let run = try scenarios("sync", port: port, key: key, httpVersion: version)
+            #expect(run.status == 0 && run.stdout.hasSuffix("all scenarios passed\n"), "E2B scenarios (HTTP \(version ?? "default")):\n\(run.stdout)\n\(run.stderr)")
+        }
+        let async = try scenarios("async", port: port, key: key)
+        #expect(async.status == 0 && async.stdout.hasSuffix("all scenarios passed\n"), "AsyncSandbox scenarios:\n\(async.stdout)\n\(async.stderr)")
+        // Every sandbox the scenarios started is gone, and fork snapshots with them.
+        let listed = try Self.cli.run(["ls", "--json"])
+        let sandboxes = try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]] ?? []
+        #expect(sandboxes.isEmpty, "sandboxes left running: \(listed.stdout)")
+    }
+}
