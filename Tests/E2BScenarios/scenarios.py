@@ -144,6 +144,13 @@ def fork_isolation(sb):
     pair = sb.fork(count=2, timeout=CREATE_TIMEOUT)
     check(len(pair) == 2 and len({p.sandbox_id for p in pair}) == 2, f"fork(count=2): {pair}")
     pair[0].commands.run("echo first > /home/user/mine")
+    tag = sb.get_info().metadata["suite"]
+    pages = Sandbox.list(query=SandboxQuery(metadata={"suite": tag}), limit=2)
+    first = pages.next_items()
+    check(len(first) == 2 and pages.has_next, f"first page: {first}")
+    rest = pages.next_items()
+    check(len(rest) == 2 and not pages.has_next, f"second page: {rest}")
+    check(len({s.sandbox_id for s in first + rest}) == 4, "pages overlap")
     check(not pair[1].files.exists("/home/user/mine") and not sb.files.exists("/home/user/mine"), "sibling isolation")
     for s in [child, *pair]:
         s.kill()
@@ -211,6 +218,39 @@ def guest_port(sb):
     step(f"get_host(8000) = {host} reaches the guest's HTTP server")
 
 
+def raw(method, path, headers, body=None):
+    """One request to the daemon's E2B listener without the SDK (routing and auth checks)."""
+    address = os.environ["E2B_SANDBOX_URL"].split("://", 1)[1]
+    conn = http.client.HTTPConnection(address, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def routing(sb):
+    token = sb._envd_access_token
+    check(token, "the sandbox has no envd access token")
+    host = f"49983-{sb.sandbox_id}.localhost"
+    status, _ = raw("GET", "/health", {"Host": host})
+    check(status == 204, f"envd health by host: {status}")
+    stat = b'{"path": "/home/user"}'
+    json_headers = {"Content-Type": "application/json", "Connect-Protocol-Version": "1"}
+    status, body = raw("POST", "/filesystem.Filesystem/Stat", {**json_headers, "Host": host, "X-Access-Token": token}, stat)
+    check(status == 200 and b"FILE_TYPE_DIRECTORY" in body, f"Stat by host: {status} {body!r}")
+    status, body = raw("POST", "/filesystem.Filesystem/Stat", {**json_headers, "E2b-Sandbox-Id": sb.sandbox_id}, stat)
+    check(status == 401 and b"unauthenticated" in body, f"a secure sandbox without its token: {status} {body!r}")
+    status, body = raw("POST", "/filesystem.Filesystem/Stat", {**json_headers, "E2b-Sandbox-Id": "0123456789ab", "X-Access-Token": token}, stat)
+    check(status == 502 and b"was not found" in body, f"envd of an unknown sandbox: {status} {body!r}")
+    status, body = raw("GET", "/sandboxes", {"X-API-Key": os.environ["E2B_API_KEY"]})
+    check(status == 200 and sb.sandbox_id.encode() in body, f"v1 list: {status}")
+    status, body = raw("GET", f"/sandboxes/{sb.sandbox_id}/metrics", {"X-API-Key": os.environ["E2B_API_KEY"]})
+    check(status == 200 and b"memTotal" in body, f"metrics: {status} {body!r}")
+    step("envd by 49983-<id> host, access token required, v1 list, metrics")
+
+
 def errors():
     try:
         Sandbox.create(TEMPLATE, api_key="e2b_wrong")
@@ -239,6 +279,7 @@ def run_sync():
         commands(sb)
         background(sb)
         files(sb)
+        routing(sb)
         listing(tag)
         guest_port(sb)
         fork_isolation(sb)
