@@ -16,17 +16,7 @@ enum NDJSONStream {
         onError: @escaping @Sendable (Error) -> ByteBuffer?
     ) -> Response {
         let (stream, continuation) = AsyncThrowingStream<ByteBuffer, Error>.makeStream(bufferingPolicy: .bufferingOldest(bufferedLines))
-        let emit: @Sendable (ByteBuffer) async throws -> Void = { buffer in
-            while true {
-                switch continuation.yield(buffer) {
-                case .enqueued: return
-                case .terminated: throw CancellationError()
-                case .dropped:
-                    try await Task.sleep(nanoseconds: 2_000_000)
-                @unknown default: return
-                }
-            }
-        }
+        let emit: @Sendable (ByteBuffer) async throws -> Void = { buffer in try await continuation.yieldWaiting(buffer) }
         let task = Task {
             do {
                 try await produce(emit)

@@ -121,16 +121,7 @@ enum ConnectRPC {
         _ produce: @escaping @Sendable (_ send: @escaping @Sendable ([String: Any]) async throws -> Void) async throws -> Void
     ) -> Response {
         let (stream, continuation) = AsyncThrowingStream<ByteBuffer, Error>.makeStream(bufferingPolicy: .bufferingOldest(64))
-        let send: @Sendable (ByteBuffer) async throws -> Void = { buffer in
-            while true {
-                switch continuation.yield(buffer) {
-                case .enqueued: return
-                case .terminated: throw CancellationError()
-                case .dropped: try await Task.sleep(nanoseconds: 2_000_000)
-                @unknown default: return
-                }
-            }
-        }
+        let send: @Sendable (ByteBuffer) async throws -> Void = { buffer in try await continuation.yieldWaiting(buffer) }
         let sendMessage: @Sendable ([String: Any]) async throws -> Void = { message in try await send(envelope(message)) }
         let task = Task {
             let outcome: ConnectError? = await withTaskGroup(of: ConnectError??.self) { group in

@@ -36,16 +36,7 @@ extension E2BService {
         let (stream, continuation) = AsyncThrowingStream<ByteBuffer, Error>.makeStream(bufferingPolicy: .bufferingOldest(8))
         let task = Task {
             do {
-                _ = try await agent.download(path) { data in
-                    while true {
-                        switch continuation.yield(ByteBuffer(bytes: data)) {
-                        case .enqueued: return
-                        case .terminated: throw CancellationError()
-                        case .dropped: try await Task.sleep(nanoseconds: 2_000_000)
-                        @unknown default: return
-                        }
-                    }
-                }
+                _ = try await agent.download(path) { data in try await continuation.yieldWaiting(ByteBuffer(bytes: data)) }
                 continuation.finish()
             } catch {
                 continuation.finish(throwing: error)
@@ -119,8 +110,7 @@ extension E2BService {
         } catch {
             throw E2BError(APIError.from(error).status.code == 404 ? 404 : 400, "cannot write \(path): \(error)")
         }
-        let owner = user ?? states.get(sandbox).map { _ in "user" } ?? "root"
-        if owner != "root" {
+        if let owner = await owner(user, sandbox: sandbox) {
             _ = try? await agent.run(ProcessSpec(args: ["chown", "\(owner):"] + [path] + created, user: "root")) { _ in }
         }
     }

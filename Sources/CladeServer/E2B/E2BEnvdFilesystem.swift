@@ -105,8 +105,16 @@ extension E2BService {
 
     /// Directories the SDK makes belong to the user it acts as (envd creates them as that user).
     func chown(_ path: String, agent: AgentClient, sandbox: String, user: String?) async throws {
-        guard let user = user ?? states.get(sandbox).flatMap({ _ in "user" }), user != "root" else { return }
-        _ = try? await agent.run(ProcessSpec(args: ["chown", "\(user):", path], user: "root")) { _ in }
+        guard let owner = await owner(user, sandbox: sandbox) else { return }
+        _ = try? await agent.run(ProcessSpec(args: ["chown", "\(owner):", path], user: "root")) { _ in }
+    }
+
+    /// Who files made for a request belong to: the user it names, else the image's user; nil for root.
+    func owner(_ user: String?, sandbox: String) async -> String? {
+        var owner = user
+        if owner == nil { owner = (try? await engine.sandboxes.get(id: sandbox))?.imageConfig?.user }
+        guard let owner, !owner.isEmpty, owner != "root", owner != "0" else { return nil }
+        return owner
     }
 
     /// An `EntryInfo` message.
