@@ -316,3 +316,8 @@ if __name__ == "__main__":
     else:
         run_sync()
     print("all scenarios passed", flush=True)
+    sys.stderr.flush()
+    # The verdict is in. Skip the interpreter's teardown: the SDK's native HTTP transport
+    # (pyqwest) has been seen to end a passing run with a non-zero status while its pools were
+    # torn down at exit (CI, once, nothing on stderr); that is not what these scenarios test.
+    os._exit(0)

@@ -40,10 +40,10 @@ import Testing
         defer { daemon.stop() }
         for version: String? in [nil, "1.1"] {
             let run = try scenarios("sync", port: port, key: key, httpVersion: version)
-            #expect(run.status == 0 && run.stdout.hasSuffix("all scenarios passed\n"), "E2B scenarios (HTTP \(version ?? "default")):\n\(run.stdout)\n\(run.stderr)")
+            #expect(run.status == 0 && run.stdout.hasSuffix("all scenarios passed\n"), "E2B scenarios (HTTP \(version ?? "default")), status \(run.status):\n\(run.stdout)\n\(run.stderr)")
         }
         let async = try scenarios("async", port: port, key: key)
-        #expect(async.status == 0 && async.stdout.hasSuffix("all scenarios passed\n"), "AsyncSandbox scenarios:\n\(async.stdout)\n\(async.stderr)")
+        #expect(async.status == 0 && async.stdout.hasSuffix("all scenarios passed\n"), "AsyncSandbox scenarios, status \(async.status):\n\(async.stdout)\n\(async.stderr)")
         // Every sandbox the scenarios started is gone, and fork snapshots with them.
         let listed = try Self.cli.run(["ls", "--json"])
         let sandboxes = try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]] ?? []
