@@ -57,9 +57,11 @@ extension Engine {
     /// Stops the process if it is still ours, then removes the sandbox directory.
     package func destroy(id: String, pid: Int32?) async {
         let paths = sandboxCatalog.paths(id)
+        let confinement = (try? sandboxCatalog.get(id))?.confinement
         if let pid {
             await machine(id, pid: pid).stop()
         }
+        releaseConfinement(confinement, sandbox: id)
         do {
             try FileSystem.remove(paths.directory)
         } catch {

@@ -57,6 +57,7 @@ extension Engine {
     ) throws -> SnapshotMetadata {
         let memory = staging.appendingPathComponent("memory")
         let deviceState = staging.appendingPathComponent("devices.state")
+        try reclaimOwnership(of: staging)
         for file in [memory, deviceState] where chmod(file.path, 0o444) != 0 {
             throw StoreError.systemCall("chmod", path: file.path, errno: errno)
         }
@@ -81,8 +82,19 @@ extension Engine {
             parent: parent, agentProtocolVersion: agentProtocolVersion, branchedFrom: branchedFrom)
         var withConfig = metadata
         withConfig.imageConfig = record.imageConfig
+        withConfig.network = record.network
         try JSONFiles.write(withConfig, to: staging.appendingPathComponent(SnapshotMetadata.fileName))
         return withConfig
+    }
+
+    /// A confined VMM wrote some of these files as its sandbox's uid; a snapshot's files belong to
+    /// clade, so that no sandbox uid (which a later sandbox may reuse) can change them.
+    func reclaimOwnership(of staging: URL) throws {
+        guard geteuid() == 0 else { return }
+        for name in try FileManager.default.contentsOfDirectory(atPath: staging.path) {
+            let path = staging.appendingPathComponent(name).path
+            guard chown(path, geteuid(), getegid()) == 0 else { throw StoreError.systemCall("chown", path: path, errno: errno) }
+        }
     }
 
     /// Makes a complete staging directory visible as snapshot `tag`, atomically.

@@ -30,6 +30,11 @@ extension EngineCapability {
     func beginOperation(_ kind: OperationKind, subject: String, paths: [URL] = []) throws -> OperationJournal.Entry {
         try engine.beginOperation(kind, subject: subject, paths: paths)
     }
+    func confine(_ record: inout SandboxRecord, policy: NetworkPolicy, limits: LimitRequest? = nil) throws -> MachineConfinement {
+        try engine.confine(&record, policy: policy, limits: limits)
+    }
+    func releaseConfinement(_ confinement: SandboxConfinement?, sandbox id: String) { engine.releaseConfinement(confinement, sandbox: id) }
+    func reapplyConfinement(_ record: SandboxRecord) { engine.reapplyConfinement(record) }
     func setupInProgress(_ id: String) -> Bool { engine.setupInProgress(id) }
     func recordedPid(_ id: String) -> Int32? { engine.recordedPid(id) }
     func accelerator() async throws -> AcceleratorChoice { try await engine.accelerator() }

@@ -60,13 +60,15 @@ public struct Forks: EngineCapability {
     /// up and reported; the others keep running.
     /// With `lifetime`, every child gets that end time (see `Lifetimes`).
     public func fork(
-        tag: String, count: Int, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder, lifetime: Lifetime? = nil
+        tag: String, count: Int, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder, lifetime: Lifetime? = nil,
+        network: NetworkPolicy? = nil, limits: LimitRequest? = nil
     ) async throws -> [ForkOutcome] {
         guard (1...Self.maxForkCount).contains(count) else {
             throw EngineError.badInput("-n must be between 1 and \(Self.maxForkCount) (got \(count))")
         }
         try lifetime?.validate()
         let metadata = try snapshotCatalog.require(tag)
+        _ = try limits?.resolve(guestMemoryMiB: metadata.machine.memoryMiB)
         try preflight(metadata)
         if metadata.machine.accelerator == Accelerator.kvm.rawValue, try await accelerator().accelerator != .kvm {
             throw EngineError.unsupported("snapshot '\(tag)' was taken under KVM, which does not work on this host (see `clade doctor`)")
@@ -82,7 +84,7 @@ public struct Forks: EngineCapability {
                     let start = Date()
                     do {
                         let (record, method) = try await self.startChild(
-                            of: metadata, id: id, port: nil, mac: nil, memoryOrder: memoryOrder, lifetime: lifetime)
+                            of: metadata, id: id, port: nil, mac: nil, memoryOrder: memoryOrder, lifetime: lifetime, network: network, limits: limits)
                         return ForkOutcome(record: record, error: nil, milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: method)
                     } catch {
                         return ForkOutcome(record: nil, error: "\(error)", milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: nil)
@@ -102,7 +104,7 @@ public struct Forks: EngineCapability {
     /// mapped `share=off`, then a fresh identity pushed to the agent.
     package func startChild(
         of metadata: SnapshotMetadata, id: String, port: Int?, mac: String?, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder,
-        lifetime: Lifetime? = nil
+        lifetime: Lifetime? = nil, network: NetworkPolicy? = nil, limits: LimitRequest? = nil
     ) async throws -> (SandboxRecord, MaterializeMethod) {
         let directory = snapshotCatalog.directory(metadata.tag)
         let paths = sandboxCatalog.paths(id)
@@ -136,6 +138,8 @@ public struct Forks: EngineCapability {
             record.layerCount = metadata.diskLayers.count
             record.activeDisk = paths.disk.lastPathComponent
             mark("files")
+            // A fork keeps its snapshot's policy unless the request names another.
+            let confinement = try confine(&record, policy: network ?? metadata.network ?? .standard, limits: limits)
             try sandboxCatalog.put(record)
             let mac = record.mac
             let stateKind: SavedStateKind = metadata.deviceState.format == SnapshotMetadata.DeviceState.devicesFormat ? .devicesOnly : .memoryInSharedFile
@@ -147,6 +151,7 @@ public struct Forks: EngineCapability {
                     commandLine: metadata.machine.kernelCommandLine, paths: paths, port: agentPort, mac: mac)
                 spec.restoring = true
                 spec.restoredStateKind = stateKind
+                spec.confinement = confinement
                 guard backend.deviceLayout(for: spec) == metadata.machine.devices else {
                     throw EngineError.unsupported("snapshot '\(metadata.tag)' was taken with devices \(metadata.machine.devices), which this clade does not build; use the clade version that made it")
                 }

@@ -87,12 +87,14 @@ public struct Recovery: EngineCapability {
     /// false when the machine does not answer within 3 s.
     public func adopt(id: String) async -> Bool {
         let paths = sandboxCatalog.paths(id)
-        let machine = machine(id, pid: (try? sandboxCatalog.get(id))??.pid)
+        let record = (try? sandboxCatalog.get(id)) ?? nil
+        let machine = machine(id, pid: record?.pid)
         let status = await machine.status(timeout: 3)
         guard status != .unreachable else {
             logger.warning("a running sandbox's VM does not answer its control channel", metadata: ["id": "\(id)"])
             return false
         }
+        if let record { reapplyConfinement(record) }
         if status == .paused, let lock = try? FileLock.attempt(home: home, .sandbox(id)) {
             defer { lock.unlock() }
             logger.warning("continuing a sandbox found paused with no operation on it", metadata: ["id": "\(id)"])

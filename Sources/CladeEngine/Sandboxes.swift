@@ -17,6 +17,10 @@ public struct BootOptions: Sendable {
     public var readyTimeout: Double
     /// An end time for the sandbox (see `Lifetimes`); nil: it lives until killed.
     public var lifetime: Lifetime?
+    /// What the guest may reach; nil: ``NetworkPolicy/standard`` (anything but the host).
+    public var network: NetworkPolicy?
+    /// Host CPU, memory and process limits beyond the defaults (see ``SandboxLimits``).
+    public var limits: LimitRequest?
 
     public init(image: String = "default", memoryMiB: Int = 256, cpus: Int = 1, readyTimeout: Double = 90) {
         self.image = image
@@ -80,11 +84,15 @@ public struct Sandboxes: EngineCapability {
             var commandLine = "console=ttyS0 quiet panic=-1 init_on_free=1 clade.hostname=\(id)"
             if choice.accelerator == .tcg, let khz = HostInfo.tscKHz() { commandLine += " tsc_early_khz=\(khz)" }
             record.kernelCommandLine = commandLine
+            let confinement = try confine(&record, policy: options.network ?? .standard, limits: options.limits)
+            try sandboxCatalog.put(record)
             let mac = record.mac
             let launched = try await launchWithAgentPort(nil) { port in
-                machineSpec(
+                var spec = machineSpec(
                     memoryMiB: options.memoryMiB, cpus: options.cpus, accelerator: choice.accelerator, kernel: files.kernel,
                     initrd: files.initrd, commandLine: commandLine, paths: paths, port: port, mac: mac)
+                spec.confinement = confinement
+                return spec
             }
             record.pid = launched.machine.pid
             record.agentPort = launched.port
@@ -177,7 +185,10 @@ public struct Sandboxes: EngineCapability {
                         continue
                     }
                     record.state = .dead
-                    logger.warning("sandbox's VM is gone; cleaning up", metadata: ["id": "\(id)"])
+                    if record.confinement?.controlGroups != nil, engine.controlGroups.wasOutOfMemory(sandbox: id) {
+                        record.deathCause = "the kernel killed its VM for passing its host memory limit of \(record.limits?.memoryMiB ?? 0) MiB"
+                    }
+                    logger.warning("sandbox's VM is gone; cleaning up", metadata: ["id": "\(id)", "cause": "\(record.deathCause ?? "unknown")"])
                     await destroy(id: id, pid: pid)
                 }
                 result.append(record)

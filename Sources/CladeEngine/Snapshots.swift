@@ -100,12 +100,14 @@ public struct Snapshots: EngineCapability {
                 in: staging, tag: tag, of: record, boot: boot, layerCount: 1,
                 deviceStateFormat: SnapshotMetadata.DeviceState.migrationFormat, parent: nil)
             try publishStagedSnapshot(staging, as: tag)
+            releaseConfinement(record.confinement, sandbox: id)
             try FileSystem.remove(paths.directory)
             try sandboxCatalog.forget(id)
             logger.info("snapshot taken", metadata: ["tag": "\(tag)", "pause_ms": "\(Int(pauseMilliseconds))", "device_state_bytes": "\(metadata.deviceState.size)"])
             if keepRunning {
                 progress("resuming \(id) as a fork of \(tag)")
-                _ = try await engine.forks.startChild(of: metadata, id: id, port: record.agentPort, mac: record.mac)
+                _ = try await engine.forks.startChild(of: metadata, id: id, port: record.agentPort, mac: record.mac, network: record.network,
+                    limits: record.limits.map { LimitRequest(cpuCores: $0.cpuCores, memoryMiB: $0.memoryMiB, processes: $0.processes) })
             }
             return metadata
         } catch {

@@ -113,6 +113,7 @@ public struct Standby: EngineCapability {
         spec.rootDisk = paths.directory.appendingPathComponent(record.activeDisk ?? paths.disk.lastPathComponent)
         spec.restoreIntoSharedMemory = !forked
         do {
+            spec.confinement = try confine(&record, policy: record.network ?? .standard)
             // On failure the backend stops the machine it launched.
             record.pid = try await backend.restore(spec, from: paths.standbyState, kind: forked ? .devicesOnly : .memoryInSharedFile).pid
             record.state = .running

@@ -87,6 +87,10 @@ public enum ModelError: Error, CustomStringConvertible, Sendable {
     case corrupt(path: String, reason: String)
     /// The SQLite catalog could not be opened, read or written.
     case catalog(path: String, reason: String)
+    /// A network policy (`--network`, the API's `network`) that does not parse.
+    case invalidNetworkPolicy(String, reason: String)
+    /// A resource limit out of range.
+    case invalidLimit(String)
 
     public var description: String {
         switch self {
@@ -100,6 +104,10 @@ public enum ModelError: Error, CustomStringConvertible, Sendable {
             return "\(path) cannot be read: \(reason)"
         case .catalog(let path, let reason):
             return "the catalog \(path) failed: \(reason); if the disk is full free space and retry, if the file is damaged move it aside (clade rebuilds it from the store's directories on the next start)"
+        case .invalidNetworkPolicy(let text, let reason):
+            return "'\(text)' is not a network policy: \(reason)"
+        case .invalidLimit(let message):
+            return message
         }
     }
 }
@@ -111,6 +119,7 @@ extension ModelError: CategorizedError {
         case .alreadyExists: return .conflict
         case .corrupt, .catalog: return .damaged
         case .newerFormat: return .unsupported
+        case .invalidNetworkPolicy, .invalidLimit: return .badInput
         }
     }
 }

@@ -76,6 +76,14 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
     public var onTimeout: TimeoutAction?
     /// Guest ports published on the host (`clade port`); re-applied when the sandbox resumes.
     public var publishedPorts: [PublishedPort]?
+    /// What the guest may reach (nil: recorded before policies existed, treated as ``NetworkPolicy/standard``).
+    public var network: NetworkPolicy?
+    /// How its hypervisor process is confined: the uid it runs as, its seccomp filter, its limits.
+    public var confinement: SandboxConfinement?
+    /// What the VMM may take of the host (nil: recorded before limits existed, or not enforced).
+    public var limits: SandboxLimits?
+    /// Why a `dead` sandbox died, when clade knows (e.g. its memory limit).
+    public var deathCause: String?
 
     public init(
         id: String, image: String, state: SandboxState, pid: Int32?, agentPort: Int, mac: String,
@@ -105,6 +113,8 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
         case expiresAt = "expires_at"
         case onTimeout = "on_timeout"
         case publishedPorts = "published_ports"
+        case network, confinement, limits
+        case deathCause = "death_cause"
         case agentPort = "agent_port"
         case memoryMiB = "memory_mib"
         case createdAt = "created_at"

@@ -135,6 +135,8 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
     /// How processes run in it (the image's user, environment, working directory), carried to
     /// every fork and in packs; nil for snapshots of images without a config.
     public var imageConfig: ImageConfig?
+    /// The network policy forks get unless they ask for another; nil: ``NetworkPolicy/standard``.
+    public var network: NetworkPolicy?
 
     enum CodingKeys: String, CodingKey {
         case tag, id, hypervisor, machine, image, kernel, initrd, rootfs, memory, parent
@@ -145,6 +147,7 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         case agentProtocolVersion = "agent_protocol_version"
         case branchedFrom = "branched_from"
         case imageConfig = "image_config"
+        case network
     }
 
     public init(
@@ -194,6 +197,7 @@ public struct SnapshotMetadata: Codable, Sendable, Equatable {
         agentProtocolVersion = try container.decodeIfPresent(Int.self, forKey: .agentProtocolVersion) ?? 1
         branchedFrom = try container.decodeIfPresent(String.self, forKey: .branchedFrom)
         imageConfig = try container.decodeIfPresent(ImageConfig.self, forKey: .imageConfig)
+        network = try container.decodeIfPresent(NetworkPolicy.self, forKey: .network)
     }
 }
 

@@ -30,7 +30,8 @@ public enum QEMUCommandLine {
             "-no-reboot",
             "-drive", "id=root,file=\(spec.rootDisk.path),format=qcow2,if=none,discard=unmap",
             "-device", "virtio-blk-device,drive=root",
-            "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:\(spec.agentPort)-:\(MachineSpec.guestAgentPort)",
+            "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:\(spec.agentPort)-:\(MachineSpec.guestAgentPort)"
+                + (spec.confinement.noOutboundNetwork ? ",restrict=on" : ""),
             "-device", "virtio-net-device,netdev=net0,mac=\(spec.mac)",
             "-device", "virtio-serial-device",
             "-chardev", "socket,id=agent,path=\(files.agentSocket.path),server=on,wait=off",
@@ -39,11 +40,25 @@ public enum QEMUCommandLine {
             "-qmp", "unix:\(files.qmpSocket.path),server=on,wait=off",
             "-pidfile", files.pidFile.path,
         ]
+        arguments += confinementArguments(spec.confinement)
         if spec.restoring { arguments += ["-S", "-incoming", "defer"] }
         // A device-only save carries no configuration section, so QEMU must not expect one.
         if spec.restoring, spec.restoredStateKind == .devicesOnly { arguments += ["-global", "migration.send-configuration=off"] }
         arguments += extra
         if daemonize { arguments.append("-daemonize") }
+        return arguments
+    }
+
+    /// The seccomp filter denies obsolete system calls and resource control (priorities,
+    /// affinity). Not denied: `spawn`, since `-daemonize` forks after the filter is installed and
+    /// state moves through `exec:`; `elevateprivileges`, since `-runas` calls setuid after it is
+    /// installed (the filter sets no-new-privileges, so a set-uid program gains nothing anyway).
+    static let seccompFilter = "on,obsolete=deny,resourcecontrol=deny"
+
+    static func confinementArguments(_ confinement: MachineConfinement) -> [String] {
+        var arguments: [String] = []
+        if confinement.syscallFilter { arguments += ["-sandbox", seccompFilter] }
+        if let identity = confinement.identity { arguments += ["-runas", "\(identity.uid):\(identity.gid)"] }
         return arguments
     }
 

@@ -47,6 +47,7 @@ public struct QEMUDriver: VMBackend {
             throw VMMError.socketPathTooLong(socket.path)
         }
         for stale in [files.qmpSocket, files.agentSocket, files.pidFile] { try? FileSystem.remove(stale) }
+        try handOver(spec)
         let arguments = QEMUCommandLine.arguments(for: spec, extra: extraArguments)
         logger.debug("starting qemu", metadata: ["vm": "\(spec.name)", "accel": "\(spec.accelerator.rawValue)"])
         let status = try DetachedLauncher.run(qemu, arguments: arguments, log: files.launchLog)
@@ -59,7 +60,30 @@ public struct QEMUDriver: VMBackend {
         guard let pid = ProcessControl.readPidFile(files.pidFile) else {
             throw VMMError.launchFailed(backend: name, reason: "QEMU exited without writing its pid file \(files.pidFile.path)")
         }
-        return QEMUMachine(files: files, pid: pid, logger: logger)
+        let machine = QEMUMachine(files: files, pid: pid, logger: logger)
+        if let group = spec.confinement.controlGroup {
+            do {
+                try group.groups.confine(pid: pid, sandbox: group.name, limits: group.limits)
+            } catch {
+                await machine.stop()
+                group.groups.remove(sandbox: group.name)
+                throw error
+            }
+        }
+        return machine
+    }
+
+    /// QEMU opens its files as root, then drops to the sandbox's uid; it reopens the root disk
+    /// read-write when a restored guest continues, and maps a machine's own memory file shared:
+    /// those two belong to the sandbox. Snapshot files (read-only layers, a fork's private RAM
+    /// source) stay clade's.
+    private func handOver(_ spec: MachineSpec) throws {
+        guard geteuid() == 0, let identity = spec.confinement.identity else { return }
+        var files = [spec.rootDisk]
+        if !spec.restoring || spec.restoreIntoSharedMemory { files.append(spec.memoryFile) }
+        for file in files where FileManager.default.fileExists(atPath: file.path) {
+            guard chown(file.path, identity.uid, identity.gid) == 0 else { throw StoreError.systemCall("chown", path: file.path, errno: errno) }
+        }
     }
 
     public func attach(runtimeDirectory: URL, pid: Int32?) -> any VMHandle {

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CladeStore
 import CladeVMM
 import Foundation
@@ -42,6 +45,7 @@ public struct QEMUMachine: VMHandle {
     }
 
     public func saveState(to file: URL, kind: SavedStateKind) async throws {
+        try prepareWritable(file)
         switch kind {
         case .memoryInSharedFile:
             guard !file.path.contains("'") else { throw VMMError.stateTransferFailed(backend: backendName, reason: "the path \(file.path) contains a quote") }
@@ -79,6 +83,7 @@ public struct QEMUMachine: VMHandle {
     }
 
     public func freezeDisk(onto overlay: URL) async throws {
+        try prepareWritable(overlay)
         try await withQMP { client in
             _ = try await client.execute("blockdev-snapshot-sync", arguments: [
                 "device": .string("root"), "snapshot-file": .string(overlay.path), "format": .string("qcow2"),
@@ -119,6 +124,21 @@ public struct QEMUMachine: VMHandle {
     public func consoleTail(lines: Int) -> String {
         guard let text = try? String(contentsOf: files.console, encoding: .utf8) else { return "" }
         return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+
+    /// A confined QEMU runs as its sandbox's uid and opens files after start with that uid's
+    /// rights: give it the one file it is about to write (the caller takes ownership back before
+    /// the file becomes part of a snapshot).
+    func prepareWritable(_ file: URL) throws {
+        guard geteuid() == 0, let owner = ProcessControl.owner(of: pid), owner.uid != 0 else { return }
+        if !FileManager.default.fileExists(atPath: file.path) {
+            guard FileManager.default.createFile(atPath: file.path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                throw VMMError.stateTransferFailed(backend: backendName, reason: "cannot create \(file.path)")
+            }
+        }
+        guard chown(file.path, owner.uid, owner.gid) == 0 else {
+            throw StoreError.systemCall("chown", path: file.path, errno: errno)
+        }
     }
 
     static func waitForMigration(_ client: QMPClient, timeout: Double = 120) async throws {

@@ -47,7 +47,7 @@ public func withLineConnection<R: Sendable>(
     let channel = try await bootstrap.connect(to: address) { channel in
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(
-                ByteToMessageHandler(LineBasedFrameDecoder()))
+                ByteToMessageHandler(BoundedLineDecoder(peer: endpoint.description)))
             return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
         }
     }

@@ -34,6 +34,9 @@ public struct MachineSpec: Sendable {
     public var restoreIntoSharedMemory: Bool = false
     /// The kind of state the restore will load (it decides what the machine expects to receive).
     public var restoredStateKind: SavedStateKind = .memoryInSharedFile
+    /// How the hypervisor process is confined (none of it changes the device list, so a snapshot
+    /// restores under any confinement).
+    public var confinement = MachineConfinement.none
 
     public init(
         name: String, memoryMiB: Int, cpus: Int, accelerator: Accelerator, kernel: URL, initrd: URL,

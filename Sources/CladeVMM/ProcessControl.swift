@@ -30,6 +30,17 @@ public enum ProcessControl {
         if isAlive(pid, marker: marker) { kill(pid, SIGKILL) }
     }
 
+    /// The real uid and gid `pid` runs as, from `/proc/PID/status`.
+    public static func owner(of pid: Int32) -> (uid: UInt32, gid: UInt32)? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        func first(_ key: String) -> UInt32? {
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix(key + ":") }) else { return nil }
+            return line.split(whereSeparator: \.isWhitespace).dropFirst().first.flatMap { UInt32($0) }
+        }
+        guard let uid = first("Uid"), let gid = first("Gid") else { return nil }
+        return (uid, gid)
+    }
+
     /// Reads a pid file; nil when absent or unparsable.
     public static func readPidFile(_ url: URL) -> Int32? {
         guard let text = try? String(contentsOf: url, encoding: .utf8) else { return nil }

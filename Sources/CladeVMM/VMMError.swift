@@ -16,6 +16,8 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
     case unsupported(backend: String, operation: String)
     /// A disk layer operation failed.
     case diskFailed(operation: String, path: String, reason: String)
+    /// The host could not confine a machine (firewall rules, control groups, its uid).
+    case confinementFailed(what: String, reason: String, fix: String)
 
     public var description: String {
         switch self {
@@ -37,6 +39,8 @@ public enum VMMError: Error, CustomStringConvertible, Sendable {
             return "the \(backend) backend cannot \(operation); use a backend that can (see `clade doctor`)"
         case .diskFailed(let operation, let path, let reason):
             return "could not \(operation) \(path): \(reason)"
+        case .confinementFailed(let what, let reason, let fix):
+            return "could not \(what): \(reason); \(fix)"
         }
     }
 }
@@ -48,7 +52,7 @@ extension VMMError: CategorizedError {
         case .socketPathTooLong: return .badInput
         case .agentPortTaken: return .conflict
         case .launchFailed, .stateTransferFailed, .controlFailed: return .guestFailure
-        case .diskFailed: return .internal
+        case .diskFailed, .confinementFailed: return .internal
         }
     }
 }

@@ -9,8 +9,39 @@ struct MachineOptions: ParsableArguments {
     @Option(help: "Image to boot.") var image = "default"
     @Option(help: "Guest memory, MiB.") var memory = 256
     @Option(help: "Virtual CPUs.") var cpus = 1
+    @Option(help: "What the guest may reach: none, outbound (default: anything but the host) or allow:CIDR[:PORT],...")
+    var network: NetworkPolicy?
+    @OptionGroup var limits: LimitOptions
 
-    var boot: BootOptions { BootOptions(image: image, memoryMiB: memory, cpus: cpus) }
+    var boot: BootOptions {
+        var options = BootOptions(image: image, memoryMiB: memory, cpus: cpus)
+        options.network = network
+        options.limits = limits.request
+        return options
+    }
+}
+
+/// Host resource limits, for `boot`, `run`, `bake` and `fork`.
+struct LimitOptions: ParsableArguments {
+    @Option(help: "Host CPU time the VM may use, in cores (e.g. 0.5); default: unlimited.") var cpuQuota: Double?
+    @Option(help: "Host memory for the whole VM (guest RAM plus QEMU), MiB; default: guest RAM + \(SandboxLimits.vmmOverheadMiB).")
+    var hostMemory: Int?
+    @Option(help: "Processes and threads the VM's QEMU may have (default \(SandboxLimits.defaultProcesses)).") var pidsLimit: Int?
+
+    var request: LimitRequest? {
+        cpuQuota == nil && hostMemory == nil && pidsLimit == nil ? nil : LimitRequest(cpuCores: cpuQuota, memoryMiB: hostMemory, processes: pidsLimit)
+    }
+}
+
+extension NetworkPolicy: ExpressibleByArgument {
+    public init?(argument: String) {
+        do {
+            try self.init(parsing: argument)
+        } catch {
+            writeStandardError("clade: \(error)\n")
+            return nil
+        }
+    }
 }
 
 /// What `boot --json` and `ls --json` print for a sandbox.
@@ -26,6 +57,10 @@ struct SandboxView: Encodable {
     let createdAt: Date
     let expiresAt: Date?
     let onTimeout: String?
+    let network: String
+    let confinement: SandboxConfinement?
+    let limits: SandboxLimits?
+    let deathCause: String?
 
     init(_ record: SandboxRecord) {
         id = record.id
@@ -39,10 +74,15 @@ struct SandboxView: Encodable {
         createdAt = record.createdAt
         expiresAt = record.expiresAt
         onTimeout = record.onTimeout?.rawValue
+        network = (record.network ?? .standard).description
+        confinement = record.confinement
+        limits = record.limits
+        deathCause = record.deathCause
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, image, state, pid, cpus, accelerator
+        case id, image, state, pid, cpus, accelerator, network, confinement, limits
+        case deathCause = "death_cause"
         case agentEndpoint = "agent_endpoint"
         case memoryMiB = "memory_mib"
         case createdAt = "created_at"

@@ -128,12 +128,15 @@ struct Fork: AsyncParsableCommand {
     @Option(name: .short, help: "Number of children (1-\(Engine.maxForkCount)).") var n = 1
     @Option(help: "How each child gets the memory file: auto (hardlink first), reflink, copy.") var memoryPlacement = MemoryPlacement.auto
     @OptionGroup var lifetime: LifetimeOptions
+    @Option(help: "What the children may reach: none, outbound or allow:CIDR[:PORT],... (default: the snapshot's policy).")
+    var network: NetworkPolicy?
+    @OptionGroup var limits: LimitOptions
     @Flag(help: "Print one JSON object per child.") var json = false
     @Argument(help: "Snapshot tag.") var tag: String
 
     func run() async throws {
         let start = Date()
-        let outcomes = try await global.makeEngine().forks.fork(tag: tag, count: n, memoryOrder: memoryPlacement.order, lifetime: lifetime.lifetime)
+        let outcomes = try await global.makeEngine().forks.fork(tag: tag, count: n, memoryOrder: memoryPlacement.order, lifetime: lifetime.lifetime, network: network, limits: limits.request)
         let total = Date().timeIntervalSince(start) * 1000
         let views = outcomes.map { outcome in
             ForkView(

@@ -1,0 +1,114 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CladeModel
+import CladeStore
+import CladeVMM
+import Foundation
+
+/// The jail every sandbox's VMM starts in: a seccomp filter always; as root, a uid of its own and
+/// host firewall rules that keep the guest off the host and enforce its network policy.
+extension Engine {
+    var jailIdentities: JailIdentityPool { JailIdentityPool() }
+    var firewall: HostFirewall { HostFirewall(logger: logger) }
+    var controlGroups: ControlGroups { ControlGroups(hierarchy: ControlGroups.detect()) }
+
+    /// What confinement a new VM gets on this host and why (for `clade doctor`).
+    package func confinementPlan() -> (identity: Bool, firewall: Bool, reasons: [String]) {
+        var reasons: [String] = []
+        let root = geteuid() == 0
+        if !root { reasons.append("clade is not root: the VMM runs as your user and guests can reach the host's loopback (run clade as root for a per-sandbox uid and the host firewall)") }
+        let reachable = root ? unreachableAncestor(of: home.sandboxes) : nil
+        if let reachable { reasons.append("\(reachable) is not searchable by other users, so the VMM cannot drop to a uid of its own (chmod o+x it, or use a --home under /var/lib)") }
+        let firewall = root && HostFirewall.isAvailable
+        if root, !firewall { reasons.append("iptables/ip6tables not found: guests can reach the host's loopback (apt-get install iptables)") }
+        return (root && reachable == nil, firewall, reasons)
+    }
+
+    /// Confines the VM about to start for `record` under `policy`: claims (or re-claims) its uid,
+    /// installs its firewall rules, records the result in `record`, and returns the VMM's jail.
+    func confine(_ record: inout SandboxRecord, policy: NetworkPolicy, limits request: LimitRequest? = nil) throws -> MachineConfinement {
+        let plan = confinementPlan()
+        let groups = controlGroups
+        // A restart keeps what the sandbox had; a request replaces it; else the defaults.
+        let limits = try request.map { try $0.resolve(guestMemoryMiB: record.memoryMiB) }
+            ?? record.limits ?? SandboxLimits.defaults(guestMemoryMiB: record.memoryMiB)
+        if case .unavailable(let reason) = groups.hierarchy, request != nil {
+            throw EngineError.unsupported("resource limits need control groups, which this host does not give clade: \(reason) (see `clade doctor`)")
+        }
+        if policy.mode == .allow, !plan.firewall || !plan.identity {
+            throw EngineError.unsupported("the network policy '\(policy)' needs clade to run as root with iptables and a store other users can search: \(plan.reasons.joined(separator: "; "))")
+        }
+        var identity: JailIdentity?
+        if plan.identity {
+            let directory = sandboxCatalog.paths(record.id).directory
+            if let uid = record.confinement?.uid, let gid = record.confinement?.gid {
+                identity = JailIdentity(uid: uid, gid: gid)
+                jailIdentities.reclaim(JailIdentity(uid: uid, gid: gid), for: directory)
+            } else {
+                identity = try jailIdentities.claim(for: directory)
+            }
+        }
+        if let identity, plan.firewall {
+            do {
+                try firewall.apply(policy, uid: identity.uid)
+            } catch {
+                jailIdentities.release(identity)
+                throw error
+            }
+        }
+        record.network = policy
+        var enforced: String?
+        if case .unavailable = groups.hierarchy {
+            record.limits = nil
+        } else {
+            record.limits = limits
+            enforced = groups.hierarchy.name
+        }
+        record.confinement = SandboxConfinement(
+            uid: identity?.uid, gid: identity?.gid, seccomp: true, hostFirewall: identity != nil && plan.firewall, controlGroups: enforced)
+        var machine = MachineConfinement(identity: identity, syscallFilter: true, noOutboundNetwork: policy.mode == .none)
+        if enforced != nil { machine.controlGroup = (groups, record.id, limits) }
+        return machine
+    }
+
+    /// Restores what a host reboot of the firewall or `/run` may have lost for a running sandbox
+    /// (a restarted daemon calls this when it adopts one).
+    func reapplyConfinement(_ record: SandboxRecord) {
+        if record.confinement?.controlGroups != nil, let pid = record.pid, let limits = record.limits {
+            do {
+                try controlGroups.confine(pid: pid, sandbox: record.id, limits: limits)
+            } catch {
+                logger.error("cannot re-apply a sandbox's limits", metadata: ["id": "\(record.id)", "error": "\(error)"])
+            }
+        }
+        guard let uid = record.confinement?.uid, let gid = record.confinement?.gid else { return }
+        jailIdentities.reclaim(JailIdentity(uid: uid, gid: gid), for: sandboxCatalog.paths(record.id).directory)
+        guard record.confinement?.hostFirewall == true else { return }
+        do {
+            try firewall.apply(record.network ?? .standard, uid: uid)
+        } catch {
+            logger.error("cannot re-apply a sandbox's firewall rules", metadata: ["id": "\(record.id)", "error": "\(error)"])
+        }
+    }
+
+    /// Drops a sandbox's firewall rules, control group and uid claim (its VMM is gone).
+    func releaseConfinement(_ confinement: SandboxConfinement?, sandbox id: String) {
+        if confinement?.controlGroups != nil { controlGroups.remove(sandbox: id) }
+        guard let uid = confinement?.uid, let gid = confinement?.gid else { return }
+        if confinement?.hostFirewall == true { firewall.remove(uid: uid) }
+        jailIdentities.release(JailIdentity(uid: uid, gid: gid))
+    }
+
+    /// The first directory from the root down to `directory` that other users cannot search.
+    private func unreachableAncestor(of directory: URL) -> String? {
+        var path = ""
+        for component in directory.standardizedFileURL.pathComponents.dropFirst() {
+            path += "/" + component
+            var info = stat()
+            guard stat(path, &info) == 0 else { return nil }  // created later, with mode 0755
+            if info.st_mode & S_IXOTH == 0 { return path }
+        }
+        return nil
+    }
+}

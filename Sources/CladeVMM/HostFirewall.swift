@@ -1,0 +1,154 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CladeModel
+import CladeStore
+import Foundation
+import Logging
+
+/// Keeps guests off the host with the host's own packet filter (iptables, IPv4 and IPv6).
+///
+/// User-mode networking opens the guest's connections as ordinary sockets of the VMM process, so
+/// every packet a guest sends to the world leaves the host as the VMM's uid. Each sandbox's VMM
+/// runs as a uid of its own from ``JailIdentityPool``, and one chain, `CLADE-VMM`, hooked into
+/// `OUTPUT` for that uid range, decides:
+/// 1. replies on connections the host opened (the agent, published ports) pass;
+/// 2. any address of the host itself (loopback, its interfaces) and link-local addresses (cloud
+///    metadata services) are refused, whatever the sandbox's policy;
+/// 3. a sandbox with an allow-list jumps to a chain of its own (`CLADE-<uid>`) that returns for the
+///    listed destinations and refuses the rest.
+public struct HostFirewall: Sendable {
+    public static let chain = "CLADE-VMM"
+    private let logger: Logger
+    private let lockFile: URL
+
+    public init(logger: Logger = Logger(label: "clade.firewall"), lockFile: URL = URL(fileURLWithPath: "/run/clade/firewall.lock")) {
+        self.logger = logger
+        self.lockFile = lockFile
+    }
+
+    /// True when this process can install rules: root, with iptables and ip6tables present.
+    public static var isAvailable: Bool {
+        geteuid() == 0 && ExternalCommand.locate("iptables") != nil && ExternalCommand.locate("ip6tables") != nil
+    }
+
+    private static let prepared = Locked(false)
+
+    /// Installs the shared chain and its `OUTPUT` hook once per host (idempotent; cached per process).
+    public func prepare() throws {
+        if Self.prepared.current { return }
+        try withHostLock {
+            for tool in ["iptables", "ip6tables"] {
+                let range = "\(JailIdentityPool.uidRange.lowerBound)-\(JailIdentityPool.uidRange.upperBound)"
+                if try ExternalCommand(tool, ["-w", "-S", Self.chain]).run().status != 0 {
+                    let linkLocal = tool == "iptables" ? "169.254.0.0/16" : "fe80::/10"
+                    let rules = [
+                        "*filter",
+                        ":\(Self.chain) - [0:0]",
+                        "-A \(Self.chain) -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+                    ] + Self.refuse(chain: Self.chain, match: "-m addrtype --dst-type LOCAL")
+                        + Self.refuse(chain: Self.chain, match: "-d \(linkLocal)") + ["COMMIT", ""]
+                    try restore(tool, rules.joined(separator: "\n"))
+                }
+                let hook = ["-m", "owner", "--uid-owner", range, "-j", Self.chain]
+                if try ExternalCommand(tool, ["-w", "-C", "OUTPUT"] + hook).run().status != 0 {
+                    try run(tool, ["-w", "-I", "OUTPUT", "1"] + hook)
+                }
+            }
+        }
+        Self.prepared.withLock { $0 = true }
+        logger.debug("host firewall ready", metadata: ["chain": "\(Self.chain)"])
+    }
+
+    /// Applies `policy` to the VMM running as `uid` (replacing what that uid had). `outbound`
+    /// needs nothing beyond the shared chain; `none` is refused here too, in case the VMM's own
+    /// switch is not honored.
+    public func apply(_ policy: NetworkPolicy, uid: UInt32) throws {
+        try prepare()
+        remove(uid: uid)
+        guard policy.mode != .outbound else { return }
+        let own = Self.sandboxChain(uid)
+        try withHostLock {
+            for tool in ["iptables", "ip6tables"] {
+                var rules = ["*filter", ":\(own) - [0:0]"]
+                if tool == "iptables" {
+                    for destination in policy.allow {
+                        if let port = destination.port {
+                            for proto in ["tcp", "udp"] {
+                                rules.append("-A \(own) -d \(destination.cidr) -p \(proto) --dport \(port) -j RETURN")
+                            }
+                        } else {
+                            rules.append("-A \(own) -d \(destination.cidr) -j RETURN")
+                        }
+                    }
+                }
+                rules += Self.refuse(chain: own, match: "") + [
+                    "-A \(Self.chain) -m owner --uid-owner \(uid) -j \(own)",
+                    "COMMIT", "",
+                ]
+                try restore(tool, rules.joined(separator: "\n"))
+            }
+        }
+    }
+
+    /// Drops whatever `uid` had (nothing is an error: it may never have had a chain).
+    public func remove(uid: UInt32) {
+        let own = Self.sandboxChain(uid)
+        try? withHostLock {
+            for tool in ["iptables", "ip6tables"] {
+                guard (try? ExternalCommand(tool, ["-w", "-S", own]).run().status) == 0 else { continue }
+                while (try? ExternalCommand(tool, ["-w", "-D", Self.chain, "-m", "owner", "--uid-owner", "\(uid)", "-j", own]).run().status) == 0 {}
+                _ = try? ExternalCommand(tool, ["-w", "-F", own]).run()
+                _ = try? ExternalCommand(tool, ["-w", "-X", own]).run()
+            }
+        }
+    }
+
+    /// The sandbox chains present, by uid (for sweeping the chains of sandboxes that are gone).
+    public func sandboxUIDs() -> [UInt32] {
+        guard let output = try? ExternalCommand("iptables", ["-w", "-S"]).run(), output.status == 0 else { return [] }
+        return output.stdout.split(separator: "\n").compactMap { line in
+            guard line.hasPrefix("-N CLADE-") else { return nil }
+            return UInt32(line.dropFirst("-N CLADE-".count))
+        }
+    }
+
+    /// Refusals the guest sees at once: a TCP reset (slirp answers the guest's SYN with one), an
+    /// ICMP unreachable for everything else.
+    static func refuse(chain: String, match: String) -> [String] {
+        let prefix = "-A \(chain)" + (match.isEmpty ? "" : " \(match)")
+        return ["\(prefix) -p tcp -j REJECT --reject-with tcp-reset", "\(prefix) -j REJECT"]
+    }
+
+    static func sandboxChain(_ uid: UInt32) -> String { "CLADE-\(uid)" }
+
+    private func restore(_ tool: String, _ rules: String) throws {
+        let output = try ExternalCommand("\(tool)-restore", ["-w", "--noflush"]).run(stdin: Data(rules.utf8))
+        guard output.status == 0 else {
+            throw VMMError.confinementFailed(
+                what: "install \(tool) rules", reason: output.stderr.trimmingCharacters(in: .whitespacesAndNewlines),
+                fix: "check that the host kernel has the conntrack, addrtype and owner matches (modprobe xt_owner xt_addrtype xt_conntrack)")
+        }
+    }
+
+    private func run(_ tool: String, _ arguments: [String]) throws {
+        let output = try ExternalCommand(tool, arguments).run()
+        guard output.status == 0 else {
+            throw VMMError.confinementFailed(
+                what: "run \(tool) \(arguments.joined(separator: " "))", reason: output.stderr.trimmingCharacters(in: .whitespacesAndNewlines),
+                fix: "check the host's iptables (clade doctor)")
+        }
+    }
+
+    /// Serializes rule changes of every clade process on the host.
+    private func withHostLock<R>(_ body: () throws -> R) throws -> R {
+        try FileManager.default.createDirectory(at: lockFile.deletingLastPathComponent(), withIntermediateDirectories: true)
+        let fd = open(lockFile.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StoreError.systemCall("open", path: lockFile.path, errno: errno) }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw StoreError.systemCall("flock", path: lockFile.path, errno: errno) }
+        }
+        return try body()
+    }
+}

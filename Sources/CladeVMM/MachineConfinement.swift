@@ -1,0 +1,41 @@
+import CladeModel
+import Foundation
+
+/// The host-side jail of one hypervisor process, in no hypervisor's terms.
+public struct MachineConfinement: Sendable, Equatable {
+    /// Run as this uid and gid once the machine's files are open (root only: a per-sandbox
+    /// identity, so one escaped VMM cannot signal, trace or read another).
+    public var identity: JailIdentity?
+    /// A system-call filter that forbids obsolete calls and resource control.
+    public var syscallFilter: Bool
+    /// Cut every connection the guest opens (hostfwd, i.e. the agent and published ports, still
+    /// work): the `none` network policy where no firewall is available to say it.
+    public var noOutboundNetwork: Bool
+    /// The control group the VMM is moved into right after it starts, and its limits.
+    public var controlGroup: (groups: ControlGroups, name: String, limits: SandboxLimits)?
+
+    public init(identity: JailIdentity? = nil, syscallFilter: Bool, noOutboundNetwork: Bool = false) {
+        self.identity = identity
+        self.syscallFilter = syscallFilter
+        self.noOutboundNetwork = noOutboundNetwork
+    }
+
+    public static func == (lhs: MachineConfinement, rhs: MachineConfinement) -> Bool {
+        lhs.identity == rhs.identity && lhs.syscallFilter == rhs.syscallFilter && lhs.noOutboundNetwork == rhs.noOutboundNetwork
+            && lhs.controlGroup?.name == rhs.controlGroup?.name && lhs.controlGroup?.limits == rhs.controlGroup?.limits
+    }
+
+    /// Nothing: how machines ran before confinement existed (tests of the command line).
+    public static let none = MachineConfinement(syscallFilter: false)
+}
+
+/// A uid and gid that belong to one sandbox's hypervisor process alone.
+public struct JailIdentity: Sendable, Equatable, Codable {
+    public var uid: UInt32
+    public var gid: UInt32
+
+    public init(uid: UInt32, gid: UInt32) {
+        self.uid = uid
+        self.gid = gid
+    }
+}
