@@ -88,7 +88,27 @@ extension Engine {
             checks.append(DoctorCheck(name: "store", status: .error, detail: "\(error)", fix: "choose a writable directory with --home DIR or CLADE_HOME"))
         }
         checks.append(catalogCheck())
+        checks.append(confinementCheck())
         return checks
+    }
+
+    /// What every new VM's QEMU gets: its seccomp filter, its uid, the host firewall, its cgroup.
+    func confinementCheck() -> DoctorCheck {
+        let plan = confinementPlan()
+        let groups = ControlGroups.detect()
+        var parts = ["seccomp filter (-sandbox on,obsolete=deny,resourcecontrol=deny)"]
+        parts.append(plan.identity ? "a uid of its own per sandbox" : "runs as clade's user")
+        parts.append(plan.firewall ? "host firewall: guests cannot reach the host; network policies none, outbound, allow" : "no host firewall: guests CAN reach the host's loopback")
+        var reasons = plan.reasons
+        if case .unavailable(let reason) = groups {
+            reasons.append("no resource limits: \(reason)")
+        } else {
+            parts.append("limits through \(groups.name)")
+        }
+        let complete = plan.identity && plan.firewall && reasons.isEmpty
+        return DoctorCheck(
+            name: "confinement", status: complete ? .ok : .warning, detail: parts.joined(separator: "; "),
+            fix: reasons.isEmpty ? nil : reasons.joined(separator: "; "))
     }
 
     /// The SQLite catalog opens, is in WAL mode and passes SQLite's quick check; reports what it

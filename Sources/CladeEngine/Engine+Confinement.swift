@@ -100,6 +100,21 @@ extension Engine {
         jailIdentities.release(JailIdentity(uid: uid, gid: gid))
     }
 
+    /// Below this much free space in the store, boot, bake and fork refuse to start another VM
+    /// (a guest's disk grows into the store): `CLADE_MIN_FREE_MIB`, default 512.
+    static var freeSpaceFloorMiB: Int64 {
+        ProcessInfo.processInfo.environment["CLADE_MIN_FREE_MIB"].flatMap { Int64($0) } ?? 512
+    }
+
+    /// Refuses to create another sandbox when the store's filesystem is nearly full.
+    func requireFreeSpace() throws {
+        let free = try FileSystem.freeBytes(at: home.root)
+        let floor = Self.freeSpaceFloorMiB << 20
+        guard free >= floor else {
+            throw EngineError.unsupported("only \(free >> 20) MiB are free in \(home.root.path), below the \(floor >> 20) MiB floor; free space (clade rmi, clade gc) or lower CLADE_MIN_FREE_MIB")
+        }
+    }
+
     /// The first directory from the root down to `directory` that other users cannot search.
     private func unreachableAncestor(of directory: URL) -> String? {
         var path = ""

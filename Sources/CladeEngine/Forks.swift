@@ -69,6 +69,7 @@ public struct Forks: EngineCapability {
         try lifetime?.validate()
         let metadata = try snapshotCatalog.require(tag)
         _ = try limits?.resolve(guestMemoryMiB: metadata.machine.memoryMiB)
+        try engine.requireFreeSpace()
         try preflight(metadata)
         if metadata.machine.accelerator == Accelerator.kvm.rawValue, try await accelerator().accelerator != .kvm {
             throw EngineError.unsupported("snapshot '\(tag)' was taken under KVM, which does not work on this host (see `clade doctor`)")

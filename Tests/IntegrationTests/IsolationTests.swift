@@ -1,0 +1,192 @@
+import CladeStore
+import Foundation
+import Testing
+
+/// A hostile guest, with real VMs: what it can reach under each network policy, how its QEMU is
+/// confined, and that a CPU quota, a memory ceiling, a fork bomb and a flood of garbage on the
+/// agent port leave the host and a neighbour sandbox alone. Needs root (the firewall, per-VM
+/// uids and control groups are root-only); CI runs as root.
+@Suite(.serialized, .enabled(if: geteuid() == 0, "needs root: the host firewall, per-sandbox uids and cgroups"))
+struct IsolationIntegrationTests {
+    static let peerNamespace = "clade-itpeer"
+    static let peerAddress = "10.231.7.2"
+
+    /// A web server on the host's loopback only, standing for every loopback service (the
+    /// daemon's API, a registry, a database).
+    final class LoopbackServer {
+        let process = Process()
+        let port: Int
+        init(bind: String = "127.0.0.1", namespace: String? = nil, port: Int) throws {
+            self.port = port
+            let server = ["python3", "-m", "http.server", "\(port)", "--bind", bind]
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = namespace.map { ["ip", "netns", "exec", $0] + server } ?? server
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let deadline = Date().addingTimeInterval(10)
+            while Date() < deadline {
+                let probe = try ExternalCommand("curl", ["-s", "-o", "/dev/null", "-m", "1", "http://\(bind):\(port)/"]).run()
+                if probe.status == 0 { return }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+            throw HarnessError("the test server on \(bind):\(port) did not start")
+        }
+        deinit { process.terminate() }
+    }
+
+    /// A network namespace behind a veth pair, standing for "somewhere beyond the host".
+    static func makePeerNamespace() throws {
+        removePeerNamespace()
+        for command in [
+            ["netns", "add", peerNamespace],
+            ["link", "add", "cladeit0", "type", "veth", "peer", "name", "cladeit1"],
+            ["link", "set", "cladeit1", "netns", peerNamespace],
+            ["addr", "add", "10.231.7.1/30", "dev", "cladeit0"],
+            ["link", "set", "cladeit0", "up"],
+            ["netns", "exec", peerNamespace, "ip", "addr", "add", "\(peerAddress)/30", "dev", "cladeit1"],
+            ["netns", "exec", peerNamespace, "ip", "link", "set", "cladeit1", "up"],
+            ["netns", "exec", peerNamespace, "ip", "link", "set", "lo", "up"],
+        ] {
+            _ = try ExternalCommand("ip", command).check()
+        }
+    }
+
+    static func removePeerNamespace() {
+        _ = try? ExternalCommand("ip", ["link", "del", "cladeit0"]).run()
+        _ = try? ExternalCommand("ip", ["netns", "del", peerNamespace]).run()
+    }
+
+    func fork(_ cli: CLIHarness, _ tag: String, _ extra: [String] = []) throws -> (id: String, pid: Int32) {
+        let result = try cli.run(["fork", tag, "--json"] + extra)
+        try #require(result.status == 0, "\(result.stdout) \(result.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        return (try #require(object["id"] as? String), Int32(try #require(object["pid"] as? Int)))
+    }
+
+    /// What the guest sees when it fetches `url` (busybox wget, 3 s timeout).
+    func reach(_ cli: CLIHarness, _ id: String, _ url: String) throws -> Bool {
+        let result = try cli.run(["exec", id, "--", "wget", "-q", "-T", "3", "-O", "/dev/null", url])
+        return result.status == 0
+    }
+
+    func execLatency(_ cli: CLIHarness, _ id: String, runs: Int = 5) throws -> Double {
+        var samples: [Double] = []
+        for _ in 0..<runs {
+            let start = Date()
+            let result = try cli.run(["exec", id, "--", "true"])
+            try #require(result.status == 0, "\(result.stderr)")
+            samples.append(Date().timeIntervalSince(start) * 1000)
+        }
+        return samples.sorted()[runs / 2]
+    }
+
+    static func status(_ pid: Int32) -> [String: String] {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        var fields: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2 { fields[String(parts[0])] = parts[1].trimmingCharacters(in: .whitespaces) }
+        }
+        return fields
+    }
+
+    static func cpuTicks(_ pid: Int32) -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = text.lastIndex(of: ")")
+        else { return 0 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // After the command: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
+        return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
+    }
+
+    static func hostAddress() -> String? {
+        let output = (try? ExternalCommand("ip", ["-4", "-o", "addr", "show", "scope", "global"]).run().stdout) ?? ""
+        return output.split(separator: "\n").first.flatMap { line in
+            line.split(separator: " ").drop { $0 != "inet" }.dropFirst().first.map { String($0.split(separator: "/")[0]) }
+        }
+    }
+
+    @Test func aHostileGuestReachesNothingOnTheHostAndTakesOnlyItsShare() throws {
+        let cli = CLIHarness(home: CLIHarness.privateHome("isolation"))
+        defer { _ = try? cli.run(["kill", "--all"]) }
+        try Self.makePeerNamespace()
+        defer { Self.removePeerNamespace() }
+        let loopback = try LoopbackServer(port: 18_000 + Int(getpid() % 1000))
+        let allowed = try LoopbackServer(bind: Self.peerAddress, namespace: Self.peerNamespace, port: 8001)
+        let denied = try LoopbackServer(bind: Self.peerAddress, namespace: Self.peerNamespace, port: 8002)
+        let bake = try cli.run(["bake", "--tag", "iso"], timeout: 600)
+        try #require(bake.status == 0, "\(bake.stderr)")
+
+        // Network policy, per mode.
+        let hostURLs = ["http://10.0.2.2:\(loopback.port)/"] + (Self.hostAddress().map { ["http://\($0):\(loopback.port)/"] } ?? [])
+        let allowedURL = "http://\(Self.peerAddress):\(allowed.port)/"
+        let deniedURL = "http://\(Self.peerAddress):\(denied.port)/"
+        let neighbour = try fork(cli, "iso")
+        let closed = try fork(cli, "iso", ["--network", "none"])
+        let listed = try fork(cli, "iso", ["--network", "allow:\(Self.peerAddress)/32:\(allowed.port)"])
+        for child in [neighbour, closed, listed] {
+            for url in hostURLs { #expect(try !reach(cli, child.id, url), "\(child.id) reached the host at \(url)") }
+            let status = Self.status(child.pid)
+            #expect(status["Seccomp"] == "2", "QEMU of \(child.id) has no seccomp filter: \(status)")
+            #expect(status["NoNewPrivs"] == "1")
+            let uid = status["Uid"]?.split(whereSeparator: \.isWhitespace).first.flatMap { UInt32($0) } ?? 0
+            #expect(uid != 0, "QEMU of \(child.id) runs as root")
+        }
+        #expect(Set([neighbour, closed, listed].map { Self.status($0.pid)["Uid"] ?? "" }).count == 3, "each VMM has a uid of its own")
+        #expect(try reach(cli, neighbour.id, allowedURL))
+        #expect(try reach(cli, neighbour.id, deniedURL), "outbound reaches beyond the host")
+        #expect(try !reach(cli, closed.id, allowedURL), "none reaches nothing")
+        #expect(try reach(cli, listed.id, allowedURL), "the allow-list lets its destination through")
+        #expect(try !reach(cli, listed.id, deniedURL), "the allow-list refuses another port")
+        let listing = try cli.run(["ls", "--json"]).stdout
+        #expect(listing.contains("\"network\" : \"none\"") && listing.contains("\"host_firewall\" : true"))
+
+        // CPU quota: a spinning guest with a quarter of a core gets a quarter of a core.
+        let before = try execLatency(cli, neighbour.id)
+        let quota = try fork(cli, "iso", ["--cpu-quota", "0.25"])
+        _ = try cli.run(["exec", quota.id, "--detach", "--", "sh", "-c", "while :; do :; done"])
+        Thread.sleep(forTimeInterval: 1)
+        let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let start = Self.cpuTicks(quota.pid), started = Date()
+        let during = try execLatency(cli, neighbour.id)
+        Thread.sleep(forTimeInterval: max(0, 4 - Date().timeIntervalSince(started)))
+        let cores = Double(Self.cpuTicks(quota.pid) - start) / ticksPerSecond / Date().timeIntervalSince(started)
+        print("isolation: quota'd sandbox used \(String(format: "%.2f", cores)) cores (quota 0.25); neighbour exec \(Int(before)) ms before, \(Int(during)) ms during")
+        #expect(cores <= 0.25 * 1.25, "the spinning sandbox used \(cores) cores")
+        _ = try cli.run(["kill", quota.id])
+
+        // A fork bomb stays inside its guest.
+        _ = try cli.run(["exec", closed.id, "--detach", "--", "sh", "-c", "b() { b | b & }; b"])
+        Thread.sleep(forTimeInterval: 5)
+        #expect(Self.status(closed.pid)["Threads"].flatMap { Int($0) } ?? 0 < 256, "QEMU's threads stay under its cap")
+
+        // Garbage on the agent port: the guest replaces its agent with a firehose.
+        _ = try cli.run(["exec", listed.id, "--detach", "--", "sh", "-c",
+            "sleep 1; kill $(pidof clade-agent); (head -c 120000000 /dev/zero | tr '\\0' x; yes garbage) | nc -l -p 8888"])
+        Thread.sleep(forTimeInterval: 3)
+        let hostile = try cli.run(["exec", listed.id, "--", "true"], timeout: 120)
+        #expect(hostile.status != 0, "a guest without an agent cannot answer")
+        print("isolation: exec into the hostile sandbox: \(hostile.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+
+        // Memory ceiling: a guest that fills its RAM takes its QEMU past 288 MiB and is killed.
+        let capped = try fork(cli, "iso", ["--host-memory", "288"])
+        _ = try cli.run(["exec", capped.id, "--", "sh", "-c", "mkdir -p /mnt/fill && mount -t tmpfs -o size=240m tmpfs /mnt/fill && dd if=/dev/zero of=/mnt/fill/x bs=1M count=230"], timeout: 120)
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, kill(capped.pid, 0) == 0 { Thread.sleep(forTimeInterval: 0.5) }
+        #expect(kill(capped.pid, 0) != 0, "the capped sandbox's QEMU was killed")
+        let afterKill = try cli.run(["ls", "--json"]).stdout
+        #expect(afterKill.contains("host memory limit"), "ls reports why it died: \(afterKill)")
+
+        let after = try execLatency(cli, neighbour.id)
+        print("isolation: neighbour exec median \(Int(before)) ms before the attacks, \(Int(after)) ms after")
+        #expect(after < max(before * 3, before + 300), "the neighbour slowed from \(before) ms to \(after) ms")
+        #expect(try reach(cli, neighbour.id, allowedURL), "the neighbour still works")
+
+        _ = try cli.run(["kill", "--all"])
+        #expect(cli.qemuProcesses().isEmpty)
+        let rules = try ExternalCommand("iptables", ["-S"]).check().stdout
+        #expect(!rules.split(separator: "\n").contains { $0.hasPrefix("-N CLADE-") && $0 != "-N CLADE-VMM" }, "no sandbox chain left: \(rules)")
+        withExtendedLifetime((loopback, allowed, denied)) {}
+    }
+}
