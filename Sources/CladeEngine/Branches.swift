@@ -96,6 +96,7 @@ public struct Branches: EngineCapability {
         progress("pausing \(id)")
         try markPause(paths)
         defer { clearPauseMark(paths) }
+        let held = await engine.holdUserProcesses(record)
         let pauseStart = Date()
         let captured: CapturedMemory
         do {
@@ -107,10 +108,13 @@ public struct Branches: EngineCapability {
             try await machine.resume()
         } catch {
             try? await machine.resume()
+            if held { await engine.releaseUserProcesses(record) }
             try? FileSystem.remove(staging)
             undoDiskPreparation()
             throw error
         }
+        // The source continues as itself: its processes run on with its own RNG state.
+        if held { await engine.releaseUserProcesses(record) }
         // The VM now only reads the frozen layer; seal it like every other snapshot file.
         guard chmod(frozen.path, 0o444) == 0 else { throw StoreError.systemCall("chmod", path: frozen.path, errno: errno) }
         let pauseMilliseconds = Date().timeIntervalSince(pauseStart) * 1000

@@ -64,9 +64,12 @@ public struct Recovery: EngineCapability {
         let status = await machine.status(timeout: 3)
         guard status != .unreachable else { return }  // no answer; keep the marker for the next look
         defer { clearPauseMark(paths) }
-        guard status == .paused else { return }
-        logger.warning("continuing a sandbox left paused by an interrupted operation", metadata: ["id": "\(id)"])
-        try? await machine.resume()
+        if status == .paused {
+            logger.warning("continuing a sandbox left paused by an interrupted operation", metadata: ["id": "\(id)"])
+            try? await machine.resume()
+        }
+        // A branch freezes the guest's processes around its pause; the dead operation cannot thaw them.
+        if let record = (try? sandboxCatalog.get(id)) ?? nil { await engine.releaseUserProcesses(record) }
     }
 
     /// Removes `.staging-<tag>-<pid>` and `.deleting-<tag>-<pid>` directories whose clade process is

@@ -77,12 +77,15 @@ public struct Snapshots: EngineCapability {
         defer { journal.end(entry) }
         let stagedState = staging.appendingPathComponent("devices.state")
         let machine = machine(id, pid: record.pid)
+        // Held until each fork has its own seed; `keepRunning` restarts it as such a fork.
+        let held = await engine.holdUserProcesses(record)
         progress("pausing \(id) and saving its device state")
         let pauseStart = Date()
         do {
             try await machine.saveState(to: stagedState, kind: .memoryInSharedFile)
         } catch {
             try? await machine.resume()
+            if held { await engine.releaseUserProcesses(record) }
             try? FileSystem.remove(staging)
             throw error
         }

@@ -19,7 +19,8 @@ public enum AgentAction: String, Codable, Sendable, CaseIterable {
     case writeFile = "write_file"
     /// Liveness and identity: agent version, uptime, boot id.
     case ping
-    /// Sent right after a restore: reseed the RNG, set the clock, hostname, MAC and generation id.
+    /// Sent right after a restore: reseed the RNG, set the clock, hostname, MAC and generation id,
+    /// then let processes held by `freeze` run.
     case identity
     /// v2: start a process and stream its events on this connection (`started`, `stdout`,
     /// `stderr`, `exit`); with `detach`, answer `started` only.
@@ -52,6 +53,11 @@ public enum AgentAction: String, Codable, Sendable, CaseIterable {
     case watch
     /// v2: evaluate `code` in the resident interpreter tagged `tag` (default `interpreter`).
     case eval
+    /// v2: hold every user process still (cgroup freezer) before the host captures the guest;
+    /// answers `held`. `identity` or `thaw` lets them run again.
+    case freeze
+    /// v2: let processes held by `freeze` run again.
+    case thaw
 }
 
 /// One request, sent as a single JSON line.
@@ -187,6 +193,8 @@ public struct AgentResponse: Codable, Sendable, Equatable {
     public var generation: String?
     /// `identity`: steps that could not be applied (the others were).
     public var warnings: [String]?
+    /// `freeze`: how many processes are held.
+    public var held: Int?
     /// v2 streams: what this line reports (see ``AgentEvent``).
     public var event: AgentEvent?
     /// v2: the process the line is about.
@@ -213,7 +221,7 @@ public struct AgentResponse: Codable, Sendable, Equatable {
     public var errorKind: String?
 
     enum CodingKeys: String, CodingKey {
-        case id, error, stdout, stderr, pong, version, hostname, content, size, mode, truncated, generation, warnings
+        case id, error, stdout, stderr, pong, version, hostname, content, size, mode, truncated, generation, warnings, held
         case event, pid, data, signal, processes, entry, entries, path, eof, result
         case operation = "op"
         case errorKind = "error_kind"

@@ -83,6 +83,12 @@ struct RequestHandler: Sendable {
                 try DirectoryWatcher.start(request, on: connection)
                 return nil
             case .eval: response = try InterpreterBridge.evaluate(request)
+            case .freeze:
+                response = AgentResponse()
+                response.held = try UserFreezer.freeze()
+            case .thaw:
+                UserFreezer.thaw()
+                response = AgentResponse()
             }
         } catch {
             response = AgentResponse(error: "\(error)")
@@ -231,6 +237,8 @@ struct RequestHandler: Sendable {
             }
         }
         if let generation = request.generation { GuestIdentity.generation.withLock { $0 = generation } }
+        // Only now, with a fresh seed and name, may processes frozen for the snapshot run.
+        UserFreezer.thaw()
         var response = ping()
         if !warnings.isEmpty { response.warnings = warnings }
         return response

@@ -112,6 +112,8 @@ public final class FakeGuest: @unchecked Sendable {
             case .identity:
                 state.hostname = request.hostname ?? state.hostname
                 response.generation = request.generation
+            case .freeze: response.held = state.processes.count
+            case .thaw: break
             case .writeFile:
                 state.files[request.path ?? ""] = request.content ?? ""
                 response.size = request.content?.utf8.count

@@ -180,4 +180,47 @@ struct IsolationIntegrationTests {
         #expect(!rules.split(separator: "\n").contains { $0.hasPrefix("-N CLADE-") && $0 != "-N CLADE-VMM" }, "no sandbox chain left: \(rules)")
         withExtendedLifetime((loopback, peers)) {}
     }
+
+    /// A loop in the snapshot prints a sequence number, the hostname and 16 bytes of
+    /// `/dev/urandom` every 10 ms. Its processes are frozen for the capture and thawed only after
+    /// each fork's reseed and new hostname, so every fork's lines are the snapshot's lines, then
+    /// its own: none printed with the snapshot's identity after the restore, and the first line of
+    /// each fork differs from every sibling's.
+    @Test func siblingsNeverShareRandomNumbersDrawnAfterTheRestore() throws {
+        let cli = CLIHarness(home: CLIHarness.privateHome("rng"))
+        defer { _ = try? cli.run(["kill", "--all"]) }
+        let loop = #"i=0; while :; do i=$((i+1)); echo "$i $(hostname) $(head -c 16 /dev/urandom | od -An -tx1 | tr -d "[:space:]")" >> /tmp/rng; usleep 10000; done"#
+        let warm = "echo '\(loop)' > /tmp/rng.sh && (setsid sh /tmp/rng.sh </dev/null >/dev/null 2>&1 &) && sleep 1"
+        let bake = try cli.run(["bake", "--tag", "rng", "--warm", warm], timeout: 600)
+        try #require(bake.status == 0, "\(bake.stderr)")
+        let forked = try cli.run(["fork", "rng", "-n", "8", "--json"], timeout: 300)
+        try #require(forked.status == 0, "\(forked.stderr)")
+        let ids = forked.stdout.split(separator: "\n").compactMap { line -> String? in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["id"] as? String
+        }
+        try #require(ids.count == 8, "\(forked.stdout)")
+        Thread.sleep(forTimeInterval: 2)
+
+        struct Line: Equatable { var sequence: Int; var host: String; var random: String }
+        var prefixes: [[Line]] = []
+        var firstOwn: [String] = []
+        for id in ids {
+            let output = try cli.run(["exec", id, "--", "cat", "/tmp/rng"])
+            let lines = output.stdout.split(separator: "\n").compactMap { text -> Line? in
+                let fields = text.split(separator: " ")
+                guard fields.count == 3, let sequence = Int(fields[0]) else { return nil }
+                return Line(sequence: sequence, host: String(fields[1]), random: String(fields[2]))
+            }
+            let own = lines.firstIndex { $0.host == id }
+            let first = try #require(own, "fork \(id) printed nothing under its own name: \(output.stdout.suffix(300))")
+            #expect(lines[first...].allSatisfy { $0.host == id }, "fork \(id) printed under another name after its own")
+            prefixes.append(Array(lines[..<first]))
+            firstOwn.append(lines[first].random)
+        }
+        #expect(!(prefixes.first ?? []).isEmpty, "the loop ran before the snapshot")
+        #expect(Set(prefixes.map { $0.count }).count == 1, "a fork printed with the snapshot's identity after the restore: prefix lengths \(prefixes.map(\.count))")
+        #expect(prefixes.allSatisfy { $0 == prefixes[0] }, "the forks' lines from before the restore differ")
+        #expect(Set(firstOwn).count == ids.count, "siblings drew the same random bytes first: \(firstOwn)")
+        print("rng: 8 forks, \(prefixes[0].count) lines from the snapshot each, first own lines all distinct: \(Set(firstOwn).count == ids.count)")
+    }
 }

@@ -1,0 +1,97 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Holds every user process still while the host captures the guest, so that after a restore
+/// nothing runs before the agent has given the guest its own identity and RNG seed.
+///
+/// Siblings restored from one snapshot start with the same kernel RNG state; a process that
+/// drew random numbers between the restore and the reseed would draw the same ones in every
+/// sibling. Freezing (cgroup v2's `cgroup.freeze`) is invisible to the processes and their
+/// parents, unlike SIGSTOP, which an interactive shell reports as a stopped job.
+enum UserFreezer {
+    static let hierarchy = "/sys/fs/cgroup"
+    static let group = "/sys/fs/cgroup/clade-held"
+
+    /// Moves every user process into the held group and freezes it. Returns how many processes
+    /// are held; throws when the guest cannot freeze (no cgroup v2 in its kernel).
+    static func freeze(timeoutMilliseconds: Int = 2000) throws -> Int {
+        try prepare()
+        guard writeText("1", to: "\(group)/cgroup.freeze") else {
+            throw CommandError(description: "cannot freeze \(group): \(String(cString: strerror(errno)))")
+        }
+        // A process that forks while the others move leaves its child in the root group; the
+        // loop moves stragglers into the frozen group (which freezes them) until none is left.
+        var waited = 0
+        while true {
+            let stragglers = userProcessesOutsideGroup()
+            for pid in stragglers { _ = writeText("\(pid)", to: "\(group)/cgroup.procs") }
+            if stragglers.isEmpty && isFrozen() { break }
+            guard waited < timeoutMilliseconds else {
+                thaw()
+                throw CommandError(description: "user processes did not freeze within \(timeoutMilliseconds) ms (one may be in uninterruptible sleep)")
+            }
+            usleep(1000)
+            waited += 1
+        }
+        return heldCount()
+    }
+
+    /// Lets held processes run again; a no-op when nothing is held.
+    static func thaw() {
+        guard access("\(group)/cgroup.freeze", F_OK) == 0 else { return }
+        _ = writeText("0", to: "\(group)/cgroup.freeze")
+    }
+
+    static func prepare() throws {
+        if access("\(hierarchy)/cgroup.procs", F_OK) != 0 {
+            mkdir(hierarchy, 0o755)
+            guard mount("cgroup2", hierarchy, "cgroup2", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), nil) == 0 else {
+                throw CommandError(description: "cannot mount cgroup2 at \(hierarchy): \(String(cString: strerror(errno)))")
+            }
+        }
+        if mkdir(group, 0o755) != 0 && errno != EEXIST {
+            throw CommandError(description: "cannot create \(group): \(String(cString: strerror(errno)))")
+        }
+        guard access("\(group)/cgroup.freeze", F_OK) == 0 else {
+            throw CommandError(description: "\(hierarchy) is not a cgroup v2 hierarchy with a freezer")
+        }
+    }
+
+    /// Processes other than the agent that are not in the held group. Kernel threads are left
+    /// out: they have no executable and cannot be moved.
+    static func userProcessesOutsideGroup() -> [Int32] {
+        guard let directory = opendir("/proc") else { return [] }
+        defer { closedir(directory) }
+        var found: [Int32] = []
+        let agent = getpid()
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let pid = Int32(name), pid != agent, pid != 1 else { continue }
+            var target = [CChar](repeating: 0, count: 8)
+            guard readlink("/proc/\(pid)/exe", &target, target.count) >= 0 || errno == ENAMETOOLONG else { continue }
+            let membership = readSmallFile("/proc/\(pid)/cgroup")
+            if membership.isEmpty || membership.contains("0::/clade-held") { continue }
+            found.append(pid)
+        }
+        return found
+    }
+
+    static func isFrozen() -> Bool {
+        readSmallFile("\(group)/cgroup.events").split(separator: "\n").contains("frozen 1")
+    }
+
+    static func heldCount() -> Int {
+        readSmallFile("\(group)/cgroup.procs").split(separator: "\n").count
+    }
+
+    static func writeText(_ text: String, to path: String) -> Bool {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        return write(fd, bytes, bytes.count) == bytes.count
+    }
+}
