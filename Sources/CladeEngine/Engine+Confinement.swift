@@ -40,18 +40,21 @@ extension Engine {
             throw EngineError.unsupported("the network policy '\(policy)' needs clade to run as root with iptables and a store other users can search: \(plan.reasons.joined(separator: "; "))")
         }
         var identity: JailIdentity?
+        var replacing = true
         if plan.identity {
             let directory = sandboxCatalog.paths(record.id).directory
             if let uid = record.confinement?.uid, let gid = record.confinement?.gid {
                 identity = JailIdentity(uid: uid, gid: gid)
                 jailIdentities.reclaim(JailIdentity(uid: uid, gid: gid), for: directory)
             } else {
-                identity = try jailIdentities.claim(for: directory)
+                let claimed = try jailIdentities.claim(for: directory)
+                identity = claimed.identity
+                replacing = claimed.tookOver
             }
         }
         if let identity, plan.firewall {
             do {
-                try firewall.apply(policy, uid: identity.uid)
+                try firewall.apply(policy, uid: identity.uid, replacing: replacing)
             } catch {
                 jailIdentities.release(identity)
                 throw error
@@ -86,7 +89,7 @@ extension Engine {
         jailIdentities.reclaim(JailIdentity(uid: uid, gid: gid), for: sandboxCatalog.paths(record.id).directory)
         guard record.confinement?.hostFirewall == true else { return }
         do {
-            try firewall.apply(record.network ?? .standard, uid: uid)
+            try firewall.apply(record.network ?? .standard, uid: uid, replacing: true)
         } catch {
             logger.error("cannot re-apply a sandbox's firewall rules", metadata: ["id": "\(record.id)", "error": "\(error)"])
         }

@@ -18,9 +18,13 @@ public struct SandboxInfo: Codable, Sendable, Equatable {
     /// When the sandbox ends (absent: it lives until killed), and what happens then.
     public var expiresAtUnix: Int64?
     public var onTimeout: String?
+    /// What the sandbox may reach (`none`, `outbound`, `allow:...`).
+    public var network: String?
+    /// The host-side limits its VM runs under, when clade could apply them.
+    public var limits: SandboxLimits?
 
     enum CodingKeys: String, CodingKey {
-        case id, pid, state, image, generation, vcpus
+        case id, pid, state, image, generation, vcpus, network, limits
         case snapshotTag = "snapshot_tag"
         case guestAddr = "guest_addr"
         case createdAtUnix = "created_at_unix"
@@ -42,6 +46,8 @@ public struct SandboxInfo: Codable, Sendable, Equatable {
         vcpus = record.cpus
         expiresAtUnix = record.expiresAt.map { Int64($0.timeIntervalSince1970) }
         onTimeout = record.onTimeout?.rawValue
+        network = record.network?.description
+        limits = record.limits
     }
 }
 
@@ -77,14 +83,24 @@ public struct SnapshotSummary: Codable, Sendable, Equatable {
     }
 }
 
+/// Parses a request's `network` field; a malformed policy is the client's error.
+func networkPolicy(_ text: String?) throws -> NetworkPolicy? {
+    guard let text else { return nil }
+    do { return try NetworkPolicy(parsing: text) } catch { throw APIError(.badRequest, "field 'network': \(error)") }
+}
+
 struct SpawnRequest: Decodable {
     var snapshotTag: String
     var n: Int?
     /// Seconds each child lives; absent: until killed.
     var timeoutSecs: Double?
     var onTimeout: TimeoutAction?
+    /// `none`, `outbound` or `allow:CIDR[:PORT],...`; absent: the snapshot's policy.
+    var network: String?
+    /// `cpu_cores`, `memory_mib` (host memory), `processes`; absent fields take the defaults.
+    var limits: LimitRequest?
     enum CodingKeys: String, CodingKey {
-        case n
+        case n, network, limits
         case snapshotTag = "snapshot_tag"
         case timeoutSecs = "timeout_secs"
         case onTimeout = "on_timeout"
@@ -137,8 +153,10 @@ struct BakeRequest: Decodable {
     var warm: String?
     var memoryMiB: Int?
     var vcpus: Int?
+    /// The policy the snapshot records for its forks, as in ``SpawnRequest/network``.
+    var network: String?
     enum CodingKeys: String, CodingKey {
-        case tag, image, warm, vcpus
+        case tag, image, warm, vcpus, network
         case memoryMiB = "memory_mib"
     }
 }

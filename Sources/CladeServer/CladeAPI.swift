@@ -134,6 +134,7 @@ public struct CladeAPI: Sendable {
         if let image = body.image { boot.image = image }
         if let memory = body.memoryMiB { boot.memoryMiB = memory }
         if let vcpus = body.vcpus { boot.cpus = vcpus }
+        boot.network = try networkPolicy(body.network)
         let metadata = try await withSlot { try await engine.snapshots.bake(BakeOptions(boot: boot, tag: body.tag, warm: body.warm)) }
         return try JSONIO.response(SnapshotSummary(metadata, directory: SnapshotCatalog(home: engine.home).directory(metadata.tag)), status: .created)
     }
@@ -150,7 +151,8 @@ public struct CladeAPI: Sendable {
         _ = try SnapshotCatalog(home: engine.home).require(body.snapshotTag)
         let start = Date()
         let lifetime = body.timeoutSecs.map { Lifetime(seconds: $0, action: body.onTimeout ?? .kill) }
-        let outcomes = try await withSlot { try await engine.forks.fork(tag: body.snapshotTag, count: count, lifetime: lifetime) }
+        let network = try networkPolicy(body.network)
+        let outcomes = try await withSlot { try await engine.forks.fork(tag: body.snapshotTag, count: count, lifetime: lifetime, network: network, limits: body.limits) }
         Timer(label: "clade_fork_duration_seconds").recordSeconds(Date().timeIntervalSince(start))
         let started = outcomes.compactMap(\.record)
         guard !started.isEmpty else {

@@ -60,12 +60,13 @@ public struct HostFirewall: Sendable {
         logger.debug("host firewall ready", metadata: ["chain": "\(Self.chain)"])
     }
 
-    /// Applies `policy` to the VMM running as `uid` (replacing what that uid had). `outbound`
-    /// needs nothing beyond the shared chain; `none` is refused here too, in case the VMM's own
-    /// switch is not honored.
-    public func apply(_ policy: NetworkPolicy, uid: UInt32) throws {
+    /// Applies `policy` to the VMM running as `uid`. `outbound` needs nothing beyond the shared
+    /// chain; `none` is refused here too, in case the VMM's own switch is not honored. With
+    /// `replacing`, whatever the uid had is dropped first (a restart, or a uid taken over from
+    /// an abandoned claim); a fresh uid has nothing, which spares a fork two `iptables -S` runs.
+    public func apply(_ policy: NetworkPolicy, uid: UInt32, replacing: Bool) throws {
         try prepare()
-        remove(uid: uid)
+        if replacing { remove(uid: uid) }
         guard policy.mode != .outbound else { return }
         let own = Self.sandboxChain(uid)
         try withHostLock {
@@ -101,15 +102,6 @@ public struct HostFirewall: Sendable {
                 _ = try? ExternalCommand(tool, ["-w", "-F", own]).run()
                 _ = try? ExternalCommand(tool, ["-w", "-X", own]).run()
             }
-        }
-    }
-
-    /// The sandbox chains present, by uid (for sweeping the chains of sandboxes that are gone).
-    public func sandboxUIDs() -> [UInt32] {
-        guard let output = try? ExternalCommand("iptables", ["-w", "-S"]).run(), output.status == 0 else { return [] }
-        return output.stdout.split(separator: "\n").compactMap { line in
-            guard line.hasPrefix("-N CLADE-") else { return nil }
-            return UInt32(line.dropFirst("-N CLADE-".count))
         }
     }
 

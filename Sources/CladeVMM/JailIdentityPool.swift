@@ -21,22 +21,27 @@ public struct JailIdentityPool: Sendable {
         self.directory = directory
     }
 
-    /// Claims an identity for the sandbox whose directory is `owner`.
-    public func claim(for owner: URL) throws -> JailIdentity {
+    /// Claims an identity for the sandbox whose directory is `owner`. `tookOver` is true when the
+    /// uid was taken from an abandoned claim, whose host state (firewall rules) may still be there.
+    public func claim(for owner: URL) throws -> (identity: JailIdentity, tookOver: Bool) {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         for _ in 0..<128 {
             let uid = Self.firstUID + UInt32.random(in: 0..<Self.size)
             let claim = claimFile(uid)
-            let fd = open(claim.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            var tookOver = false
+            var fd = open(claim.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
             if fd < 0 {
                 guard errno == EEXIST else { throw StoreError.systemCall("open", path: claim.path, errno: errno) }
-                if isStale(claim) { unlink(claim.path) }
-                continue
+                guard isStale(claim) else { continue }
+                unlink(claim.path)
+                fd = open(claim.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+                guard fd >= 0 else { continue }  // another clade took it over first
+                tookOver = true
             }
             let text = owner.path
             _ = text.withCString { write(fd, $0, strlen($0)) }
             close(fd)
-            return JailIdentity(uid: uid, gid: uid)
+            return (JailIdentity(uid: uid, gid: uid), tookOver)
         }
         throw VMMError.confinementFailed(what: "give the sandbox a uid of its own", reason: "no free uid in \(Self.uidRange) after 128 tries", fix: "remove stale claims in \(directory.path)")
     }

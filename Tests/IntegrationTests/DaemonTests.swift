@@ -154,9 +154,17 @@ struct HTTPResult: Sendable {
         try #require(branch.status == 201, "branch: \(branch.text)")
         #expect(branch.object["branched_from"] as? String == ids[0])
         #expect(try await call(daemon, .POST, "/v1/sandboxes/\(ids[0])/branch", ["tag": "api-branch"]).status == 409)
-        let fromBranch = try await call(daemon, .POST, "/v1/sandboxes", ["snapshot_tag": "api-branch", "n": 1])
+        let badPolicy = try await call(daemon, .POST, "/v1/sandboxes", ["snapshot_tag": "api-branch", "network": "allow:nowhere"])
+        #expect(badPolicy.status == 400 && badPolicy.text.contains("network"), "\(badPolicy.text)")
+        let fromBranch = try await call(
+            daemon, .POST, "/v1/sandboxes", ["snapshot_tag": "api-branch", "n": 1, "network": "none", "limits": ["processes": 300, "cpu_cores": 0.5]])
         try #require(fromBranch.status == 201, "spawn from branch: \(fromBranch.text)")
         let grandchild = try #require(fromBranch.array.first?["id"] as? String)
+        #expect(fromBranch.array.first?["network"] as? String == "none", "\(fromBranch.text)")
+        if geteuid() == 0 {
+            let limits = fromBranch.array.first?["limits"] as? [String: Any]
+            #expect(limits?["processes"] as? Int == 300 && limits?["cpu_cores"] as? Double == 0.5, "\(fromBranch.text)")
+        }
         let inherited = try await call(daemon, .POST, "/v1/sandboxes/\(grandchild)/exec", ["args": ["cat", "/root/mine"]])
         #expect(inherited.object["stdout"] as? String == "\(ids[0])\n", "the branch carries the source's writes: \(inherited.text)")
 

@@ -124,6 +124,10 @@ struct IsolationIntegrationTests {
 
         // Network policy, per mode.
         let hostAddresses = ["10.0.2.2"] + (Self.hostAddress().map { [$0] } ?? [])
+        // The daemon's API, on the host's loopback like every `clade serve` by default.
+        let daemon = DaemonProcess(home: cli.home)
+        try daemon.start()
+        defer { daemon.stop() }
         let neighbour = try fork(cli, "iso")
         let closed = try fork(cli, "iso", ["--network", "none"])
         let listed = try fork(cli, "iso", ["--network", "allow:\(Self.peerAddress)/32:8001"])
@@ -135,6 +139,7 @@ struct IsolationIntegrationTests {
             for host in hostAddresses {
                 #expect(try !reach(cli, child.id, host, loopback.port), "\(child.id) reached the host at \(host)")
             }
+            #expect(try !reach(cli, child.id, "10.0.2.2", daemon.port), "\(child.id) reached the daemon's API")
             let status = Self.status(child.pid)
             #expect(status["Seccomp"] == "2", "QEMU of \(child.id) has no seccomp filter: \(status)")
             #expect(status["NoNewPrivs"] == "1")
@@ -174,6 +179,7 @@ struct IsolationIntegrationTests {
         print("isolation: neighbour exec median \(Int(before)) ms before the attacks, \(Int(after)) ms after")
         #expect(after < max(before * 3, before + 300), "the neighbour slowed from \(before) ms to \(after) ms")
 
+        #expect((try? ExternalCommand("curl", ["-sf", "http://127.0.0.1:\(daemon.port)/healthz"]).run().status) == 0, "the daemon still answers")
         _ = try cli.run(["kill", "--all"])
         #expect(cli.qemuProcesses().isEmpty)
         let rules = try ExternalCommand("iptables", ["-S"]).check().stdout
@@ -222,5 +228,67 @@ struct IsolationIntegrationTests {
         #expect(prefixes.allSatisfy { $0 == prefixes[0] }, "the forks' lines from before the restore differ")
         #expect(Set(firstOwn).count == ids.count, "siblings drew the same random bytes first: \(firstOwn)")
         print("rng: 8 forks, \(prefixes[0].count) lines from the snapshot each, first own lines all distinct: \(Set(firstOwn).count == ids.count)")
+    }
+
+    /// Memory and disk: a guest that fills more memory than it has and one that fills its disk
+    /// stay alive (or are reported dead) without touching their neighbour, and a VMM that grows
+    /// past its host-memory limit (QEMU told over QMP to allocate 512 MiB, standing for a runaway
+    /// emulator) is killed by the kernel and reported with the cause.
+    @Test func memoryAndDiskExhaustionStayInsideTheSandbox() throws {
+        let cli = CLIHarness(home: CLIHarness.privateHome("isolation-memory"))
+        defer { _ = try? cli.run(["kill", "--all"]) }
+        let bake = try cli.run(["bake", "--tag", "mem"], timeout: 600)
+        try #require(bake.status == 0, "\(bake.stderr)")
+        let neighbour = try fork(cli, "mem")
+        let before = try execLatency(cli, neighbour.id)
+
+        // More memory than the guest has: its own OOM killer answers, under a host cap of 288 MiB.
+        let hog = try fork(cli, "mem", ["--host-memory", "288"])
+        _ = try cli.run(["exec", hog.id, "--user", "root", "--detach", "--", "sh", "-c", "mount -o remount,size=240m /dev/shm; cat /dev/zero > /dev/shm/fill"])
+        // A full disk: the guest's filesystem is the image's size, and so is its overlay at most.
+        let filler = try fork(cli, "mem")
+        let filled = try cli.run(["exec", filler.id, "--user", "root", "--", "sh", "-c", "cat /dev/zero > /root/fill; sync; df -k / | tail -1"], timeout: 300)
+        #expect(filled.stdout.contains("100%"), "the guest's disk did not fill: \(filled.stdout) \(filled.stderr)")
+        let disk = cli.home.appendingPathComponent("sandboxes/\(filler.id)/disk.qcow2")
+        let info = try ExternalCommand("qemu-img", ["info", "-U", "--output", "json", disk.path]).check().stdout
+        let virtual = try #require((try JSONSerialization.jsonObject(with: Data(info.utf8)) as? [String: Any])?["virtual-size"] as? Int)
+        let actual = try #require(try FileManager.default.attributesOfItem(atPath: disk.path)[.size] as? Int)
+        print("isolation: a full guest disk of \(virtual >> 20) MiB left an overlay of \(actual >> 20) MiB")
+        #expect(actual <= virtual + (32 << 20), "the overlay grew to \(actual) bytes for a \(virtual)-byte disk")
+        #expect(try cli.run(["exec", filler.id, "--", "true"]).status == 0, "the sandbox with a full disk still answers")
+
+        Thread.sleep(forTimeInterval: 5)
+        let hogAnswers = try cli.run(["exec", hog.id, "--", "true"], timeout: 90).status == 0
+        let hogListing = try cli.run(["ls", "--json"]).stdout
+        print("isolation: the sandbox that filled its memory \(hogAnswers ? "still answers" : "does not answer")")
+        #expect(hogAnswers || hogListing.contains("death_cause"), "the memory-filling sandbox neither answers nor is reported dead")
+
+        // A runaway VMM: QEMU itself allocates past the cap.
+        let qmp = cli.home.appendingPathComponent("sandboxes/\(hog.id)/qmp.sock").path
+        let script = """
+            import json, socket
+            s = socket.socket(socket.AF_UNIX); s.connect("\(qmp)"); f = s.makefile("rw"); f.readline()
+            for command in ({"execute": "qmp_capabilities"}, {"execute": "object-add", "arguments": {"qom-type": "memory-backend-ram", "id": "hog", "size": 512 << 20, "prealloc": True}}):
+                f.write(json.dumps(command) + "\\n"); f.flush()
+                try: f.readline()
+                except OSError: pass
+            """
+        _ = try ExternalCommand("python3", ["-c", script]).run()
+        var cause: String?
+        for _ in 0..<50 where cause == nil {
+            Thread.sleep(forTimeInterval: 0.2)
+            let listing = try cli.run(["ls", "--json"]).stdout
+            let rows = (try? JSONSerialization.jsonObject(with: Data(listing.utf8)) as? [[String: Any]]) ?? []
+            cause = rows.first { $0["id"] as? String == hog.id }?["death_cause"] as? String
+        }
+        print("isolation: runaway VMM: \(cause ?? "not reported")")
+        #expect(cause?.contains("memory limit") == true, "the VMM past its cap was not killed and reported")
+
+        let after = try execLatency(cli, neighbour.id)
+        print("isolation: neighbour exec median \(Int(before)) ms before the memory and disk attacks, \(Int(after)) ms after")
+        #expect(after < max(before * 3, before + 300), "the neighbour slowed from \(before) ms to \(after) ms")
+        _ = try cli.run(["kill", "--all"])
+        #expect(cli.qemuProcesses().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory/clade/\(hog.id)") && !FileManager.default.fileExists(atPath: "/sys/fs/cgroup/clade/\(hog.id)"), "the dead sandbox's control group is left")
     }
 }

@@ -142,7 +142,9 @@ extension E2BService {
         let timeout = body.int("timeout") ?? Self.defaultTimeout
         let lifetime = try Self.lifetime(seconds: timeout, autoPause: body.bool("autoPause"))
         let tag = try await templates.snapshotTag(for: templateID)
-        let outcome = try await engine.forks.fork(tag: tag, count: 1, lifetime: lifetime).first
+        // `allow_internet_access: false` is clade's `none`; otherwise the template's policy.
+        let network = body.has("allow_internet_access") && !body.bool("allow_internet_access") ? NetworkPolicy(mode: .none) : nil
+        let outcome = try await engine.forks.fork(tag: tag, count: 1, lifetime: lifetime, network: network).first
         guard let record = outcome?.record else { throw E2BError(500, "the sandbox did not start: \(outcome?.error ?? "no outcome")") }
         let state = E2BSandboxState(
             sandboxID: record.id, templateID: templateID, alias: templateID, metadata: body.map("metadata"), envVars: body.map("envVars"),
