@@ -188,6 +188,10 @@ public struct Sandboxes: EngineCapability {
                     record.state = .dead
                     if record.confinement?.controlGroups != nil, engine.controlGroups.wasOutOfMemory(sandbox: id) {
                         record.deathCause = "the kernel killed its VM for passing its host memory limit of \(record.limits?.memoryMiB ?? 0) MiB"
+                    } else if let panic = consoleTail(id, lines: 40).split(whereSeparator: \.isNewline).last(where: { $0.contains("Kernel panic") }) {
+                        // `panic=-1` turns a guest panic into a reboot, which `-no-reboot` turns into QEMU's exit.
+                        let reason = panic.range(of: "not syncing: ").map { String(panic[$0.upperBound...]) } ?? String(panic)
+                        record.deathCause = "the guest kernel panicked: \(reason.trimmingCharacters(in: .whitespacesAndNewlines))"
                     }
                     logger.warning("sandbox's VM is gone; cleaning up", metadata: ["id": "\(id)", "cause": "\(record.deathCause ?? "unknown")"])
                     await destroy(id: id, pid: pid)
