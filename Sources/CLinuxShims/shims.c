@@ -60,6 +60,10 @@ int clade_spawn_as(const char *file, char *const argv[], char *const envp[], int
     return clade_spawn_child(file, argv, envp, in_fd, out_fd, err_fd, -1, cwd, 1, uid, gid, groups, group_count, pid_out);
 }
 
+static int spawn_cgroup_fd = -1;
+
+void clade_set_spawn_cgroup(int procs_fd) { spawn_cgroup_fd = procs_fd; }
+
 int clade_spawn_child(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
                       int terminal_fd, const char *cwd, int change_user, unsigned uid, unsigned gid,
                       const unsigned *groups, int group_count, int *pid_out) {
@@ -82,6 +86,8 @@ int clade_spawn_child(const char *file, char *const argv[], char *const envp[], 
         sigemptyset(&empty);
         sigprocmask(SIG_SETMASK, &empty, NULL);
         setsid();
+        // Before the program allocates anything, so its memory is charged to the user group.
+        if (spawn_cgroup_fd >= 0) (void)!write(spawn_cgroup_fd, "0", 1);
         int saved = 0;
         // A new session has no controlling terminal; taking the PTY's makes ^C, job control and
         // SIGHUP on hang-up work as in a login shell.

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CLinuxShims
 
 /// Holds every user process still while the host captures the guest, so that after a restore
 /// nothing runs before the agent has given the guest its own identity and RNG seed.
@@ -11,13 +12,42 @@ import Musl
 /// drew random numbers between the restore and the reseed would draw the same ones in every
 /// sibling. Freezing (cgroup v2's `cgroup.freeze`) is invisible to the processes and their
 /// parents, unlike SIGSTOP, which an interactive shell reports as a stopped job.
+///
+/// The same group bounds user processes' memory: without that, a guest whose user filled its RAM
+/// with tmpfs could leave the agent (PID 1, which the OOM killer spares) no memory to answer.
 enum UserFreezer {
     static let hierarchy = "/sys/fs/cgroup"
-    static let group = "/sys/fs/cgroup/clade-held"
+    static let group = "/sys/fs/cgroup/clade-user"
+    /// Memory kept out of the user group's reach, for the kernel and the agent.
+    static let reservedBytes = 64 << 20
 
-    /// Moves every user process into the held group and freezes it. Returns how many processes
+    /// At start, as the guest's init: every process the agent spawns from now on starts in the
+    /// user group, which may use all of the guest's memory but `reservedBytes`. Failures leave
+    /// processes where they were (an older guest kernel), with a log line.
+    static func setUp() {
+        guard getpid() == 1 else { return }
+        do {
+            try prepare()
+            _ = writeText("+memory", to: "\(hierarchy)/cgroup.subtree_control")
+            let total = readSmallFile("/proc/meminfo").split(separator: "\n").first { $0.hasPrefix("MemTotal:") }
+                .flatMap { $0.split(whereSeparator: \.isWhitespace).dropFirst().first }.flatMap { Int($0) }.map { $0 << 10 }
+            if let total, total > 2 * reservedBytes {
+                if !writeText("\(total - reservedBytes)", to: "\(group)/memory.max") {
+                    log("cannot bound user processes' memory: \(String(cString: strerror(errno)))")
+                }
+            }
+            let procs = open("\(group)/cgroup.procs", O_WRONLY | O_CLOEXEC)
+            if procs >= 0 { clade_set_spawn_cgroup(procs) }
+        } catch {
+            log("user processes stay in the root cgroup: \(error)")
+        }
+    }
+
+    /// Moves every user process into the user group and freezes it. Returns how many processes
     /// are held; throws when the guest cannot freeze (no cgroup v2 in its kernel).
     static func freeze(timeoutMilliseconds: Int = 2000) throws -> Int {
+        // Never on a host: only the guest's init may freeze everything else.
+        guard getpid() == 1 else { throw CommandError(description: "freeze only runs as the guest's init (pid 1)") }
         try prepare()
         guard writeText("1", to: "\(group)/cgroup.freeze") else {
             throw CommandError(description: "cannot freeze \(group): \(String(cString: strerror(errno)))")
@@ -73,7 +103,7 @@ enum UserFreezer {
             var target = [CChar](repeating: 0, count: 8)
             guard readlink("/proc/\(pid)/exe", &target, target.count) >= 0 || errno == ENAMETOOLONG else { continue }
             let membership = readSmallFile("/proc/\(pid)/cgroup")
-            if membership.isEmpty || membership.contains("0::/clade-held") { continue }
+            if membership.isEmpty || membership.contains("0::/clade-user") { continue }
             found.append(pid)
         }
         return found

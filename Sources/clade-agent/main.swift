@@ -30,6 +30,7 @@ while let argument = arguments.next() {
 ChildReaper.blockChildSignal()
 signal(SIGPIPE, SIG_IGN)
 setenv("PATH", CommandRunner.defaultPath, 1)
+UserFreezer.setUp()
 let reaper = ChildReaper()
 reaper.start()
 let handler = RequestHandler(reaper: reaper, table: ProcessTable())
