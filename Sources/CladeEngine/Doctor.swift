@@ -95,9 +95,10 @@ extension Engine {
     /// What every new VM's QEMU gets: its seccomp filter, its uid, the host firewall, its cgroup.
     func confinementCheck() -> DoctorCheck {
         let plan = confinementPlan()
-        let groups = ControlGroups.detect()
+        let groups = controlGroups.hierarchy
         var parts = ["seccomp filter (-sandbox on,obsolete=deny,resourcecontrol=deny)"]
         parts.append(plan.identity ? "a uid of its own per sandbox" : "runs as clade's user")
+        if plan.identity { parts.append(plan.mountView ? "a private mount view (chroot: /usr read-only, its sandbox's directory)" : "sees the host's whole filesystem") }
         parts.append(plan.firewall ? "host firewall: guests cannot reach the host; network policies none, outbound, allow" : "no host firewall: guests CAN reach the host's loopback")
         var reasons = plan.reasons
         if case .unavailable(let reason) = groups {

@@ -14,7 +14,7 @@ extension Engine {
     var controlGroups: ControlGroups { ControlGroups(hierarchy: ControlGroups.detect()) }
 
     /// What confinement a new VM gets on this host and why (for `clade doctor`).
-    package func confinementPlan() -> (identity: Bool, firewall: Bool, reasons: [String]) {
+    package func confinementPlan() -> (identity: Bool, firewall: Bool, mountView: Bool, reasons: [String]) {
         var reasons: [String] = []
         let root = geteuid() == 0
         if !root { reasons.append("clade is not root: the VMM runs as your user and guests can reach the host's loopback (run clade as root for a per-sandbox uid and the host firewall)") }
@@ -22,7 +22,9 @@ extension Engine {
         if let reachable { reasons.append("\(reachable) is not searchable by other users, so the VMM cannot drop to a uid of its own (chmod o+x it, or use a --home under /var/lib)") }
         let firewall = root && HostFirewall.isAvailable
         if root, !firewall { reasons.append("iptables/ip6tables not found: guests can reach the host's loopback (apt-get install iptables)") }
-        return (root && reachable == nil, firewall, reasons)
+        let mountView = MachineConfinement.mountViewAvailable
+        if root, !mountView { reasons.append("unshare or mount not found: the VMM sees the host's whole filesystem (apt-get install util-linux mount)") }
+        return (root && reachable == nil, firewall, mountView, reasons)
     }
 
     /// Confines the VM about to start for `record` under `policy`: claims (or re-claims) its uid,
@@ -68,9 +70,12 @@ extension Engine {
             record.limits = limits
             enforced = groups.hierarchy.name
         }
+        let mountView = identity != nil && plan.mountView
         record.confinement = SandboxConfinement(
-            uid: identity?.uid, gid: identity?.gid, seccomp: true, hostFirewall: identity != nil && plan.firewall, controlGroups: enforced)
+            uid: identity?.uid, gid: identity?.gid, seccomp: true, hostFirewall: identity != nil && plan.firewall, controlGroups: enforced,
+            privateMountView: mountView)
         var machine = MachineConfinement(identity: identity, syscallFilter: true, noOutboundNetwork: policy.mode == .none)
+        machine.privateMountView = mountView
         if enforced != nil { machine.controlGroup = (groups, record.id, limits) }
         return machine
     }

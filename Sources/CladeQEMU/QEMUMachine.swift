@@ -45,14 +45,18 @@ public struct QEMUMachine: VMHandle {
     }
 
     public func saveState(to file: URL, kind: SavedStateKind) async throws {
-        try prepareWritable(file)
+        // QEMU writes into its own directory (all a confined QEMU can see); the finished file then
+        // moves to where the caller wants it.
+        let transfer = files.directory.appendingPathComponent(".state-transfer.partial")
+        try? FileSystem.remove(transfer)
+        try prepareWritable(transfer)
+        defer { try? FileSystem.remove(transfer) }
         switch kind {
         case .memoryInSharedFile:
-            guard !file.path.contains("'") else { throw VMMError.stateTransferFailed(backend: backendName, reason: "the path \(file.path) contains a quote") }
             try await withQMP { client in
                 try await client.execute("stop")
                 try await client.execute("migrate-set-capabilities", arguments: Self.ignoreSharedCapability)
-                try await client.execute("migrate", arguments: ["uri": .string("exec:cat > '\(file.path)'")])
+                try await client.execute("migrate", arguments: ["uri": .string("exec:cat > '\(try Self.quotable(transfer))'")])
                 try await Self.waitForMigration(client)
             }
         case .devicesOnly:
@@ -60,19 +64,37 @@ public struct QEMUMachine: VMHandle {
             // section; despite its name it works for any guest.
             try await withQMP { client in
                 try await client.execute("stop")
-                try await client.execute("xen-save-devices-state", arguments: ["filename": .string(file.path), "live": .bool(false)])
+                try await client.execute("xen-save-devices-state", arguments: ["filename": .string(transfer.path), "live": .bool(false)])
             }
         }
+        try FileSystem.moveReplacing(transfer, to: file)
     }
 
     public func restoreState(from file: URL, kind: SavedStateKind) async throws {
-        guard !file.path.contains("'") else { throw VMMError.stateTransferFailed(backend: backendName, reason: "the path \(file.path) contains a quote") }
+        // A file outside QEMU's directory is linked in first: a confined QEMU sees nothing else.
+        var source = file
+        let inside = file.standardizedFileURL.deletingLastPathComponent().path == files.directory.standardizedFileURL.path
+        if !inside {
+            source = files.directory.appendingPathComponent(".state-restore")
+            try? FileSystem.remove(source)
+            try FileSystem.linkOrCopy(file, to: source)
+        }
+        defer { if !inside { try? FileSystem.remove(source) } }
+        let path = try Self.quotable(source)
         try await withQMP { client in
             if kind == .memoryInSharedFile { try await client.execute("migrate-set-capabilities", arguments: Self.ignoreSharedCapability) }
-            try await client.execute("migrate-incoming", arguments: ["uri": .string("exec:cat '\(file.path)'")])
+            try await client.execute("migrate-incoming", arguments: ["uri": .string("exec:cat '\(path)'")])
             try await Self.waitForMigration(client)
             try await client.execute("cont")
         }
+    }
+
+    /// `exec:` migration hands its command to a shell, so a path goes inside single quotes.
+    private static func quotable(_ file: URL) throws -> String {
+        guard !file.path.contains("'") else {
+            throw VMMError.stateTransferFailed(backend: "qemu", reason: "the path \(file.path) contains a quote")
+        }
+        return file.path
     }
 
     public func captureMemory(_ selection: PageSelection, memoryFile: URL) async throws -> CapturedMemory {

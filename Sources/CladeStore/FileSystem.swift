@@ -150,6 +150,23 @@ public enum FileSystem {
         }
     }
 
+    /// Moves `source` to `destination`, replacing it; across filesystems by copy and remove.
+    public static func moveReplacing(_ source: URL, to destination: URL) throws {
+        if rename(source.path, destination.path) == 0 { return }
+        let error = errno
+        guard error == EXDEV else { throw StoreError.systemCall("rename", path: destination.path, errno: error) }
+        try? remove(destination)
+        try FileManager.default.copyItem(at: source, to: destination)
+        try remove(source)
+    }
+
+    /// Makes `destination` name the same bytes as `source`: a hard link where the filesystem
+    /// allows one, else a copy.
+    public static func linkOrCopy(_ source: URL, to destination: URL) throws {
+        if link(source.path, destination.path) == 0 { return }
+        try FileManager.default.copyItem(at: source, to: destination)
+    }
+
     /// Free bytes available to this user on the filesystem holding `url`.
     public static func freeBytes(at url: URL) throws -> Int64 {
         var info = statvfs()

@@ -1,4 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CladeModel
+import CladeStore
 import Foundation
 
 /// The host-side jail of one hypervisor process, in no hypervisor's terms.
@@ -11,6 +15,10 @@ public struct MachineConfinement: Sendable, Equatable {
     /// Cut every connection the guest opens (hostfwd, i.e. the agent and published ports, still
     /// work): the `none` network policy where no firewall is available to say it.
     public var noOutboundNetwork: Bool
+    /// Give the VMM a mount namespace of its own whose root holds only the system's programs and
+    /// libraries (read-only), a few device nodes and the machine's own directory: an escaped VMM
+    /// sees no other sandbox, no store, no `/etc`, `/home`, `/tmp` or host sockets (root only).
+    public var privateMountView: Bool = false
     /// The control group the VMM is moved into right after it starts, and its limits.
     public var controlGroup: (groups: ControlGroups, name: String, limits: SandboxLimits)?
 
@@ -22,7 +30,14 @@ public struct MachineConfinement: Sendable, Equatable {
 
     public static func == (lhs: MachineConfinement, rhs: MachineConfinement) -> Bool {
         lhs.identity == rhs.identity && lhs.syscallFilter == rhs.syscallFilter && lhs.noOutboundNetwork == rhs.noOutboundNetwork
+            && lhs.privateMountView == rhs.privateMountView
             && lhs.controlGroup?.name == rhs.controlGroup?.name && lhs.controlGroup?.limits == rhs.controlGroup?.limits
+    }
+
+    /// Whether this host can give a VMM a private mount view: clade is root, with util-linux's
+    /// `unshare` and `mount`.
+    public static var mountViewAvailable: Bool {
+        geteuid() == 0 && ExternalCommand.locate("unshare") != nil && ExternalCommand.locate("mount") != nil
     }
 
     /// Nothing: how machines ran before confinement existed (tests of the command line).

@@ -117,6 +117,40 @@ struct IsolationIntegrationTests {
         }
     }
 
+    /// The VMM is chrooted into a jail of its own that shows the system's programs read-only and
+    /// its own sandbox directory, and nothing else of the host or the store.
+    private func expectPrivateMountView(_ cli: CLIHarness, _ child: (id: String, pid: Int32)) throws {
+        let root = "/proc/\(child.pid)/root"
+        let jail = (try? FileManager.default.destinationOfSymbolicLink(atPath: root)) ?? ""
+        #expect(jail.hasSuffix("/sandboxes/\(child.id)/jail"), "QEMU of \(child.id) is not chrooted into its jail: root is \(jail)")
+        let top = Set((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [])
+        #expect(top.isSubset(of: ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "dev", cli.home.pathComponents.dropFirst().first ?? ""]),
+                "the jail shows more than it should: \(top.sorted())")
+        #expect(!top.contains("etc") && !top.contains("home") && !top.contains("proc"))
+        let sandboxes = root + cli.home.appendingPathComponent("sandboxes").path
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: sandboxes)) ?? []) == [child.id],
+                "the jail shows other sandboxes")
+        #expect(!FileManager.default.fileExists(atPath: root + cli.home.appendingPathComponent("snapshots").path), "the jail shows the snapshots")
+        #expect(access(root + "/usr/bin", W_OK) != 0, "/usr is writable in the jail")
+        // mountinfo shows a chrooted process only the mounts under its root.
+        let mounts = (try? String(contentsOfFile: "/proc/\(child.pid)/mountinfo", encoding: .utf8)) ?? ""
+        var points: [(String, String)] = []
+        for line in mounts.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            if fields.count > 5 { points.append((String(fields[4]), String(fields[5]))) }
+        }
+        let allowed = Set(["/", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", cli.home.appendingPathComponent("sandboxes/\(child.id)").path])
+        for (point, options) in points {
+            #expect(allowed.contains(point) || point.hasPrefix("/dev/"), "the jail mounts \(point)")
+            if point == "/usr" { #expect(options.hasPrefix("ro"), "/usr is mounted \(options) in the jail") }
+        }
+        #expect(points.contains { $0.0 == "/usr" }, "no /usr mount in the jail: \(points)")
+    }
+
+    private static func hostMounts() -> String {
+        (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+    }
+
     @Test func aHostileGuestReachesNothingOnTheHostAndTakesOnlyItsShare() throws {
         let cli = CLIHarness(home: CLIHarness.privateHome("isolation"))
         defer { _ = try? cli.run(["kill", "--all"]) }
@@ -150,7 +184,9 @@ struct IsolationIntegrationTests {
             #expect(status["NoNewPrivs"] == "1")
             let uid = status["Uid"]?.split(whereSeparator: \.isWhitespace).first.flatMap { UInt32($0) } ?? 0
             #expect(uid != 0, "QEMU of \(child.id) runs as root")
+            try expectPrivateMountView(cli, child)
         }
+        #expect(!Self.hostMounts().contains("clade-jail"), "a jail's mounts leaked into the host's namespace")
         // Beyond the host: outbound reaches the peer on any port, allow only on its listed port, none
         // nowhere.
         #expect(try reach(cli, neighbour.id, Self.peerAddress, 8001) && reach(cli, neighbour.id, Self.peerAddress, 8002), "outbound reaches the peer")
