@@ -176,7 +176,7 @@ extension Engine {
                 try self.sandboxCatalog.put(record)
                 record.pid = try await qemu.launch(spec, extraArguments: ["-loadvm", snapshotName]).pid
                 try self.sandboxCatalog.put(record)
-                _ = try await AgentClient(port: record.agentPort).waitUntilReady(timeout: 120) {}
+                _ = try await AgentClient(port: record.agentPort, sandbox: record.id).waitUntilReady(timeout: 120) {}
                 let copied = try FileSystem.status(of: paths.disk)?.allocatedBytes
                 return (id, copied)
             }

@@ -13,7 +13,7 @@ extension Engine {
     /// either way: the agent's reseed on restore remains, only the window before it stays open.
     func holdUserProcesses(_ record: SandboxRecord) async -> Bool {
         do {
-            let response = try await AgentClient(port: record.agentPort).send(AgentRequest(action: .freeze), timeout: 10)
+            let response = try await AgentClient(port: record.agentPort, sandbox: record.id).send(AgentRequest(action: .freeze), timeout: 10)
             if let error = response.error { throw GuestError.agent(error) }
             logger.debug("user processes held for the capture", metadata: ["id": "\(record.id)", "held": "\(response.held ?? 0)"])
             return true
@@ -28,7 +28,7 @@ extension Engine {
     /// Lets processes held by ``holdUserProcesses(_:)`` run again in a guest that continues.
     func releaseUserProcesses(_ record: SandboxRecord) async {
         do {
-            let response = try await AgentClient(port: record.agentPort).send(AgentRequest(action: .thaw), timeout: 10)
+            let response = try await AgentClient(port: record.agentPort, sandbox: record.id).send(AgentRequest(action: .thaw), timeout: 10)
             if let error = response.error { throw GuestError.agent(error) }
         } catch {
             logger.error("the guest's processes stay frozen after the capture", metadata: ["id": "\(record.id)", "error": "\(error)"])

@@ -190,7 +190,7 @@ public struct Forks: EngineCapability {
         let request = AgentRequest(
             action: .identity, hostname: record.id, entropy: Data(entropy).base64EncodedString(),
             timeNanoseconds: Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec), generation: record.generation, mac: record.mac)
-        let client = AgentClient(port: record.agentPort)
+        let client = AgentClient(port: record.agentPort, sandbox: record.id)
         let deadline = Date().addingTimeInterval(30)
         var lastError: Error?
         while Date() < deadline {

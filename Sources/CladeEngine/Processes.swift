@@ -12,7 +12,7 @@ public struct Processes: EngineCapability {
     /// The agent of a running sandbox, for the operations that need no defaults (stdin, signals,
     /// resize, the process table, files).
     public func agent(for id: String) throws -> AgentClient {
-        AgentClient(port: try runningRecord(id).agentPort)
+        AgentClient(port: try runningRecord(id).agentPort, sandbox: id)
     }
 
     /// `spec` with the image's defaults filled in, and the agent to send it to.
@@ -25,7 +25,7 @@ public struct Processes: EngineCapability {
         filled.env = resolved.env
         filled.cwd = resolved.cwd
         filled.user = resolved.user
-        return (AgentClient(port: record.agentPort), filled)
+        return (AgentClient(port: record.agentPort, sandbox: record.id), filled)
     }
 
     /// Runs a process, calling `onEvent` as its output arrives; returns how it ended.

@@ -101,7 +101,7 @@ public struct Sandboxes: EngineCapability {
             progress("waiting for the guest agent")
             let machine = launched.machine
             let pid = machine.pid
-            _ = try await AgentClient(port: record.agentPort).waitUntilReady(timeout: options.readyTimeout) {
+            _ = try await AgentClient(port: record.agentPort, sandbox: record.id).waitUntilReady(timeout: options.readyTimeout) {
                 if !machine.isAlive {
                     throw EngineError.bootFailed(id: id, reason: "the VM exited during boot", consoleTail: machine.consoleTail(lines: 12))
                 }
@@ -133,12 +133,12 @@ public struct Sandboxes: EngineCapability {
         guard !argv.isEmpty else { throw EngineError.badInput("give the command to run after --") }
         if let timeout, !(timeout > 0) { throw EngineError.badInput("--timeout must be a positive number of seconds") }
         let resolved = ExecDefaults(record.imageConfig).apply(env: env, cwd: cwd, user: user)
-        return try await AgentClient(port: record.agentPort).exec(argv, env: resolved.env, cwd: resolved.cwd, user: resolved.user, stdin: stdin, timeout: timeout)
+        return try await AgentClient(port: record.agentPort, sandbox: record.id).exec(argv, env: resolved.env, cwd: resolved.cwd, user: resolved.user, stdin: stdin, timeout: timeout)
     }
 
     /// An agent client for a running sandbox.
     public func agent(for id: String) throws -> AgentClient {
-        AgentClient(port: try runningRecord(id).agentPort)
+        AgentClient(port: try runningRecord(id).agentPort, sandbox: id)
     }
 
     /// Stops a sandbox and removes everything it had: process, sockets, pid file, disk overlay, memory file.
@@ -256,7 +256,7 @@ public struct Sandboxes: EngineCapability {
         do {
             progress("running \(argv.joined(separator: " "))")
             let resolved = ExecDefaults(record.imageConfig).apply(env: options.env, cwd: nil, user: options.user)
-            let response = try await AgentClient(port: record.agentPort).exec(
+            let response = try await AgentClient(port: record.agentPort, sandbox: record.id).exec(
                 argv, env: resolved.env, cwd: resolved.cwd, user: resolved.user, timeout: timeout)
             try await kill(id: record.id)
             return response

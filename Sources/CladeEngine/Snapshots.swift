@@ -136,7 +136,7 @@ public struct Snapshots: EngineCapability {
                 progress("warming up: \(warm)")
                 // The warm-up runs the way every exec will: as the image's user, in its environment.
                 let defaults = ExecDefaults(record.imageConfig).apply(env: nil, cwd: nil, user: options.warmUser)
-                let response = try await AgentClient(port: record.agentPort).exec(
+                let response = try await AgentClient(port: record.agentPort, sandbox: record.id).exec(
                     ["sh", "-c", warm], env: defaults.env, cwd: defaults.cwd, user: defaults.user, timeout: 600)
                 guard response.exitCode == 0 else {
                     throw EngineError.guestFailed("the warm-up command exited with \(response.exitCode.map(String.init) ?? "an error"): \(response.error ?? response.stderr ?? "")")
@@ -146,7 +146,7 @@ public struct Snapshots: EngineCapability {
                 progress("starting the resident interpreter \(interpreter)" + (options.preload.map { " after: \($0)" } ?? ""))
                 let user = ExecDefaults(record.imageConfig).apply(env: nil, cwd: nil, user: options.warmUser).user
                 try await ResidentInterpreter.start(
-                    on: AgentClient(port: record.agentPort), interpreter: interpreter, preload: options.preload, user: user)
+                    on: AgentClient(port: record.agentPort, sandbox: record.id), interpreter: interpreter, preload: options.preload, user: user)
             }
             progress("snapshotting as \(options.tag)")
             return try await take(id: record.id, tag: options.tag, progress: progress)

@@ -8,22 +8,34 @@ import NIOCore
 public struct AgentClient: Sendable {
     public let endpoint: LineEndpoint
 
-    public init(host: String = "127.0.0.1", port: Int) {
-        endpoint = .tcp(host: host, port: port)
+    /// `sandbox` names the guest in every error, so a misbehaving guest is identified.
+    public init(host: String = "127.0.0.1", port: Int, sandbox: String? = nil) {
+        let address = LineEndpoint.tcp(host: host, port: port)
+        endpoint = .named(sandbox.map { "sandbox \($0)'s agent" } ?? "the guest agent", address)
     }
 
     /// Sends one request and waits up to `timeout` seconds for its answer.
     public func send(_ request: AgentRequest, timeout: Double) async throws -> AgentResponse {
         let line = try AgentCodec.encodeLine(request)
         let endpoint = self.endpoint
-        return try await withTimeout(timeout, what: "the guest agent at \(endpoint)") {
+        return try await withTimeout(timeout, what: "\(endpoint)") {
             try await withLineConnection(to: endpoint) { inbound, outbound in
                 try await outbound.write(ByteBuffer(bytes: line))
                 for try await reply in inbound {
-                    return try AgentCodec.decode(AgentResponse.self, from: Array(reply.readableBytesView))
+                    return try Self.decodeReply(reply, from: endpoint)
                 }
-                throw ChannelError.closed("the guest agent at \(endpoint)")
+                throw ChannelError.closed("\(endpoint)")
             }
+        }
+    }
+
+    /// Decodes one line from the agent. A line that is no agent message is the guest misbehaving:
+    /// the error names the sandbox, and throwing it closes the connection.
+    static func decodeReply(_ line: ByteBuffer, from endpoint: LineEndpoint) throws -> AgentResponse {
+        do {
+            return try AgentCodec.decode(AgentResponse.self, from: line.readableBytesView)
+        } catch {
+            throw ChannelError.malformed("\(endpoint) sent a \(line.readableBytes)-byte line that is not an agent message; clade closed the connection")
         }
     }
 

@@ -14,10 +14,14 @@ public struct AgentSession: Sendable {
     /// Reads happen one at a time: a session has one reader task.
     final class LineReader: @unchecked Sendable {
         private var iterator: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
-        init(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>) { iterator = inbound.makeAsyncIterator() }
+        private let endpoint: LineEndpoint
+        init(_ inbound: NIOAsyncChannelInboundStream<ByteBuffer>, endpoint: LineEndpoint) {
+            iterator = inbound.makeAsyncIterator()
+            self.endpoint = endpoint
+        }
         func next() async throws -> AgentResponse? {
             guard let line = try await iterator.next() else { return nil }
-            return try AgentCodec.decode(AgentResponse.self, from: Array(line.readableBytesView))
+            return try AgentClient.decodeReply(line, from: endpoint)
         }
     }
 
@@ -43,7 +47,7 @@ public struct AgentSession: Sendable {
     /// Sends a request and returns the next line, failing with the agent's error if it has one.
     public func call(_ request: AgentRequest) async throws -> AgentResponse {
         try await send(request)
-        guard let line = try await reader.next() else { throw ChannelError.closed("the guest agent at \(endpoint)") }
+        guard let line = try await reader.next() else { throw ChannelError.closed("\(endpoint)") }
         if let error = line.error { throw GuestError(agentError: error, kind: line.errorKind) }
         return line
     }
@@ -54,7 +58,7 @@ extension AgentClient {
     public func withSession<R: Sendable>(_ body: @Sendable (AgentSession) async throws -> R) async throws -> R {
         let endpoint = self.endpoint
         return try await withLineConnection(to: endpoint) { inbound, outbound in
-            try await body(AgentSession(outbound: outbound, reader: AgentSession.LineReader(inbound), endpoint: endpoint))
+            try await body(AgentSession(outbound: outbound, reader: AgentSession.LineReader(inbound, endpoint: endpoint), endpoint: endpoint))
         }
     }
 

@@ -4,14 +4,25 @@ import NIOExtras
 import NIOPosix
 
 /// Where a line-oriented peer listens.
-public enum LineEndpoint: Sendable, CustomStringConvertible {
+public indirect enum LineEndpoint: Sendable, CustomStringConvertible {
     case unix(String)
     case tcp(host: String, port: Int)
+    /// An endpoint that errors call by a name of its own ("sandbox 4f2a…'s agent").
+    case named(String, LineEndpoint)
 
     public var description: String {
         switch self {
         case .unix(let path): return path
         case .tcp(let host, let port): return "\(host):\(port)"
+        case .named(let name, let endpoint): return "\(name) (\(endpoint))"
+        }
+    }
+
+    func socketAddress() throws -> SocketAddress {
+        switch self {
+        case .unix(let path): return try SocketAddress(unixDomainSocketPath: path)
+        case .tcp(let host, let port): return try SocketAddress(ipAddress: host, port: port)
+        case .named(_, let endpoint): return try endpoint.socketAddress()
         }
     }
 }
@@ -39,11 +50,7 @@ public func withLineConnection<R: Sendable>(
 ) async throws -> R {
     let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .connectTimeout(.seconds(5))
-    let address: SocketAddress
-    switch endpoint {
-    case .unix(let path): address = try SocketAddress(unixDomainSocketPath: path)
-    case .tcp(let host, let port): address = try SocketAddress(ipAddress: host, port: port)
-    }
+    let address = try endpoint.socketAddress()
     let channel = try await bootstrap.connect(to: address) { channel in
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.addHandler(

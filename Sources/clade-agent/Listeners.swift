@@ -49,10 +49,30 @@ func encodeResponse(_ response: AgentResponse) -> [UInt8] {
 }
 
 /// Serves requests over TCP (forkd-compatible): one connection may carry several
-/// requests, answered in order.
+/// requests, answered in order. A listener that stops listening (a root process in the guest
+/// can shut it down through `pidfd_getfd`) is replaced as soon as the port is free again.
 func serveTCP(port: UInt16, handler: RequestHandler) {
+    var failures = 0
+    while true {
+        guard let listener = listenTCP(port: port, quietly: failures > 0) else {
+            failures += 1
+            usleep(200_000)
+            continue
+        }
+        if failures > 0 { log("listening on TCP port \(port) again") }
+        failures = 0
+        acceptConnections(on: listener, handler: handler)
+        close(listener)
+        log("the listener on TCP port \(port) stopped working; opening a new one")
+    }
+}
+
+private func listenTCP(port: UInt16, quietly: Bool) -> Int32? {
     let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard listener >= 0 else { return log("cannot create the TCP socket: \(String(cString: strerror(errno)))") }
+    guard listener >= 0 else {
+        log("cannot create the TCP socket: \(String(cString: strerror(errno)))")
+        return nil
+    }
     var one: Int32 = 1
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
     var address = sockaddr_in()
@@ -63,13 +83,22 @@ func serveTCP(port: UInt16, handler: RequestHandler) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
     guard bound == 0, listen(listener, 64) == 0 else {
-        return log("cannot listen on TCP port \(port): \(String(cString: strerror(errno)))")
+        if !quietly { log("cannot listen on TCP port \(port): \(String(cString: strerror(errno)))") }
+        close(listener)
+        return nil
     }
-    log("listening on TCP port \(port)")
+    if !quietly { log("listening on TCP port \(port)") }
+    return listener
+}
+
+/// Accepts until the listener fails for good (it was shut down or closed under us).
+private func acceptConnections(on listener: Int32, handler: RequestHandler) {
     while true {
         let connection = clade_accept_cloexec(listener)
         if connection < 0 {
-            if errno != EINTR { usleep(10_000) }
+            let error = errno
+            if error == EINVAL || error == EBADF || error == ENOTSOCK { return }
+            if error != EINTR { usleep(10_000) }
             continue
         }
         enableKeepalive(connection)
