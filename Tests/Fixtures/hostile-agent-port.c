@@ -1,18 +1,19 @@
 // A hostile guest process for the isolation tests: run as root inside a guest, it takes the
 // agent's channels away from clade-agent (PID 1) and writes what a compromised guest might.
 //
-//   hostile-agent-port garbage  N   take over TCP port 8888; answer N connections with up to
-//                                   1 GiB of random bytes each
-//   hostile-agent-port longline N   take over TCP port 8888; answer N connections with one
-//                                   100 MiB line
+//   hostile-agent-port garbage  N   answer N of clade's connections to the agent's TCP port
+//                                   with up to 1 GiB of random bytes each
+//   hostile-agent-port longline N   answer N connections with one 100 MiB line
 //   hostile-agent-port serial       write 1 GiB of random bytes into the agent's virtio-serial port
+//                                   (the host end reads nothing from it; QEMU must not choke)
 //
-// The agent's descriptors are copied out of PID 1 with pidfd_getfd (root may). For TCP, the
-// agent's listener is shut down and this process listens on the port instead; when it exits the
-// agent listens again. Built static on the host: `cc -static -O2 -o hostile hostile-agent-port.c`.
+// The agent's descriptors are copied out of PID 1 with pidfd_getfd (root may). For TCP this
+// process then accepts on the agent's own listening socket, side by side with the agent, so
+// clade cannot tell its connections from the agent's. Built static on the host: `cc -static -O2 -o hostile hostile-agent-port.c`.
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -67,6 +68,28 @@ static int find_descriptor(const char *target) {
     return found;
 }
 
+// The device of the virtio-serial port named clade.agent, e.g. /dev/vport2p1.
+static int serial_port(char *device, size_t size) {
+    DIR *directory = opendir("/sys/class/virtio-ports");
+    if (!directory) return 0;
+    struct dirent *entry;
+    int found = 0;
+    while (!found && (entry = readdir(directory))) {
+        if (entry->d_name[0] == '.') continue;
+        char path[300], name[64] = {0};
+        snprintf(path, sizeof path, "/sys/class/virtio-ports/%s/name", entry->d_name);
+        FILE *file = fopen(path, "r");
+        if (!file) continue;
+        if (fgets(name, sizeof name, file) && strncmp(name, "clade.agent", 11) == 0) {
+            snprintf(device, size, "/dev/%s", entry->d_name);
+            found = 1;
+        }
+        fclose(file);
+    }
+    closedir(directory);
+    return found;
+}
+
 static int steal(int number) {
     int pidfd = (int)syscall(SYS_pidfd_open, 1, 0);
     if (pidfd < 0) { perror("pidfd_open"); exit(2); }
@@ -98,40 +121,38 @@ static long long flood(int fd, long long total, int random) {
     return sent;
 }
 
-static int take_over_port(void) {
+// A copy of the agent's own listening socket: this process and the agent then accept from
+// the same queue, so some of clade's connections reach this process instead.
+static int share_listener(void) {
     unsigned long inode = listener_inode();
     char target[64];
     snprintf(target, sizeof target, "socket:[%lu]", inode);
     int number = inode ? find_descriptor(target) : -1;
     if (number < 0) { fprintf(stderr, "the agent's listener on port %u was not found\n", agent_port); exit(2); }
-    int stolen = steal(number);
-    shutdown(stolen, SHUT_RDWR);
-    close(stolen);
-    int listener = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in address = { .sin_family = AF_INET, .sin_port = htons(agent_port), .sin_addr = { htonl(INADDR_ANY) } };
-    for (int attempt = 0; bind(listener, (struct sockaddr *)&address, sizeof address) != 0; attempt++) {
-        if (attempt > 100) { perror("bind"); exit(2); }
-        usleep(10000);
-    }
-    if (listen(listener, 16) != 0) { perror("listen"); exit(2); }
-    return listener;
+    return steal(number);
 }
 
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: %s garbage|longline N | serial\n", argv[0]); return 2; }
     const char *mode = argv[1];
     if (strcmp(mode, "serial") == 0) {
-        int number = find_descriptor("/dev/vport0p1");
-        if (number < 0) { fprintf(stderr, "the agent's virtio-serial port was not found\n"); return 2; }
-        long long sent = flood(steal(number), 1LL << 30, 1);
-        printf("serial: wrote %lld bytes\n", sent);
+        // The agent opens its port only while the host end is connected; otherwise it is free.
+        char device[300];
+        if (!serial_port(device, sizeof device)) { fprintf(stderr, "no virtio-serial port named clade.agent\n"); return 2; }
+        int number = find_descriptor(device);
+        int fd = number >= 0 ? steal(number) : -1;
+        for (int attempt = 0; fd < 0 && attempt < 100; attempt++) {
+            fd = open(device, O_RDWR);
+            if (fd < 0) usleep(20000);
+        }
+        if (fd < 0) { perror(device); return 2; }
+        long long sent = flood(fd, 1LL << 30, 1);
+        printf("serial: wrote %lld bytes into %s\n", sent, device);
         return 0;
     }
     int connections = argc > 2 ? atoi(argv[2]) : 1;
-    int listener = take_over_port();
-    printf("listening on %u in place of the agent\n", agent_port);
+    int listener = share_listener();
+    printf("accepting on the agent's port %u\n", agent_port);
     fflush(stdout);
     for (int i = 0; i < connections; i++) {
         int connection = accept(listener, NULL, NULL);

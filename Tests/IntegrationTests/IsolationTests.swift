@@ -347,4 +347,111 @@ struct IsolationIntegrationTests {
         #expect(cli.qemuProcesses().isEmpty)
         #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory/clade/\(runaway.id)") && !FileManager.default.fileExists(atPath: "/sys/fs/cgroup/clade/\(runaway.id)"), "the dead sandbox's control group is left")
     }
+
+    /// A root process in the guest copies the agent's listening socket out of PID 1
+    /// (`pidfd_getfd`) and answers some of clade's connections itself: 1 GiB of random bytes, a
+    /// 100 MiB line; then it floods the agent's virtio-serial port. Each answer clade reads ends
+    /// that one request with an error naming the sandbox, fast, with bounded memory; the daemon and
+    /// a neighbour sandbox notice nothing; the attacked sandbox works again once the process exits.
+    @Test func aGuestSpeakingGarbageOnItsAgentChannelHurtsOnlyItself() throws {
+        let cli = CLIHarness(home: CLIHarness.privateHome("isolation-channel"))
+        defer { _ = try? cli.run(["kill", "--all"]) }
+        let helper = cli.home.appendingPathComponent("hostile-agent-port")
+        let source = CLIHarness.packageRoot.appendingPathComponent("Tests/Fixtures/hostile-agent-port.c")
+        let compiled = try ExternalCommand("cc", ["-static", "-O2", "-o", helper.path, source.path]).run()
+        try #require(compiled.status == 0, "cannot build the hostile guest program (needs gcc and libc6-dev): \(compiled.stderr)")
+        let bake = try cli.run(["bake", "--tag", "channel"], timeout: 600)
+        try #require(bake.status == 0, "\(bake.stderr)")
+        let daemon = DaemonProcess(home: cli.home)
+        try daemon.start()
+        defer { daemon.stop() }
+        let victim = try fork(cli, "channel")
+        let neighbour = try fork(cli, "channel")
+        let put = try cli.run(["files", "put", "--mode", "755", victim.id, helper.path, "/hostile"])
+        try #require(put.status == 0, "\(put.stderr)")
+        let before = try execLatency(cli, neighbour.id)
+        let daemonBefore = try daemonExecLatency(daemon, neighbour.id)
+        let daemonMemoryBefore = Self.residentKiB(daemon.pid)
+
+        for (mode, limit) in [("garbage", "not an agent message"), ("longline", "longer than 8388608 bytes")] {
+            let started = try cli.run(["exec", victim.id, "--user", "root", "--detach", "--", "sh", "-c", "/hostile \(mode) 2 > /tmp/\(mode).log 2>&1"])
+            try #require(started.status == 0, "\(started.stderr)")
+            Thread.sleep(forTimeInterval: 0.5)
+            var refused = 0, attempts = 0
+            // The process and the agent take turns accepting; go on until it has had its two.
+            while refused < 2, attempts < 30 {
+                attempts += 1
+                let begun = Date()
+                let viaDaemon = attempts % 2 == 0
+                let (ok, message) = viaDaemon ? try daemonExec(daemon, victim.id) : try cliExec(cli, victim.id)
+                let seconds = Date().timeIntervalSince(begun)
+                #expect(seconds < 20, "a \(mode) answer held clade for \(seconds) s")
+                if !ok {
+                    refused += 1
+                    #expect(message.contains("sandbox \(victim.id)") && message.contains(limit),
+                            "\(mode) via \(viaDaemon ? "the daemon" : "the CLI"): the error does not name the sandbox and the fault: \(message)")
+                }
+            }
+            #expect(refused == 2, "the hostile process answered \(refused) of \(attempts) requests")
+            let log = try cli.run(["exec", victim.id, "--", "cat", "/tmp/\(mode).log"]).stdout
+            print("isolation: \(mode): \(refused) of \(attempts) requests reached the hostile process; it says: \(log.split(separator: "\n").joined(separator: " / "))")
+        }
+        // The serial flood: nothing on the host reads that port, so the writer just blocks.
+        let flood = try cli.run(["exec", victim.id, "--user", "root", "--detach", "--", "sh", "-c", "/hostile serial > /tmp/serial.log 2>&1"])
+        try #require(flood.status == 0, "\(flood.stderr)")
+        Thread.sleep(forTimeInterval: 3)
+        let during = try execLatency(cli, neighbour.id)
+        #expect(try cliExec(cli, victim.id).ok, "the victim stopped answering during its serial flood")
+        _ = try cli.run(["exec", victim.id, "--user", "root", "--", "sh", "-c", "pkill hostile || killall hostile"])
+
+        let after = try execLatency(cli, neighbour.id)
+        let daemonAfter = try daemonExecLatency(daemon, neighbour.id)
+        let daemonMemoryAfter = Self.residentKiB(daemon.pid)
+        print("isolation: neighbour exec \(Int(before)) ms before, \(Int(during)) ms during the serial flood, \(Int(after)) ms after; through the daemon \(Int(daemonBefore)) ms before, \(Int(daemonAfter)) ms after; daemon RSS \(daemonMemoryBefore / 1024) MiB before, \(daemonMemoryAfter / 1024) MiB after")
+        #expect(after < before * 3 + 300 && daemonAfter < daemonBefore * 3 + 300, "the neighbour slowed down")
+        #expect(daemonMemoryAfter < daemonMemoryBefore + 128 * 1024, "the daemon kept what the guest sent")
+        #expect(kill(daemon.pid, 0) == 0, "the daemon died")
+        #expect(try cliExec(cli, victim.id).ok && cliExec(cli, victim.id).ok, "the attacked sandbox does not answer after the attack")
+        #expect(try daemonExec(daemon, victim.id).ok)
+
+        let killed = try cli.run(["kill", "--all"])
+        #expect(killed.status == 0)
+        for pid in [victim.pid, neighbour.pid] {
+            // Gone, or a zombie its reaper has not collected yet.
+            let state = Self.status(pid)["State"] ?? "gone"
+            #expect(state == "gone" || state.hasPrefix("Z"), "QEMU \(pid) outlived kill --all: \(state)")
+        }
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: cli.home.appendingPathComponent("sandboxes").path)) ?? []
+        #expect(left.isEmpty, "sandbox directories left behind: \(left)")
+    }
+
+    private func cliExec(_ cli: CLIHarness, _ id: String) throws -> (ok: Bool, message: String) {
+        let result = try cli.run(["exec", id, "--", "true"])
+        return (result.status == 0, result.stderr)
+    }
+
+    private func daemonExec(_ daemon: DaemonProcess, _ id: String) throws -> (ok: Bool, message: String) {
+        let result = try ExternalCommand("curl", [
+            "-s", "-m", "60", "-w", "\n%{http_code}", "-H", "Authorization: Bearer \(daemon.token)", "-H", "Content-Type: application/json",
+            "-d", "{\"args\":[\"true\"]}", "http://127.0.0.1:\(daemon.port)/v1/sandboxes/\(id)/exec",
+        ]).run()
+        let lines = result.stdout.split(separator: "\n")
+        return (lines.last == "200", result.stdout)
+    }
+
+    private func daemonExecLatency(_ daemon: DaemonProcess, _ id: String, runs: Int = 5) throws -> Double {
+        var samples: [Double] = []
+        for _ in 0..<runs {
+            let start = Date()
+            let result = try daemonExec(daemon, id)
+            try #require(result.ok, "\(result.message)")
+            samples.append(Date().timeIntervalSince(start) * 1000)
+        }
+        return samples.sorted()[runs / 2]
+    }
+
+    static func residentKiB(_ pid: Int32) -> Int {
+        let value = status(pid)["VmRSS"]?.split(separator: " ").first
+        return value.flatMap { Int($0) } ?? 0
+    }
 }
