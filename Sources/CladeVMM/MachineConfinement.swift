@@ -34,11 +34,16 @@ public struct MachineConfinement: Sendable, Equatable {
             && lhs.controlGroup?.name == rhs.controlGroup?.name && lhs.controlGroup?.limits == rhs.controlGroup?.limits
     }
 
-    /// Whether this host can give a VMM a private mount view: clade is root, with util-linux's
-    /// `unshare` and `mount`.
-    public static var mountViewAvailable: Bool {
-        geteuid() == 0 && ExternalCommand.locate("unshare") != nil && ExternalCommand.locate("mount") != nil
-    }
+    /// Whether this host can give a VMM a private mount view: clade is root, util-linux's
+    /// `unshare` and `mount` are installed, and a mount namespace can be made (a container
+    /// without CAP_SYS_ADMIN cannot). Probed once per process.
+    public static var mountViewAvailable: Bool { mountViewProbe }
+
+    private static let mountViewProbe: Bool = {
+        guard geteuid() == 0, ExternalCommand.locate("unshare") != nil, ExternalCommand.locate("mount") != nil else { return false }
+        let probe = try? ExternalCommand("unshare", ["--mount", "--propagation", "private", "--", "mount", "-t", "tmpfs", "clade-probe", "/"]).run()
+        return probe?.status == 0
+    }()
 
     /// Nothing: how machines ran before confinement existed (tests of the command line).
     public static let none = MachineConfinement(syscallFilter: false)
