@@ -14,12 +14,19 @@ import CLinuxShims
 /// parents, unlike SIGSTOP, which an interactive shell reports as a stopped job.
 ///
 /// The same group bounds user processes' memory: without that, a guest whose user filled its RAM
-/// with tmpfs could leave the agent (PID 1, which the OOM killer spares) no memory to answer.
+/// with tmpfs could leave the agent (PID 1, which the OOM killer spares) no memory to answer. It
+/// also caps their number and makes them share the CPU as one group, so a fork bomb cannot
+/// starve the agent either.
 enum UserFreezer {
     static let hierarchy = "/sys/fs/cgroup"
     static let group = "/sys/fs/cgroup/clade-user"
     /// Memory kept out of the user group's reach, for the kernel and the agent.
     static let reservedBytes = 64 << 20
+    /// Processes and threads user processes may have together, two per MiB of guest memory (at
+    /// least 256): a fork bomb stops there, before the tasks' kernel memory, which the memory
+    /// cap does not see, exhausts the guest (4096 did, in a 256 MiB guest). With the cpu
+    /// controller the group competes with the agent as one, so the agent still answers.
+    static func userTaskLimit(memoryBytes: Int) -> Int { max(256, 2 * (memoryBytes >> 20)) }
 
     /// At start, as the guest's init: every process the agent spawns from now on starts in the
     /// user group, which may use all of the guest's memory but `reservedBytes`. Failures leave
@@ -28,9 +35,13 @@ enum UserFreezer {
         guard getpid() == 1 else { return }
         do {
             try prepare()
-            _ = writeText("+memory", to: "\(hierarchy)/cgroup.subtree_control")
+            // One controller at a time: a kernel without one of them still gets the others.
+            for controller in ["+memory", "+pids", "+cpu"] { _ = writeText(controller, to: "\(hierarchy)/cgroup.subtree_control") }
             let total = readSmallFile("/proc/meminfo").split(separator: "\n").first { $0.hasPrefix("MemTotal:") }
                 .flatMap { $0.split(whereSeparator: \.isWhitespace).dropFirst().first }.flatMap { Int($0) }.map { $0 << 10 }
+            if !writeText("\(userTaskLimit(memoryBytes: total ?? 0))", to: "\(group)/pids.max") {
+                log("cannot bound user processes' number: \(String(cString: strerror(errno)))")
+            }
             if let total, total > 2 * reservedBytes {
                 if !writeText("\(total - reservedBytes)", to: "\(group)/memory.max") {
                     log("cannot bound user processes' memory: \(String(cString: strerror(errno)))")

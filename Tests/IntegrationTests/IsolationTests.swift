@@ -211,9 +211,18 @@ struct IsolationIntegrationTests {
         #expect(cores <= 0.25 * 1.25, "the spinning sandbox used \(cores) cores")
         _ = try cli.run(["kill", quota.id])
 
-        // A fork bomb stays inside its guest.
+        // A fork bomb stays inside its guest, stops at the user group's task cap there, and leaves
+        // the agent able to answer and to end it.
         _ = try cli.run(["exec", closed.id, "--detach", "--", "sh", "-c", "b() { b | b & }; b"])
-        Thread.sleep(forTimeInterval: 5)
+        Thread.sleep(forTimeInterval: 10)
+        let bombed = Date()
+        let answered = try cli.run(["exec", closed.id, "--user", "root", "--", "cat", "/sys/fs/cgroup/clade-user/pids.events", "/sys/fs/cgroup/clade-user/pids.current"], timeout: 120)
+        print("isolation: during a fork bomb the agent answered in \(Int(Date().timeIntervalSince(bombed) * 1000)) ms: \(answered.stdout.split(separator: "\n").joined(separator: ", "))")
+        #expect(answered.status == 0, "the agent did not answer during a fork bomb: \(answered.stderr)")
+        let hitCap = answered.stdout.split(separator: "\n").first { $0.hasPrefix("max ") }.flatMap { Int($0.dropFirst(4)) } ?? 0
+        #expect(hitCap > 0, "the fork bomb never reached the guest's task cap: \(answered.stdout)")
+        let ended = try cli.run(["exec", closed.id, "--user", "root", "--", "kill", "-9", "-1"], timeout: 120)
+        #expect(ended.status == 0 || ended.status == 137, "the agent could not end the fork bomb: \(ended.stderr)")
         #expect(Self.status(closed.pid)["Threads"].flatMap { Int($0) } ?? 0 < 256, "QEMU's threads stay under its cap")
 
         let after = try execLatency(cli, neighbour.id)
