@@ -274,7 +274,11 @@ struct HTTPResult: Sendable {
     /// 200 concurrent requests mixing list, exec, ping, and spawn+kill, on a client of their own
     /// that is shut down afterwards (its keep-alive connections are not the daemon's leak).
     func load(_ daemon: DaemonProcess, ids: [String]) async throws -> [(String, Int, String)] {
-        let client = HTTPClient(eventLoopGroupProvider: .singleton)
+        // 200 requests queue for the client's few connections to one host; its default 10 s
+        // wait for a pooled connection measures the test machine, not the daemon.
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = .init(connect: .seconds(120), read: .seconds(300))
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         let statuses = try await withThrowingTaskGroup(of: (String, Int, String).self) { group in
             for index in 0..<200 {
                 let id = ids[index % ids.count]
