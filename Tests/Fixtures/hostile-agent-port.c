@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -135,6 +136,8 @@ static int share_listener(void) {
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: %s garbage|longline N | serial\n", argv[0]); return 2; }
     const char *mode = argv[1];
+    // clade closes a connection as soon as it has seen enough; the next write must fail, not kill us.
+    signal(SIGPIPE, SIG_IGN);
     if (strcmp(mode, "serial") == 0) {
         // The agent opens its port only while the host end is connected; otherwise it is free.
         char device[300];
