@@ -40,8 +40,11 @@ enum QEMUMountView {
 
     /// The program and arguments that start `qemu` with `arguments` inside a fresh mount view.
     static func wrap(qemu: URL, arguments: [String], machineDirectory: URL) throws -> (program: URL, arguments: [String]) {
-        guard let unshare = ExternalCommand.locate("unshare"), let shell = ExternalCommand.locate("sh") else {
-            throw VMMError.backendMissing(backend: "qemu", program: "unshare", fix: "apt-get install util-linux (or run without a private mount view)")
+        guard let unshare = ExternalCommand.locate("unshare") else {
+            throw VMMError.backendMissing(backend: "qemu", program: "unshare", fix: "apt-get install util-linux")
+        }
+        guard let shell = ExternalCommand.locate("sh") else {
+            throw VMMError.backendMissing(backend: "qemu", program: "sh", fix: "apt-get install dash")
         }
         let root = root(of: machineDirectory)
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])

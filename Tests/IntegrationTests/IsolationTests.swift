@@ -81,11 +81,16 @@ struct IsolationIntegrationTests {
     }
 
     func execLatency(_ cli: CLIHarness, _ id: String, runs: Int = 5) throws -> Double {
+        try medianMilliseconds(runs: runs) { try cliExec(cli, id) }
+    }
+
+    /// The median time of `runs` calls of `exec`, each of which must succeed.
+    func medianMilliseconds(runs: Int, _ exec: () throws -> (ok: Bool, message: String)) throws -> Double {
         var samples: [Double] = []
         for _ in 0..<runs {
             let start = Date()
-            let result = try cli.run(["exec", id, "--", "true"])
-            try #require(result.status == 0, "\(result.stderr)")
+            let result = try exec()
+            try #require(result.ok, "\(result.message)")
             samples.append(Date().timeIntervalSince(start) * 1000)
         }
         return samples.sorted()[runs / 2]
@@ -456,14 +461,7 @@ struct IsolationIntegrationTests {
     }
 
     private func daemonExecLatency(_ daemon: DaemonProcess, _ id: String, runs: Int = 5) throws -> Double {
-        var samples: [Double] = []
-        for _ in 0..<runs {
-            let start = Date()
-            let result = try daemonExec(daemon, id)
-            try #require(result.ok, "\(result.message)")
-            samples.append(Date().timeIntervalSince(start) * 1000)
-        }
-        return samples.sorted()[runs / 2]
+        try medianMilliseconds(runs: runs) { try daemonExec(daemon, id) }
     }
 
     static func residentKiB(_ pid: Int32) -> Int {
