@@ -18,7 +18,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.24.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.24.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.5.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
@@ -28,11 +27,12 @@ let package = Package(
     ],
     targets: [
         .target(name: "CLinuxShims"),
+        .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .target(
             name: "CladeStore",
             dependencies: [
                 "CLinuxShims",
-                .product(name: "Crypto", package: "swift-crypto"),
+                "CLibCrypto",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -198,7 +198,6 @@ let package = Package(
                 "CladeEngine",
                 "CladeBench", "CladePack", "CladeGuest", "CladeGuestProtocol", "CladeModel", "CladeStore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]

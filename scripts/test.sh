@@ -1,14 +1,147 @@
 #!/usr/bin/env bash
-# The whole test suite: builds the release binaries the integration tests drive (they boot
-# real VMs through `clade`) together with the test targets, in one release build with
-# -enable-testing (the same flags as scripts/build.sh, so nothing is compiled twice), then
-# runs unit and integration tests one at a time so that TCG guests do not fight the tests
-# for the CPU.
+# The whole test suite, or its quick tier:
+#   scripts/test.sh              build, then every unit and integration test (what CI runs)
+#   scripts/test.sh --quick      the unit tests plus one VM test per capability
+#   scripts/test.sh --filter X   build, then `swift test --filter X` as before
+#
+# One release build (-enable-testing) holds both the binaries the integration tests drive and
+# the test bundle (scripts/build.sh --tests). The tests then run from that bundle, one job per
+# integration suite, two jobs at a time: a TCG guest keeps a core busy only while it boots or
+# computes, so one suite's VMs are mostly idle on the other's turn. The suites that measure
+# their neighbours' latency or read host-wide state (the firewall) run alone, last.
+# The run ends with each job's wall time, slowest first, the build time and the total.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --static-swift-stdlib -Xlinker -s --scratch-path .build-agent --product clade-agent
-swift build -c release -Xswiftc -enable-testing --build-tests
-cp .build-agent/release/clade-agent .build/release/clade-agent
+started=$(date +%s)
+quick=0
+if [ "${1:-}" = "--quick" ]; then quick=1; shift; fi
+
+report=$(mktemp -d "${TMPDIR:-/tmp}/clade-test-report.XXXXXX")
+timings="$report/timings"
+: > "$timings"
+elapsed() { echo $(( $(date +%s) - $1 )); }
+
+phase_start=$(date +%s)
+scripts/build.sh --tests
+printf '%s\t%s\t%s\n' "$(elapsed "$phase_start")" "build" "-" >> "$timings"
+phase_start=$(date +%s)
 # Other people's clients, pinned, from PyPI: the contract tests drive clade with them.
 scripts/python-clients.sh
-swift test -c release -Xswiftc -enable-testing --skip-build --no-parallel "$@"
+printf '%s\t%s\t%s\n' "$(elapsed "$phase_start")" "python clients" "-" >> "$timings"
+
+if [ $# -gt 0 ]; then
+    exec swift test -c release -Xswiftc -enable-testing --skip-build --no-parallel "$@"
+fi
+
+bundle=.build/release/cladePackageTests.xctest
+# How many tests each job may run at once: 1, except the unit targets, which need no VM.
+jobs=${CLADE_TEST_JOBS:-2}
+# Suites that run alone after the others: they compare a neighbour's latency before and after
+# an attack, and check host-wide state (firewall rules, control groups) that other suites change.
+exclusive='^IntegrationTests\.IsolationIntegrationTests$'
+# One VM test per capability, for --quick.
+quick_tests=(
+    'IntegrationTests.ColdBootTests/bootExecFilesAndKillLeaveNothingBehind'
+    'IntegrationTests.SnapshotForkTests/siblingsGetTheirOwnIdentityAndSeeOnlyTheirOwnWrites'
+    'IntegrationTests.BranchTests/diffBranchCarriesMemoryAndDiskAndLeavesEverythingElseAlone'
+    'IntegrationTests.StandbyTests/'
+    'IntegrationTests.PackTransferTests/aSnapshotForksInAnEmptyStoreAtAnotherPathAfterTheSourceIsGone'
+    'IntegrationTests.DaemonTests/everythingThroughHTTPOnly'
+    'IntegrationTests.E2BTests/'
+    'IntegrationTests.AgentOnHostTests/'
+)
+
+"$bundle" --testing-library swift-testing --list-tests 2>/dev/null | grep -E '^[A-Za-z]+Tests\.' > "$report/all-tests"
+unit_filter='^(CladeStoreTests|CladeModelTests|CladeQEMUTests|CladeEngineTests|CladeGuestTests|CladePackTests|CladeServerTests)\.'
+suites=$(grep '^IntegrationTests\.' "$report/all-tests" | cut -d/ -f1 | sort -u)
+
+# Integration jobs, longest first by the durations recorded in scripts/test-durations (a suite
+# not listed there goes first: it may be long).
+order() {
+    while read -r suite; do
+        [ -n "$suite" ] || continue
+        seconds=$(awk -v s="$suite" '$2 == s { print $1 }' scripts/test-durations 2>/dev/null)
+        echo "${seconds:-100000} $suite"
+    done | sort -rn | cut -d' ' -f2
+}
+
+# run_job NAME FILTER [extra arguments]: one test process; its log, result and wall time.
+run_job() {
+    local name=$1 filter=$2
+    shift 2
+    local begun log rc
+    begun=$(date +%s)
+    log="$report/$name.log"
+    set +e
+    "$bundle" --testing-library swift-testing --filter "$filter" --xunit-output "$report/$name.xml" "$@" > "$log" 2>&1
+    rc=$?
+    set -e
+    printf '%s\t%s\t%s\n' "$(elapsed "$begun")" "$name" "$rc" >> "$timings"
+    flock "$report/print.lock" sh -c 'echo "== $1 (exit $2, $3 s)"; cat "$4"' print "$name" "$rc" "$(elapsed "$begun")" "$log"
+}
+
+pending=()
+if [ $quick = 1 ]; then
+    pending+=("unit-tests")
+    for test in "${quick_tests[@]}"; do pending+=("${test%/}"); done
+else
+    pending+=("unit-tests")
+    while read -r suite; do
+        if ! echo "$suite" | grep -Eq "$exclusive"; then pending+=("$suite"); fi
+    done < <(echo "$suites" | order)
+fi
+
+filter_for() {
+    case $1 in
+        unit-tests) echo "$unit_filter" ;;
+        *) echo "^$(echo "$1" | sed 's/[.]/\\./g')(/|$)" ;;
+    esac
+}
+
+for name in "${pending[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    if [ "$name" = unit-tests ]; then
+        run_job "$name" "$(filter_for "$name")" &
+    else
+        run_job "$name" "$(filter_for "$name")" --no-parallel &
+    fi
+done
+wait
+if [ $quick = 0 ]; then
+    while read -r suite; do
+        if echo "$suite" | grep -Eq "$exclusive"; then run_job "$suite" "$(filter_for "$suite")" --no-parallel; fi
+    done <<< "$suites"
+fi
+
+# Counts from every job's xUnit report; a job that ran no test is a failure (a renamed suite).
+summary=$(python3 - "$report" "$timings" <<'PY'
+import glob, os, sys, xml.etree.ElementTree as ET
+report, timings = sys.argv[1], sys.argv[2]
+passed = failed = skipped = 0
+empty = []
+for path in sorted(glob.glob(os.path.join(report, "*.xml"))):
+    cases = ET.parse(path).getroot().iter("testcase")
+    count = 0
+    for case in cases:
+        count += 1
+        if case.find("failure") is not None or case.find("error") is not None: failed += 1
+        elif case.find("skipped") is not None: skipped += 1
+        else: passed += 1
+    if count == 0: empty.append(os.path.basename(path)[:-4])
+rows = [line.rstrip("\n").split("\t") for line in open(timings) if line.strip()]
+bad = [r[1] for r in rows if r[2] not in ("-", "0")]
+print("\n== where the time went (wall seconds, slowest first)")
+for seconds, name, status in sorted(rows, key=lambda r: -int(r[0])):
+    mark = "" if status in ("-", "0") else f"   FAILED (exit {status})"
+    print(f"{int(seconds):6d}  {name}{mark}")
+for name in empty: print(f"job {name} ran no test")
+print(f"FAILED JOBS: {' '.join(bad + empty)}" if bad or empty else "all jobs passed")
+print(f"tests: {passed} passed, {failed + len(empty)} failed, {skipped} skipped")
+PY
+)
+total=$(elapsed "$started")
+# The counts come last: CI reads the closing line.
+echo "$summary" | grep -v '^tests: '
+echo "total: ${total}s ($(( total / 60 ))m$(( total % 60 ))s)"
+echo "$summary" | grep '^tests: '
+echo "$summary" | grep -q '^all jobs passed$'

@@ -45,7 +45,7 @@ public struct Images: EngineCapability {
         var record = ImageRecord(
             name: name, rootfs: rootfs.digest, rootfsSize: rootfs.size, initrd: initrd, kernel: kernelDigest,
             kernelRelease: kernel.release, agentVersion: CladeVersion.current)
-        record.agentDigest = try Digest.ofFile(at: agent).digest
+        record.agentDigest = try AgentDigest.of(agent, home: home)
         return record
     }
 
@@ -54,7 +54,7 @@ public struct Images: EngineCapability {
     func withCurrentAgent(_ record: ImageRecord, progress: @Sendable (String) -> Void) throws -> ImageRecord {
         // Without an agent or kernel on this host the boot fails later with the fix to apply.
         guard let agent = try? AgentBinary.locate(), let kernel = try? GuestKernel.locate(home: home) else { return record }
-        let digest = try Digest.ofFile(at: agent).digest
+        let digest = try AgentDigest.of(agent, home: home)
         guard record.agentDigest != digest else { return record }
         guard kernel.release == record.kernelRelease else {
             logger.warning("image was built for another kernel; its agent is not refreshed", metadata: [

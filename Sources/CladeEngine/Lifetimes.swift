@@ -63,7 +63,7 @@ public struct Lifetimes: EngineCapability {
     /// command and must not stand in its way.
     @discardableResult
     public func reapExpired(now: Date = Date()) async -> [ReapedSandbox] {
-        guard let ids = try? sandboxCatalog.ids(), !ids.isEmpty else { return [] }
+        guard let ids = try? sandboxCatalog.idsEnding(atOrBefore: now), !ids.isEmpty else { return [] }
         let due = ids.compactMap { id -> SandboxRecord? in
             // A boot or fork in progress gets its end time only once it is up.
             guard let record = try? sandboxCatalog.get(id), record.state != .booting, let end = record.expiresAt, end <= now else { return nil }

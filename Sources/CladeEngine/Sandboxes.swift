@@ -136,11 +136,6 @@ public struct Sandboxes: EngineCapability {
         return try await AgentClient(port: record.agentPort, sandbox: record.id).exec(argv, env: resolved.env, cwd: resolved.cwd, user: resolved.user, stdin: stdin, timeout: timeout)
     }
 
-    /// An agent client for a running sandbox.
-    public func agent(for id: String) throws -> AgentClient {
-        AgentClient(port: try runningRecord(id).agentPort, sandbox: id)
-    }
-
     /// Stops a sandbox and removes everything it had: process, sockets, pid file, disk overlay, memory file.
     public func kill(id: String) async throws {
         try Names.validateSandboxID(id)

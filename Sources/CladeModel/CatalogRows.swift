@@ -88,13 +88,23 @@ public enum CatalogRows {
     public static func putSandbox(_ record: SandboxRecord, onlyIfMissing: Bool = false, in db: Database) throws {
         try db.execute(
             sql: """
-                INSERT OR \(onlyIfMissing ? "IGNORE" : "REPLACE") INTO sandboxes (id, snapshot_tag, snapshot_id, image, state, pid, agent_port, created_at, record)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT OR \(onlyIfMissing ? "IGNORE" : "REPLACE") INTO sandboxes
+                    (id, snapshot_tag, snapshot_id, image, state, pid, agent_port, created_at, expires_at_unix, record)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 record.id, record.snapshot, record.snapshotID, record.image, record.state.rawValue, record.pid.map { Int($0) },
-                record.agentPort, ISO8601DateFormatter().string(from: record.createdAt), try json(record),
+                record.agentPort, ISO8601DateFormatter().string(from: record.createdAt),
+                record.expiresAt.map { Int64($0.timeIntervalSince1970.rounded(.down)) }, try json(record),
             ])
+    }
+
+    /// Ids of the sandboxes whose end time is at or before `now` (to the second, rounded down:
+    /// a superset that the caller narrows with the record itself).
+    public static func sandboxIDsEnding(atOrBefore now: Date, in db: Database) throws -> [String] {
+        try String.fetchAll(
+            db, sql: "SELECT id FROM sandboxes WHERE expires_at_unix IS NOT NULL AND expires_at_unix <= ? ORDER BY id",
+            arguments: [Int64(now.timeIntervalSince1970.rounded(.down))])
     }
 
     public static func removeSandbox(_ id: String, in db: Database) throws {

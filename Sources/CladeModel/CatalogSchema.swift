@@ -75,6 +75,16 @@ enum CatalogSchema {
                 );
                 """)
         }
+        migrator.registerMigration("v2-sandbox-end-times") { db in
+            // The reaper runs before every command: an indexed column answers "which sandboxes
+            // are past their end time" without reading every record.
+            try db.execute(sql: """
+                ALTER TABLE sandboxes ADD COLUMN expires_at_unix INTEGER;
+                UPDATE sandboxes SET expires_at_unix = CAST(strftime('%s', json_extract(record, '$.expires_at')) AS INTEGER)
+                    WHERE json_extract(record, '$.expires_at') IS NOT NULL;
+                CREATE INDEX sandboxes_by_end_time ON sandboxes(expires_at_unix) WHERE expires_at_unix IS NOT NULL;
+                """)
+        }
         return migrator
     }
 }

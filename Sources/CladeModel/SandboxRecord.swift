@@ -196,6 +196,13 @@ public struct SandboxCatalog: Sendable {
         return try CatalogDatabase.shared(home).read { try CatalogRows.sandbox(id, in: $0) }
     }
 
+    /// Ids of sandboxes whose end time may have passed by `now`: one indexed catalog query, a
+    /// superset (to the second) that the caller checks against each record.
+    public func idsEnding(atOrBefore now: Date) throws -> [String] {
+        guard try FileSystem.exists(home.sandboxes) else { return [] }
+        return try CatalogDatabase.shared(home).read { try CatalogRows.sandboxIDsEnding(atOrBefore: now, in: $0) }
+    }
+
     /// Every sandbox directory's id, including ones whose record was never written (a crash mid-boot).
     public func ids() throws -> [String] {
         guard try FileSystem.exists(home.sandboxes) else { return [] }

@@ -196,7 +196,7 @@ public struct CladeAPI: Sendable {
     }
 
     func ping(_ id: String) async throws -> Response {
-        let reply = try await engine.sandboxes.agent(for: id).send(AgentRequest(action: .ping), timeout: 10)
+        let reply = try await engine.processes.agent(for: id).send(AgentRequest(action: .ping), timeout: 10)
         if let error = reply.error { throw APIError(.badGateway, "the guest agent failed: \(error)") }
         return try JSONIO.response(reply)
     }
@@ -240,7 +240,7 @@ public struct CladeAPI: Sendable {
         guard let path = request.uri.queryParameters.get("path"), path.hasPrefix("/") else {
             throw APIError(.badRequest, "give the file as ?path=/absolute/path/in/the/guest")
         }
-        let data = try await engine.sandboxes.agent(for: id).readFile(path)
+        let data = try await engine.processes.agent(for: id).readFile(path)
         return try JSONIO.response(["path": path, "content": data.base64EncodedString(), "size": "\(data.count)"])
     }
 
@@ -248,7 +248,7 @@ public struct CladeAPI: Sendable {
         let body = try await JSONIO.decode(FileWriteRequest.self, from: request, limit: limits.maxBodyBytes)
         guard body.path.hasPrefix("/") else { throw APIError(.badRequest, "field 'path' must be an absolute path in the guest") }
         guard let data = Data(base64Encoded: body.content) else { throw APIError(.badRequest, "field 'content' must be base64") }
-        try await engine.sandboxes.agent(for: id).writeFile(body.path, data: data, mode: body.mode ?? 0o644)
+        try await engine.processes.agent(for: id).writeFile(body.path, data: data, mode: body.mode ?? 0o644)
         return try JSONIO.response(["path": body.path, "size": "\(data.count)"])
     }
 

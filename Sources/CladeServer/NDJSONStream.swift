@@ -15,17 +15,18 @@ enum NDJSONStream {
         _ produce: @escaping @Sendable (_ emit: @escaping @Sendable (ByteBuffer) async throws -> Void) async throws -> Void,
         onError: @escaping @Sendable (Error) -> ByteBuffer?
     ) -> Response {
-        let (stream, continuation) = AsyncThrowingStream<ByteBuffer, Error>.makeStream(bufferingPolicy: .bufferingOldest(bufferedLines))
-        let emit: @Sendable (ByteBuffer) async throws -> Void = { buffer in try await continuation.yieldWaiting(buffer) }
+        let producer = ProducerTask()
+        let (stream, writer) = BackpressuredStream.make(buffered: bufferedLines) { producer.cancel() }
+        let emit: @Sendable (ByteBuffer) async throws -> Void = { buffer in try await writer.write(buffer) }
         let task = Task {
             do {
                 try await produce(emit)
             } catch {
                 if !(error is CancellationError), let line = onError(error) { try? await emit(line) }
             }
-            continuation.finish()
+            writer.finish()
         }
-        continuation.onTermination = { _ in task.cancel() }
+        producer.set(task)
         return Response(status: status, headers: [.contentType: contentType], body: ResponseBody(asyncSequence: stream))
     }
 

@@ -1,4 +1,4 @@
-import Crypto
+import CLibCrypto
 import Foundation
 
 /// A SHA-256 content digest written `sha256:<hex>`.
@@ -19,9 +19,16 @@ public struct Digest: Hashable, Codable, Sendable, CustomStringConvertible, Comp
         try self.init(hex: String(text.dropFirst("sha256:".count)))
     }
 
-    /// Wraps a finished SHA-256 computation.
-    public init(_ digest: SHA256.Digest) {
-        self.hex = digest.map { String(format: "%02x", $0) }.joined()
+    /// Wraps the 32 bytes of a finished SHA-256 computation.
+    init(sha256 bytes: [UInt8]) {
+        let digits = Array("0123456789abcdef".utf8)
+        var text = [UInt8]()
+        text.reserveCapacity(64)
+        for byte in bytes {
+            text.append(digits[Int(byte >> 4)])
+            text.append(digits[Int(byte & 0x0f)])
+        }
+        self.hex = String(decoding: text, as: UTF8.self)
     }
 
     public var description: String { "sha256:\(hex)" }
@@ -42,21 +49,31 @@ public struct Digest: Hashable, Codable, Sendable, CustomStringConvertible, Comp
 
     /// The digest of `bytes`.
     public static func of(_ bytes: some DataProtocol) -> Digest {
-        Digest(SHA256.hash(data: bytes))
+        var hasher = DigestHasher()
+        for region in bytes.regions { region.withUnsafeBytes { hasher.update($0) } }
+        return hasher.finalize()
     }
 
     /// Streams a file through SHA-256; returns the digest and the byte count.
     public static func ofFile(at url: URL) throws -> (digest: Digest, size: Int64) {
-        var hasher = SHA256()
-        let size = try FileSystem.forEachChunk(of: url) { chunk in hasher.update(bufferPointer: chunk) }
-        return (Digest(hasher.finalize()), size)
+        var hasher = DigestHasher()
+        let size = try FileSystem.forEachChunk(of: url) { chunk in hasher.update(chunk) }
+        return (hasher.finalize(), size)
     }
 }
 
-/// SHA-256 over bytes that arrive in pieces.
+/// SHA-256 over bytes that arrive in pieces. A value: a copy carries on from where it was taken.
 public struct DigestHasher {
-    private var hasher = SHA256()
-    public init() {}
-    public mutating func update(_ bytes: UnsafeRawBufferPointer) { hasher.update(bufferPointer: bytes) }
-    public func finalize() -> Digest { Digest(hasher.finalize()) }
+    private var context = SHA256_CTX()
+    public init() { SHA256_Init(&context) }
+    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+        SHA256_Update(&context, base, bytes.count)
+    }
+    public func finalize() -> Digest {
+        var finishing = context
+        var bytes = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
+        SHA256_Final(&bytes, &finishing)
+        return Digest(sha256: bytes)
+    }
 }

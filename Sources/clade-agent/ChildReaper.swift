@@ -58,6 +58,15 @@ final class ChildReaper: @unchecked Sendable {
         }
     }
 
+    /// `waitForExit`, giving up (nil) once `seconds` have passed.
+    func waitForExit(_ pid: pid_t, atMost seconds: Double) -> Int32? {
+        state.wait(until: { state in
+            guard let status = state.finished.removeValue(forKey: pid) else { return nil }
+            state.watched.remove(pid)
+            return status
+        }, atMost: max(0, seconds))
+    }
+
     /// Non-blocking: the raw status if the process has exited.
     func exitStatusIfFinished(_ pid: pid_t) -> Int32? {
         state.withLock { $0.finished[pid] }

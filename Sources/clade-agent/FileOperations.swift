@@ -165,8 +165,9 @@ enum FileOperations {
     }
 
     /// Writes one chunk of an upload into a staging file beside `path`; `commit` syncs it and
-    /// renames it over `path`, so readers never see a half-written file.
-    static func writeChunk(_ request: AgentRequest) throws -> AgentResponse {
+    /// renames it over `path`, so readers never see a half-written file. An upload belongs to
+    /// the connection that began it: when that closes before the commit, the staging file goes.
+    static func writeChunk(_ request: AgentRequest, on connection: Connection) throws -> AgentResponse {
         let path = try path(request)
         guard let upload = request.upload, !upload.isEmpty, upload.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }) else {
             throw CommandError(description: "write_chunk needs an 'upload' name of letters, digits and dashes")
@@ -179,6 +180,10 @@ enum FileOperations {
         let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (offset == 0 ? O_TRUNC : 0)
         let fd = open(staging, flags, mode)
         guard fd >= 0 else { throw failure("create", staging) }
+        if offset == 0 && request.commit != true {
+            // After a commit the name is gone and this unlink finds nothing.
+            connection.whenClosed { _ = unlink(staging) }
+        }
         var failed: CommandError?
         let bytes = [UInt8](data)
         var written = 0

@@ -21,13 +21,19 @@ struct ProcessService: Sendable {
     func start(_ request: AgentRequest, on connection: Connection) throws -> AgentResponse? {
         var argv = request.args ?? []
         if let command = request.command { argv = ["/bin/sh", "-c", command] }
+        if let timeout = request.timeout, !(timeout > 0) { throw CommandError(description: "timeout must be a positive number of seconds") }
         if let tag = request.tag {
             guard !tag.isEmpty, tag.utf8.count <= 128 else { throw CommandError(description: "a tag is 1 to 128 bytes") }
-            guard !table.tagInUse(tag) else { throw CommandError(description: "a running process is already tagged '\(tag)'; attach to it, or pick another tag") }
+            try table.reserve(tag: tag)
         }
-        if let timeout = request.timeout, !(timeout > 0) { throw CommandError(description: "timeout must be a positive number of seconds") }
-        let launched = try ProcessLauncher(reaper: reaper).launch(
-            argv: argv, environment: request.env ?? [:], cwd: request.cwd, user: request.user, terminal: request.pty)
+        let launched: LaunchedProcess
+        do {
+            launched = try ProcessLauncher(reaper: reaper).launch(
+                argv: argv, environment: request.env ?? [:], cwd: request.cwd, user: request.user, terminal: request.pty)
+        } catch {
+            if let tag = request.tag { table.release(tag: tag) }
+            throw error
+        }
         let process = ManagedProcess(launched: launched, tag: request.tag, args: argv, cwd: request.cwd, user: request.user)
         table.insert(process)
         var started = AgentResponse(id: request.id)
@@ -52,13 +58,11 @@ struct ProcessService: Sendable {
 
     func attach(_ request: AgentRequest, on connection: Connection) throws -> AgentResponse? {
         let process = try table.find(pid: request.pid, tag: request.tag)
-        if process.isRunning {
-            var attached = AgentResponse(id: request.id)
-            attached.event = .attached
-            attached.pid = process.pid
-            connection.send(attached)
-        }
-        process.subscribe(connection, requestID: request.id)
+        var attached = AgentResponse(id: request.id)
+        attached.event = .attached
+        attached.pid = process.pid
+        // One step: a process that has ended answers with its exit instead.
+        process.subscribe(connection, requestID: request.id, announce: attached)
         return nil
     }
 
@@ -140,5 +144,15 @@ private func pump(_ process: ManagedProcess, reaper: ChildReaper, deadline: Doub
         }
     }
     for fd in [output, errors] where fd >= 0 && fd != process.launched.terminalFD { close(fd) }
-    process.finish(status: reaper.waitForExit(process.pid), timedOut: killed)
+    // A process can close both its streams and keep running: its deadline still holds.
+    var status: Int32?
+    if let deadline, !killed {
+        status = reaper.waitForExit(process.pid, atMost: deadline - monotonicSeconds())
+        if status == nil {
+            kill(-process.pid, SIGKILL)
+            kill(process.pid, SIGKILL)
+            killed = true
+        }
+    }
+    process.finish(status: status ?? reaper.waitForExit(process.pid), timedOut: killed)
 }

@@ -62,10 +62,18 @@ final class ManagedProcess: @unchecked Sendable {
     }
 
     /// Adds a watcher of further output; if the process has already ended, sends its exit at once.
-    func subscribe(_ connection: Connection, requestID: String?) {
+    ///
+    /// `announce`, when given, is sent to the watcher while it is being added, under the lock
+    /// that every output chunk takes to find its watchers: it goes out before any output, and no
+    /// output produced after it can miss the new watcher.
+    func subscribe(_ connection: Connection, requestID: String?, announce: AgentResponse? = nil) {
         let key = ObjectIdentifier(connection)
         let ended: AgentResponse? = state.withLock { state in
             if state.exitCode != nil { return exitEvent(state) }
+            if let announce {
+                connection.send(announce)
+                TestHooks.pauseAfterAnnouncingAttach()
+            }
             state.subscribers[key] = Subscriber(connection: connection, requestID: requestID)
             return nil
         }
@@ -206,16 +214,33 @@ final class ProcessTable: @unchecked Sendable {
     private struct State {
         var running: [pid_t: ManagedProcess] = [:]
         var ended: [ManagedProcess] = []
+        /// Tags claimed by a `start` whose process is not in `running` yet.
+        var reservedTags: Set<String> = []
     }
     private let state = Guarded(State())
 
-    /// Adds a process; fails if `tag` is already taken by a running one.
-    func insert(_ process: ManagedProcess) {
-        state.withLock { $0.running[process.pid] = process }
+    /// Claims `tag` for a process about to start, in the same step as the check, so two
+    /// concurrent starts with one tag cannot both pass it. Release it with `insert` or `release`.
+    func reserve(tag: String) throws {
+        try state.withLock { state in
+            guard !state.reservedTags.contains(tag), !state.running.values.contains(where: { $0.tag == tag }) else {
+                throw CommandError(description: "a running process is already tagged '\(tag)'; attach to it, or pick another tag")
+            }
+            state.reservedTags.insert(tag)
+        }
     }
 
-    func tagInUse(_ tag: String) -> Bool {
-        state.withLock { state in state.running.values.contains { $0.tag == tag } }
+    /// Gives up a tag reserved for a start that failed.
+    func release(tag: String) {
+        state.withLock { _ = $0.reservedTags.remove(tag) }
+    }
+
+    /// Adds a started process, which takes over its tag's reservation.
+    func insert(_ process: ManagedProcess) {
+        state.withLock { state in
+            state.running[process.pid] = process
+            if let tag = process.tag { state.reservedTags.remove(tag) }
+        }
     }
 
     func ended(_ process: ManagedProcess) {

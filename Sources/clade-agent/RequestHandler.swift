@@ -78,7 +78,7 @@ struct RequestHandler: Sendable {
             case .remove:
                 try FileOperations.remove(try requirePath(request))
                 response = AgentResponse()
-            case .writeChunk: response = try FileOperations.writeChunk(request)
+            case .writeChunk: response = try FileOperations.writeChunk(request, on: connection)
             case .watch:
                 try DirectoryWatcher.start(request, on: connection)
                 return nil

@@ -59,6 +59,25 @@ final class Guarded<Value>: @unchecked Sendable {
             pthread_cond_wait(&condition, &mutex)
         }
     }
+
+    /// `wait(until:)` that gives up, returning nil, once `seconds` have passed.
+    func wait<R>(until body: (inout Value) -> R?, atMost seconds: Double) -> R? {
+        var limit = timespec()
+        clock_gettime(CLOCK_REALTIME, &limit)
+        let whole = seconds.rounded(.down)
+        limit.tv_sec += Int(whole)
+        limit.tv_nsec += Int((seconds - whole) * 1e9)
+        if limit.tv_nsec >= 1_000_000_000 {
+            limit.tv_sec += 1
+            limit.tv_nsec -= 1_000_000_000
+        }
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        while true {
+            if let result = body(&value) { return result }
+            if pthread_cond_timedwait(&condition, &mutex, &limit) == ETIMEDOUT { return body(&value) }
+        }
+    }
 }
 
 /// Writes a line to the agent's standard error (the guest console when running as PID 1).

@@ -19,11 +19,16 @@ import Testing
     static let sandboxHeader = HTTPField.Name("E2b-Sandbox-Id")!
 
     func withApp(_ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        try await withApp { client, _ in try await body(client) }
+    }
+
+    /// The listener on an empty store of its own, which `body` may also look into.
+    func withApp(_ body: @Sendable (any TestClientProtocol, CladeHome) async throws -> Void) async throws {
         let home = CladeHome(root: FileManager.default.temporaryDirectory.appendingPathComponent("clade-e2b-\(UUID().uuidString.prefix(8))"))
         try home.prepare()
         defer { try? FileManager.default.removeItem(at: home.root) }
         let service = E2BService(engine: Engine(home: home), configuration: E2BConfiguration(listen: "127.0.0.1:1", apiKeys: [Self.key], domain: "sb.test"), logger: .init(label: "test"))
-        try await Application(router: service.router()).test(.router, body)
+        try await Application(router: service.router()).test(.router) { client in try await body(client, home) }
     }
 
     func json(_ buffer: ByteBuffer) -> [String: Any] {
@@ -137,6 +142,27 @@ import Testing
             try await client.execute(uri: "/v2/sandboxes?state=sleeping", method: .get, headers: [Self.apiKeyHeader: Self.key]) { response in
                 #expect(response.status == .badRequest)
             }
+        }
+    }
+
+    /// A sandbox that ended outside E2B (the CLI, a lifetime, the reaper) leaves its E2B file;
+    /// the next listing removes it, but not a file written since the listing read the catalog.
+    @Test func listingPrunesTheFilesOfSandboxesThatEndedElsewhere() async throws {
+        try await withApp { client, home in
+            let states = E2BStateStore(home: home)
+            let ended = E2BSandboxState(
+                sandboxID: "0123456789ab", templateID: "base", metadata: [:], envVars: [:], startedAt: Date(), autoPause: false)
+            try states.put(ended)
+            try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-60)], ofItemAtPath: states.url(ended.sandboxID).path)
+            var arriving = ended
+            arriving.sandboxID = "ba9876543210"
+            try states.put(arriving)
+            try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(60)], ofItemAtPath: states.url(arriving.sandboxID).path)
+            try await client.execute(uri: "/v2/sandboxes", method: .get, headers: [Self.apiKeyHeader: Self.key]) { response in
+                #expect(response.status == .ok && String(buffer: response.body) == "[]")
+            }
+            #expect(states.get(ended.sandboxID) == nil, "the ended sandbox's E2B file is still there")
+            #expect(states.get(arriving.sandboxID) != nil, "a file written after the listing began was removed")
         }
     }
 

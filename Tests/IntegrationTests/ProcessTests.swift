@@ -1,6 +1,6 @@
 import CladeGuest
 import CladeGuestProtocol
-import Crypto
+import CladeStore
 import Foundation
 import Testing
 
@@ -282,7 +282,7 @@ func waitUntil(_ what: String, seconds: Double = 60, _ condition: () async throw
             }
         }
         try Data(bytes).write(to: source)
-        let expected = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        let expected = Digest.of(bytes).hex
         bytes = []
         let put = try Self.cli.run(["files", "put", id, source.path, "/root/big.bin"], timeout: 600)
         #expect(put.status == 0, "put: \(put.stderr)")
@@ -290,7 +290,7 @@ func waitUntil(_ what: String, seconds: Double = 60, _ condition: () async throw
         #expect(inGuest.code == 0)
         let get = try Self.cli.run(["files", "get", id, "/root/big.bin", copy.path], timeout: 600)
         #expect(get.status == 0, "get: \(get.stderr)")
-        let roundTrip = SHA256.hash(data: try Data(contentsOf: copy)).map { String(format: "%02x", $0) }.joined()
+        let roundTrip = Digest.of(try Data(contentsOf: copy)).hex
         #expect(roundTrip == expected)
 
         // Directory operations.

@@ -120,8 +120,9 @@ enum ConnectRPC {
         onDeadline: @escaping @Sendable () async -> Void = {},
         _ produce: @escaping @Sendable (_ send: @escaping @Sendable ([String: Any]) async throws -> Void) async throws -> Void
     ) -> Response {
-        let (stream, continuation) = AsyncThrowingStream<ByteBuffer, Error>.makeStream(bufferingPolicy: .bufferingOldest(64))
-        let send: @Sendable (ByteBuffer) async throws -> Void = { buffer in try await continuation.yieldWaiting(buffer) }
+        let producer = ProducerTask()
+        let (stream, writer) = BackpressuredStream.make(buffered: 64) { producer.cancel() }
+        let send: @Sendable (ByteBuffer) async throws -> Void = { buffer in try await writer.write(buffer) }
         let sendMessage: @Sendable ([String: Any]) async throws -> Void = { message in try await send(envelope(message)) }
         let task = Task {
             let outcome: ConnectError? = await withTaskGroup(of: ConnectError??.self) { group in
@@ -164,30 +165,16 @@ enum ConnectRPC {
                 return result ?? nil
             }
             try? await send(endOfStream(outcome))
-            continuation.finish()
+            writer.finish()
         }
-        continuation.onTermination = { _ in task.cancel() }
+        producer.set(task)
         return Response(status: .ok, headers: [.contentType: "application/connect+json"], body: ResponseBody(asyncSequence: stream))
     }
 
     /// Maps clade's errors to Connect codes through the same categories the rest of the API uses.
     static func connectError(from error: Error) -> ConnectError {
-        if let error = error as? ConnectError { return error }
-        let api = APIError.from(error)
-        let code: ConnectError.Code
-        switch api.status.code {
-        case 400, 422: code = .invalidArgument
-        case 401: code = .unauthenticated
-        case 403: code = .permissionDenied
-        case 404: code = .notFound
-        case 409: code = .alreadyExists
-        case 413, 429: code = .resourceExhausted
-        case 501: code = .unimplemented
-        case 502, 503: code = .unavailable
-        case 504: code = .deadlineExceeded
-        default: code = .internal
-        }
-        return ConnectError(code, api.message)
+        let failure = E2BFailure(error)
+        return ConnectError(failure.code, failure.message)
     }
 
     static func json(_ object: [String: Any]) -> Data {

@@ -7,34 +7,6 @@ import Hummingbird
 import Logging
 import NIOCore
 
-/// An error of E2B's REST control plane: a status and `{"code": <status>, "message": "..."}`,
-/// the body the SDK turns into its own exception types.
-struct E2BError: Error, Sendable, CustomStringConvertible {
-    var status: Int
-    var message: String
-
-    init(_ status: Int, _ message: String) {
-        self.status = status
-        self.message = message
-    }
-
-    var description: String { "\(status): \(message)" }
-
-    var response: Response {
-        let body = ConnectRPC.json(["code": status, "message": message])
-        return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
-    }
-
-    static func from(_ error: Error) -> E2BError {
-        if let error = error as? E2BError { return error }
-        if let error = error as? ConnectError { return E2BError(Int(error.code.httpStatus.code), error.message) }
-        let api = APIError.from(error)
-        return E2BError(api.status.code, api.message)
-    }
-
-    static func sandboxNotFound(_ id: String) -> E2BError { E2BError(404, "sandbox \(id) not found") }
-}
-
 /// E2B's control plane over clade's engine: create (a fork of the template's snapshot), list,
 /// get, kill, timeouts, pause (standby) and resume, fork, snapshots, metrics and logs.
 extension E2BService {
@@ -248,7 +220,10 @@ extension E2BService {
         }
         let template = query.get("template").map { String($0) }
         var rows: [(SandboxRecord, E2BSandboxState)] = []
-        for record in try await engine.sandboxes.list() {
+        let listedAt = Date()
+        let records = try await engine.sandboxes.list()
+        self.states.prune(keeping: Set(records.map(\.id)), writtenBefore: listedAt)
+        for record in records {
             guard let state = self.states.get(record.id), let listed = Self.state(record) else { continue }
             guard states.contains(listed), wanted.allSatisfy({ state.metadata[$0.key] == $0.value }) else { continue }
             if let template, state.templateID != template { continue }
@@ -325,9 +300,13 @@ extension E2BService {
         return body
     }
 
+    /// The size of the root filesystem the sandbox booted from: its blob's size, one `stat`
+    /// (not a read of the image catalog for every sandbox of a listing).
     func diskSizeMiB(_ record: SandboxRecord) -> Int {
-        guard let image = try? engine.images.list().first(where: { $0.rootfs == record.rootfs }) else { return 0 }
-        return Int(image.rootfsSize >> 20)
+        guard let rootfs = record.rootfs,
+            let size = try? FileManager.default.attributesOfItem(atPath: engine.blobs.url(for: rootfs).path)[.size] as? NSNumber
+        else { return 0 }
+        return Int(size.int64Value >> 20)
     }
 
     /// One sample from the host's view of the VM: its process's CPU share and resident memory.

@@ -33,16 +33,17 @@ extension E2BService {
         let entry: FileEntry
         do { entry = try await agent.stat(path) } catch { throw E2BError(404, "path '\(path)' does not exist") }
         guard entry.type != .directory else { throw E2BError(400, "path '\(path)' is a directory") }
-        let (stream, continuation) = AsyncThrowingStream<ByteBuffer, Error>.makeStream(bufferingPolicy: .bufferingOldest(8))
+        let producer = ProducerTask()
+        let (stream, writer) = BackpressuredStream.make(buffered: 8) { producer.cancel() }
         let task = Task {
             do {
-                _ = try await agent.download(path) { data in try await continuation.yieldWaiting(ByteBuffer(bytes: data)) }
-                continuation.finish()
+                _ = try await agent.download(path) { data in try await writer.write(ByteBuffer(bytes: data)) }
+                writer.finish()
             } catch {
-                continuation.finish(throwing: error)
+                writer.finish(throwing: error)
             }
         }
-        continuation.onTermination = { _ in task.cancel() }
+        producer.set(task)
         let name = (path as NSString).lastPathComponent.replacingOccurrences(of: "\"", with: "")
         return Response(
             status: .ok,

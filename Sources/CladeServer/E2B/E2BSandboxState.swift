@@ -41,6 +41,19 @@ struct E2BStateStore: Sendable {
 
     func remove(_ id: String) { try? FileManager.default.removeItem(at: url(id)) }
 
+    /// Removes the files of sandboxes that ended outside E2B (through the CLI, a lifetime, the
+    /// reaper): every file not named in `live` and written before `before`. A file written
+    /// after `before` may belong to a sandbox created since `live` was read, and stays.
+    func prune(keeping live: Set<String>, writtenBefore before: Date) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
+        for name in names where name.hasSuffix(".json") && !live.contains(String(name.dropLast(5))) {
+            let file = directory.appendingPathComponent(name)
+            guard let written = (try? file.resourceValues(forKeys: [.contentModificationDateKey]))?.contentModificationDate,
+                written < before else { continue }
+            try? FileManager.default.removeItem(at: file)
+        }
+    }
+
     func all() -> [E2BSandboxState] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
         return names.filter { $0.hasSuffix(".json") }.compactMap { get(String($0.dropLast(5))) }

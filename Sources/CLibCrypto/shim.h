@@ -1,0 +1,5 @@
+// SHA-256 from the host's OpenSSL (Debian's libssl-dev): the one primitive clade needs, without
+// building a second vendored copy of BoringSSL beside swift-nio-ssl's. The low-level SHA256_*
+// calls keep a digest in progress a plain value; OpenSSL 3 marks them deprecated but keeps them.
+#define OPENSSL_SUPPRESS_DEPRECATED 1
+#include <openssl/sha.h>
