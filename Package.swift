@@ -69,6 +69,7 @@ let package = Package(
             name: "CladeGuest",
             dependencies: [
                 "CArchive",
+                "CladeArchive",
                 "CladeStore",
                 "CladeModel",
                 "CladeVMM",
@@ -80,9 +81,12 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        // The Store layer's tar reader: one libarchive setup for image layers and packs.
+        .target(name: "CladeArchive", dependencies: ["CArchive"]),
         .target(
             name: "CladePack",
             dependencies: [
+                "CladeArchive",
                 "CladeStore",
                 "CladeModel",
                 "CladeVMM",

@@ -60,7 +60,7 @@ suites=$(grep '^IntegrationTests\.' "$report/all-tests" | cut -d/ -f1 | sort -u)
 order() {
     while read -r suite; do
         [ -n "$suite" ] || continue
-        seconds=$(awk -v s="$suite" '$2 == s { print $1 }' scripts/test-durations 2>/dev/null)
+        seconds=$(awk -v s="$suite" '$2 == s { print $1 }' scripts/test-durations 2>/dev/null || true)
         echo "${seconds:-100000} $suite"
     done | sort -rn | cut -d' ' -f2
 }

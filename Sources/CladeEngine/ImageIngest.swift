@@ -92,16 +92,9 @@ extension Images {
         from source: any ImageSource, name: String, options: ImageIngestOptions, progress: PackProgress?,
         defaults: ImageConfig? = nil, sourceName: String? = nil, keepLayers: Bool = true
     ) async throws -> ImageRecord {
-        try Names.validate(name, kind: "image")
-        guard (1...1_048_576).contains(options.freeMiB) else { throw EngineError.badInput("--free-space must be between 1 and 1048576 MiB") }
         guard (1...16_777_216).contains(options.sizeLimitMiB) else { throw EngineError.badInput("--size-limit must be between 1 and 16777216 MiB") }
-        try home.prepare()
-        _ = try GuestKernel.locate(home: home)
-        _ = try AgentBinary.locate()
-        let storeLock = try FileLock.shared(home: home, .blobStore)
-        defer { storeLock.unlock() }
-        let lock = try FileLock(home: home, .image(name))
-        defer { lock.unlock() }
+        let locks = try beginWriting(name, freeMiB: options.freeMiB)
+        defer { locks.unlock() }
 
         progress?("resolving", 0, 0)
         let resolved = try await source.resolve(platform: options.platform)
@@ -145,8 +138,7 @@ extension Images {
             }
         } catch {
             // A layer that cannot be unpacked never will be: keep nothing this attempt brought in.
-            let kept = Set(try imageCatalog.list().flatMap(\.layers))
-            for digest in fetchedNow where !kept.contains(digest) { try? FileSystem.remove(blobs.url(for: digest)) }
+            try removeUnreferenced(fetchedNow)
             throw error
         }
         let metadata = try applier.finish()
@@ -168,8 +160,7 @@ extension Images {
         if keepLayers {
             record.layers = resolved.layers.map(\.digest)
         } else {
-            let kept = Set(try imageCatalog.list().filter { $0.name != name }.flatMap(\.layers))
-            for digest in fetchedNow where !kept.contains(digest) { try? FileSystem.remove(blobs.url(for: digest)) }
+            try removeUnreferenced(fetchedNow, ignoring: name)
         }
         try imageCatalog.put(record)
         logger.info("image ready", metadata: ["image": "\(name)", "source": "\(resolved.source)", "rootfs": "\(rootfs.digest)"])
@@ -178,6 +169,12 @@ extension Images {
 }
 
 extension Images {
+    /// Removes the layer blobs in `fetched` that no image but `ignored` names.
+    func removeUnreferenced(_ fetched: Set<Digest>, ignoring ignored: String? = nil) throws {
+        let kept = Set(try imageCatalog.list().filter { $0.name != ignored }.flatMap(\.layers))
+        for digest in fetched where !kept.contains(digest) { try? FileSystem.remove(blobs.url(for: digest)) }
+    }
+
     /// Builds a Debian image with mmdebstrap: `suite` from `mirror` (default: the host's
     /// configured Debian mirror) with `packages`, an unprivileged `user` (uid 1000, home
     /// `/home/user`, bash) who runs commands by default, in `/home/user`.

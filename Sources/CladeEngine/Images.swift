@@ -14,17 +14,8 @@ public struct Images: EngineCapability {
     public func build(
         from directory: URL, name: String, freeMiB: Int = 256, progress: @Sendable (String) -> Void = { _ in }
     ) throws -> ImageRecord {
-        try Names.validate(name, kind: "image")
-        guard (1...1_048_576).contains(freeMiB) else {
-            throw EngineError.badInput("--free-space must be between 1 and 1048576 MiB")
-        }
-        try home.prepare()
-        let storeLock = try FileLock.shared(home: home, .blobStore)
-        defer { storeLock.unlock() }
-        let lock = try FileLock(home: home, .image(name))
-        defer { lock.unlock() }
-        _ = try GuestKernel.locate(home: home)
-        _ = try AgentBinary.locate()
+        let locks = try beginWriting(name, freeMiB: freeMiB)
+        defer { locks.unlock() }
         progress("building root filesystem from \(directory.path)")
         let rootfs = try Ext4Builder(home: home, logger: logger).build(from: directory, freeMiB: freeMiB)
         var record = try record(named: name, rootfs: rootfs, progress: progress)
@@ -32,6 +23,23 @@ public struct Images: EngineCapability {
         try imageCatalog.put(record)
         logger.info("image ready", metadata: ["image": "\(name)", "rootfs": "\(rootfs.digest)"])
         return record
+    }
+
+    /// What every image build checks and holds first: a valid name and free-space request, a
+    /// kernel and an agent to put in it, the blob store shared and the name exclusively.
+    func beginWriting(_ name: String, freeMiB: Int) throws -> ImageWriteLocks {
+        try Names.validate(name, kind: "image")
+        guard (1...1_048_576).contains(freeMiB) else { throw EngineError.badInput("--free-space must be between 1 and 1048576 MiB") }
+        try home.prepare()
+        _ = try GuestKernel.locate(home: home)
+        _ = try AgentBinary.locate()
+        let store = try FileLock.shared(home: home, .blobStore)
+        do {
+            return ImageWriteLocks(store: store, image: try FileLock(home: home, .image(name)))
+        } catch {
+            store.unlock()
+            throw error
+        }
     }
 
     /// A record for a freshly built root filesystem: builds the initrd and stores the kernel.
@@ -97,5 +105,16 @@ public struct Images: EngineCapability {
             return url
         }
         return (try path(image.kernel, "kernel"), try path(image.initrd, "initrd"), try path(image.rootfs, "root filesystem"))
+    }
+}
+
+/// The locks an image build holds until it is done.
+struct ImageWriteLocks {
+    let store: FileLock
+    let image: FileLock
+
+    func unlock() {
+        image.unlock()
+        store.unlock()
     }
 }

@@ -77,9 +77,9 @@ public struct Lifetimes: EngineCapability {
             do {
                 if action == .standby, record.state == .running {
                     _ = try await engine.standby.enter(id: record.id)
-                    try clearEndTime(record.id)
+                    try await set(id: record.id, lifetime: nil)
                 } else if action == .standby, record.state == .standby {
-                    try clearEndTime(record.id)
+                    try await set(id: record.id, lifetime: nil)
                 } else {
                     try await engine.sandboxes.kill(id: record.id)
                 }
@@ -91,14 +91,5 @@ public struct Lifetimes: EngineCapability {
             }
         }
         return reaped
-    }
-
-    private func clearEndTime(_ id: String) throws {
-        let lock = try FileLock(home: home, .sandbox(id))
-        defer { lock.unlock() }
-        guard var record = try sandboxCatalog.get(id) else { return }
-        record.expiresAt = nil
-        record.onTimeout = nil
-        try sandboxCatalog.put(record)
     }
 }

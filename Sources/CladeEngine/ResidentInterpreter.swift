@@ -14,7 +14,7 @@ public enum ResidentInterpreter {
     /// has run `preload` and answers.
     static func start(on agent: AgentClient, interpreter: String, preload: String?, user: String?, timeout: Double = 900) async throws {
         try await agent.makeDirectory(directory, parents: true, mode: 0o1777)
-        _ = try await agent.call(AgentRequest(action: .writeFile, path: script, content: Data(source.utf8).base64EncodedString(), mode: 0o644))
+        try await agent.writeFile(script, data: Data(source.utf8), mode: 0o644)
         let socket = "\(directory)/\(tag).sock"
         var command = "exec \(shellQuoted(interpreter)) \(script) \(socket)"
         if let preload { command += " \(shellQuoted(preload))" }

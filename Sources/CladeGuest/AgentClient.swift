@@ -77,7 +77,6 @@ public struct AgentClient: Sendable {
 
     public func writeFile(_ path: String, data: Data, mode: Int = 0o644) async throws {
         let request = AgentRequest(action: .writeFile, path: path, content: data.base64EncodedString(), mode: mode)
-        let response = try await send(request, timeout: 60)
-        if let error = response.error { throw GuestError.agent(error) }
+        _ = try await call(request, timeout: 60)
     }
 }

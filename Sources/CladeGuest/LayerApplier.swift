@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CArchive
+import CladeArchive
 import CladeStore
 import Foundation
 import Logging
@@ -31,17 +32,17 @@ public final class LayerApplier {
 
     public let root: URL
     public let limits: Limits
-    private let logger: Logger
-    private var metadata = RootMetadata()
-    private var bytesWritten: Int64 = 0
-    private var entriesSeen = 0
+    let logger: Logger
+    var metadata = RootMetadata()
+    var bytesWritten: Int64 = 0
+    var entriesSeen = 0
     /// Paths written by the layer being applied (and their ancestors): whiteouts and opaque
     /// markers only ever hide what lower layers left.
-    private var touched = Set<String>()
-    private var layerName = ""
-    private static let maxSymlinkHops = 40
-    private static let whiteoutPrefix = ".wh."
-    private static let opaqueMarker = ".wh..wh..opq"
+    var touched = Set<String>()
+    var layerName = ""
+    static let maxSymlinkHops = 40
+    static let whiteoutPrefix = ".wh."
+    static let opaqueMarker = ".wh..wh..opq"
 
     /// `root` must be an empty directory that only this applier writes to.
     public init(root: URL, limits: Limits = Limits(), logger: Logger = Logger(label: "clade.layers")) {
@@ -55,27 +56,15 @@ public final class LayerApplier {
     public func apply(layer file: URL, name: String) throws {
         layerName = name
         touched = []
-        guard let archive = archive_read_new() else { throw LayerError.unreadable(layer: name, reason: "cannot allocate a reader") }
-        defer { archive_read_free(archive) }
-        archive_read_support_filter_gzip(archive)
-        archive_read_support_filter_zstd(archive)
-        archive_read_support_format_tar(archive)
-        archive_read_support_format_gnutar(archive)
-        archive_read_support_format_empty(archive)
-        guard archive_read_open_filename(archive, file.path, 1 << 20) == ARCHIVE_OK else {
-            throw LayerError.unreadable(layer: name, reason: Self.errorString(archive))
-        }
-        defer { archive_read_close(archive) }
-        var entry: OpaquePointer?
-        while true {
-            let status = archive_read_next_header(archive, &entry)
-            if status == ARCHIVE_EOF { break }
-            guard status == ARCHIVE_OK || status == ARCHIVE_WARN, let entry else {
-                throw LayerError.unreadable(layer: name, reason: Self.errorString(archive))
+        do {
+            let reader = try TarReader(path: file.path, compressed: true, allowEmpty: true)
+            while let entry = try reader.next() {
+                entriesSeen += 1
+                guard entriesSeen <= limits.maxEntries else { throw LayerError.tooManyEntries(layer: name, limit: limits.maxEntries) }
+                try applyEntry(entry, archive: reader.handle)
             }
-            entriesSeen += 1
-            guard entriesSeen <= limits.maxEntries else { throw LayerError.tooManyEntries(layer: name, limit: limits.maxEntries) }
-            try applyEntry(entry, archive: archive)
+        } catch let failure as TarReader.Failure {
+            throw LayerError.unreadable(layer: name, reason: failure.message)
         }
     }
 
@@ -95,7 +84,7 @@ public final class LayerApplier {
     }
 
     /// Calls `body` for every path under `directory`, without following symbolic links.
-    private func walk(_ directory: String, _ body: (String, stat) throws -> Void) throws {
+    func walk(_ directory: String, _ body: (String, stat) throws -> Void) throws {
         let children = try FileManager.default.contentsOfDirectory(atPath: absolute(directory))
         for child in children {
             let path = join(directory, child)
@@ -121,7 +110,7 @@ public final class LayerApplier {
 
     // MARK: - Entries
 
-    private func applyEntry(_ entry: OpaquePointer, archive: OpaquePointer) throws {
+    func applyEntry(_ entry: OpaquePointer, archive: OpaquePointer) throws {
         let raw = archive_entry_pathname(entry).map { String(cString: $0) } ?? ""
         let components = try Self.components(of: raw, layer: layerName)
         guard let base = components.last else {
@@ -188,107 +177,11 @@ public final class LayerApplier {
         metadata.attributes[path] = attributes(of: entry, type: type)
     }
 
-    /// The root-relative components of an entry name, or a refusal for names that could leave the root.
-    public static func components(of raw: String, layer: String) throws -> [String] {
-        guard !raw.hasPrefix("/") else { throw LayerError.hostileEntry(layer: layer, entry: raw, reason: "is an absolute path") }
-        guard !raw.isEmpty else { throw LayerError.hostileEntry(layer: layer, entry: raw, reason: "has an empty name") }
-        let parts = raw.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
-        guard !parts.contains("..") else { throw LayerError.hostileEntry(layer: layer, entry: raw, reason: "climbs out of the root with '..'") }
-        guard !raw.utf8.contains(0) else { throw LayerError.hostileEntry(layer: layer, entry: raw, reason: "contains a NUL byte") }
-        return parts.filter { $0 != "." }
-    }
-
-    private func attributes(of entry: OpaquePointer, type: UInt32) -> RootMetadata.Attributes {
-        var xattrs: [String: [UInt8]] = [:]
-        archive_entry_xattr_reset(entry)
-        var name: UnsafePointer<CChar>?
-        var value: UnsafeRawPointer?
-        var size = 0
-        while archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK {
-            guard let name else { continue }
-            let key = String(cString: name)
-            // POSIX ACLs (system.*) have no portable meaning in a guest's image; the rest are kept.
-            guard key.hasPrefix("user.") || key.hasPrefix("security.") || key.hasPrefix("trusted.") else {
-                logger.debug("dropping an extended attribute", metadata: ["name": "\(key)"])
-                continue
-            }
-            xattrs[key] = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
-        }
-        let permissions = UInt32(archive_entry_perm(entry)) & 0o7777
-        return .init(mode: type | permissions, uid: UInt32(clamping: archive_entry_uid(entry)), gid: UInt32(clamping: archive_entry_gid(entry)), xattrs: xattrs)
-    }
-
-    private func writeFile(_ path: String, from archive: OpaquePointer, declared: Int64, entry raw: String) throws {
-        guard declared >= 0, bytesWritten + declared <= limits.maxBytes else { throw LayerError.tooLarge(layer: layerName, limit: limits.maxBytes) }
-        let fd = open(absolute(path), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw LayerError.hostFailure(layer: layerName, entry: raw, operation: "create", errno: errno) }
-        defer { close(fd) }
-        var buffer: UnsafeRawPointer?
-        var size = 0
-        var offset: la_int64_t = 0
-        var written: Int64 = 0
-        while true {
-            let status = archive_read_data_block(archive, &buffer, &size, &offset)
-            if status == ARCHIVE_EOF { break }
-            guard status == ARCHIVE_OK || status == ARCHIVE_WARN else {
-                throw LayerError.unreadable(layer: layerName, reason: "reading '\(raw)': \(Self.errorString(archive))")
-            }
-            written = max(written, Int64(offset) + Int64(size))
-            guard written <= declared, bytesWritten + written <= limits.maxBytes else {
-                throw LayerError.tooLarge(layer: layerName, limit: limits.maxBytes)
-            }
-            guard let buffer, size > 0 else { continue }
-            var done = 0
-            while done < size {
-                let count = pwrite(fd, buffer + done, size - done, off_t(offset) + off_t(done))
-                if count < 0 {
-                    if errno == EINTR { continue }
-                    throw LayerError.hostFailure(layer: layerName, entry: raw, operation: "write", errno: errno)
-                }
-                done += count
-            }
-        }
-        // Sparse entries end in a hole: give the file its declared length.
-        guard ftruncate(fd, off_t(declared)) == 0 else { throw LayerError.hostFailure(layer: layerName, entry: raw, operation: "truncate", errno: errno) }
-        bytesWritten += declared
-    }
-
-    private func makeHardLink(_ path: String, to linkName: String, entry raw: String) throws {
-        let targetComponents: [String]
-        do { targetComponents = try Self.components(of: linkName, layer: layerName) } catch {
-            throw LayerError.hostileEntry(layer: layerName, entry: raw, reason: "is a hard link to '\(linkName)', outside the root")
-        }
-        guard let last = targetComponents.last,
-            let targetParent = try resolveDirectory(Array(targetComponents.dropLast()), create: false, entry: raw)
-        else { throw LayerError.hostileEntry(layer: layerName, entry: raw, reason: "is a hard link to '\(linkName)', which does not exist in the image") }
-        let target = join(targetParent, last)
-        var status = stat()
-        guard lstat(absolute(target), &status) == 0 || metadata.devices[target] != nil else {
-            throw LayerError.hostileEntry(layer: layerName, entry: raw, reason: "is a hard link to '\(linkName)', which does not exist in the image")
-        }
-        guard target != path else { return }
-        if let device = metadata.devices[target] {
-            // Device nodes exist only in the image; a second name is a second node with the same numbers.
-            try removeTree(path, entry: raw)
-            metadata.devices[path] = device
-            metadata.attributes[path] = metadata.attributes[target]
-            return
-        }
-        guard UInt32(status.st_mode) & FileType.fmt != FileType.dir else {
-            throw LayerError.hostileEntry(layer: layerName, entry: raw, reason: "is a hard link to the directory '\(linkName)'")
-        }
-        try removeTree(path, entry: raw)
-        try call("link", raw) { link(absolute(target), absolute(path)) }
-        metadata.attributes[path] = metadata.attributes[target]
-    }
-
-    // MARK: - Paths inside the root
-
     /// Walks `components` from the root, following symbolic links as the guest would (an
     /// absolute target starts again at the image's root) but refusing any that climb above it.
     /// Returns the real root-relative directory path, or nil when a component is missing and
     /// `create` is false. Missing directories are made when `create` is true.
-    private func resolveDirectory(_ components: [String], create: Bool, entry raw: String) throws -> String? {
+    func resolveDirectory(_ components: [String], create: Bool, entry raw: String) throws -> String? {
         var resolved: [String] = []
         var pending = components[...]
         var hops = 0
@@ -330,7 +223,7 @@ public final class LayerApplier {
         return resolved.joined(separator: "/")
     }
 
-    private func readLink(_ path: String, entry raw: String) throws -> String {
+    func readLink(_ path: String, entry raw: String) throws -> String {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let count = readlink(absolute(path), &buffer, buffer.count - 1)
         guard count >= 0 else { throw LayerError.hostFailure(layer: layerName, entry: raw, operation: "readlink", errno: errno) }
@@ -338,7 +231,7 @@ public final class LayerApplier {
     }
 
     /// Removes `path` and everything under it, on the host and from the metadata; a missing path is fine.
-    private func removeTree(_ path: String, entry raw: String) throws {
+    func removeTree(_ path: String, entry raw: String) throws {
         if metadata.devices.removeValue(forKey: path) != nil { metadata.attributes[path] = nil }
         let prefix = path + "/"
         for key in metadata.devices.keys where key.hasPrefix(prefix) {
@@ -358,7 +251,7 @@ public final class LayerApplier {
     }
 
     /// Removes everything under `directory` that the current layer did not write.
-    private func hideLowerContents(of directory: String, entry raw: String) throws {
+    func hideLowerContents(of directory: String, entry raw: String) throws {
         let children = (try? FileManager.default.contentsOfDirectory(atPath: absolute(directory))) ?? []
         for child in children {
             let path = join(directory, child)
@@ -378,7 +271,7 @@ public final class LayerApplier {
         }
     }
 
-    private func markTouched(_ path: String) {
+    func markTouched(_ path: String) {
         var current = path
         while !current.isEmpty, touched.insert(current).inserted {
             guard let slash = current.lastIndex(of: "/") else { break }
@@ -386,25 +279,10 @@ public final class LayerApplier {
         }
     }
 
-    private func join(_ directory: String, _ name: String) -> String { directory.isEmpty ? name : directory + "/" + name }
-    private func absolute(_ relative: String) -> String { relative.isEmpty ? root.path : root.path + "/" + relative }
+    func join(_ directory: String, _ name: String) -> String { directory.isEmpty ? name : directory + "/" + name }
+    func absolute(_ relative: String) -> String { relative.isEmpty ? root.path : root.path + "/" + relative }
 
-    private func call(_ operation: String, _ raw: String, _ body: () -> Int32) throws {
+    func call(_ operation: String, _ raw: String, _ body: () -> Int32) throws {
         guard body() == 0 else { throw LayerError.hostFailure(layer: layerName, entry: raw, operation: operation, errno: errno) }
     }
-
-    private static func errorString(_ archive: OpaquePointer) -> String {
-        archive_error_string(archive).map { String(cString: $0) } ?? "unknown error"
-    }
-}
-
-/// `st_mode` file types (Glibc's and Foundation's constants are ambiguous in Swift).
-enum FileType {
-    static let fmt: UInt32 = 0o170000
-    static let dir: UInt32 = 0o040000
-    static let reg: UInt32 = 0o100000
-    static let lnk: UInt32 = 0o120000
-    static let ifo: UInt32 = 0o010000
-    static let chr: UInt32 = 0o020000
-    static let blk: UInt32 = 0o060000
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CArchive
+import CladeArchive
 import CladeStore
 import Foundation
 
@@ -89,15 +90,9 @@ public struct DockerArchiveSource: ImageSource {
     // MARK: - Unpacking
 
     static func memberNames(of file: URL) throws -> [String] {
-        guard let reader = archive_read_new() else { throw PackError.archive("cannot allocate a tar reader") }
-        defer { archive_read_free(reader) }
-        archive_read_support_format_tar(reader)
-        archive_read_support_format_gnutar(reader)
-        guard archive_read_open_filename(reader, file.path, 1 << 16) == ARCHIVE_OK else { return [] }
-        defer { archive_read_close(reader) }
+        guard let reader = try? TarReader(path: file.path, blockBytes: 1 << 16) else { return [] }
         var names: [String] = []
-        var entry: OpaquePointer?
-        while archive_read_next_header(reader, &entry) == ARCHIVE_OK, let entry, names.count < 100_000 {
+        while names.count < 100_000, let entry = try? reader.next() {
             names.append(archive_entry_pathname(entry).map { String(cString: $0) } ?? "")
         }
         return names
@@ -106,14 +101,11 @@ public struct DockerArchiveSource: ImageSource {
     /// Extracts regular files and directories; a symbolic link (classic archives link shared
     /// layers) becomes a copy of the member it names, which must be inside the archive.
     static func extract(_ file: URL, into destination: URL) throws {
-        guard let reader = archive_read_new() else { throw PackError.archive("cannot allocate a tar reader") }
-        defer { archive_read_free(reader) }
-        archive_read_support_format_tar(reader)
-        archive_read_support_format_gnutar(reader)
-        guard archive_read_open_filename(reader, file.path, 1 << 20) == ARCHIVE_OK else {
+        let archive: TarReader
+        do { archive = try TarReader(path: file.path) } catch {
             throw PackError.notALayout(path: file.path, reason: "it is not a readable tar file")
         }
-        defer { archive_read_close(reader) }
+        let reader = archive.handle
         // A plain tar's members cannot hold more than the tar; sparse members that claim to
         // would be a way to fill the disk from a small file.
         let byteLimit = (try FileSystem.status(of: file.resolvingSymlinksInPath())?.size) ?? 0
@@ -121,13 +113,10 @@ public struct DockerArchiveSource: ImageSource {
         var links: [(name: String, target: String)] = []
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { buffer.deallocate() }
-        var entry: OpaquePointer?
         while true {
-            let status = archive_read_next_header(reader, &entry)
-            if status == ARCHIVE_EOF { break }
-            guard status == ARCHIVE_OK || status == ARCHIVE_WARN, let entry else {
-                throw PackError.archive("reading \(file.path) failed; the archive is truncated or corrupt")
-            }
+            let next: OpaquePointer?
+            do { next = try archive.next() } catch { throw PackError.archive("reading \(file.path) failed; the archive is truncated or corrupt") }
+            guard let entry = next else { break }
             let raw = archive_entry_pathname(entry).map { String(cString: $0) } ?? ""
             if raw == "." || raw == "./" { continue }
             let name = try safeName(raw)

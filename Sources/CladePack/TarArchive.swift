@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CArchive
+import CladeArchive
 import CladeStore
 import Foundation
 
@@ -74,26 +75,22 @@ public enum TarArchive {
     /// the files of an OCI layout: no absolute names, no `..`, no links, devices or FIFOs, no
     /// entry twice, and no more bytes than `byteLimit`.
     public static func extract(_ source: URL, into destination: URL, byteLimit: Int64) throws {
-        guard let archive = archive_read_new() else { throw PackError.archive("cannot allocate a tar reader") }
-        defer { archive_read_free(archive) }
-        archive_read_support_format_tar(archive)
-        archive_read_support_format_gnutar(archive)
-        guard archive_read_open_filename(archive, source.path, 1 << 20) == ARCHIVE_OK else {
-            throw PackError.notALayout(path: source.path, reason: "it is not a readable tar file: \(errorString(archive))")
+        let reader: TarReader
+        do { reader = try TarReader(path: source.path) } catch {
+            throw PackError.notALayout(path: source.path, reason: "it is not a readable tar file: \(error.message)")
         }
-        defer { archive_read_close(archive) }
+        let archive = reader.handle
         try FileManager.default.createDirectory(at: destination.appendingPathComponent("blobs/sha256"), withIntermediateDirectories: true)
         var seen = Set<String>()
         var total: Int64 = 0
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { buffer.deallocate() }
-        var entry: OpaquePointer?
         while true {
-            let status = archive_read_next_header(archive, &entry)
-            if status == ARCHIVE_EOF { break }
-            guard status == ARCHIVE_OK || status == ARCHIVE_WARN, let entry else {
-                throw PackError.archive("reading \(source.path) failed: \(errorString(archive)); the file is truncated or corrupt")
+            let next: OpaquePointer?
+            do { next = try reader.next() } catch {
+                throw PackError.archive("reading \(source.path) failed: \(error.message); the file is truncated or corrupt")
             }
+            guard let entry = next else { break }
             let rawName = archive_entry_pathname(entry).map { String(cString: $0) } ?? ""
             let type = archive_entry_filetype(entry)
             // The layout's own root, as `tar -C dir .` writes it.
