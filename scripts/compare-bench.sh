@@ -42,7 +42,7 @@ run_side() {
     chmod 755 "$home"
     echo "== $label: clade bench $* (store $home)" >&2
     local line
-    line=$(CLADE_HOME=$home "$binary" bench "${@:3}" --json | tail -n 1)
+    line=$(CLADE_HOME=$home "$binary" bench "${@:3}" --json | python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)))')
     CLADE_HOME=$home "$binary" kill --all >/dev/null 2>&1 || true
     rm -rf "$home"
     printf '{"side": "%s", "result": %s}\n' "$label" "$line" >> "$results"
@@ -61,6 +61,10 @@ def numbers(value, prefix=""):
     out = {}
     if isinstance(value, dict):
         for key, item in value.items(): out.update(numbers(item, f"{prefix}.{key}" if prefix else key))
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            name = item.get("name", index) if isinstance(item, dict) else index
+            out.update(numbers(item, f"{prefix}.{name}"))
     return out
 sides = {}
 for row in rows: sides.setdefault(row["side"], []).append(numbers(row["result"]))
