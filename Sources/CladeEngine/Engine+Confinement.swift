@@ -23,7 +23,7 @@ extension Engine {
         let firewall = root && HostFirewall.isAvailable
         if root, !firewall { reasons.append("iptables/ip6tables not found: guests can reach the host's loopback (apt-get install iptables)") }
         let mountView = MachineConfinement.mountViewAvailable
-        if root, !mountView { reasons.append("no mount namespace for the VMM (unshare or mount missing, or no CAP_SYS_ADMIN): it sees the host's whole filesystem (apt-get install util-linux mount)") }
+        if root, !mountView { reasons.append("no mount namespace for the VMM (this process may not make one: no CAP_SYS_ADMIN, as in an unprivileged container): it sees the host's whole filesystem (run clade with CAP_SYS_ADMIN)") }
         return (root && reachable == nil, firewall, mountView, reasons)
     }
 

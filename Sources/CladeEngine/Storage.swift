@@ -76,9 +76,17 @@ public struct Storage: EngineCapability {
         return report
     }
 
-    /// Bytes `collectGarbage` would free now (0 when it cannot tell, e.g. an operation is running).
-    public func reclaimableBytes() async -> Int64 {
-        (try? await collectGarbage(dryRun: true).bytes) ?? 0
+    /// Bytes that `collectGarbage` would now free of `candidates` (the blobs something just
+    /// removed had named): those that nothing references any more and no other name links.
+    /// Looks at those blobs only, not the whole store; 0 when it cannot tell.
+    public func reclaimableBytes(of candidates: Set<Digest>) -> Int64 {
+        guard !candidates.isEmpty, let referenced = try? referencedBlobs() else { return 0 }
+        var bytes: Int64 = 0
+        for digest in candidates.subtracting(referenced) {
+            guard let status = try? FileSystem.status(of: blobs.url(for: digest)), status.linkCount <= 1 else { continue }
+            bytes += status.allocatedBytes
+        }
+        return bytes
     }
 
     /// Every blob an image, a snapshot or a sandbox needs. An unreadable record stops gc: it

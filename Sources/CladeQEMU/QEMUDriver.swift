@@ -48,13 +48,11 @@ public struct QEMUDriver: VMBackend {
         }
         for stale in [files.qmpSocket, files.agentSocket, files.pidFile] { try? FileSystem.remove(stale) }
         try handOver(spec)
-        var program = qemu
-        var arguments = QEMUCommandLine.arguments(for: spec, extra: extraArguments)
-        if spec.confinement.privateMountView {
-            (program, arguments) = try QEMUMountView.wrap(qemu: qemu, arguments: arguments, machineDirectory: spec.runtimeDirectory)
-        }
+        let arguments = QEMUCommandLine.arguments(for: spec, extra: extraArguments)
         logger.debug("starting qemu", metadata: ["vm": "\(spec.name)", "accel": "\(spec.accelerator.rawValue)", "mount_view": "\(spec.confinement.privateMountView)"])
-        let status = try DetachedLauncher.run(program, arguments: arguments, log: files.launchLog)
+        let status = spec.confinement.privateMountView
+            ? try QEMUMountView.launch(qemu: qemu, arguments: arguments, machineDirectory: spec.runtimeDirectory, log: files.launchLog)
+            : try DetachedLauncher.run(qemu, arguments: arguments, log: files.launchLog)
         guard status == 0 else {
             let output = (try? String(contentsOf: files.launchLog, encoding: .utf8)) ?? ""
             let message = output.split(separator: "\n").filter { !$0.isEmpty }.suffix(3).joined(separator: "; ")

@@ -28,4 +28,36 @@ public enum DetachedLauncher {
         guard result == 0 else { throw StoreError.systemCall("posix_spawn", path: executable.path, errno: result) }
         return try Spawn.wait(pid, path: executable.path)
     }
+
+    /// `run`, with the program started inside a mount view of its own (see
+    /// `clade_spawn_in_mount_view`): a tmpfs at `root` holding `systemDirectories` read-only,
+    /// the `devices` that exist, and `machineDirectory` at its own path. One fork, no helper
+    /// programs.
+    public static func runInMountView(
+        _ executable: URL, arguments: [String], log: URL, root: URL, machineDirectory: URL, systemDirectories: [String], devices: [String]
+    ) throws -> Int32 {
+        let logFD = open(log.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard logFD >= 0 else { throw StoreError.systemCall("open", path: log.path, errno: errno) }
+        defer { close(logFD) }
+        func cStrings(_ strings: [String]) -> [UnsafeMutablePointer<CChar>?] { strings.map { strdup($0) } + [nil] }
+        let argv = cStrings([executable.path] + arguments)
+        let system = cStrings(systemDirectories)
+        let nodes = cStrings(devices)
+        defer { (argv + system + nodes).forEach { free($0) } }
+        let pid = system.withUnsafeBufferPointer { systemPointer in
+            nodes.withUnsafeBufferPointer { nodePointer in
+                systemPointer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: system.count) { systemList in
+                    nodePointer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: nodes.count) { nodeList in
+                        clade_spawn_in_mount_view(root.path, machineDirectory.path, systemList, nodeList, executable.path, argv, environ, logFD)
+                    }
+                }
+            }
+        }
+        guard pid > 0 else { throw StoreError.systemCall("fork", path: executable.path, errno: errno) }
+        return try Spawn.wait(pid, path: executable.path)
+    }
+
+    /// Whether `runInMountView` can work here: root with CAP_SYS_ADMIN, tried once in a child
+    /// that makes a namespace and mounts a tmpfs (a container without the capability cannot).
+    public static var mountViewPossible: Bool { geteuid() == 0 && clade_probe_mount_view() == 1 }
 }

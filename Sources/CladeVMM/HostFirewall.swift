@@ -40,6 +40,9 @@ public struct HostFirewall: Sendable {
         try withHostLock {
             for tool in ["iptables", "ip6tables"] {
                 let range = "\(JailIdentityPool.uidRange.lowerBound)-\(JailIdentityPool.uidRange.upperBound)"
+                let hook = ["-m", "owner", "--uid-owner", range, "-j", Self.chain]
+                // The hook jumps to the chain, so where the hook is, the chain is: one call, not two.
+                if try ExternalCommand(tool, ["-w", "-C", "OUTPUT"] + hook).run().status == 0 { continue }
                 if try ExternalCommand(tool, ["-w", "-S", Self.chain]).run().status != 0 {
                     let linkLocal = tool == "iptables" ? "169.254.0.0/16" : "fe80::/10"
                     let rules = [
@@ -50,10 +53,7 @@ public struct HostFirewall: Sendable {
                         + Self.refuse(chain: Self.chain, match: "-d \(linkLocal)") + ["COMMIT", ""]
                     try restore(tool, rules.joined(separator: "\n"))
                 }
-                let hook = ["-m", "owner", "--uid-owner", range, "-j", Self.chain]
-                if try ExternalCommand(tool, ["-w", "-C", "OUTPUT"] + hook).run().status != 0 {
-                    try run(tool, ["-w", "-I", "OUTPUT", "1"] + hook)
-                }
+                try run(tool, ["-w", "-I", "OUTPUT", "1"] + hook)
             }
         }
         Self.prepared.withLock { $0 = true }

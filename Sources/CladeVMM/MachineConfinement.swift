@@ -34,16 +34,12 @@ public struct MachineConfinement: Sendable, Equatable {
             && lhs.controlGroup?.name == rhs.controlGroup?.name && lhs.controlGroup?.limits == rhs.controlGroup?.limits
     }
 
-    /// Whether this host can give a VMM a private mount view: clade is root, util-linux's
-    /// `unshare` and `mount` are installed, and a mount namespace can be made (a container
-    /// without CAP_SYS_ADMIN cannot). Probed once per process.
+    /// Whether this host can give a VMM a private mount view: clade is root and a mount
+    /// namespace with a tmpfs in it can be made (a container without CAP_SYS_ADMIN cannot).
+    /// Probed once per process, in a forked child (no helper program).
     public static var mountViewAvailable: Bool { mountViewProbe }
 
-    private static let mountViewProbe: Bool = {
-        guard geteuid() == 0, ExternalCommand.locate("unshare") != nil, ExternalCommand.locate("mount") != nil else { return false }
-        let probe = try? ExternalCommand("unshare", ["--mount", "--propagation", "private", "--", "mount", "-t", "tmpfs", "clade-probe", "/"]).run()
-        return probe?.status == 0
-    }()
+    private static let mountViewProbe: Bool = DetachedLauncher.mountViewPossible
 
     /// Nothing: how machines ran before confinement existed (tests of the command line).
     public static let none = MachineConfinement(syscallFilter: false)

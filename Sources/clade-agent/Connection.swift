@@ -38,6 +38,18 @@ final class Connection: @unchecked Sendable {
         return written
     }
 
+    /// Runs `body`, then sends `response` unless `body` returned false, with this connection's
+    /// writes held from before `body` until the response is written: a line another thread sends
+    /// because of what `body` did (output for a watcher it added) goes out after `response`.
+    func send(_ response: AgentResponse, after body: () -> Bool) {
+        let line = encodeResponse(response)
+        let failed = writeLock.withLock { _ -> Bool in
+            guard body() else { return false }
+            return isClosed || !writeAll(fd, line)
+        }
+        if failed { markClosed() }
+    }
+
     /// Ends the connection: everything tied to it hears, then the descriptor is closed.
     func close() {
         markClosed()

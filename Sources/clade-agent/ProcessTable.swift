@@ -63,19 +63,30 @@ final class ManagedProcess: @unchecked Sendable {
 
     /// Adds a watcher of further output; if the process has already ended, sends its exit at once.
     ///
-    /// `announce`, when given, is sent to the watcher while it is being added, under the lock
-    /// that every output chunk takes to find its watchers: it goes out before any output, and no
-    /// output produced after it can miss the new watcher.
+    /// `announce`, when given, is sent to the watcher in the same step as it is added: the
+    /// connection's writes are held from before the watcher joins until the announcement is
+    /// written, so it goes out before any output, and no output made after it is missed. (The
+    /// process's own lock is never held while writing: a failed write runs the connection's
+    /// close callbacks, which may take it.)
     func subscribe(_ connection: Connection, requestID: String?, announce: AgentResponse? = nil) {
         let key = ObjectIdentifier(connection)
-        let ended: AgentResponse? = state.withLock { state in
-            if state.exitCode != nil { return exitEvent(state) }
-            if let announce {
-                connection.send(announce)
-                TestHooks.pauseAfterAnnouncingAttach()
+        var ended: AgentResponse?
+        let join = {
+            ended = self.state.withLock { state in
+                if state.exitCode != nil { return self.exitEvent(state) }
+                state.subscribers[key] = Subscriber(connection: connection, requestID: requestID)
+                return nil
             }
-            state.subscribers[key] = Subscriber(connection: connection, requestID: requestID)
-            return nil
+        }
+        if let announce {
+            connection.send(announce, after: {
+                join()
+                guard ended == nil else { return false }
+                TestHooks.pauseAfterAnnouncingAttach()
+                return true
+            })
+        } else {
+            join()
         }
         if var ended {
             ended.id = requestID

@@ -2,6 +2,7 @@ import ArgumentParser
 import CladeEngine
 import CladeModel
 import CladePack
+import CladeStore
 import Foundation
 
 struct ImageCommand: AsyncParsableCommand {
@@ -134,8 +135,9 @@ struct ImageCommand: AsyncParsableCommand {
 
         func run() async throws {
             let engine = await global.makeEngine()
+            let removed = try engine.images.list().first { $0.name == name }
             try engine.images.remove(name)
-            await reportReclaimable(engine)
+            reportReclaimable(engine, of: Set(removed.map { [$0.rootfs, $0.initrd, $0.kernel] + $0.layers + ($0.configBlob.map { [$0] } ?? []) } ?? []))
         }
     }
 }

@@ -172,8 +172,11 @@ struct RemoveSnapshot: AsyncParsableCommand {
 
     func run() async throws {
         let engine = await global.makeEngine()
-        for removed in try await engine.snapshots.remove(tag, force: force, cascade: cascade) { print(removed) }
-        await reportReclaimable(engine)
+        let before = (try? await engine.snapshots.list()) ?? []
+        let removed = try await engine.snapshots.remove(tag, force: force, cascade: cascade)
+        for tag in removed { print(tag) }
+        let blobs = before.filter { removed.contains($0.tag) }.flatMap { [$0.kernel, $0.initrd, $0.rootfs] }
+        reportReclaimable(engine, of: Set(blobs))
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CladeEngine
+import CladeStore
 import Foundation
 
 struct GarbageCollect: AsyncParsableCommand {
@@ -19,9 +20,10 @@ struct GarbageCollect: AsyncParsableCommand {
     }
 }
 
-/// After a removal: how much `clade gc` would now free, on stderr (stdout stays parseable).
-func reportReclaimable(_ engine: Engine) async {
-    let bytes = await engine.storage.reclaimableBytes()
+/// After a removal of what named `blobs`: how much `clade gc` would now free of them, on stderr
+/// (stdout stays parseable).
+func reportReclaimable(_ engine: Engine, of blobs: Set<Digest>) {
+    let bytes = engine.storage.reclaimableBytes(of: blobs)
     guard bytes > 0 else { return }
     writeStandardError("\(formatBytes(bytes)) can now be freed with `clade gc`\n")
 }

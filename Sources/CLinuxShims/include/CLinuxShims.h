@@ -41,4 +41,15 @@ int clade_open_pty(int *controller, int *terminal, unsigned short rows, unsigned
 int clade_set_window_size(int fd, unsigned short rows, unsigned short columns);
 /// Reads a terminal's window size (TIOCGWINSZ). 0, or -1 + errno (not a terminal).
 int clade_get_window_size(int fd, unsigned short *rows, unsigned short *columns);
+/// Forks a child that, in a mount namespace of its own, mounts a 1 MiB tmpfs on `root` holding
+/// the host's `system_dirs` (links copied, directories bound read-only and nosuid), the
+/// `devices` that exist under /dev (bound), and `machine` bound at its own path below `root`;
+/// then runs `path` with stdin from /dev/null, stdout and stderr on `log_fd`, nothing else open.
+/// Both lists end with NULL. Returns the child's pid (a step that fails writes why to the log and
+/// exits 126), or -1 with errno when it cannot fork.
+#include <sys/types.h>
+pid_t clade_spawn_in_mount_view(const char *root, const char *machine, const char *const *system_dirs, const char *const *devices,
+                                const char *path, char *const argv[], char *const envp[], int log_fd);
+/// 1 when this process may make a mount namespace and mount a tmpfs in it (tried in a child), else 0.
+int clade_probe_mount_view(void);
 #endif
