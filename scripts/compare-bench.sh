@@ -5,7 +5,7 @@
 #        ROUNDS=3 scripts/compare-bench.sh d8d4b04 branch
 #
 # COMMIT is checked out as a git worktree in .build-compare/COMMIT and built there in release
-# mode, as its own scripts/build.sh would (the agent static, beside clade). This tree must be
+# mode by its own scripts/build.sh (the agent static, beside clade). This tree must be
 # built already (scripts/build.sh). Each side runs `clade bench ARGUMENTS --json` in a fresh store
 # of its own, alternating old and new ROUNDS times (default 2) so that drift in the machine's
 # load hits both; every result goes to .build-compare/results-COMMIT.jsonl, one JSON line each,
@@ -27,10 +27,8 @@ if [ ! -d "$old_tree" ]; then
 fi
 if [ ! -x "$old_tree/.build/release/clade" ] || [ ! -x "$old_tree/.build/release/clade-agent" ]; then
     echo "== building $commit in $old_tree (release)"
-    (cd "$old_tree" &&
-        swift build -c release --static-swift-stdlib -Xlinker -s --scratch-path .build-agent --product clade-agent &&
-        swift build -c release --product clade &&
-        cp .build-agent/release/clade-agent .build/release/clade-agent)
+    # Its own scripts/build.sh: the flags that commit shipped with.
+    (cd "$old_tree" && scripts/build.sh)
 fi
 old_bin=$old_tree/.build/release/clade
 
