@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "CLinuxShims.h"
+#include "child_signals.h"
 
 // Everything below runs in the forked child of a multi-threaded process: only async-signal-safe
 // calls (plain system calls, memcpy, strlen), no allocation.
@@ -58,13 +59,7 @@ pid_t clade_spawn_in_mount_view(const char *root, const char *machine, const cha
                                 const char *path, char *const argv[], char *const envp[], int log_fd) {
     pid_t pid = fork();
     if (pid != 0) return pid;
-    struct sigaction fallback;
-    memset(&fallback, 0, sizeof fallback);
-    fallback.sa_handler = SIG_DFL;
-    for (int signal_number = 1; signal_number < NSIG; signal_number++) sigaction(signal_number, &fallback, NULL);
-    sigset_t empty;
-    sigemptyset(&empty);
-    sigprocmask(SIG_SETMASK, &empty, NULL);
+    clade_reset_child_signals();
     int null_fd = open("/dev/null", O_RDONLY);
     if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0) _exit(126);
     close_range(3, ~0U, 0);

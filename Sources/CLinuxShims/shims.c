@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "CLinuxShims.h"
+#include "child_signals.h"
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -78,13 +79,7 @@ int clade_spawn_child(const char *file, char *const argv[], char *const envp[], 
     }
     if (pid == 0) {
         // Only async-signal-safe calls from here: the parent has other threads.
-        struct sigaction fallback;
-        memset(&fallback, 0, sizeof fallback);
-        fallback.sa_handler = SIG_DFL;
-        for (int signal_number = 1; signal_number < NSIG; signal_number++) sigaction(signal_number, &fallback, NULL);
-        sigset_t empty;
-        sigemptyset(&empty);
-        sigprocmask(SIG_SETMASK, &empty, NULL);
+        clade_reset_child_signals();
         setsid();
         // Before the program allocates anything, so its memory is charged to the user group.
         if (spawn_cgroup_fd >= 0) (void)!write(spawn_cgroup_fd, "0", 1);
