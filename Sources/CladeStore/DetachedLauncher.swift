@@ -44,15 +44,9 @@ public enum DetachedLauncher {
         let system = cStrings(systemDirectories)
         let nodes = cStrings(devices)
         defer { (argv + system + nodes).forEach { free($0) } }
-        let pid = system.withUnsafeBufferPointer { systemPointer in
-            nodes.withUnsafeBufferPointer { nodePointer in
-                systemPointer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: system.count) { systemList in
-                    nodePointer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: nodes.count) { nodeList in
-                        clade_spawn_in_mount_view(root.path, machineDirectory.path, systemList, nodeList, executable.path, argv, environ, logFD)
-                    }
-                }
-            }
-        }
+        let systemList = system.map { $0.map { UnsafePointer($0) } }
+        let nodeList = nodes.map { $0.map { UnsafePointer($0) } }
+        let pid = clade_spawn_in_mount_view(root.path, machineDirectory.path, systemList, nodeList, executable.path, argv, environ, logFD)
         guard pid > 0 else { throw StoreError.systemCall("fork", path: executable.path, errno: errno) }
         return try Spawn.wait(pid, path: executable.path)
     }
