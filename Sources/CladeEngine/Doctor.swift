@@ -12,12 +12,15 @@ public struct DoctorCheck: Codable, Sendable {
     public var detail: String
     /// The exact command or step that fixes a problem; nil when nothing needs fixing.
     public var fix: String?
+    /// For the confinement check: one entry per protection a new VM's VMM gets or lacks.
+    public var protections: [String: ProtectionReport]?
 
-    public init(name: String, status: Status, detail: String, fix: String? = nil) {
+    public init(name: String, status: Status, detail: String, fix: String? = nil, protections: [String: ProtectionReport]? = nil) {
         self.name = name
         self.status = status
         self.detail = detail
         self.fix = fix
+        self.protections = protections
     }
 }
 
@@ -89,27 +92,8 @@ extension Engine {
         }
         checks.append(catalogCheck())
         checks.append(confinementCheck())
+        checks.append(await weakerIsolationCheck())
         return checks
-    }
-
-    /// What every new VM's QEMU gets: its seccomp filter, its uid, the host firewall, its cgroup.
-    func confinementCheck() -> DoctorCheck {
-        let plan = confinementPlan()
-        let groups = controlGroups.hierarchy
-        var parts = ["seccomp filter (-sandbox on,obsolete=deny,resourcecontrol=deny)"]
-        parts.append(plan.identity ? "a uid of its own per sandbox" : "runs as clade's user")
-        if plan.identity { parts.append(plan.mountView ? "a private mount view (chroot: /usr read-only, its sandbox's directory)" : "sees the host's whole filesystem") }
-        parts.append(plan.firewall ? "host firewall: guests cannot reach the host; network policies none, outbound, allow" : "no host firewall: guests CAN reach the host's loopback")
-        var reasons = plan.reasons
-        if case .unavailable(let reason) = groups {
-            reasons.append("no resource limits: \(reason)")
-        } else {
-            parts.append("limits through \(groups.name)")
-        }
-        let complete = plan.identity && plan.firewall && reasons.isEmpty
-        return DoctorCheck(
-            name: "confinement", status: complete ? .ok : .warning, detail: parts.joined(separator: "; "),
-            fix: reasons.isEmpty ? nil : reasons.joined(separator: "; "))
     }
 
     /// The SQLite catalog opens, is in WAL mode and passes SQLite's quick check; reports what it

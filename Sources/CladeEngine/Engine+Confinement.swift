@@ -13,23 +13,34 @@ extension Engine {
     var firewall: HostFirewall { HostFirewall(logger: logger) }
     var controlGroups: ControlGroups { ControlGroups(hierarchy: ControlGroups.detect()) }
 
-    /// What confinement a new VM gets on this host and why (for `clade doctor`).
-    package func confinementPlan() -> (identity: Bool, firewall: Bool, mountView: Bool, reasons: [String]) {
-        var reasons: [String] = []
+    /// What confinement a new VM can get on this host, and why not where it cannot.
+    package func confinementPlan() -> ConfinementPlan {
         let root = geteuid() == 0
-        if !root { reasons.append("clade is not root: the VMM runs as your user and guests can reach the host's loopback (run clade as root for a per-sandbox uid and the host firewall)") }
-        let reachable = root ? unreachableAncestor(of: home.sandboxes) : nil
-        if let reachable { reasons.append("\(reachable) is not searchable by other users, so the VMM cannot drop to a uid of its own (chmod o+x it, or use a --home under /var/lib)") }
-        let firewall = root && HostFirewall.isAvailable
-        if root, !firewall { reasons.append("iptables/ip6tables not found: guests can reach the host's loopback (apt-get install iptables)") }
-        let mountView = MachineConfinement.mountViewAvailable
-        if root, !mountView { reasons.append("no mount namespace for the VMM (this process may not make one: no CAP_SYS_ADMIN, as in an unprivileged container): it sees the host's whole filesystem (run clade with CAP_SYS_ADMIN)") }
-        return (root && reachable == nil, firewall, mountView, reasons)
+        return ConfinementPlan(ConfinementPlan.HostFacts(
+            root: root, unsearchableAncestor: root ? unreachableAncestor(of: home.sandboxes) : nil,
+            packetFilter: root && HostFirewall.isAvailable, mountNamespace: root && MachineConfinement.mountViewAvailable))
+    }
+
+    /// Refuses, before anything is made, a sandbox under `policy` that this host cannot isolate
+    /// as the policy needs, unless weaker isolation was allowed for this engine or, for a sandbox
+    /// being resumed, was recorded when it was first started. Returns the gaps to record.
+    func requireIsolation(for policy: NetworkPolicy, optedOut recorded: SandboxConfinement? = nil) throws -> [ConfinementPlan.Gap] {
+        let plan = confinementPlan()
+        if policy.mode == .allow, !plan.firewall {
+            throw EngineError.isolationUnavailable(
+                "the network policy '\(policy)' is enforced by the host firewall, which this host cannot give a sandbox: "
+                    + plan.gaps.map(\.description).joined(separator: "; ") + " (--allow-weaker-isolation cannot stand in for an allow list)")
+        }
+        let gaps = plan.gaps(for: policy)
+        guard !gaps.isEmpty, !allowsWeakerIsolation, recorded?.weakerIsolation == nil else { return gaps }
+        throw ConfinementPlan.refusal(gaps, policy: policy)
     }
 
     /// Confines the VM about to start for `record` under `policy`: claims (or re-claims) its uid,
     /// installs its firewall rules, records the result in `record`, and returns the VMM's jail.
+    /// Throws when the host cannot give what the policy needs and nobody opted out.
     func confine(_ record: inout SandboxRecord, policy: NetworkPolicy, limits request: LimitRequest? = nil) throws -> MachineConfinement {
+        let gaps = try requireIsolation(for: policy, optedOut: record.confinement)
         let plan = confinementPlan()
         let groups = controlGroups
         // A restart keeps what the sandbox had; a request replaces it; else the defaults.
@@ -38,8 +49,8 @@ extension Engine {
         if case .unavailable(let reason) = groups.hierarchy, request != nil {
             throw EngineError.unsupported("resource limits need control groups, which this host does not give clade: \(reason) (see `clade doctor`)")
         }
-        if policy.mode == .allow, !plan.firewall || !plan.identity {
-            throw EngineError.unsupported("the network policy '\(policy)' needs clade to run as root with iptables and a store other users can search: \(plan.reasons.joined(separator: "; "))")
+        if !gaps.isEmpty {
+            logger.warning("starting a sandbox with weaker isolation, as allowed", metadata: ["id": "\(record.id)", "lacks": "\(gaps.map(\.description))"])
         }
         var identity: JailIdentity?
         var replacing = true
@@ -73,7 +84,7 @@ extension Engine {
         let mountView = identity != nil && plan.mountView
         record.confinement = SandboxConfinement(
             uid: identity?.uid, gid: identity?.gid, seccomp: true, hostFirewall: identity != nil && plan.firewall, controlGroups: enforced,
-            privateMountView: mountView)
+            privateMountView: mountView, weakerIsolation: gaps.isEmpty ? nil : gaps.map(\.description))
         var machine = MachineConfinement(identity: identity, syscallFilter: true, noOutboundNetwork: policy.mode == .none)
         machine.privateMountView = mountView
         if enforced != nil { machine.controlGroup = (groups, record.id, limits) }

@@ -14,11 +14,19 @@ public struct Engine: Sendable {
     public let home: CladeHome
     public let backend: any VMBackend
     package let logger: Logger
+    /// Start sandboxes even where the host cannot give them the isolation their network policy
+    /// needs (`--allow-weaker-isolation`). Each such sandbox records what it lacks. Off by
+    /// default: without it clade refuses before anything is made.
+    public let allowsWeakerIsolation: Bool
 
-    public init(home: CladeHome, backend: any VMBackend = DefaultBackend.make(), logger: Logger = Logger(label: "clade.engine")) {
+    public init(
+        home: CladeHome, backend: any VMBackend = DefaultBackend.make(), logger: Logger = Logger(label: "clade.engine"),
+        allowsWeakerIsolation: Bool = false
+    ) {
         self.home = home
         self.backend = backend
         self.logger = logger
+        self.allowsWeakerIsolation = allowsWeakerIsolation
     }
 
     /// Most children one fork request may start.

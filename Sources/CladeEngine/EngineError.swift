@@ -12,6 +12,8 @@ public enum EngineError: Error, CustomStringConvertible, Sendable, CategorizedEr
     case guestFailed(String)
     /// This clade cannot act on it (made by another hypervisor or an older clade).
     case unsupported(String)
+    /// The host cannot give a new sandbox the isolation its policy needs, and nobody opted out.
+    case isolationUnavailable(String)
     case imageDamaged(name: String, missing: String)
     case bootFailed(id: String, reason: String, consoleTail: String)
     case notRunning(id: String, state: String)
@@ -24,13 +26,14 @@ public enum EngineError: Error, CustomStringConvertible, Sendable, CategorizedEr
         case .wrongState, .notRunning, .inUse: return .conflict
         case .damaged, .imageDamaged: return .damaged
         case .guestFailed, .bootFailed: return .guestFailure
-        case .unsupported: return .unsupported
+        case .unsupported, .isolationUnavailable: return .unsupported
         }
     }
 
     public var description: String {
         switch self {
-        case .badInput(let message), .wrongState(let message), .damaged(let message), .guestFailed(let message), .unsupported(let message):
+        case .badInput(let message), .wrongState(let message), .damaged(let message), .guestFailed(let message), .unsupported(let message),
+            .isolationUnavailable(let message):
             return message
         case .imageDamaged(let name, let missing):
             return "image '\(name)' is damaged: \(missing) is missing from the store; rebuild it with `clade image build` (or `clade image rm \(name)`)"

@@ -69,6 +69,7 @@ public struct Forks: EngineCapability {
         try lifetime?.validate()
         let metadata = try snapshotCatalog.require(tag)
         _ = try limits?.resolve(guestMemoryMiB: metadata.machine.memoryMiB)
+        _ = try engine.requireIsolation(for: network ?? metadata.network ?? .standard)
         try engine.requireFreeSpace()
         try preflight(metadata)
         if metadata.machine.accelerator == Accelerator.kvm.rawValue, try await accelerator().accelerator != .kvm {
@@ -105,7 +106,7 @@ public struct Forks: EngineCapability {
     /// mapped `share=off`, then a fresh identity pushed to the agent.
     package func startChild(
         of metadata: SnapshotMetadata, id: String, port: Int?, mac: String?, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder,
-        lifetime: Lifetime? = nil, network: NetworkPolicy? = nil, limits: LimitRequest? = nil
+        lifetime: Lifetime? = nil, network: NetworkPolicy? = nil, keepingOptOutOf previous: SandboxConfinement? = nil, limits: LimitRequest? = nil
     ) async throws -> (SandboxRecord, MaterializeMethod) {
         let directory = snapshotCatalog.directory(metadata.tag)
         let paths = sandboxCatalog.paths(id)
@@ -122,6 +123,10 @@ public struct Forks: EngineCapability {
         record.rootfs = metadata.rootfs
         record.kernelCommandLine = metadata.machine.kernelCommandLine
         record.imageConfig = metadata.imageConfig
+        // A sandbox restarted as a fork of its own new snapshot keeps an opt-out it was started with.
+        if let optOut = previous?.weakerIsolation {
+            record.confinement = SandboxConfinement(seccomp: true, hostFirewall: false, weakerIsolation: optOut)
+        }
         let started = Date()
         var phases: [String] = []
         func mark(_ phase: String) { phases.append("\(phase)=\(Int(Date().timeIntervalSince(started) * 1000))ms") }

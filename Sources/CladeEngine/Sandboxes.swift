@@ -53,6 +53,7 @@ public struct Sandboxes: EngineCapability {
         _ options: BootOptions, partOf operation: OperationJournal.Entry? = nil, progress: @Sendable (String) -> Void = { _ in }
     ) async throws -> SandboxRecord {
         try options.validate()
+        _ = try engine.requireIsolation(for: options.network ?? .standard)
         try engine.requireFreeSpace()
         let image = try engine.images.named(options.image, progress: progress)
         let files = try engine.images.bootFiles(of: image)

@@ -110,7 +110,7 @@ public struct Snapshots: EngineCapability {
             if keepRunning {
                 progress("resuming \(id) as a fork of \(tag)")
                 _ = try await engine.forks.startChild(of: metadata, id: id, port: record.agentPort, mac: record.mac, network: record.network,
-                    limits: record.limits.map { LimitRequest(cpuCores: $0.cpuCores, memoryMiB: $0.memoryMiB, processes: $0.processes) })
+                    keepingOptOutOf: record.confinement, limits: record.limits.map { LimitRequest(cpuCores: $0.cpuCores, memoryMiB: $0.memoryMiB, processes: $0.processes) })
             }
             return metadata
         } catch {

@@ -103,6 +103,7 @@ public struct Standby: EngineCapability {
         guard record.state == .standby else {
             throw EngineError.wrongState("sandbox \(id) is \(record.state.rawValue), not on standby; only a standby sandbox can be resumed")
         }
+        _ = try engine.requireIsolation(for: record.network ?? .standard, optedOut: record.confinement)
         let boot = try bootFiles(of: record)
         let paths = sandboxCatalog.paths(id)
         let forked = record.snapshot != nil

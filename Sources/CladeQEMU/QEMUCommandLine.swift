@@ -7,7 +7,7 @@ public enum QEMUCommandLine {
     /// TCG's translation cache per process, in MiB; QEMU's default costs ~40 MB of RSS per VM.
     public static let tcgTranslationCacheMiB = 32
 
-    public static func arguments(for spec: MachineSpec, extra: [String] = [], daemonize: Bool = true) -> [String] {
+    public static func arguments(for spec: MachineSpec, extra: [String] = []) -> [String] {
         let files = QEMURuntimeFiles(directory: spec.runtimeDirectory)
         var arguments = [
             "-name", spec.name,
@@ -45,15 +45,15 @@ public enum QEMUCommandLine {
         // A device-only save carries no configuration section, so QEMU must not expect one.
         if spec.restoring, spec.restoredStateKind == .devicesOnly { arguments += ["-global", "migration.send-configuration=off"] }
         arguments += extra
-        if daemonize { arguments.append("-daemonize") }
         return arguments
     }
 
-    /// The seccomp filter denies obsolete system calls and resource control (priorities,
-    /// affinity). Not denied: `spawn`, since `-daemonize` forks after the filter is installed and
-    /// state moves through `exec:`; `elevateprivileges`, since `-runas` calls setuid after it is
-    /// installed (the filter sets no-new-privileges, so a set-uid program gains nothing anyway).
-    static let seccompFilter = "on,obsolete=deny,resourcecontrol=deny"
+    /// The seccomp filter denies obsolete system calls, resource control (priorities, affinity)
+    /// and spawning (fork, exec): QEMU runs without `-daemonize` and moves state through
+    /// descriptors clade hands it (`getfd`, `migrate fd:`), so it never needs another process.
+    /// Not denied: `elevateprivileges`, since `-runas` calls setuid after the filter is installed
+    /// (the filter sets no-new-privileges, so a set-uid program gains nothing anyway).
+    static let seccompFilter = "on,obsolete=deny,resourcecontrol=deny,spawn=deny"
 
     static func confinementArguments(_ confinement: MachineConfinement) -> [String] {
         var arguments: [String] = []
@@ -64,7 +64,7 @@ public enum QEMUCommandLine {
 
     /// The device drivers, in order, that a restore must recreate (recorded in snapshot.json).
     public static func deviceDrivers(for spec: MachineSpec) -> [String] {
-        let arguments = self.arguments(for: spec, daemonize: false)
+        let arguments = self.arguments(for: spec)
         return zip(arguments, arguments.dropFirst()).filter { $0.0 == "-device" }.map { String($0.1.split(separator: ",")[0]) }
     }
 

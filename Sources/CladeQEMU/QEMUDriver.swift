@@ -6,7 +6,8 @@ import CladeVMM
 import Foundation
 import Logging
 
-/// The QEMU backend: `qemu-system-x86_64 -M microvm`, daemonized, one QMP socket per machine,
+/// The QEMU backend: `qemu-system-x86_64 -M microvm`, detached (not daemonized: its seccomp
+/// filter forbids spawning), one QMP socket per machine,
 /// qcow2 disk chains through `qemu-img`.
 public struct QEMUDriver: VMBackend {
     public let name = "qemu"
@@ -50,19 +51,28 @@ public struct QEMUDriver: VMBackend {
         try handOver(spec)
         let arguments = QEMUCommandLine.arguments(for: spec, extra: extraArguments)
         logger.debug("starting qemu", metadata: ["vm": "\(spec.name)", "accel": "\(spec.accelerator.rawValue)", "mount_view": "\(spec.confinement.privateMountView)"])
-        let status = spec.confinement.privateMountView
-            ? try QEMUMountView.launch(qemu: qemu, arguments: arguments, machineDirectory: spec.runtimeDirectory, log: files.launchLog)
-            : try DetachedLauncher.run(qemu, arguments: arguments, log: files.launchLog)
-        guard status == 0 else {
+        let launchFailure = { (fallback: String) -> VMMError in
             let output = (try? String(contentsOf: files.launchLog, encoding: .utf8)) ?? ""
             let message = output.split(separator: "\n").filter { !$0.isEmpty }.suffix(3).joined(separator: "; ")
-            if QEMUCommandLine.isForwardingFailure(message) { throw VMMError.agentPortTaken(port: spec.agentPort) }
-            throw VMMError.launchFailed(backend: name, reason: message.isEmpty ? "exit status \(status)" : message)
+            if QEMUCommandLine.isForwardingFailure(message) { return VMMError.agentPortTaken(port: spec.agentPort) }
+            return VMMError.launchFailed(backend: self.name, reason: message.isEmpty ? fallback : message)
         }
-        guard let pid = ProcessControl.readPidFile(files.pidFile) else {
-            throw VMMError.launchFailed(backend: name, reason: "QEMU exited without writing its pid file \(files.pidFile.path)")
+        let pid: Int32
+        do {
+            if spec.confinement.privateMountView {
+                let view = try QEMUMountView.prepare(machineDirectory: spec.runtimeDirectory)
+                pid = try DetachedLauncher.start(qemu, arguments: arguments + view.arguments, log: files.launchLog, mountView: view.view)
+            } else {
+                pid = try DetachedLauncher.start(qemu, arguments: arguments, log: files.launchLog)
+            }
+        } catch {
+            throw launchFailure("\(error)")
         }
         let machine = QEMUMachine(files: files, pid: pid, logger: logger)
+        guard await machine.waitUntilReady() else {
+            await machine.stop()
+            throw launchFailure("QEMU exited before its monitor answered")
+        }
         if let group = spec.confinement.controlGroup {
             do {
                 try group.groups.confine(pid: pid, sandbox: group.name, limits: group.limits)

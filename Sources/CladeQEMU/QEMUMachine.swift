@@ -49,19 +49,23 @@ public struct QEMUMachine: VMHandle {
         // moves to where the caller wants it.
         let transfer = files.directory.appendingPathComponent(".state-transfer.partial")
         try? FileSystem.remove(transfer)
-        try prepareWritable(transfer)
         defer { try? FileSystem.remove(transfer) }
         switch kind {
         case .memoryInSharedFile:
-            try await withQMP { client in
-                try await client.execute("stop")
-                try await client.execute("migrate-set-capabilities", arguments: Self.ignoreSharedCapability)
-                try await client.execute("migrate", arguments: ["uri": .string("exec:cat > '\(try Self.quotable(transfer))'")])
-                try await Self.waitForMigration(client)
+            // clade opens the file and hands QEMU the descriptor: QEMU may not spawn a writer.
+            let output = try FileSystem.open(transfer, flags: O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o600)
+            defer { close(output) }
+            try await QMPDescriptorSession.run(socket: files.qmpSocket) { session in
+                try session.execute("stop")
+                try session.execute("migrate-set-capabilities", arguments: Self.ignoreSharedCapability)
+                try session.execute("getfd", arguments: ["fdname": .string(Self.stateDescriptorName)], attaching: output)
+                try session.execute("migrate", arguments: ["uri": .string("fd:\(Self.stateDescriptorName)")])
+                try session.waitForMigration()
             }
         case .devicesOnly:
             // `xen-save-devices-state` writes device state with no RAM and no configuration
             // section; despite its name it works for any guest.
+            try prepareWritable(transfer)
             try await withQMP { client in
                 try await client.execute("stop")
                 try await client.execute("xen-save-devices-state", arguments: ["filename": .string(transfer.path), "live": .bool(false)])
@@ -70,31 +74,32 @@ public struct QEMUMachine: VMHandle {
         try FileSystem.moveReplacing(transfer, to: file)
     }
 
+    /// The name QEMU's monitor gives the state file's descriptor clade hands it.
+    static let stateDescriptorName = "clade-state"
+
     public func restoreState(from file: URL, kind: SavedStateKind) async throws {
-        // A file outside QEMU's directory is linked in first: a confined QEMU sees nothing else.
-        var source = file
-        let inside = file.standardizedFileURL.deletingLastPathComponent().path == files.directory.standardizedFileURL.path
-        if !inside {
-            source = files.directory.appendingPathComponent(".state-restore")
-            try? FileSystem.remove(source)
-            try FileSystem.linkOrCopy(file, to: source)
-        }
-        defer { if !inside { try? FileSystem.remove(source) } }
-        let path = try Self.quotable(source)
-        try await withQMP { client in
-            if kind == .memoryInSharedFile { try await client.execute("migrate-set-capabilities", arguments: Self.ignoreSharedCapability) }
-            try await client.execute("migrate-incoming", arguments: ["uri": .string("exec:cat '\(path)'")])
-            try await Self.waitForMigration(client)
-            try await client.execute("cont")
+        // clade opens the file, wherever it is, and QEMU reads the descriptor.
+        let input = try FileSystem.open(file, flags: O_RDONLY | O_CLOEXEC)
+        defer { close(input) }
+        try await QMPDescriptorSession.run(socket: files.qmpSocket) { session in
+            if kind == .memoryInSharedFile { try session.execute("migrate-set-capabilities", arguments: Self.ignoreSharedCapability) }
+            try session.execute("getfd", arguments: ["fdname": .string(Self.stateDescriptorName)], attaching: input)
+            try session.execute("migrate-incoming", arguments: ["uri": .string("fd:\(Self.stateDescriptorName)")])
+            try session.waitForMigration()
+            try session.execute("cont")
         }
     }
 
-    /// `exec:` migration hands its command to a shell, so a path goes inside single quotes.
-    private static func quotable(_ file: URL) throws -> String {
-        guard !file.path.contains("'") else {
-            throw VMMError.stateTransferFailed(backend: "qemu", reason: "the path \(file.path) contains a quote")
+    /// Waits until QEMU's monitor answers a command, which it does only once QEMU has started
+    /// (files opened, chroot entered, uid dropped); false when the process ends first or `timeout` passes.
+    func waitUntilReady(timeout: Double = 60) async -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline, isAlive {
+            let answered = (try? await withQMP(timeout: 5) { client in try await client.execute("query-status") }) != nil
+            if answered { return true }
+            try? await Task.sleep(nanoseconds: 5_000_000)
         }
-        return file.path
+        return false
     }
 
     public func captureMemory(_ selection: PageSelection, memoryFile: URL) async throws -> CapturedMemory {

@@ -46,6 +46,9 @@ struct GlobalOptions: ParsableArguments {
     @Flag(name: [.short, .long], help: "Log what clade does (repeat for more detail).")
     var verbose: Int
 
+    @Flag(help: "Start sandboxes even where this host cannot give them the isolation their network policy needs (see `clade doctor`); each records what it lacks, and `clade ls` and `clade doctor` warn about it. With `clade serve`, for every sandbox the daemon starts.")
+    var allowWeakerIsolation = false
+
     /// The engine for this command, after ending sandboxes whose end time has passed (lifetimes
     /// hold whether or not a daemon runs: the next command enforces them).
     func makeEngine() async -> Engine {
@@ -63,7 +66,7 @@ struct GlobalOptions: ParsableArguments {
             level = verbose >= 2 ? .debug : verbose == 1 ? .info : .warning
         }
         LoggingBootstrap.once(level: level)
-        return Engine(home: CladeHome.resolve(explicit: home))
+        return Engine(home: CladeHome.resolve(explicit: home), allowsWeakerIsolation: allowWeakerIsolation)
     }
 
     /// The store, with logging set up as for ``makeEngine()``.

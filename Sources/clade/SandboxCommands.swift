@@ -59,6 +59,10 @@ struct SandboxView: Encodable {
     let onTimeout: String?
     let network: String
     let confinement: SandboxConfinement?
+    /// "full", or "weaker" when the sandbox lacks protections its policy needs (opted out, or
+    /// started by a clade older than the refusal); `isolationGaps` says which.
+    let isolation: String
+    let isolationGaps: [String]
     let limits: SandboxLimits?
     let deathCause: String?
 
@@ -76,12 +80,15 @@ struct SandboxView: Encodable {
         onTimeout = record.onTimeout?.rawValue
         network = (record.network ?? .standard).description
         confinement = record.confinement
+        isolationGaps = record.confinement?.gaps(network: record.network ?? .standard) ?? ["no confinement recorded"]
+        isolation = isolationGaps.isEmpty ? "full" : "weaker"
         limits = record.limits
         deathCause = record.deathCause
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, image, state, pid, cpus, accelerator, network, confinement, limits
+        case id, image, state, pid, cpus, accelerator, network, confinement, limits, isolation
+        case isolationGaps = "isolation_gaps"
         case deathCause = "death_cause"
         case agentEndpoint = "agent_endpoint"
         case memoryMiB = "memory_mib"
@@ -169,15 +176,20 @@ struct List: AsyncParsableCommand {
         let records = try await global.makeEngine().sandboxes.list()
         if json { return try printJSON(records.map(SandboxView.init)) }
         print("ID            STATE     IMAGE         AGENT            PID      ENDS")
+        var weaker: [String] = []
         for record in records {
+            if record.state != .dead, let gaps = record.confinement?.gaps(network: record.network ?? .standard), !gaps.isEmpty {
+                weaker.append("\(record.id): \(gaps.joined(separator: "; "))")
+            }
             let ends = record.expiresAt.map { "in \(max(0, Int($0.timeIntervalSinceNow)))s (\(record.onTimeout?.rawValue ?? "kill"))" } ?? "-"
             print(record.id.padding(toLength: 14, withPad: " ", startingAt: 0)
                 + record.state.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)
                 + record.image.padding(toLength: 14, withPad: " ", startingAt: 0)
                 + record.agentEndpoint.padding(toLength: 17, withPad: " ", startingAt: 0)
                 + (record.pid.map(String.init) ?? "-").padding(toLength: 9, withPad: " ", startingAt: 0)
-                + ends)
+                + ends + (weaker.last?.hasPrefix(record.id + ":") == true ? "  WEAKER ISOLATION" : ""))
         }
+        for line in weaker { writeStandardError("warning: weaker isolation: \(line)\n") }
     }
 }
 

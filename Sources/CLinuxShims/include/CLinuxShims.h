@@ -41,15 +41,20 @@ int clade_open_pty(int *controller, int *terminal, unsigned short rows, unsigned
 int clade_set_window_size(int fd, unsigned short rows, unsigned short columns);
 /// Reads a terminal's window size (TIOCGWINSZ). 0, or -1 + errno (not a terminal).
 int clade_get_window_size(int fd, unsigned short *rows, unsigned short *columns);
-/// Forks a child that, in a mount namespace of its own, mounts a 1 MiB tmpfs on `root` holding
-/// the host's `system_dirs` (links copied, directories bound read-only and nosuid), the
-/// `devices` that exist under /dev (bound), and `machine` bound at its own path below `root`;
-/// then runs `path` with stdin from /dev/null, stdout and stderr on `log_fd`, nothing else open.
-/// Both lists end with NULL. Returns the child's pid (a step that fails writes why to the log and
-/// exits 126), or -1 with errno when it cannot fork.
+/// Starts the VMM program `path` so that it is nobody's child: a forked child starts a session
+/// and forks the VMM, then exits. The VMM runs with stdin from /dev/null, stdout and stderr on
+/// `log_fd`, nothing else open. When `root` is not NULL it first gets a mount view of its own: in
+/// a new mount namespace, a 1 MiB tmpfs on `root` holding the host's `system_dirs` (links copied,
+/// directories bound read-only and nosuid), the `devices` that exist under /dev (bound), and
+/// `machine` bound at its own path below `root` (both lists end with NULL). Returns the VMM's pid
+/// once the program runs, or -1 with errno: of a fork, or of the step that failed in the child
+/// (which also wrote why to the log and exited 126).
 #include <sys/types.h>
-pid_t clade_spawn_in_mount_view(const char *root, const char *machine, const char *const *system_dirs, const char *const *devices,
-                                const char *path, char *const argv[], char *const envp[], int log_fd);
+pid_t clade_spawn_vmm(const char *root, const char *machine, const char *const *system_dirs, const char *const *devices,
+                      const char *path, char *const argv[], char *const envp[], int log_fd);
+/// Sends `length` bytes on a unix socket with `descriptor` attached (SCM_RIGHTS), as QEMU's
+/// `getfd` expects. Returns the bytes sent (a short send sent the descriptor with its first part), or -1 + errno.
+int clade_send_with_descriptor(int socket_fd, const void *bytes, size_t length, int descriptor);
 /// 1 when this process may make a mount namespace and mount a tmpfs in it (tried in a child), else 0.
 int clade_probe_mount_view(void);
 #endif

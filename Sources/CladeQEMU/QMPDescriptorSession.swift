@@ -1,0 +1,131 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinuxShims
+import CladeStore
+import CladeVMM
+import Foundation
+
+/// A blocking QMP connection that can hand QEMU an open file (`getfd` with the descriptor
+/// attached). QEMU names such a descriptor per monitor connection, so the commands that use it
+/// (`migrate fd:NAME`, `migrate-incoming fd:NAME`) go over this same connection. This is how a
+/// QEMU whose seccomp filter forbids spawning still writes and reads state files: clade opens
+/// them, QEMU only gets the descriptor.
+final class QMPDescriptorSession {
+    private let socketFD: Int32
+    private let path: String
+    private let timeout: Double
+    private var pendingBytes: [UInt8] = []
+    private var nextID = 0
+
+    /// Connects to the QMP socket at `socket`, reads the greeting and negotiates capabilities;
+    /// each read waits at most `timeout` seconds.
+    init(socket: URL, timeout: Double) throws {
+        path = socket.path
+        self.timeout = timeout
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw StoreError.systemCall("socket", path: socket.path, errno: errno) }
+        socketFD = fd
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(socket.path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            close(fd)
+            throw VMMError.socketPathTooLong(socket.path)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard connected == 0 else {
+            let code = errno
+            close(fd)
+            throw StoreError.systemCall("connect", path: socket.path, errno: code)
+        }
+        var wait = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        guard case .greeting = try QMPCodec.decode(try readLine()) else {
+            close(fd)
+            throw ChannelError.malformed("QEMU's monitor at \(socket.path) did not greet")
+        }
+        _ = try execute("qmp_capabilities")
+    }
+
+    deinit { close(socketFD) }
+
+    /// Runs `body` on a new session to `socket` on a thread of its own (it blocks), so the
+    /// caller's task does not hold a thread of the concurrency pool while QEMU works.
+    static func run<R: Sendable>(socket: URL, timeout: Double = 30, _ body: @escaping @Sendable (QMPDescriptorSession) throws -> R) async throws -> R {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try body(try QMPDescriptorSession(socket: socket, timeout: timeout)) })
+            }
+        }
+    }
+
+    /// Runs `command` and returns its `return` value, skipping events; QEMU's errors become ``QMPError``.
+    @discardableResult
+    func execute(_ command: String, arguments: [String: JSONValue]? = nil, attaching descriptor: Int32? = nil) throws -> JSONValue {
+        nextID += 1
+        let id = "clade-fd-\(nextID)"
+        let line = [UInt8](try QMPCodec.encodeCommand(command, arguments: arguments, id: id))
+        var offset = 0
+        if let descriptor {
+            let sent = line.withUnsafeBytes { clade_send_with_descriptor(socketFD, $0.baseAddress, $0.count, descriptor) }
+            guard sent > 0 else { throw StoreError.systemCall("sendmsg", path: path, errno: errno) }
+            offset = Int(sent)
+        }
+        while offset < line.count {
+            let sent = line[offset...].withUnsafeBytes { send(socketFD, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent < 0, errno == EINTR { continue }
+            guard sent > 0 else { throw StoreError.systemCall("send", path: path, errno: errno) }
+            offset += sent
+        }
+        while true {
+            switch try QMPCodec.decode(try readLine()) {
+            case .success(let replyID, let value) where replyID == id: return value
+            case .failure(let replyID, let errorClass, let description) where replyID == id:
+                throw QMPError(command: command, errorClass: errorClass, message: description)
+            default: continue
+            }
+        }
+    }
+
+    /// Polls `query-migrate` until the migration completes; throws when it fails or takes longer than `timeout`.
+    func waitForMigration(timeout: Double = 120) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let info = try execute("query-migrate")
+            switch info["status"]?.stringValue {
+            case "completed": return
+            case "failed", "cancelled":
+                throw VMMError.stateTransferFailed(backend: "qemu", reason: info["error-desc"]?.stringValue ?? "migration \(info["status"]?.stringValue ?? "failed")")
+            default: usleep(2_000)
+            }
+        }
+        throw VMMError.stateTransferFailed(backend: "qemu", reason: "did not finish within \(Int(timeout)) s")
+    }
+
+    /// One line from QEMU, without its newline; lines are bounded so a broken monitor cannot grow memory.
+    private func readLine() throws -> [UInt8] {
+        while true {
+            if let newline = pendingBytes.firstIndex(of: 0x0A) {
+                let line = Array(pendingBytes[..<newline])
+                pendingBytes.removeSubrange(...newline)
+                return line
+            }
+            guard pendingBytes.count < 1 << 20 else { throw ChannelError.malformed("QEMU's monitor sent a line over 1 MiB") }
+            var chunk = [UInt8](repeating: 0, count: 16_384)
+            let count = chunk.withUnsafeMutableBytes { recv(socketFD, $0.baseAddress, $0.count, 0) }
+            if count < 0, errno == EINTR { continue }
+            if count < 0, errno == EAGAIN || errno == EWOULDBLOCK {
+                throw ChannelError.timedOut(what: "QEMU's monitor at \(path)", seconds: timeout)
+            }
+            guard count > 0 else { throw ChannelError.closed("QEMU's QMP socket \(path)") }
+            pendingBytes += chunk[..<count]
+        }
+    }
+}
