@@ -15,12 +15,21 @@ package struct ConfinementPlan: Sendable, Equatable {
         package var packetFilter: Bool
         /// A mount namespace with a tmpfs in it can be made.
         package var mountNamespace: Bool
+        /// Unprivileged: a user namespace with network and mount namespaces in it can be made.
+        package var userNamespace: Bool
+        /// Unprivileged: why the user-mode network helper cannot be used, nil when it can.
+        package var userNetworkProblem: String?
 
-        package init(root: Bool, unsearchableAncestor: String?, packetFilter: Bool, mountNamespace: Bool) {
+        package init(
+            root: Bool, unsearchableAncestor: String?, packetFilter: Bool, mountNamespace: Bool, userNamespace: Bool = false,
+            userNetworkProblem: String? = nil
+        ) {
             self.root = root
             self.unsearchableAncestor = unsearchableAncestor
             self.packetFilter = packetFilter
             self.mountNamespace = mountNamespace
+            self.userNamespace = userNamespace
+            self.userNetworkProblem = userNetworkProblem
         }
     }
 
@@ -37,21 +46,31 @@ package struct ConfinementPlan: Sendable, Equatable {
     package var firewall: Bool
     /// The VMM runs chrooted in a mount namespace of its own.
     package var mountView: Bool
+    /// Unprivileged: the VMM runs in user, network and mount namespaces of its own, as the user.
+    package var namespaces: Bool
     /// Why each protection that is not given is not, with its fix.
     package var gaps: [Gap]
 
     package init(_ facts: HostFacts) {
         var gaps: [Gap] = []
-        mountView = facts.root && facts.mountNamespace
+        namespaces = !facts.root && facts.userNamespace && facts.userNetworkProblem == nil
+        mountView = (facts.root && facts.mountNamespace) || namespaces
         // Inside its mount view the VMM reaches its directory through the jail's own 0755
         // directories, so where the store lives matters only without one.
         let blockedBy = mountView ? nil : facts.unsearchableAncestor
         identity = facts.root && blockedBy == nil
         firewall = identity && facts.packetFilter
         if !facts.root {
-            gaps.append(Gap(protection: .ownUID, reason: "clade is not root, so the VMM would run as your user (run clade as root)"))
-            gaps.append(Gap(protection: .privateMountView, reason: "clade is not root, so the VMM would see your whole filesystem (run clade as root)"))
-            gaps.append(Gap(protection: .hostUnreachable, reason: "clade is not root, so no firewall keeps the guest off the host's loopback (run clade as root)"))
+            // Unprivileged, the VMM runs as the user: a uid of its own is not possible, and not
+            // what the namespaces rely on.
+            if !facts.userNamespace {
+                let why = "this host does not let an unprivileged user make user namespaces (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone, or AppArmor's restrict_unprivileged_userns), or run clade as root"
+                gaps.append(Gap(protection: .privateMountView, reason: "the VMM would see your whole filesystem: " + why))
+                gaps.append(Gap(protection: .hostUnreachable, reason: "the guest could reach the host's loopback: " + why))
+            } else if let problem = facts.userNetworkProblem {
+                gaps.append(Gap(protection: .hostUnreachable, reason: "the VMM's network namespace needs slirp4netns for the agent and outbound traffic: \(problem)"))
+                gaps.append(Gap(protection: .privateMountView, reason: "it comes with that namespace (see host_unreachable)"))
+            }
         } else {
             if let blockedBy {
                 gaps.append(Gap(

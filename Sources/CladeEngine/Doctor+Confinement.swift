@@ -31,13 +31,23 @@ extension Engine {
         protections[Protection.seccomp.rawValue] = ProtectionReport(state: .on, reason: "-sandbox on,obsolete=deny,resourcecontrol=deny,spawn=deny in every VMM")
         protections[Protection.noSpawn.rawValue] = ProtectionReport(
             state: .on, reason: "the VMM's filter denies fork and exec: it is started detached, not daemonized, and gets state files as descriptors (migrate fd:)")
-        protections[Protection.ownUID.rawValue] = gap(.ownUID).map { ProtectionReport(state: .missing, reason: $0) }
-            ?? ProtectionReport(state: .on, reason: "a uid of its own per sandbox, from \(JailIdentityPool.uidRange)")
+        let unprivileged = geteuid() != 0
+        if unprivileged {
+            protections[Protection.ownUID.rawValue] = ProtectionReport(
+                state: .off, reason: "unprivileged: the VMM runs as your uid (\(geteuid())); a per-sandbox uid needs clade to run as root")
+        } else {
+            protections[Protection.ownUID.rawValue] = gap(.ownUID).map { ProtectionReport(state: .missing, reason: $0) }
+                ?? ProtectionReport(state: .on, reason: "a uid of its own per sandbox, from \(JailIdentityPool.uidRange)")
+        }
         protections[Protection.privateMountView.rawValue] = gap(.privateMountView).map { ProtectionReport(state: .missing, reason: $0) }
-            ?? ProtectionReport(state: .on, reason: "chrooted in a mount namespace of its own: /usr read-only, a few device nodes, its sandbox's directory")
+            ?? ProtectionReport(state: .on, reason: unprivileged
+                ? "user, network and mount namespaces of its own; pivoted into a tmpfs root: /usr read-only, a few device nodes, its kernel, initrd and disk backing files read-only, its sandbox's directory"
+                : "chrooted in a mount namespace of its own: /usr read-only, a few device nodes, its sandbox's directory")
         protections[Protection.hostUnreachable.rawValue] = gap(.hostUnreachable).map {
             ProtectionReport(state: .missing, reason: $0 + " (policy none still cuts every connection in the VMM)")
-        } ?? ProtectionReport(state: .on, reason: "host firewall rules on the VMM's uid: guests cannot reach the host; policies none, outbound, allow")
+        } ?? ProtectionReport(state: .on, reason: unprivileged
+            ? "a network namespace of its own: the guest's gateway reaches its empty loopback; slirp4netns (--disable-host-loopback) carries outbound traffic and the agent's port; policies none and outbound (allow needs root)"
+            : "host firewall rules on the VMM's uid: guests cannot reach the host; policies none, outbound, allow")
         if case .unavailable(let reason) = groups {
             protections[Protection.resourceLimits.rawValue] = ProtectionReport(state: .off, reason: "no resource limits: \(reason)")
         } else {

@@ -16,9 +16,12 @@ extension Engine {
     /// What confinement a new VM can get on this host, and why not where it cannot.
     package func confinementPlan() -> ConfinementPlan {
         let root = geteuid() == 0
+        var networkProblem: String?
+        if !root, case .failure(let problem) = MachineConfinement.userNetworkHelper { networkProblem = problem.description }
         return ConfinementPlan(ConfinementPlan.HostFacts(
             root: root, unsearchableAncestor: root ? unreachableAncestor(of: home.sandboxes) : nil,
-            packetFilter: root && HostFirewall.isAvailable, mountNamespace: root && MachineConfinement.mountViewAvailable))
+            packetFilter: root && HostFirewall.isAvailable, mountNamespace: root && MachineConfinement.mountViewAvailable,
+            userNamespace: !root && MachineConfinement.userNamespaceAvailable, userNetworkProblem: networkProblem))
     }
 
     /// Refuses, before anything is made, a sandbox under `policy` that this host cannot isolate
@@ -81,12 +84,14 @@ extension Engine {
             record.limits = limits
             enforced = groups.hierarchy.name
         }
-        let mountView = identity != nil && plan.mountView
+        let mountView = (identity != nil && plan.mountView) || plan.namespaces
         record.confinement = SandboxConfinement(
             uid: identity?.uid, gid: identity?.gid, seccomp: true, hostFirewall: identity != nil && plan.firewall, controlGroups: enforced,
-            privateMountView: mountView, weakerIsolation: gaps.isEmpty ? nil : gaps.map(\.description))
+            privateMountView: mountView, weakerIsolation: gaps.isEmpty ? nil : gaps.map(\.description),
+            namespaces: plan.namespaces ? SandboxConfinement.unprivilegedNamespaces : nil)
         var machine = MachineConfinement(identity: identity, syscallFilter: true, noOutboundNetwork: policy.mode == .none)
         machine.privateMountView = mountView
+        machine.userNamespace = plan.namespaces
         if enforced != nil { machine.controlGroup = (groups, record.id, limits) }
         return machine
     }

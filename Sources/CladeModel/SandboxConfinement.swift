@@ -21,10 +21,16 @@ public struct SandboxConfinement: Codable, Sendable, Equatable {
     /// got everything its network policy needs (or was created before clade refused to start
     /// without it: ``gaps(network:)`` tells for those).
     public var weakerIsolation: [String]?
+    /// The namespaces of its own the VMM runs in (an unprivileged clade: `user`, `network`,
+    /// `mount`); nil when it runs in the host's (root confines it with a uid and the firewall).
+    public var namespaces: [String]?
+
+    /// What an unprivileged clade gives every VMM.
+    public static let unprivilegedNamespaces = ["user", "network", "mount"]
 
     public init(
         uid: UInt32? = nil, gid: UInt32? = nil, seccomp: Bool, hostFirewall: Bool, controlGroups: String? = nil, privateMountView: Bool? = nil,
-        weakerIsolation: [String]? = nil
+        weakerIsolation: [String]? = nil, namespaces: [String]? = nil
     ) {
         self.uid = uid
         self.gid = gid
@@ -33,6 +39,7 @@ public struct SandboxConfinement: Codable, Sendable, Equatable {
         self.controlGroups = controlGroups
         self.privateMountView = privateMountView
         self.weakerIsolation = weakerIsolation
+        self.namespaces = namespaces
     }
 
     /// What this sandbox lacks of the isolation `network` needs, read from what was recorded: the
@@ -41,9 +48,10 @@ public struct SandboxConfinement: Codable, Sendable, Equatable {
     public func gaps(network: NetworkPolicy) -> [String] {
         if let weakerIsolation { return weakerIsolation }
         var gaps: [String] = []
-        if uid == nil { gaps.append("\(Protection.ownUID.rawValue): the VMM runs as clade's user") }
+        let ownNetwork = namespaces?.contains("network") == true
+        if uid == nil, namespaces == nil { gaps.append("\(Protection.ownUID.rawValue): the VMM runs as clade's user") }
         if privateMountView != true { gaps.append("\(Protection.privateMountView.rawValue): the VMM sees the host's filesystem") }
-        if network.mode != .none, !hostFirewall { gaps.append("\(Protection.hostUnreachable.rawValue): the guest can reach the host's loopback") }
+        if network.mode != .none, !hostFirewall, !ownNetwork { gaps.append("\(Protection.hostUnreachable.rawValue): the guest can reach the host's loopback") }
         return gaps
     }
 
@@ -53,6 +61,7 @@ public struct SandboxConfinement: Codable, Sendable, Equatable {
         case controlGroups = "control_groups"
         case privateMountView = "private_mount_view"
         case weakerIsolation = "weaker_isolation"
+        case namespaces
     }
 }
 

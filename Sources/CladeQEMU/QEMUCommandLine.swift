@@ -30,7 +30,7 @@ public enum QEMUCommandLine {
             "-no-reboot",
             "-drive", "id=root,file=\(spec.rootDisk.path),format=qcow2,if=none,discard=unmap",
             "-device", "virtio-blk-device,drive=root",
-            "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:\(spec.agentPort)-:\(MachineSpec.guestAgentPort)"
+            "-netdev", "user,id=net0,hostfwd=tcp:\(forwardingAddress(spec.confinement)):\(spec.agentPort)-:\(MachineSpec.guestAgentPort)"
                 + (spec.confinement.noOutboundNetwork ? ",restrict=on" : ""),
             "-device", "virtio-net-device,netdev=net0,mac=\(spec.mac)",
             "-device", "virtio-serial-device",
@@ -60,6 +60,13 @@ public enum QEMUCommandLine {
         if confinement.syscallFilter { arguments += ["-sandbox", seccompFilter] }
         if let identity = confinement.identity { arguments += ["-runas", "\(identity.uid):\(identity.gid)"] }
         return arguments
+    }
+
+    /// Where QEMU listens for forwarded ports: the host's loopback; inside an unprivileged jail's
+    /// network namespace every address of it, since the network helper delivers to its
+    /// interface, and that namespace holds nothing else.
+    static func forwardingAddress(_ confinement: MachineConfinement) -> String {
+        confinement.userNamespace ? "" : "127.0.0.1"
     }
 
     /// The device drivers, in order, that a restore must recreate (recorded in snapshot.json).

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinuxShims
 import CladeStore
 import CladeVMM
 import Foundation
@@ -57,21 +58,46 @@ public struct QEMUDriver: VMBackend {
             if QEMUCommandLine.isForwardingFailure(message) { return VMMError.agentPortTaken(port: spec.agentPort) }
             return VMMError.launchFailed(backend: self.name, reason: message.isEmpty ? fallback : message)
         }
+        // An unprivileged machine's network helper ends with QEMU: it watches a pipe whose
+        // write end only QEMU keeps.
+        var helper: URL?
+        var exitPipe: [Int32] = [-1, -1]
+        if spec.confinement.userNamespace {
+            switch MachineConfinement.userNetworkHelper {
+            case .success(let found): helper = found
+            case .failure(let reason): throw VMMError.confinementFailed(what: "give the guest a network", reason: "\(reason)", fix: "see `clade doctor`")
+            }
+            guard clade_pipe_cloexec(&exitPipe) == 0 else { throw StoreError.systemCall("pipe", path: spec.runtimeDirectory.path, errno: errno) }
+        }
+        defer { exitPipe.filter { $0 >= 0 }.forEach { close($0) } }
         let pid: Int32
         do {
             if spec.confinement.privateMountView {
-                let view = try QEMUMountView.prepare(machineDirectory: spec.runtimeDirectory)
-                pid = try DetachedLauncher.start(qemu, arguments: arguments + view.arguments, log: files.launchLog, mountView: view.view)
+                let view = try QEMUMountView.jail(for: spec, keeping: exitPipe[1])
+                pid = try DetachedLauncher.start(qemu, arguments: arguments + view.arguments, log: files.launchLog, jail: view.jail)
             } else {
                 pid = try DetachedLauncher.start(qemu, arguments: arguments, log: files.launchLog)
             }
         } catch {
             throw launchFailure("\(error)")
         }
+        if exitPipe[1] >= 0 {
+            close(exitPipe[1])
+            exitPipe[1] = -1
+        }
         let machine = QEMUMachine(files: files, pid: pid, logger: logger)
         guard await machine.waitUntilReady() else {
             await machine.stop()
             throw launchFailure("QEMU exited before its monitor answered")
+        }
+        if let helper {
+            do {
+                try QEMUUserNetwork.start(helper: helper, pid: pid, files: files, exitDescriptor: exitPipe[0])
+                try await QEMUUserNetwork.forward(host: spec.agentPort, guest: spec.agentPort, socket: files.networkHelperSocket)
+            } catch {
+                await machine.stop()
+                throw error
+            }
         }
         if let group = spec.confinement.controlGroup {
             do {

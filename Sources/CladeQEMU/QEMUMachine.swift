@@ -122,9 +122,12 @@ public struct QEMUMachine: VMHandle {
     /// `hostfwd_add` on the user-mode netdev (HMP only; QMP reaches it through
     /// `human-monitor-command`, which answers with QEMU's message on failure).
     public func forwardPort(host hostPort: Int, guest guestPort: Int) async throws {
+        // In an unprivileged jail QEMU listens in its own network namespace, on every address of
+        // it, and the network helper carries the host's port there.
+        let helper = (try? FileSystem.exists(files.networkHelperSocket)) == true
         let reply = try await withQMP { client in
             try await client.execute("human-monitor-command", arguments: [
-                "command-line": .string("hostfwd_add net0 tcp:127.0.0.1:\(hostPort)-:\(guestPort)")
+                "command-line": .string("hostfwd_add net0 tcp:\(helper ? "" : "127.0.0.1"):\(hostPort)-:\(guestPort)")
             ])
         }
         let message = reply.stringValue?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
@@ -133,6 +136,7 @@ public struct QEMUMachine: VMHandle {
             if QEMUCommandLine.isForwardingFailure(message) { throw VMMError.agentPortTaken(port: hostPort) }
             throw VMMError.controlFailed(backend: "qemu", operation: "forward host port \(hostPort) to guest port \(guestPort)", reason: message)
         }
+        if helper { try await QEMUUserNetwork.forward(host: hostPort, guest: hostPort, socket: files.networkHelperSocket) }
     }
 
     public func stop() async {

@@ -18,12 +18,28 @@ enum QEMUMountView {
     static let systemDirectories = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"]
     static let deviceNodes = ["null", "zero", "full", "random", "urandom", "kvm"]
 
-    /// The mount view of the machine in `machineDirectory`, and the `-chroot` QEMU needs to enter it.
-    static func prepare(machineDirectory: URL) throws -> (view: DetachedLauncher.MountView, arguments: [String]) {
+    /// The jail of the machine `spec` describes, and the arguments QEMU needs to use it. As
+    /// root, QEMU opens its files and then chroots into the view (`-chroot`) before dropping to
+    /// the sandbox's uid. In an unprivileged user namespace QEMU keeps capabilities inside it, so
+    /// it must never hold the old root: the view is pivoted into before QEMU starts, with the
+    /// files it opens outside its directory (kernel, initrd, disk backing files) bound read-only.
+    static func jail(for spec: MachineSpec, keeping descriptor: Int32 = -1) throws -> (jail: DetachedLauncher.Jail, arguments: [String]) {
+        let machineDirectory = spec.runtimeDirectory.standardizedFileURL
         let root = root(of: machineDirectory)
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-        let view = DetachedLauncher.MountView(
-            root: root, machineDirectory: machineDirectory.standardizedFileURL, systemDirectories: systemDirectories, devices: deviceNodes)
-        return (view, ["-chroot", root.path])
+        var jail = DetachedLauncher.Jail()
+        jail.root = root
+        jail.machineDirectory = machineDirectory
+        jail.systemDirectories = systemDirectories
+        jail.devices = deviceNodes
+        guard spec.confinement.userNamespace else { return (jail, ["-chroot", root.path]) }
+        jail.userNamespace = true
+        jail.pivot = true
+        jail.keptDescriptor = descriptor
+        let inside = machineDirectory.path + "/"
+        let outside = ([spec.kernel, spec.initrd] + (try QCOW2Chain.files(below: spec.rootDisk)))
+            .map(\.standardizedFileURL).filter { !$0.path.hasPrefix(inside) }
+        jail.readOnlyFiles = Array(Set(outside)).sorted { $0.path < $1.path }
+        return (jail, [])
     }
 }

@@ -10,6 +10,9 @@ struct QEMURuntimeFiles: Sendable {
     var console: URL { directory.appendingPathComponent("console.log") }
     var pidFile: URL { directory.appendingPathComponent("qemu.pid") }
     var launchLog: URL { directory.appendingPathComponent("qemu-launch.log") }
+    /// The API socket of the user-mode network helper of an unprivileged machine.
+    var networkHelperSocket: URL { directory.appendingPathComponent("slirp.sock") }
+    var networkHelperLog: URL { directory.appendingPathComponent("slirp.log") }
     /// The directory path is on QEMU's command line; checking it guards against pid reuse.
     var processMarker: String { directory.path }
 }

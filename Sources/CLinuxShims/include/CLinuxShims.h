@@ -41,20 +41,42 @@ int clade_open_pty(int *controller, int *terminal, unsigned short rows, unsigned
 int clade_set_window_size(int fd, unsigned short rows, unsigned short columns);
 /// Reads a terminal's window size (TIOCGWINSZ). 0, or -1 + errno (not a terminal).
 int clade_get_window_size(int fd, unsigned short *rows, unsigned short *columns);
+#include <sys/types.h>
+/// The jail a VMM starts in (see `clade_spawn_vmm`). Lists end with NULL.
+struct clade_vmm_jail {
+    /// Where the mount view's tmpfs goes (inside the machine's directory), or NULL for no mount view.
+    const char *root;
+    /// The machine's directory, bound read-write at its own path in the view.
+    const char *machine;
+    /// Host directories under / copied as links or bound read-only and nosuid (`usr`, `lib`...).
+    const char *const *system_dirs;
+    /// Device nodes under /dev bound into the view when they exist.
+    const char *const *devices;
+    /// Files outside the machine's directory bound read-only at their own paths (kernel, initrd,
+    /// disk backing files), for a VMM that enters the view before it starts; may be NULL.
+    const char *const *read_only_files;
+    /// Pivot into the view before the VMM starts, dropping the old root entirely (else the VMM
+    /// chroots into it itself once its files are open).
+    int pivot;
+    /// First enter a user namespace (this user as root inside, nobody else) and a network
+    /// namespace whose loopback is up and empty: how an unprivileged clade confines a VMM.
+    int user_namespace;
+    /// A descriptor the VMM keeps open as descriptor 4 (a helper watches it to end with the
+    /// VMM), or -1.
+    int keep_fd;
+};
 /// Starts the VMM program `path` so that it is nobody's child: a forked child starts a session
 /// and forks the VMM, then exits. The VMM runs with stdin from /dev/null, stdout and stderr on
-/// `log_fd`, nothing else open. When `root` is not NULL it first gets a mount view of its own: in
-/// a new mount namespace, a 1 MiB tmpfs on `root` holding the host's `system_dirs` (links copied,
-/// directories bound read-only and nosuid), the `devices` that exist under /dev (bound), and
-/// `machine` bound at its own path below `root` (both lists end with NULL). Returns the VMM's pid
+/// `log_fd`, nothing else open but `jail->keep_fd`, in `jail` (NULL: none). Returns the VMM's pid
 /// once the program runs, or -1 with errno: of a fork, or of the step that failed in the child
 /// (which also wrote why to the log and exited 126).
-#include <sys/types.h>
-pid_t clade_spawn_vmm(const char *root, const char *machine, const char *const *system_dirs, const char *const *devices,
-                      const char *path, char *const argv[], char *const envp[], int log_fd);
+pid_t clade_spawn_vmm(const struct clade_vmm_jail *jail, const char *path, char *const argv[], char *const envp[], int log_fd);
 /// Sends `length` bytes on a unix socket with `descriptor` attached (SCM_RIGHTS), as QEMU's
 /// `getfd` expects. Returns the bytes sent (a short send sent the descriptor with its first part), or -1 + errno.
 int clade_send_with_descriptor(int socket_fd, const void *bytes, size_t length, int descriptor);
 /// 1 when this process may make a mount namespace and mount a tmpfs in it (tried in a child), else 0.
 int clade_probe_mount_view(void);
+/// 1 when this process may make a user namespace, a network namespace with its loopback up and a
+/// mount namespace with a tmpfs in it, as `clade_spawn_vmm` does for an unprivileged clade; else 0.
+int clade_probe_user_namespace(void);
 #endif
