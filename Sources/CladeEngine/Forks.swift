@@ -70,6 +70,12 @@ public struct Forks: EngineCapability {
         let metadata = try snapshotCatalog.require(tag)
         _ = try limits?.resolve(guestMemoryMiB: metadata.machine.memoryMiB)
         _ = try engine.requireIsolation(for: network ?? metadata.network ?? .standard)
+        if geteuid() != 0, !engine.confinementPlan().namespaces {
+            // QEMU 7.2 opens a memory file read-write even to map it private; a snapshot's is
+            // sealed 0444, which only a user namespace's root (or the host's) may open that way.
+            throw EngineError.unsupported(
+                "an unprivileged fork needs clade's user namespace, which this host does not give it (see `clade doctor`): QEMU 7.2 opens the snapshot's sealed memory file read-write, which only root may do; boot works, or run clade as root")
+        }
         try engine.requireFreeSpace()
         try preflight(metadata)
         if metadata.machine.accelerator == Accelerator.kvm.rawValue, try await accelerator().accelerator != .kvm {

@@ -63,7 +63,14 @@ import CladeVMM
         #expect(joined.contains("-accel tcg,tb-size=32 -cpu max"))
         let devices = zip(arguments, arguments.dropFirst()).filter { $0.0 == "-device" }.map { $0.1.split(separator: ",")[0] }
         #expect(devices == ["virtio-blk-device", "virtio-net-device", "virtio-serial-device", "virtserialport", "virtio-rng-device"])
-        #expect(arguments.last == "-daemonize")
+        // QEMU runs detached but never daemonizes (its filter forbids spawning), so nothing forks.
+        #expect(!arguments.contains("-daemonize"))
+        var confined = spec
+        confined.confinement = MachineConfinement(syscallFilter: true)
+        #expect(QEMUCommandLine.arguments(for: confined).joined(separator: " ").contains("-sandbox on,obsolete=deny,resourcecontrol=deny,spawn=deny"))
+        confined.confinement.userNamespace = true
+        #expect(QEMUCommandLine.arguments(for: confined).joined(separator: " ").contains("hostfwd=tcp::40000-:8888"),
+            "inside its own network namespace QEMU listens where slirp4netns delivers")
         // Runtime files keep the names earlier releases used, so their sandboxes are found after an upgrade.
         #expect(joined.contains("-qmp unix:/store/sandboxes/abc/qmp.sock,server=on,wait=off"))
         #expect(joined.contains("-pidfile /store/sandboxes/abc/qemu.pid"))

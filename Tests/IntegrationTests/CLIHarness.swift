@@ -31,14 +31,23 @@ struct CLIHarness: Sendable {
 
     var home: URL = CLIHarness.sharedHome
     var environment: [String: String] = [:]
+    /// Run clade as this user (through `runuser`, which keeps the environment) instead of as the test.
+    var user: String?
+    /// The clade binary this harness runs; ``binary`` unless changed.
+    var binary: URL = CLIHarness.binary
 
     func run(_ arguments: [String], timeout: Double = 300) throws -> Result {
-        guard FileManager.default.isExecutableFile(atPath: Self.binary.path) else {
-            throw HarnessError("\(Self.binary.path) is missing: run scripts/build.sh before the integration tests")
+        guard FileManager.default.isExecutableFile(atPath: binary.path) else {
+            throw HarnessError("\(binary.path) is missing: run scripts/build.sh before the integration tests")
         }
         let process = Process()
-        process.executableURL = Self.binary
-        process.arguments = arguments
+        if let user {
+            process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
+            process.arguments = ["-u", user, "--", binary.path] + arguments
+        } else {
+            process.executableURL = binary
+            process.arguments = arguments
+        }
         var env = ProcessInfo.processInfo.environment
         env["CLADE_HOME"] = home.path
         env.merge(environment) { _, new in new }

@@ -157,7 +157,9 @@ struct IsolationIntegrationTests {
     }
 
     @Test func aHostileGuestReachesNothingOnTheHostAndTakesOnlyItsShare() throws {
+        // A 0700 store, as `mktemp -d` makes: confinement must not depend on where the store lives.
         let cli = CLIHarness(home: CLIHarness.privateHome("isolation"))
+        chmod(cli.home.path, 0o700)
         defer { _ = try? cli.run(["kill", "--all"]) }
         let loopback = try LoopbackServer(port: 18_000 + Int(getpid() % 1000))
         try Self.makePeerNamespace()
