@@ -248,6 +248,15 @@ pid_t clade_spawn_vmm(const struct clade_vmm_jail *jail, const char *path, char 
     return vmm;
 }
 
+/// Waits for the probe child `pid`; 1 when it exited 0.
+static int exited_cleanly(pid_t pid) {
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) return 0;
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 int clade_probe_mount_view(void) {
     pid_t pid = fork();
     if (pid < 0) return 0;
@@ -256,11 +265,7 @@ int clade_probe_mount_view(void) {
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) _exit(1);
         _exit(mount("clade-probe", "/", "tmpfs", MS_NOSUID, "size=4k") == 0 ? 0 : 1);
     }
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) return 0;
-    }
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    return exited_cleanly(pid);
 }
 
 int clade_probe_user_namespace(void) {
@@ -274,9 +279,5 @@ int clade_probe_user_namespace(void) {
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) _exit(1);
         _exit(mount("clade-probe", "/", "tmpfs", MS_NOSUID, "size=4k") == 0 ? 0 : 1);
     }
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) return 0;
-    }
-    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    return exited_cleanly(pid);
 }

@@ -14,18 +14,13 @@ struct ConfinementTests {
     /// The non-root account the unprivileged configuration runs as (`.ci/run` creates it).
     static let unprivilegedUser = ProcessInfo.processInfo.environment["CLADE_TEST_UNPRIVILEGED_USER"]
 
+    /// The isolation suite's helpers: a fork with a default route, and the guest's HTTP probe.
     func fork(_ cli: CLIHarness, _ tag: String, _ extra: [String] = []) throws -> (id: String, pid: Int32) {
-        let result = try cli.run(["fork", tag, "--json"] + extra)
-        try #require(result.status == 0, "\(result.stdout) \(result.stderr)")
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
-        let id = try #require(object["id"] as? String)
-        _ = try cli.run(["exec", id, "--user", "root", "--", "sh", "-c", "ip route add default via 10.0.2.2 2>/dev/null || route add default gw 10.0.2.2"])
-        return (id, Int32(try #require(object["pid"] as? Int)))
+        try IsolationIntegrationTests().fork(cli, tag, extra)
     }
 
     func reach(_ cli: CLIHarness, _ id: String, _ host: String, _ port: Int) throws -> Bool {
-        let result = try cli.run(["exec", id, "--", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 \(host) \(port)"])
-        return result.stdout.hasPrefix("HTTP/")
+        try IsolationIntegrationTests().reach(cli, id, host, port)
     }
 
     func record(_ cli: CLIHarness, _ id: String) throws -> [String: Any] {
