@@ -38,7 +38,7 @@ bundle=.build/release/cladePackageTests.xctest
 jobs=${CLADE_TEST_JOBS:-2}
 # Suites that run alone after the others: they compare a neighbour's latency before and after
 # an attack, and check host-wide state (firewall rules, control groups) that other suites change.
-exclusive='^IntegrationTests\.IsolationIntegrationTests$'
+exclusive='^IntegrationTests\.(IsolationIntegrationTests|UnprivilegedIsolationTests)$'
 # One VM test per capability, for --quick.
 quick_tests=(
     'IntegrationTests.ColdBootTests/bootExecFilesAndKillLeaveNothingBehind'
@@ -96,7 +96,8 @@ fi
 filter_for() {
     case $1 in
         unit-tests) echo "$unit_filter" ;;
-        */*) echo "^$(echo "$1" | sed 's/[.]/\\./g')\\(\\)(/|$)" ;;
+        # A test's name ends at its argument list, whatever arguments it takes.
+        */*) echo "^$(echo "$1" | sed 's/[.]/\\./g')\\(" ;;
         *) echo "^$(echo "$1" | sed 's/[.]/\\./g')(/|$)" ;;
     esac
 }

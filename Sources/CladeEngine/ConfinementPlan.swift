@@ -11,7 +11,8 @@ package struct ConfinementPlan: Sendable, Equatable {
         package var root: Bool
         /// The first directory above the store that other users cannot search, if any.
         package var unsearchableAncestor: String?
-        /// iptables and ip6tables are installed.
+        /// iptables and ip6tables are installed (unprivileged: with `nsenter`, to run them in
+        /// the VMM's namespace).
         package var packetFilter: Bool
         /// A mount namespace with a tmpfs in it can be made.
         package var mountNamespace: Bool
@@ -48,6 +49,9 @@ package struct ConfinementPlan: Sendable, Equatable {
     package var mountView: Bool
     /// Unprivileged: the VMM runs in user, network and mount namespaces of its own, as the user.
     package var namespaces: Bool
+    /// An allow-list policy can be enforced: root's host firewall, or the packet filter inside an
+    /// unprivileged VMM's network namespace.
+    package var allowLists: Bool
     /// Why each protection that is not given is not, with its fix.
     package var gaps: [Gap]
 
@@ -60,6 +64,7 @@ package struct ConfinementPlan: Sendable, Equatable {
         let blockedBy = mountView ? nil : facts.unsearchableAncestor
         identity = facts.root && blockedBy == nil
         firewall = identity && facts.packetFilter
+        allowLists = firewall || (namespaces && facts.packetFilter)
         if !facts.root {
             // Unprivileged, the VMM runs as the user: a uid of its own is not possible, and not
             // what the namespaces rely on.
@@ -70,6 +75,10 @@ package struct ConfinementPlan: Sendable, Equatable {
             } else if let problem = facts.userNetworkProblem {
                 gaps.append(Gap(protection: .hostUnreachable, reason: "the VMM's network namespace needs slirp4netns for the agent and outbound traffic: \(problem)"))
                 gaps.append(Gap(protection: .privateMountView, reason: "it comes with that namespace (see host_unreachable)"))
+            } else if !facts.packetFilter {
+                gaps.append(Gap(
+                    protection: .hostUnreachable,
+                    reason: "iptables, ip6tables or nsenter not found, so nothing keeps the guest off the host's own addresses from inside the VMM's namespace (apt-get install iptables util-linux)"))
             }
         } else {
             if let blockedBy {

@@ -46,12 +46,15 @@ extension Engine {
         protections[Protection.hostUnreachable.rawValue] = gap(.hostUnreachable).map {
             ProtectionReport(state: .missing, reason: $0 + " (policy none still cuts every connection in the VMM)")
         } ?? ProtectionReport(state: .on, reason: unprivileged
-            ? "a network namespace of its own: the guest's gateway reaches its empty loopback; slirp4netns (--disable-host-loopback) carries outbound traffic and the agent's port; policies none and outbound (allow needs root)"
+            ? "a network namespace of its own: the guest's gateway reaches its empty loopback; iptables inside it refuses the host's addresses and enforces allow lists; slirp4netns (--disable-host-loopback) carries outbound traffic and the agent's port; policies none, outbound, allow"
             : "host firewall rules on the VMM's uid: guests cannot reach the host; policies none, outbound, allow")
         if case .unavailable(let reason) = groups {
             protections[Protection.resourceLimits.rawValue] = ProtectionReport(state: .off, reason: "no resource limits: \(reason)")
         } else {
-            protections[Protection.resourceLimits.rawValue] = ProtectionReport(state: .on, reason: "CPU, memory and task limits through \(groups.name)")
+            var through = groups.name
+            if unprivileged, case .unified(let delegated) = groups { through += " (delegated: \(delegated.path))" }
+            if unprivileged, case .perController(_, let base) = groups { through += " (delegated: \(base))" }
+            protections[Protection.resourceLimits.rawValue] = ProtectionReport(state: .on, reason: "CPU, memory and task limits through \(through)")
         }
         let detail = Protection.allCases.compactMap { protection in
             protections[protection.rawValue].map { "\(protection.rawValue) \($0.state.rawValue)" }

@@ -20,31 +20,43 @@ extension Engine {
         if !root, case .failure(let problem) = MachineConfinement.userNetworkHelper { networkProblem = problem.description }
         return ConfinementPlan(ConfinementPlan.HostFacts(
             root: root, unsearchableAncestor: root ? unreachableAncestor(of: home.sandboxes) : nil,
-            packetFilter: root && HostFirewall.isAvailable, mountNamespace: root && MachineConfinement.mountViewAvailable,
+            packetFilter: root ? HostFirewall.isAvailable : NamespaceFirewall.isAvailable, mountNamespace: root && MachineConfinement.mountViewAvailable,
             userNamespace: !root && MachineConfinement.userNamespaceAvailable, userNetworkProblem: networkProblem))
+    }
+
+    /// What ``requireIsolation(for:optedOut:)`` found: the host's plan and the gaps a sandbox
+    /// started now has, so `confine` need not probe the host again.
+    package struct IsolationCheck: Sendable {
+        let policy: NetworkPolicy
+        let plan: ConfinementPlan
+        let gaps: [ConfinementPlan.Gap]
     }
 
     /// Refuses, before anything is made, a sandbox under `policy` that this host cannot isolate
     /// as the policy needs, unless weaker isolation was allowed for this engine or, for a sandbox
-    /// being resumed, was recorded when it was first started. Returns the gaps to record.
-    func requireIsolation(for policy: NetworkPolicy, optedOut recorded: SandboxConfinement? = nil) throws -> [ConfinementPlan.Gap] {
+    /// being resumed, was recorded when it was first started. Returns the plan and the gaps to record.
+    func requireIsolation(for policy: NetworkPolicy, optedOut recorded: SandboxConfinement? = nil) throws -> IsolationCheck {
         let plan = confinementPlan()
-        if policy.mode == .allow, !plan.firewall {
+        if policy.mode == .allow, !plan.allowLists {
             throw EngineError.isolationUnavailable(
-                "the network policy '\(policy)' is enforced by the host firewall, which this host cannot give a sandbox: "
+                "the network policy '\(policy)' is enforced by a packet filter (root's host firewall, or iptables in an unprivileged VMM's namespace), which this host cannot give a sandbox: "
                     + plan.gaps.map(\.description).joined(separator: "; ") + " (--allow-weaker-isolation cannot stand in for an allow list)")
         }
         let gaps = plan.gaps(for: policy)
-        guard !gaps.isEmpty, !allowsWeakerIsolation, recorded?.weakerIsolation == nil else { return gaps }
+        guard !gaps.isEmpty, !allowsWeakerIsolation, recorded?.weakerIsolation == nil else { return IsolationCheck(policy: policy, plan: plan, gaps: gaps) }
         throw ConfinementPlan.refusal(gaps, policy: policy)
     }
 
     /// Confines the VM about to start for `record` under `policy`: claims (or re-claims) its uid,
     /// installs its firewall rules, records the result in `record`, and returns the VMM's jail.
-    /// Throws when the host cannot give what the policy needs and nobody opted out.
-    func confine(_ record: inout SandboxRecord, policy: NetworkPolicy, limits request: LimitRequest? = nil) throws -> MachineConfinement {
-        let gaps = try requireIsolation(for: policy, optedOut: record.confinement)
-        let plan = confinementPlan()
+    /// Throws when the host cannot give what the policy needs and nobody opted out. `checked` is
+    /// the caller's own ``requireIsolation(for:optedOut:)`` of the same policy, reused rather than
+    /// probing the host once more per VM.
+    func confine(
+        _ record: inout SandboxRecord, policy: NetworkPolicy, limits request: LimitRequest? = nil, checked: IsolationCheck? = nil
+    ) throws -> MachineConfinement {
+        let check = try checked.flatMap { $0.policy == policy ? $0 : nil } ?? requireIsolation(for: policy, optedOut: record.confinement)
+        let plan = check.plan, gaps = check.gaps
         let groups = controlGroups
         // A restart keeps what the sandbox had; a request replaces it; else the defaults.
         let limits = try request.map { try $0.resolve(guestMemoryMiB: record.memoryMiB) }
@@ -92,6 +104,7 @@ extension Engine {
         var machine = MachineConfinement(identity: identity, syscallFilter: true, noOutboundNetwork: policy.mode == .none)
         machine.privateMountView = mountView
         machine.userNamespace = plan.namespaces
+        if plan.namespaces, plan.allowLists { machine.namespaceFirewall = policy }
         if enforced != nil { machine.controlGroup = (groups, record.id, limits) }
         return machine
     }

@@ -30,8 +30,8 @@ extension EngineCapability {
     func beginOperation(_ kind: OperationKind, subject: String, paths: [URL] = []) throws -> OperationJournal.Entry {
         try engine.beginOperation(kind, subject: subject, paths: paths)
     }
-    func confine(_ record: inout SandboxRecord, policy: NetworkPolicy, limits: LimitRequest? = nil) throws -> MachineConfinement {
-        try engine.confine(&record, policy: policy, limits: limits)
+    func confine(_ record: inout SandboxRecord, policy: NetworkPolicy, limits: LimitRequest? = nil, checked: Engine.IsolationCheck? = nil) throws -> MachineConfinement {
+        try engine.confine(&record, policy: policy, limits: limits, checked: checked)
     }
     func releaseConfinement(_ confinement: SandboxConfinement?, sandbox id: String) { engine.releaseConfinement(confinement, sandbox: id) }
     func reapplyConfinement(_ record: SandboxRecord) { engine.reapplyConfinement(record) }

@@ -69,8 +69,8 @@ public struct Forks: EngineCapability {
         try lifetime?.validate()
         let metadata = try snapshotCatalog.require(tag)
         _ = try limits?.resolve(guestMemoryMiB: metadata.machine.memoryMiB)
-        _ = try engine.requireIsolation(for: network ?? metadata.network ?? .standard)
-        if geteuid() != 0, !engine.confinementPlan().namespaces {
+        let isolation = try engine.requireIsolation(for: network ?? metadata.network ?? .standard)
+        if geteuid() != 0, !isolation.plan.namespaces {
             // QEMU 7.2 opens a memory file read-write even to map it private; a snapshot's is
             // sealed 0444, which only a user namespace's root (or the host's) may open that way.
             throw EngineError.unsupported(
@@ -92,7 +92,8 @@ public struct Forks: EngineCapability {
                     let start = Date()
                     do {
                         let (record, method) = try await self.startChild(
-                            of: metadata, id: id, port: nil, mac: nil, memoryOrder: memoryOrder, lifetime: lifetime, network: network, limits: limits)
+                            of: metadata, id: id, port: nil, mac: nil, memoryOrder: memoryOrder, lifetime: lifetime, network: network, limits: limits,
+                            isolation: isolation)
                         return ForkOutcome(record: record, error: nil, milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: method)
                     } catch {
                         return ForkOutcome(record: nil, error: "\(error)", milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: nil)
@@ -112,7 +113,8 @@ public struct Forks: EngineCapability {
     /// mapped `share=off`, then a fresh identity pushed to the agent.
     package func startChild(
         of metadata: SnapshotMetadata, id: String, port: Int?, mac: String?, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder,
-        lifetime: Lifetime? = nil, network: NetworkPolicy? = nil, keepingOptOutOf previous: SandboxConfinement? = nil, limits: LimitRequest? = nil
+        lifetime: Lifetime? = nil, network: NetworkPolicy? = nil, keepingOptOutOf previous: SandboxConfinement? = nil, limits: LimitRequest? = nil,
+        isolation: Engine.IsolationCheck? = nil
     ) async throws -> (SandboxRecord, MaterializeMethod) {
         let directory = snapshotCatalog.directory(metadata.tag)
         let paths = sandboxCatalog.paths(id)
@@ -151,7 +153,7 @@ public struct Forks: EngineCapability {
             record.activeDisk = paths.disk.lastPathComponent
             mark("files")
             // A fork keeps its snapshot's policy unless the request names another.
-            let confinement = try confine(&record, policy: network ?? metadata.network ?? .standard, limits: limits)
+            let confinement = try confine(&record, policy: network ?? metadata.network ?? .standard, limits: limits, checked: isolation)
             try sandboxCatalog.put(record)
             let mac = record.mac
             let stateKind: SavedStateKind = metadata.deviceState.format == SnapshotMetadata.DeviceState.devicesFormat ? .devicesOnly : .memoryInSharedFile

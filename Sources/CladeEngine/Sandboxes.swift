@@ -53,7 +53,7 @@ public struct Sandboxes: EngineCapability {
         _ options: BootOptions, partOf operation: OperationJournal.Entry? = nil, progress: @Sendable (String) -> Void = { _ in }
     ) async throws -> SandboxRecord {
         try options.validate()
-        _ = try engine.requireIsolation(for: options.network ?? .standard)
+        let isolation = try engine.requireIsolation(for: options.network ?? .standard)
         try engine.requireFreeSpace()
         let image = try engine.images.named(options.image, progress: progress)
         let files = try engine.images.bootFiles(of: image)
@@ -86,7 +86,7 @@ public struct Sandboxes: EngineCapability {
             var commandLine = "console=ttyS0 quiet panic=-1 init_on_free=1 clade.hostname=\(id)"
             if choice.accelerator == .tcg, let khz = HostInfo.tscKHz() { commandLine += " tsc_early_khz=\(khz)" }
             record.kernelCommandLine = commandLine
-            let confinement = try confine(&record, policy: options.network ?? .standard, limits: options.limits)
+            let confinement = try confine(&record, policy: isolation.policy, limits: options.limits, checked: isolation)
             try sandboxCatalog.put(record)
             let mac = record.mac
             let launched = try await launchWithAgentPort(nil) { port in

@@ -103,7 +103,7 @@ public struct Standby: EngineCapability {
         guard record.state == .standby else {
             throw EngineError.wrongState("sandbox \(id) is \(record.state.rawValue), not on standby; only a standby sandbox can be resumed")
         }
-        _ = try engine.requireIsolation(for: record.network ?? .standard, optedOut: record.confinement)
+        let isolation = try engine.requireIsolation(for: record.network ?? .standard, optedOut: record.confinement)
         let boot = try bootFiles(of: record)
         let paths = sandboxCatalog.paths(id)
         let forked = record.snapshot != nil
@@ -114,7 +114,7 @@ public struct Standby: EngineCapability {
         spec.rootDisk = paths.directory.appendingPathComponent(record.activeDisk ?? paths.disk.lastPathComponent)
         spec.restoreIntoSharedMemory = !forked
         do {
-            spec.confinement = try confine(&record, policy: record.network ?? .standard)
+            spec.confinement = try confine(&record, policy: isolation.policy, checked: isolation)
             // On failure the backend stops the machine it launched.
             record.pid = try await backend.restore(spec, from: paths.standbyState, kind: forked ? .devicesOnly : .memoryInSharedFile).pid
             record.state = .running

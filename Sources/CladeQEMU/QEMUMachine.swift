@@ -171,19 +171,4 @@ public struct QEMUMachine: VMHandle {
             throw StoreError.systemCall("chown", path: file.path, errno: errno)
         }
     }
-
-    static func waitForMigration(_ client: QMPClient, timeout: Double = 120) async throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            let info = try await client.execute("query-migrate")
-            switch info["status"]?.stringValue {
-            case "completed": return
-            case "failed", "cancelled":
-                throw VMMError.stateTransferFailed(backend: "qemu", reason: info["error-desc"]?.stringValue ?? "migration \(info["status"]?.stringValue ?? "failed")")
-            default:
-                try await Task.sleep(nanoseconds: 2_000_000)
-            }
-        }
-        throw VMMError.stateTransferFailed(backend: "qemu", reason: "did not finish within \(Int(timeout)) s")
-    }
 }

@@ -48,30 +48,17 @@ enum QEMUUserNetwork {
     private static func exchange(_ request: Data, socket: URL, timeout: Double) throws -> Data {
         let deadline = Date().addingTimeInterval(timeout)
         while true {
-            let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw StoreError.systemCall("socket", path: socket.path, errno: errno) }
-            defer { close(fd) }
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(socket.path.utf8)
-            guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { throw VMMError.socketPathTooLong(socket.path) }
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                raw.copyBytes(from: bytes)
-                raw[bytes.count] = 0
-            }
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            }
-            if connected != 0 {
-                let code = errno
-                guard code == ENOENT || code == ECONNREFUSED, Date() < deadline else {
-                    throw VMMError.controlFailed(backend: "qemu", operation: "reach slirp4netns at \(socket.path)", reason: String(cString: strerror(code)))
+            let fd: Int32
+            do {
+                fd = try UnixStreamSocket.connect(to: socket, receiveTimeout: timeout)
+            } catch let failure as UnixStreamSocket.ConnectFailure {
+                guard failure.errno == ENOENT || failure.errno == ECONNREFUSED, Date() < deadline else {
+                    throw VMMError.controlFailed(backend: "qemu", operation: "reach slirp4netns at \(socket.path)", reason: String(cString: strerror(failure.errno)))
                 }
                 usleep(5_000)
                 continue
             }
-            var wait = timeval(tv_sec: Int(timeout), tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+            defer { close(fd) }
             let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             guard sent == request.count else { throw StoreError.systemCall("send", path: socket.path, errno: errno) }
             shutdown(fd, Int32(SHUT_WR))

@@ -23,32 +23,13 @@ final class QMPDescriptorSession {
     init(socket: URL, timeout: Double) throws {
         path = socket.path
         self.timeout = timeout
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw StoreError.systemCall("socket", path: socket.path, errno: errno) }
-        socketFD = fd
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(socket.path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
-            close(fd)
-            throw VMMError.socketPathTooLong(socket.path)
+        do {
+            socketFD = try UnixStreamSocket.connect(to: socket, receiveTimeout: timeout)
+        } catch let failure as UnixStreamSocket.ConnectFailure {
+            throw StoreError.systemCall("connect", path: socket.path, errno: failure.errno)
         }
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard connected == 0 else {
-            let code = errno
-            close(fd)
-            throw StoreError.systemCall("connect", path: socket.path, errno: code)
-        }
-        var wait = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1e6))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        // A throw from here on releases the session, and its deinit closes the socket.
         guard case .greeting = try QMPCodec.decode(try readLine()) else {
-            close(fd)
             throw ChannelError.malformed("QEMU's monitor at \(socket.path) did not greet")
         }
         _ = try execute("qmp_capabilities")

@@ -25,6 +25,9 @@ public struct MachineConfinement: Sendable, Equatable {
     /// before it starts. Outbound traffic and the agent's port go through a user-mode network
     /// helper (slirp4netns) attached to that namespace.
     public var userNamespace: Bool = false
+    /// With ``userNamespace``: the policy ``NamespaceFirewall`` enforces inside the VMM's network
+    /// namespace before its network helper attaches.
+    public var namespaceFirewall: NetworkPolicy?
     /// The control group the VMM is moved into right after it starts, and its limits.
     public var controlGroup: (groups: ControlGroups, name: String, limits: SandboxLimits)?
 
@@ -37,6 +40,7 @@ public struct MachineConfinement: Sendable, Equatable {
     public static func == (lhs: MachineConfinement, rhs: MachineConfinement) -> Bool {
         lhs.identity == rhs.identity && lhs.syscallFilter == rhs.syscallFilter && lhs.noOutboundNetwork == rhs.noOutboundNetwork
             && lhs.privateMountView == rhs.privateMountView && lhs.userNamespace == rhs.userNamespace
+            && lhs.namespaceFirewall == rhs.namespaceFirewall
             && lhs.controlGroup?.name == rhs.controlGroup?.name && lhs.controlGroup?.limits == rhs.controlGroup?.limits
     }
 

@@ -34,9 +34,15 @@ import Testing
     }
 
     @Test func anUnprivilegedClade() {
-        let confined = ConfinementPlan(Facts(root: false, unsearchableAncestor: nil, packetFilter: false, mountNamespace: false, userNamespace: true))
+        let confined = ConfinementPlan(Facts(root: false, unsearchableAncestor: nil, packetFilter: true, mountNamespace: false, userNamespace: true))
         #expect(confined.namespaces && confined.mountView && !confined.identity && !confined.firewall)
-        #expect(confined.gaps.isEmpty, "user, network and mount namespaces cover what root's uid and firewall do")
+        #expect(confined.allowLists, "iptables in the VMM's own namespace enforces allow lists")
+        #expect(confined.gaps.isEmpty, "user, network and mount namespaces and their packet filter cover what root's uid and firewall do")
+
+        let noFilter = ConfinementPlan(Facts(root: false, unsearchableAncestor: nil, packetFilter: false, mountNamespace: false, userNamespace: true))
+        #expect(noFilter.namespaces && !noFilter.allowLists)
+        #expect(noFilter.gaps.map(\.protection) == [.hostUnreachable])
+        #expect(noFilter.gaps(for: .isolated).isEmpty, "policy none cuts every connection in the VMM itself")
 
         let noNamespaces = ConfinementPlan(Facts(root: false, unsearchableAncestor: nil, packetFilter: false, mountNamespace: false, userNamespace: false))
         #expect(!noNamespaces.namespaces && !noNamespaces.mountView)

@@ -1,3 +1,4 @@
+import CladeStore
 import Foundation
 import Testing
 
@@ -31,27 +32,46 @@ struct CLIHarness: Sendable {
 
     var home: URL = CLIHarness.sharedHome
     var environment: [String: String] = [:]
-    /// Run clade as this user (through `runuser`, which keeps the environment) instead of as the test.
+    /// Run clade as this user (through `setpriv`, which keeps the environment and execs, so the
+    /// process is clade itself) instead of as the test.
     var user: String?
+    /// With ``user``: the control group (a directory) clade starts in, as a delegating login would
+    /// place it.
+    var startGroup: URL?
     /// The clade binary this harness runs; ``binary`` unless changed.
     var binary: URL = CLIHarness.binary
 
-    func run(_ arguments: [String], timeout: Double = 300) throws -> Result {
+    /// The process that runs `clade arguments...` as this harness says, not yet started.
+    func process(_ arguments: [String]) throws -> Process {
         guard FileManager.default.isExecutableFile(atPath: binary.path) else {
             throw HarnessError("\(binary.path) is missing: run scripts/build.sh before the integration tests")
         }
         let process = Process()
+        var env = ProcessInfo.processInfo.environment
+        env["CLADE_HOME"] = home.path
         if let user {
-            process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-            process.arguments = ["-u", user, "--", binary.path] + arguments
+            let account = try #require(getpwnam(user), "no account \(user)")
+            env["HOME"] = String(cString: account.pointee.pw_dir)
+            env["USER"] = user
+            env["LOGNAME"] = user
+            let drop = ["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--", binary.path] + arguments
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            if let startGroup {
+                process.arguments = ["-c", #"echo $$ > "$0/cgroup.procs" && exec "$@""#, startGroup.path] + drop
+            } else {
+                process.arguments = ["-c", #"exec "$@""#, "sh"] + drop
+            }
         } else {
             process.executableURL = binary
             process.arguments = arguments
         }
-        var env = ProcessInfo.processInfo.environment
-        env["CLADE_HOME"] = home.path
         env.merge(environment) { _, new in new }
         process.environment = env
+        return process
+    }
+
+    func run(_ arguments: [String], timeout: Double = 300) throws -> Result {
+        let process = try process(arguments)
         let outFile = FileManager.default.temporaryDirectory.appendingPathComponent("clade-out-\(UUID().uuidString)")
         let errFile = FileManager.default.temporaryDirectory.appendingPathComponent("clade-err-\(UUID().uuidString)")
         _ = FileManager.default.createFile(atPath: outFile.path, contents: nil)
@@ -90,6 +110,55 @@ struct CLIHarness: Sendable {
             let commandLine = String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
             return commandLine.contains("qemu-system") && commandLine.contains(home.path + "/")
         }
+    }
+}
+
+extension CLIHarness {
+    /// A harness that runs clade as `user` in a 0700 store of its own, the way that user would:
+    /// with copies of clade and its agent (the build may sit where the user cannot enter), and
+    /// a control group delegated to the user (cgroup v2: the user's subtree, with clade started
+    /// in a group below it; v1: a group in each of the cpu, memory and pids hierarchies), named
+    /// in `CLADE_CGROUP`.
+    static func unprivileged(_ user: String, home name: String) throws -> CLIHarness {
+        var cli = CLIHarness(home: privateHome(name))
+        cli.user = user
+        let binaries = cli.home.appendingPathComponent("bin")
+        try FileManager.default.createDirectory(at: binaries, withIntermediateDirectories: true)
+        for name in ["clade", "clade-agent"] {
+            let target = binaries.appendingPathComponent(name)
+            try? FileManager.default.removeItem(at: target)
+            try FileManager.default.copyItem(at: binary.deletingLastPathComponent().appendingPathComponent(name), to: target)
+        }
+        cli.binary = binaries.appendingPathComponent("clade")
+        _ = try ExternalCommand("chown", ["-R", "\(user):", cli.home.path]).check()
+        chmod(cli.home.path, 0o700)
+        let group = "clade-test-\(user)"
+        cli.environment["CLADE_CGROUP"] = "/" + group
+        cli.startGroup = try delegateControlGroup(group, to: user)
+        return cli
+    }
+
+    /// Makes `/sys/fs/cgroup/<group>` the user's, as a delegating service manager would, and
+    /// returns the group clade should start in (v2 only; v1 has no such rule).
+    private static func delegateControlGroup(_ group: String, to user: String) throws -> URL? {
+        let root = URL(fileURLWithPath: "/sys/fs/cgroup")
+        func own(_ directory: URL, files: [String]) throws {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let paths = [directory.path] + files.map { directory.appendingPathComponent($0).path }.filter { FileManager.default.fileExists(atPath: $0) }
+            _ = try ExternalCommand("chown", ["\(user):"] + paths).check()
+        }
+        guard FileManager.default.fileExists(atPath: root.appendingPathComponent("cgroup.controllers").path) else {
+            for controller in ["cpu", "memory", "pids"] {
+                try own(root.appendingPathComponent("\(controller)/\(group)"), files: ["cgroup.procs", "tasks"])
+            }
+            return nil
+        }
+        try? Data("+cpu +memory +pids".utf8).write(to: root.appendingPathComponent("cgroup.subtree_control"))
+        let delegated = root.appendingPathComponent(group)
+        try own(delegated, files: ["cgroup.procs", "cgroup.subtree_control", "cgroup.threads"])
+        let session = delegated.appendingPathComponent("session")
+        try FileManager.default.createDirectory(at: session, withIntermediateDirectories: true)
+        return session
     }
 }
 

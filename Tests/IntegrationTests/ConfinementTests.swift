@@ -5,8 +5,9 @@ import Testing
 /// The same guest probe in each configuration clade runs in: root with a 0700 store, and an
 /// unprivileged user. Each sandbox either gets the confinement its policy needs, checked against
 /// what `/proc` shows, or is refused with the opt-out named; with the opt-out it runs, and says so.
-/// Root with a public store is `IsolationIntegrationTests`' configuration before this suite; the hostile-guest
-/// test there now runs with a 0700 store.
+/// The whole isolation suite runs in the same configurations (`IsolationIntegrationTests`,
+/// `UnprivilegedIsolationTests`); this suite adds the refusal, the opt-out and what `ls` and
+/// `doctor` say.
 @Suite(.serialized, .enabled(if: geteuid() == 0, "needs root: it checks firewall rules and runs clade as another user"))
 struct ConfinementTests {
     typealias Loopback = IsolationIntegrationTests.LoopbackServer
@@ -87,19 +88,7 @@ struct ConfinementTests {
     func anUnprivilegedUserGetsNamespacesOrARefusal() throws {
         let user = try #require(Self.unprivilegedUser)
         let ids = try ExternalCommand("id", ["-u", user]).check().stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        var cli = CLIHarness(home: CLIHarness.privateHome("confine-user"))
-        cli.user = user
-        // The build may sit under a directory the user cannot enter (a clone in /root): give it
-        // clade and its agent where it can.
-        let binaries = cli.home.appendingPathComponent("bin")
-        try FileManager.default.createDirectory(at: binaries, withIntermediateDirectories: true)
-        for name in ["clade", "clade-agent"] {
-            try FileManager.default.copyItem(
-                at: CLIHarness.binary.deletingLastPathComponent().appendingPathComponent(name), to: binaries.appendingPathComponent(name))
-        }
-        cli.binary = binaries.appendingPathComponent("clade")
-        _ = try ExternalCommand("chown", ["-R", "\(user):", cli.home.path]).check()
-        chmod(cli.home.path, 0o700)
+        let cli = try CLIHarness.unprivileged(user, home: "confine-user")
         defer { _ = try? cli.run(["kill", "--all"]) }
         let loopback = try Loopback(port: 18_900 + Int(getpid() % 500))
         let child = try probeConfined(cli, loopback: loopback)
@@ -119,7 +108,7 @@ struct ConfinementTests {
             try? FileManager.default.createSymbolicLink(atPath: bare.appendingPathComponent(entry).path, withDestinationPath: "/usr/bin/" + entry)
         }
         var weak = cli
-        weak.environment = ["PATH": bare.path + ":/usr/sbin:/sbin"]
+        weak.environment["PATH"] = bare.path + ":/usr/sbin:/sbin"
         let before = try weak.run(["ls", "--json"]).stdout
         let refused = try weak.run(["fork", "probe", "--json"])
         #expect(refused.status == 78 && refused.stderr.contains("slirp4netns") && refused.stderr.contains("--allow-weaker-isolation"), "\(refused.stderr)")

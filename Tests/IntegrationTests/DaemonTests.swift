@@ -15,7 +15,19 @@ final class DaemonProcess: @unchecked Sendable {
     /// More `clade serve` options (e.g. `--proxy-domain`).
     var extraArguments: [String] = []
 
-    init(home: URL) { self.home = home }
+    /// How clade is run (binary, user, control group); the default harness of `home` unless given.
+    private let cli: CLIHarness
+
+    init(home: URL) {
+        self.home = home
+        cli = CLIHarness(home: home)
+    }
+
+    /// A daemon run the way `cli` runs clade (as its user, in its store).
+    init(_ cli: CLIHarness) {
+        home = cli.home
+        self.cli = cli
+    }
 
     var pid: Int32 { process?.processIdentifier ?? 0 }
 
@@ -24,10 +36,7 @@ final class DaemonProcess: @unchecked Sendable {
         try token.write(to: tokenFile, atomically: true, encoding: .utf8)
         for _ in 0..<5 {
             port = Int.random(in: 20000...40000)
-            let process = Process()
-            process.executableURL = CLIHarness.binary
-            process.arguments = ["serve", "--listen", "127.0.0.1:\(port)", "--token-file", tokenFile.path] + extraArguments
-            process.environment = ProcessInfo.processInfo.environment.merging(["CLADE_HOME": home.path]) { $1 }
+            let process = try cli.process(["serve", "--listen", "127.0.0.1:\(port)", "--token-file", tokenFile.path] + extraArguments)
             let log = home.appendingPathComponent("daemon.log")
             if !FileManager.default.fileExists(atPath: log.path) { FileManager.default.createFile(atPath: log.path, contents: nil) }
             let handle = try FileHandle(forWritingTo: log)

@@ -1,165 +1,68 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CladeStore
 import Foundation
 import Testing
 
 /// A hostile guest, with real VMs: the host's loopback and addresses are refused under every
-/// network policy, its QEMU is confined (seccomp, a uid of its own), and a CPU quota and a fork
-/// bomb leave a neighbour sandbox alone. Needs root (the firewall, per-VM
-/// uids and control groups are root-only); CI runs as root.
+/// network policy, its QEMU is confined (seccomp, a uid or namespaces of its own, a private mount
+/// view), and a CPU quota, a fork bomb, memory and disk exhaustion and garbage on the agent's
+/// channel leave a neighbour sandbox alone. Each test runs in every configuration clade runs in:
+/// as root with a public and with a 0700 store here, as an unprivileged user in
+/// ``UnprivilegedIsolationTests``.
 @Suite(.serialized, .enabled(if: geteuid() == 0, "needs root: the host firewall, per-sandbox uids and cgroups"))
 struct IsolationIntegrationTests {
-    static let peerNamespace = "clade-itpeer"
-    static let peerAddress = "10.231.7.2"
-
-    /// A web server on the host's loopback only, standing for every loopback service (the
-    /// daemon's API, a registry, a database).
-    final class LoopbackServer {
-        let process = Process()
-        let port: Int
-        init(bind: String = "127.0.0.1", namespace: String? = nil, port: Int) throws {
-            self.port = port
-            let server = ["python3", "-m", "http.server", "\(port)", "--bind", bind]
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = namespace.map { ["ip", "netns", "exec", $0] + server } ?? server
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            let deadline = Date().addingTimeInterval(10)
-            while Date() < deadline {
-                let probe = try ExternalCommand("curl", ["-s", "-o", "/dev/null", "-m", "1", "http://\(bind):\(port)/"]).run()
-                if probe.status == 0 { return }
-                Thread.sleep(forTimeInterval: 0.1)
-            }
-            throw HarnessError("the test server on \(bind):\(port) did not start")
-        }
-        deinit { process.terminate() }
+    @Test(arguments: IsolationConfiguration.asRoot)
+    func aHostileGuestReachesNothingOnTheHostAndTakesOnlyItsShare(in configuration: IsolationConfiguration) throws {
+        try hostileGuest(configuration)
     }
 
-    /// A network namespace behind a veth pair, standing for "somewhere beyond the host".
-    static func makePeerNamespace() throws {
-        removePeerNamespace()
-        for command in [
-            ["netns", "add", peerNamespace],
-            ["link", "add", "cladeit0", "type", "veth", "peer", "name", "cladeit1"],
-            ["link", "set", "cladeit1", "netns", peerNamespace],
-            ["addr", "add", "10.231.7.1/30", "dev", "cladeit0"],
-            ["link", "set", "cladeit0", "up"],
-            ["netns", "exec", peerNamespace, "ip", "addr", "add", "\(peerAddress)/30", "dev", "cladeit1"],
-            ["netns", "exec", peerNamespace, "ip", "link", "set", "cladeit1", "up"],
-            ["netns", "exec", peerNamespace, "ip", "link", "set", "lo", "up"],
-        ] {
-            _ = try ExternalCommand("ip", command).check()
-        }
+    @Test(arguments: IsolationConfiguration.asRoot)
+    func siblingsNeverShareRandomNumbersDrawnAfterTheRestore(in configuration: IsolationConfiguration) throws {
+        try siblingsDrawTheirOwnRandomNumbers(configuration)
     }
 
-    static func removePeerNamespace() {
-        _ = try? ExternalCommand("ip", ["link", "del", "cladeit0"]).run()
-        _ = try? ExternalCommand("ip", ["netns", "del", peerNamespace]).run()
+    @Test(arguments: IsolationConfiguration.asRoot)
+    func memoryAndDiskExhaustionStayInsideTheSandbox(in configuration: IsolationConfiguration) throws {
+        try exhaustion(configuration)
     }
 
-    func fork(_ cli: CLIHarness, _ tag: String, _ extra: [String] = []) throws -> (id: String, pid: Int32) {
-        let result = try cli.run(["fork", tag, "--json"] + extra)
-        try #require(result.status == 0, "\(result.stdout) \(result.stderr)")
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
-        let id = try #require(object["id"] as? String)
-        // The busybox image configures only its on-link network; give it a default route.
-        _ = try cli.run(["exec", id, "--user", "root", "--", "sh", "-c", "ip route add default via 10.0.2.2 2>/dev/null || route add default gw 10.0.2.2"])
-        return (id, Int32(try #require(object["pid"] as? Int)))
+    @Test(arguments: IsolationConfiguration.asRoot)
+    func aGuestSpeakingGarbageOnItsAgentChannelHurtsOnlyItself(in configuration: IsolationConfiguration) throws {
+        try garbageOnTheAgentChannel(configuration)
     }
+}
 
-    /// Whether the guest gets an HTTP answer from `host:port`. Busybox's `nc`, not its `wget`:
-    /// the static busybox in the image segfaults in wget's name-service lookup.
-    func reach(_ cli: CLIHarness, _ id: String, _ host: String, _ port: Int) throws -> Bool {
-        let request = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 \(host) \(port)"
-        let result = try cli.run(["exec", id, "--", "sh", "-c", request])
-        return result.stdout.hasPrefix("HTTP/")
-    }
-
-    func listing(_ cli: CLIHarness) throws -> [[String: Any]] {
-        let output = try cli.run(["ls", "--json"]).stdout
-        return (try? JSONSerialization.jsonObject(with: Data(output.utf8)) as? [[String: Any]]) ?? []
-    }
-
-    func execLatency(_ cli: CLIHarness, _ id: String, runs: Int = 5) throws -> Double {
-        try medianMilliseconds(runs: runs) { try cliExec(cli, id) }
-    }
-
-    /// The median time of `runs` calls of `exec`, each of which must succeed.
-    func medianMilliseconds(runs: Int, _ exec: () throws -> (ok: Bool, message: String)) throws -> Double {
-        var samples: [Double] = []
-        for _ in 0..<runs {
-            let start = Date()
-            let result = try exec()
-            try #require(result.ok, "\(result.message)")
-            samples.append(Date().timeIntervalSince(start) * 1000)
-        }
-        return samples.sorted()[runs / 2]
-    }
-
-    static func status(_ pid: Int32) -> [String: String] {
-        let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        var fields: [String: String] = [:]
-        for line in text.split(separator: "\n") {
-            let parts = line.split(separator: ":", maxSplits: 1)
-            if parts.count == 2 { fields[String(parts[0])] = parts[1].trimmingCharacters(in: .whitespaces) }
-        }
-        return fields
-    }
-
-    static func cpuTicks(_ pid: Int32) -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = text.lastIndex(of: ")")
-        else { return 0 }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        // After the command: state is field 3, utime 14 and stime 15 (1-based in proc(5)).
-        return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
-    }
-
-    static func hostAddress() -> String? {
-        let output = (try? ExternalCommand("ip", ["-4", "-o", "addr", "show", "scope", "global"]).run().stdout) ?? ""
-        return output.split(separator: "\n").first.flatMap { line in
-            line.split(separator: " ").drop { $0 != "inet" }.dropFirst().first.map { String($0.split(separator: "/")[0]) }
-        }
-    }
-
-    /// The VMM is chrooted into a jail of its own that shows the system's programs read-only and
-    /// its own sandbox directory, and nothing else of the host or the store.
-    private func expectPrivateMountView(_ cli: CLIHarness, _ child: (id: String, pid: Int32)) throws {
-        let root = "/proc/\(child.pid)/root"
-        let jail = (try? FileManager.default.destinationOfSymbolicLink(atPath: root)) ?? ""
-        #expect(jail.hasSuffix("/sandboxes/\(child.id)/jail"), "QEMU of \(child.id) is not chrooted into its jail: root is \(jail)")
-        let top = Set((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [])
-        #expect(top.isSubset(of: ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "dev", cli.home.pathComponents.dropFirst().first ?? ""]),
-                "the jail shows more than it should: \(top.sorted())")
-        #expect(!top.contains("etc") && !top.contains("home") && !top.contains("proc"))
-        let sandboxes = root + cli.home.appendingPathComponent("sandboxes").path
-        #expect(((try? FileManager.default.contentsOfDirectory(atPath: sandboxes)) ?? []) == [child.id],
-                "the jail shows other sandboxes")
-        #expect(!FileManager.default.fileExists(atPath: root + cli.home.appendingPathComponent("snapshots").path), "the jail shows the snapshots")
-        #expect(access(root + "/usr/bin", W_OK) != 0, "/usr is writable in the jail")
-        // mountinfo shows a chrooted process only the mounts under its root.
-        let mounts = (try? String(contentsOfFile: "/proc/\(child.pid)/mountinfo", encoding: .utf8)) ?? ""
-        var points: [(String, String)] = []
-        for line in mounts.split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            if fields.count > 5 { points.append((String(fields[4]), String(fields[5]))) }
-        }
-        let allowed = Set(["/", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", cli.home.appendingPathComponent("sandboxes/\(child.id)").path])
-        for (point, options) in points {
-            #expect(allowed.contains(point) || point.hasPrefix("/dev/"), "the jail mounts \(point)")
-            if point == "/usr" { #expect(options.hasPrefix("ro"), "/usr is mounted \(options) in the jail") }
-        }
-        #expect(points.contains { $0.0 == "/usr" }, "no /usr mount in the jail: \(points)")
-    }
-
-    private static func hostMounts() -> String {
-        (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
-    }
-
+/// The isolation suite as an unprivileged user: the VMMs run as that user in user, network and
+/// mount namespaces of their own, behind a packet filter in their network namespace, limited
+/// through a control group delegated to the user. The test itself is root: it creates the
+/// delegation and the peer namespace, and runs clade as the user.
+@Suite(.serialized, .enabled(
+    if: geteuid() == 0 && IsolationConfiguration.unprivilegedUser != nil,
+    "needs root and CLADE_TEST_UNPRIVILEGED_USER, a non-root account to run clade as (.ci/run creates one)"))
+struct UnprivilegedIsolationTests {
     @Test func aHostileGuestReachesNothingOnTheHostAndTakesOnlyItsShare() throws {
-        // A 0700 store, as `mktemp -d` makes: confinement must not depend on where the store lives.
-        let cli = CLIHarness(home: CLIHarness.privateHome("isolation"))
-        chmod(cli.home.path, 0o700)
+        try IsolationIntegrationTests().hostileGuest(.unprivileged)
+    }
+
+    @Test func siblingsNeverShareRandomNumbersDrawnAfterTheRestore() throws {
+        try IsolationIntegrationTests().siblingsDrawTheirOwnRandomNumbers(.unprivileged)
+    }
+
+    @Test func memoryAndDiskExhaustionStayInsideTheSandbox() throws {
+        try IsolationIntegrationTests().exhaustion(.unprivileged)
+    }
+
+    @Test func aGuestSpeakingGarbageOnItsAgentChannelHurtsOnlyItself() throws {
+        try IsolationIntegrationTests().garbageOnTheAgentChannel(.unprivileged)
+    }
+}
+
+/// The scenarios, each run by both suites.
+extension IsolationIntegrationTests {
+    func hostileGuest(_ configuration: IsolationConfiguration) throws {
+        let cli = try configuration.harness("isolation")
         defer { _ = try? cli.run(["kill", "--all"]) }
         let loopback = try LoopbackServer(port: 18_000 + Int(getpid() % 1000))
         try Self.makePeerNamespace()
@@ -171,7 +74,7 @@ struct IsolationIntegrationTests {
         // Network policy, per mode.
         let hostAddresses = ["10.0.2.2"] + (Self.hostAddress().map { [$0] } ?? [])
         // The daemon's API, on the host's loopback like every `clade serve` by default.
-        let daemon = DaemonProcess(home: cli.home)
+        let daemon = DaemonProcess(cli)
         try daemon.start()
         defer { daemon.stop() }
         let neighbour = try fork(cli, "iso")
@@ -191,7 +94,8 @@ struct IsolationIntegrationTests {
             #expect(status["NoNewPrivs"] == "1")
             let uid = status["Uid"]?.split(whereSeparator: \.isWhitespace).first.flatMap { UInt32($0) } ?? 0
             #expect(uid != 0, "QEMU of \(child.id) runs as root")
-            try expectPrivateMountView(cli, child)
+            if let own = configuration.userUID { #expect(uid == own, "QEMU of \(child.id) runs as \(uid), not as the user") }
+            try expectPrivateMountView(cli, child, configuration)
         }
         #expect(!Self.hostMounts().contains("clade-jail"), "a jail's mounts leaked into the host's namespace")
         // Beyond the host: outbound reaches the peer on any port, allow only on its listed port, none
@@ -200,9 +104,17 @@ struct IsolationIntegrationTests {
         #expect(try reach(cli, listed.id, Self.peerAddress, 8001), "allow reaches its listed destination")
         #expect(try !reach(cli, listed.id, Self.peerAddress, 8002), "allow refuses a port it does not list")
         #expect(try !reach(cli, closed.id, Self.peerAddress, 8001), "none reaches nothing")
-        #expect(Set([neighbour, closed, listed].map { Self.status($0.pid)["Uid"] ?? "" }).count == 3, "each VMM has a uid of its own")
         let listing = try cli.run(["ls", "--json"]).stdout
-        #expect(listing.contains("\"network\" : \"none\"") && listing.contains("\"host_firewall\" : true"))
+        #expect(listing.contains("\"network\" : \"none\""))
+        if configuration.isRoot {
+            #expect(Set([neighbour, closed, listed].map { Self.status($0.pid)["Uid"] ?? "" }).count == 3, "each VMM has a uid of its own")
+            #expect(listing.contains("\"host_firewall\" : true"))
+        } else {
+            // Unprivileged, the user's VMMs share its uid; each has namespaces of its own instead.
+            let namespaces = [neighbour, closed, listed].map { ConfinementTests.namespace("net", of: String($0.pid)) }
+            #expect(Set(namespaces).count == 3 && !namespaces.contains(ConfinementTests.namespace("net", of: "self")), "each VMM has a network namespace of its own")
+            #expect(listing.contains("\"namespaces\" : ["), "\(listing)")
+        }
 
         // CPU quota: a spinning guest with a quarter of a core gets a quarter of a core.
         let before = try execLatency(cli, neighbour.id)
@@ -249,8 +161,8 @@ struct IsolationIntegrationTests {
     /// each fork's reseed and new hostname, so every fork's lines are the snapshot's lines, then
     /// its own: none printed with the snapshot's identity after the restore, and the first line of
     /// each fork differs from every sibling's.
-    @Test func siblingsNeverShareRandomNumbersDrawnAfterTheRestore() throws {
-        let cli = CLIHarness(home: CLIHarness.privateHome("rng"))
+    func siblingsDrawTheirOwnRandomNumbers(_ configuration: IsolationConfiguration) throws {
+        let cli = try configuration.harness("rng")
         defer { _ = try? cli.run(["kill", "--all"]) }
         let loop = #"i=0; while :; do i=$((i+1)); echo "$i $(hostname) $(head -c 16 /dev/urandom | od -An -tx1 | tr -d "[:space:]")" >> /tmp/rng; usleep 10000; done"#
         let warm = "echo '\(loop)' > /tmp/rng.sh && (setsid sh /tmp/rng.sh </dev/null >/dev/null 2>&1 &) && sleep 1"
@@ -298,8 +210,8 @@ struct IsolationIntegrationTests {
     /// stay alive (or are reported dead) without touching their neighbour, and a VMM that grows
     /// past its host-memory limit (QEMU told over QMP to allocate 512 MiB, standing for a runaway
     /// emulator) is killed by the kernel and reported with the cause.
-    @Test func memoryAndDiskExhaustionStayInsideTheSandbox() throws {
-        let cli = CLIHarness(home: CLIHarness.privateHome("isolation-memory"))
+    func exhaustion(_ configuration: IsolationConfiguration) throws {
+        let cli = try configuration.harness("isolation-memory")
         defer { _ = try? cli.run(["kill", "--all"]) }
         let bake = try cli.run(["bake", "--tag", "mem"], timeout: 600)
         try #require(bake.status == 0, "\(bake.stderr)")
@@ -368,7 +280,7 @@ struct IsolationIntegrationTests {
         #expect(after < max(before * 3, before + 300), "the neighbour slowed from \(before) ms to \(after) ms")
         _ = try cli.run(["kill", "--all"])
         #expect(cli.qemuProcesses().isEmpty)
-        #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory/clade/\(runaway.id)") && !FileManager.default.fileExists(atPath: "/sys/fs/cgroup/clade/\(runaway.id)"), "the dead sandbox's control group is left")
+        #expect(!configuration.controlGroupPaths(runaway.id).contains { FileManager.default.fileExists(atPath: $0) }, "the dead sandbox's control group is left")
     }
 
     /// A root process in the guest copies the agent's listening socket out of PID 1
@@ -376,8 +288,8 @@ struct IsolationIntegrationTests {
     /// 100 MiB line; then it floods the agent's virtio-serial port. Each answer clade reads ends
     /// that one request with an error naming the sandbox, fast, with bounded memory; the daemon and
     /// a neighbour sandbox notice nothing; the attacked sandbox works again once the process exits.
-    @Test func aGuestSpeakingGarbageOnItsAgentChannelHurtsOnlyItself() throws {
-        let cli = CLIHarness(home: CLIHarness.privateHome("isolation-channel"))
+    func garbageOnTheAgentChannel(_ configuration: IsolationConfiguration) throws {
+        let cli = try configuration.harness("isolation-channel")
         defer { _ = try? cli.run(["kill", "--all"]) }
         let helper = cli.home.appendingPathComponent("hostile-agent-port")
         let source = CLIHarness.packageRoot.appendingPathComponent("Tests/Fixtures/hostile-agent-port.c")
@@ -385,7 +297,7 @@ struct IsolationIntegrationTests {
         try #require(compiled.status == 0, "cannot build the hostile guest program (needs gcc and libc6-dev): \(compiled.stderr)")
         let bake = try cli.run(["bake", "--tag", "channel"], timeout: 600)
         try #require(bake.status == 0, "\(bake.stderr)")
-        let daemon = DaemonProcess(home: cli.home)
+        let daemon = DaemonProcess(cli)
         try daemon.start()
         defer { daemon.stop() }
         let victim = try fork(cli, "channel")
@@ -448,26 +360,4 @@ struct IsolationIntegrationTests {
         #expect(left.isEmpty, "sandbox directories left behind: \(left)")
     }
 
-    private func cliExec(_ cli: CLIHarness, _ id: String) throws -> (ok: Bool, message: String) {
-        let result = try cli.run(["exec", id, "--", "true"])
-        return (result.status == 0, result.stderr)
-    }
-
-    private func daemonExec(_ daemon: DaemonProcess, _ id: String) throws -> (ok: Bool, message: String) {
-        let result = try ExternalCommand("curl", [
-            "-s", "-m", "60", "-w", "\n%{http_code}", "-H", "Authorization: Bearer \(daemon.token)", "-H", "Content-Type: application/json",
-            "-d", "{\"args\":[\"true\"]}", "http://127.0.0.1:\(daemon.port)/v1/sandboxes/\(id)/exec",
-        ]).run()
-        let lines = result.stdout.split(separator: "\n")
-        return (lines.last == "200", result.stdout)
-    }
-
-    private func daemonExecLatency(_ daemon: DaemonProcess, _ id: String, runs: Int = 5) throws -> Double {
-        try medianMilliseconds(runs: runs) { try daemonExec(daemon, id) }
-    }
-
-    static func residentKiB(_ pid: Int32) -> Int {
-        let value = status(pid)["VmRSS"]?.split(separator: " ").first
-        return value.flatMap { Int($0) } ?? 0
-    }
 }
