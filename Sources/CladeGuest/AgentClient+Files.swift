@@ -32,6 +32,19 @@ extension AgentClient {
         return try await call(request).entry
     }
 
+    /// Sets user metadata on the guest file at `path` (keys lowercased); answers its entry.
+    /// An agent older than the action is ``GuestError/agentLacks(action:)``.
+    @discardableResult
+    public func setMetadata(_ metadata: [String: String], on path: String) async throws -> FileEntry? {
+        var request = AgentRequest(action: .setMetadata, path: path)
+        request.metadata = metadata
+        do {
+            return try await call(request).entry
+        } catch GuestError.agent(let message) where message.hasPrefix("unknown action") {
+            throw GuestError.agentLacks(action: AgentAction.setMetadata.rawValue)
+        }
+    }
+
     public func remove(_ path: String) async throws {
         _ = try await call(AgentRequest(action: .remove, path: path), timeout: 300)
     }

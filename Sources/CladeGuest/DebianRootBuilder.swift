@@ -53,11 +53,17 @@ public struct DebianRootBuilder: Sendable {
         try validate()
         guard ExternalCommand.locate("mmdebstrap") != nil else { throw GuestError.toolMissing("mmdebstrap (apt-get install mmdebstrap)") }
         let user = Self.userName
+        var hooks: [String] = []
+        if includedPackages.contains("sudo") {
+            // `user` has no password, so sudo is only usable without one, as E2B's images give it.
+            hooks.append("--customize-hook=printf '\(user) ALL=(ALL:ALL) NOPASSWD: ALL\\n' > \"$1\"/etc/sudoers.d/\(user) && chmod 0440 \"$1\"/etc/sudoers.d/\(user)")
+        }
         let arguments = [
             "--quiet", "--variant=minbase", "--include=\(includedPackages.joined(separator: ","))",
             "--customize-hook=chroot \"$1\" useradd --create-home --uid \(Self.userID) --user-group --shell /bin/bash \(user)",
             "--customize-hook=rm -f \"$1\"/var/log/dpkg.log \"$1\"/var/log/alternatives.log \"$1\"/var/log/apt/*.log \"$1\"/var/log/apt/eipp.log.xz \"$1\"/var/cache/ldconfig/aux-cache \"$1\"/etc/machine-id \"$1\"/var/lib/dbus/machine-id",
             "--customize-hook=printf 'clade\\n' > \"$1\"/etc/hostname",
+        ] + hooks + [
             suite, output.path, mirror,
         ]
         logger.info("building a Debian root", metadata: ["suite": "\(suite)", "mirror": "\(mirror)", "packages": "\(includedPackages.joined(separator: ","))"])

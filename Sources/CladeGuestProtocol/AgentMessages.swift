@@ -58,6 +58,9 @@ public enum AgentAction: String, Codable, Sendable, CaseIterable {
     case freeze
     /// v2: let processes held by `freeze` run again.
     case thaw
+    /// v2: set user metadata (`metadata`, key to value) on the file at `path`, kept as extended
+    /// attributes (`user.clade.<key>`); keys are lowercased.
+    case setMetadata = "set_metadata"
 }
 
 /// One request, sent as a single JSON line.
@@ -132,10 +135,12 @@ public struct AgentRequest: Codable, Sendable, Equatable {
     public var upload: String?
     /// `eval`: the code.
     public var code: String?
+    /// `set_metadata`: the metadata to set.
+    public var metadata: [String: String]?
 
     enum CodingKeys: String, CodingKey {
         case id, action, args, env, cwd, user, stdin, timeout, path, content, mode, hostname, entropy, generation, mac
-        case command, tag, pty, detach, background, pid, signal, data, offset, length, depth, recursive, destination, commit, upload, code
+        case command, tag, pty, detach, background, pid, signal, data, offset, length, depth, recursive, destination, commit, upload, code, metadata
         case stdinBase64 = "stdin_b64"
         case timeNanoseconds = "time_ns"
     }
@@ -305,9 +310,11 @@ public struct FileEntry: Codable, Sendable, Equatable {
     /// Modification time, seconds since the epoch.
     public var modifiedAt: Double
     public var symlinkTarget: String?
+    /// User metadata set with `set_metadata` (nil when there is none).
+    public var metadata: [String: String]?
 
     enum CodingKeys: String, CodingKey {
-        case name, path, type, size, mode, uid, gid
+        case name, path, type, size, mode, uid, gid, metadata
         case modifiedAt = "mtime"
         case symlinkTarget = "symlink_target"
     }

@@ -70,6 +70,8 @@ public struct QEMUDriver: VMBackend {
             guard clade_pipe_cloexec(&exitPipe) == 0 else { throw StoreError.systemCall("pipe", path: spec.runtimeDirectory.path, errno: errno) }
         }
         defer { exitPipe.filter { $0 >= 0 }.forEach { close($0) } }
+        let begun = Date()
+        func elapsed() -> String { "\(Int(Date().timeIntervalSince(begun) * 1000))ms" }
         let pid: Int32
         do {
             if spec.confinement.privateMountView {
@@ -85,11 +87,13 @@ public struct QEMUDriver: VMBackend {
             close(exitPipe[1])
             exitPipe[1] = -1
         }
+        let spawned = elapsed()
         let machine = QEMUMachine(files: files, pid: pid, logger: logger)
         guard await machine.waitUntilReady() else {
             await machine.stop()
             throw launchFailure("QEMU exited before its monitor answered")
         }
+        let ready = elapsed()
         if let helper {
             do {
                 if let policy = spec.confinement.namespaceFirewall {
@@ -111,6 +115,9 @@ public struct QEMUDriver: VMBackend {
                 throw error
             }
         }
+        // Where a launch's time goes, for `-vv`: the detached spawn (jail included), QEMU's own
+        // start until its monitor answers, then the network helper and the control group.
+        logger.debug("qemu launched", metadata: ["vm": "\(spec.name)", "spawned": "\(spawned)", "monitor_ready": "\(ready)", "confined": "\(elapsed())"])
         return machine
     }
 

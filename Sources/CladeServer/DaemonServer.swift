@@ -59,7 +59,10 @@ public enum Daemon {
                 router: router, configuration: .init(address: .unixDomainSocket(path: path), serverName: "clade"),
                 onServerRunning: { _ in chmod(path, 0o600) }, logger: logger))
         }
-        guard !services.isEmpty else { throw APIError(.badRequest, "give --listen HOST:PORT, --unix PATH, or both") }
+        // `--listen none --e2b-listen ...` serves only E2B's API: a daemon needs one API, any of them.
+        guard !services.isEmpty || e2b != nil else {
+            throw APIError(.badRequest, "nothing to serve: give --listen HOST:PORT, --unix PATH or --e2b-listen HOST:PORT (any of them, or several)")
+        }
         if let proxyListen = configuration.proxyListen {
             guard let domain = configuration.proxyDomain else { throw APIError(.badRequest, "--proxy-listen needs --proxy-domain (the domain whose <port>-<id> hosts it serves)") }
             let (host, port) = try parse(proxyListen)

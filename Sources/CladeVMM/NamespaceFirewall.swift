@@ -80,7 +80,8 @@ public enum NamespaceFirewall {
             var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
             let length = socklen_t(family == AF_INET ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size)
             guard getnameinfo(address, length, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0 else { continue }
-            let text = String(cString: host).split(separator: "%").first.map(String.init) ?? ""
+            let name = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let text = name.split(separator: "%").first.map(String.init) ?? ""
             if text.isEmpty || text.hasPrefix("127.") || text == "::1" || text.hasPrefix("fe80:") { continue }
             if !addresses.contains(text) { addresses.append(text) }
         }

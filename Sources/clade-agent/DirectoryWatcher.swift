@@ -39,6 +39,8 @@ enum DirectoryWatcher {
         let watched = directories
         startThread {
             var directories = watched
+            // Cookies of renames away from staging files: the matching arrival is an upload landing.
+            var landing: [UInt32: String] = [:]
             defer { close(fd) }
             var buffer = [UInt8](repeating: 0, count: 64 * 1024)
             while !connection.isClosed {
@@ -50,6 +52,7 @@ enum DirectoryWatcher {
                 while offset + 16 <= count {
                     let descriptor = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: Int32.self) }
                     let eventMask = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self) }
+                    let cookie = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self) }
                     let nameLength = Int(buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self) })
                     let nameBytes = buffer[(offset + 16)..<min(count, offset + 16 + nameLength)].prefix { $0 != 0 }
                     offset += 16 + nameLength
@@ -61,14 +64,27 @@ enum DirectoryWatcher {
                         let added = inotify_add_watch(fd, path, mask)
                         if added >= 0 { directories[added] = path }
                     }
-                    guard let operation = operationName(eventMask) else { continue }
-                    if name.isEmpty && operation != "remove" { continue }
-                    var event = AgentResponse(id: requestID)
-                    event.event = .fs
-                    event.operation = operation
-                    event.path = path
-                    if operation != "remove" { event.entry = try? FileOperations.entry(at: path) }
-                    if !connection.send(event) { return }
+                    if StagedUploads.isStaging(name) {
+                        if eventMask & UInt32(IN_MOVED_FROM) != 0 {
+                            // Staging files moved elsewhere never land here: keep the map small.
+                            if landing.count > 1024 { landing.removeAll() }
+                            landing[cookie] = path
+                        }
+                        continue
+                    }
+                    guard var operations = operationName(eventMask).map({ [$0] }) else { continue }
+                    if eventMask & UInt32(IN_MOVED_TO) != 0, let staging = landing.removeValue(forKey: cookie) {
+                        operations = StagedUploads.targetExisted(staging: staging) ? ["write"] : ["create", "write"]
+                    }
+                    if name.isEmpty && operations != ["remove"] { continue }
+                    for operation in operations {
+                        var event = AgentResponse(id: requestID)
+                        event.event = .fs
+                        event.operation = operation
+                        event.path = path
+                        if operation != "remove" { event.entry = try? FileOperations.entry(at: path) }
+                        if !connection.send(event) { return }
+                    }
                 }
             }
         }

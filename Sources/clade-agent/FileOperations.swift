@@ -51,9 +51,11 @@ enum FileOperations {
         default: kind = .other
         }
         let name = path == "/" ? "/" : String(path.split(separator: "/").last ?? "")
-        return FileEntry(
+        var entry = FileEntry(
             name: name, path: path, type: kind, size: Int64(info.st_size), mode: Int(info.st_mode & 0o7777), uid: info.st_uid,
             gid: info.st_gid, modifiedAt: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9, symlinkTarget: target)
+        if kind == .file || kind == .directory { entry.metadata = FileMetadata.read(path) }
+        return entry
     }
 
     static func join(_ directory: String, _ name: String) -> String {
@@ -175,9 +177,10 @@ enum FileOperations {
         guard let data = Data(base64Encoded: request.data ?? "") else { throw CommandError(description: "data is not valid base64") }
         guard data.count <= maxChunkBytes else { throw CommandError(description: "a chunk is at most \(maxChunkBytes) bytes") }
         let offset = request.offset ?? 0
-        let staging = "\(path).clade-upload-\(upload)"
+        let staging = "\(path)\(StagedUploads.marker)\(upload)"
         let mode = mode_t(request.mode ?? 0o644)
         let flags = O_WRONLY | O_CREAT | O_CLOEXEC | (offset == 0 ? O_TRUNC : 0)
+        if offset == 0 { StagedUploads.began(staging: staging, targetExisted: access(path, F_OK) == 0) }
         let fd = open(staging, flags, mode)
         guard fd >= 0 else { throw failure("create", staging) }
         if offset == 0 && request.commit != true {

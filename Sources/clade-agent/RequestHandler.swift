@@ -89,6 +89,11 @@ struct RequestHandler: Sendable {
             case .thaw:
                 UserFreezer.thaw()
                 response = AgentResponse()
+            case .setMetadata:
+                let path = try requirePath(request)
+                try FileMetadata.set(request.metadata ?? [:], on: path)
+                response = AgentResponse()
+                response.entry = try FileOperations.entry(at: path)
             }
         } catch {
             response = AgentResponse(error: "\(error)")
@@ -227,6 +232,7 @@ struct RequestHandler: Sendable {
         }
         if let hostname = request.hostname {
             if sethostname(hostname, hostname.utf8.count) != 0 { warnings.append("cannot set the hostname: \(String(cString: strerror(errno)))") }
+            if let problem = HostsFile.update() { warnings.append(problem) }
         }
         if let mac = request.mac {
             let octets = mac.split(separator: ":").compactMap { UInt8($0, radix: 16) }

@@ -31,6 +31,7 @@ ChildReaper.blockChildSignal()
 signal(SIGPIPE, SIG_IGN)
 setenv("PATH", CommandRunner.defaultPath, 1)
 UserFreezer.setUp()
+if let problem = HostsFile.update() { log(problem) }
 let reaper = ChildReaper()
 reaper.start()
 let handler = RequestHandler(reaper: reaper, table: ProcessTable())

@@ -12,7 +12,7 @@ struct E2BCommand: AsyncParsableCommand {
 struct E2BInit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "init",
-        abstract: "Build and bake an E2B template (default: base, a Debian image with user, bash, python3), and print the API key file.",
+        abstract: "Build and bake an E2B template (default: base, Debian with user and passwordless sudo, python, pip, curl and git), and print the API key file.",
         discussion: """
             Templates are baked on first use anyway; running this first keeps the first Sandbox.create fast. \
             A template id names a snapshot; an image of that name is baked into one; `base` is built if missing.

@@ -15,9 +15,9 @@ struct UnprivilegedConfinementTests {
         let group = root.appendingPathComponent(delegated)
         try FileManager.default.createDirectory(at: group.appendingPathComponent(own), withIntermediateDirectories: true)
         for file in ["cgroup.procs", "cgroup.subtree_control"] {
-            FileManager.default.createFile(atPath: group.appendingPathComponent(file).path, contents: nil)
+            _ = FileManager.default.createFile(atPath: group.appendingPathComponent(file).path, contents: nil)
         }
-        FileManager.default.createFile(atPath: group.appendingPathComponent("cgroup.controllers").path, contents: Data("cpuset cpu io memory pids\n".utf8))
+        _ = FileManager.default.createFile(atPath: group.appendingPathComponent("cgroup.controllers").path, contents: Data("cpuset cpu io memory pids\n".utf8))
         return root
     }
 

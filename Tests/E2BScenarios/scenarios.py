@@ -7,11 +7,15 @@ non-zero. `python scenarios.py sync` runs the synchronous SDK through every scen
 """
 
 import asyncio
+import datetime
 import http.client
+import json
 import os
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import e2b
 from e2b import AsyncSandbox, CommandExitException, Sandbox, SandboxQuery, TimeoutException
@@ -59,6 +63,23 @@ def commands(sb):
     except TimeoutException:
         check(time.time() - started < 9, "the timeout took as long as the command")
     step("commands: echo, stderr, exit codes, env, cwd, user, stdin, timeout")
+
+
+def base_template(sb):
+    for tool in ["python --version", "pip --version", "curl --version", "git --version"]:
+        r = sb.commands.run(tool)
+        check(r.exit_code == 0 and r.stdout.strip(), f"{tool}: {r}")
+    check(sb.commands.run("python -c 'import sys; print(sys.version_info[0])'").stdout == "3\n", "python is python3")
+    r = sb.commands.run("sudo -n whoami")
+    check(r.stdout == "root\n" and "unable to resolve" not in r.stderr, f"passwordless sudo for user: {r.stdout!r} {r.stderr!r}")
+    r = sb.commands.run("getent hosts $(hostname)")
+    check(r.stdout.startswith("127.0.1.1") and sb.sandbox_id in r.stdout, f"own hostname resolves: {r.stdout!r}")
+    step("base: python is python3, pip, curl, git, passwordless sudo, own hostname resolvable")
+
+
+def hostname_resolves(sandbox, what):
+    r = sandbox.commands.run("sudo -n true && getent hosts $(hostname)")
+    check(r.stdout.startswith("127.0.1.1") and sandbox.sandbox_id in r.stdout and "unable to resolve" not in r.stderr, f"{what}: {r.stdout!r} {r.stderr!r}")
 
 
 def background(sb):
@@ -133,10 +154,50 @@ def files(sb):
     step("files: write, read, list, exists, make_dir, rename, remove, get_info, watch")
 
 
+def envd_parity(sb):
+    """What E2B's own SDK suite checks of envd 0.6.x and that our other scenarios do not."""
+    info = sb.files.write("meta/m.txt", "with metadata", metadata={"Author": "mish", "purpose": "upload"})
+    check(info.metadata == {"author": "mish", "purpose": "upload"}, f"write metadata: {info.metadata}")
+    check(sb.files.get_info("meta/m.txt").metadata == {"author": "mish", "purpose": "upload"}, "metadata read back")
+    check(sb.files.write("meta/plain.txt", "none").metadata is None and sb.files.get_info("meta/plain.txt").metadata is None, "no metadata")
+    sb.files.remove("/home/user/never-was")
+    for d in ["tree/b", "tree/a/y", "tree/a/x"]:
+        sb.files.make_dir(d)
+    sb.files.write("tree/c.txt", "c")
+    paths = [e.path.removeprefix("/home/user/tree/") for e in sb.files.list("tree", depth=2)]
+    check(paths == ["a", "a/x", "a/y", "b", "c.txt"], f"list order: {paths}")
+    watcher = sb.files.watch_dir("meta", include_entry=True)
+    sb.files.write("meta/m.txt", "rewritten")
+    sb.files.write("meta/fresh.txt", "new")
+    events = []
+    deadline = time.time() + 20
+    while time.time() < deadline and not any(e.name == "fresh.txt" and e.type == e2b.FilesystemEventType.WRITE for e in events):
+        events += watcher.get_new_events()
+        time.sleep(0.2)
+    watcher.stop()
+    names = {e.name for e in events}
+    check(not any("clade-upload" in n for n in names), f"a watcher saw the staging file: {names}")
+    kinds = {(e.name, e.type) for e in events}
+    check(("m.txt", e2b.FilesystemEventType.WRITE) in kinds and ("m.txt", e2b.FilesystemEventType.CREATE) not in kinds, f"rewrite: {kinds}")
+    check({("fresh.txt", e2b.FilesystemEventType.CREATE), ("fresh.txt", e2b.FilesystemEventType.WRITE)} <= kinds, f"new file: {kinds}")
+    written = next(e for e in events if e.name == "m.txt" and e.type == e2b.FilesystemEventType.WRITE)
+    check(written.entry is not None and written.entry.path == "/home/user/meta/m.txt", f"entry info: {written.entry}")
+    url = sb.download_url("meta/m.txt", "user", 120)
+    with urllib.request.urlopen(url) as answer:
+        check(answer.read() == b"rewritten", "signed download URL")
+    try:
+        urllib.request.urlopen(sb.download_url("meta/m.txt", "user", use_signature_expiration=-120))
+        raise AssertionError("an expired signed URL was served")
+    except urllib.error.HTTPError as refused:
+        check(refused.code == 401 and json.loads(refused.read()) == {"code": 401, "message": "signature is already expired"}, "expired signature")
+    step("envd 0.6: file metadata, remove of a missing path, list order, watch entries and no staging names, signed URLs")
+
+
 def fork_isolation(sb):
     sb.files.write("/home/user/shared.txt", "parent")
     child = sb.fork(timeout=CREATE_TIMEOUT)[0]
     check(child.files.read("/home/user/shared.txt") == "parent", "fork sees parent's file")
+    hostname_resolves(child, "a fork's new hostname resolves")
     child.files.write("/home/user/shared.txt", "child")
     check(sb.files.read("/home/user/shared.txt") == "parent", "parent changed by child")
     sb.files.write("/home/user/shared.txt", "parent2")
@@ -178,20 +239,30 @@ def timeout_and_snapshot(sb):
     from_snap = Sandbox.create(snap.snapshot_id, timeout=CREATE_TIMEOUT)
     check(from_snap.files.read("/home/user/shared.txt") == "parent2", "create from snapshot")
     from_snap.kill()
+    check(Sandbox.delete_snapshot(snap.snapshot_id), "delete_snapshot")
+    check(not Sandbox.delete_snapshot(snap.snapshot_id), "a deleted snapshot is not found again")
     short = Sandbox.create(TEMPLATE, timeout=CREATE_TIMEOUT)
     short.set_timeout(5)
     deadline = time.time() + 30
     while time.time() < deadline and short.is_running():
         time.sleep(1)
     check(not short.is_running(), "sandbox still running after its 5 s timeout")
-    step("create_snapshot then create from it; set_timeout(5) ends the sandbox")
+    step("create_snapshot, create from it, delete_snapshot; set_timeout(5) ends the sandbox")
 
 
-def listing(tag):
+def listing(tag, sb):
     found = Sandbox.list(query=SandboxQuery(metadata={"suite": tag})).next_items()
     check(len(found) == 1 and found[0].metadata.get("suite") == tag, f"list by metadata: {found}")
     check(Sandbox.list(query=SandboxQuery(metadata={"suite": "no-such"})).next_items() == [], "metadata filter")
-    step("Sandbox.list with a metadata filter")
+    started = sb.get_info().started_at
+    since = Sandbox.list(query=SandboxQuery(metadata={"suite": tag}, started_after=started)).next_items()
+    check([s.sandbox_id for s in since] == [sb.sandbox_id], f"started_after its own start: {since}")
+    later = Sandbox.list(query=SandboxQuery(metadata={"suite": tag}, started_after=started + datetime.timedelta(seconds=1))).next_items()
+    check(later == [], f"started_after a second later: {later}")
+    end = sb.get_info().end_at
+    Sandbox.connect(sb.sandbox_id, timeout=30)
+    check(sb.get_info().end_at >= end, "connect with a shorter timeout shortened the sandbox's life")
+    step("Sandbox.list with metadata and started_after filters; connect never shortens a timeout")
 
 
 def guest_port(sb):
@@ -277,10 +348,12 @@ def run_sync():
     try:
         step(f"create from {TEMPLATE}: {sb.sandbox_id}")
         commands(sb)
+        base_template(sb)
         background(sb)
         files(sb)
+        envd_parity(sb)
         routing(sb)
-        listing(tag)
+        listing(tag, sb)
         guest_port(sb)
         fork_isolation(sb)
         sb = pause_resume(sb)

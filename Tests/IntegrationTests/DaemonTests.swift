@@ -14,6 +14,9 @@ final class DaemonProcess: @unchecked Sendable {
     private var process: Process?
     /// More `clade serve` options (e.g. `--proxy-domain`).
     var extraArguments: [String] = []
+    /// Serve only E2B's API (`--listen none`), on the `--e2b-listen` port given in
+    /// ``extraArguments``, which is then the port whose `/health` says the daemon is up.
+    var e2bOnlyPort: Int?
 
     /// How clade is run (binary, user, control group); the default harness of `home` unless given.
     private let cli: CLIHarness
@@ -36,7 +39,9 @@ final class DaemonProcess: @unchecked Sendable {
         try token.write(to: tokenFile, atomically: true, encoding: .utf8)
         for _ in 0..<5 {
             port = Int.random(in: 20000...40000)
-            let process = try cli.process(["serve", "--listen", "127.0.0.1:\(port)", "--token-file", tokenFile.path] + extraArguments)
+            let listen = e2bOnlyPort == nil ? "127.0.0.1:\(port)" : "none"
+            let health = e2bOnlyPort.map { "http://127.0.0.1:\($0)/health" } ?? "http://127.0.0.1:\(port)/healthz"
+            let process = try cli.process(["serve", "--listen", listen, "--token-file", tokenFile.path] + extraArguments)
             let log = home.appendingPathComponent("daemon.log")
             if !FileManager.default.fileExists(atPath: log.path) { FileManager.default.createFile(atPath: log.path, contents: nil) }
             let handle = try FileHandle(forWritingTo: log)
@@ -45,7 +50,7 @@ final class DaemonProcess: @unchecked Sendable {
             process.standardError = handle
             try process.run()
             for _ in 0..<200 where process.isRunning {
-                if (try? ExternalCommand("curl", ["-sf", "http://127.0.0.1:\(port)/healthz"]).run().status) == 0 {
+                if (try? ExternalCommand("curl", ["-sf", health]).run().status) == 0 {
                     self.process = process
                     return
                 }

@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized) struct E2BTests {
     static let cli = CLIHarness(home: CLIHarness.privateHome("e2b"))
 
-    /// The daemon with the E2B listener, its port and API key.
+    /// The daemon with only the E2B listener (`--listen none`), its port and API key.
     func startDaemon() throws -> (DaemonProcess, port: Int, key: String) {
         let key = "e2b_test_\(UUID().uuidString.prefix(8).lowercased())"
         let keyFile = Self.cli.home.appendingPathComponent("e2b-keys")
@@ -16,6 +16,7 @@ import Testing
         let daemon = DaemonProcess(home: Self.cli.home)
         let port = Int.random(in: 40001...50000)
         daemon.extraArguments = ["--e2b-listen", "127.0.0.1:\(port)", "--e2b-api-key-file", keyFile.path]
+        daemon.e2bOnlyPort = port
         try daemon.start()
         return (daemon, port, key)
     }

@@ -4,6 +4,8 @@
 // Swift sees them. The definitions live in shims.c, which alone defines _GNU_SOURCE, so
 // this header does not change how system headers look to Swift.
 #include <spawn.h>
+// Extended attributes (the agent's file metadata); Swift's Glibc module leaves this header out.
+#include <sys/xattr.h>
 
 int clade_pipe_cloexec(int fds[2]);
 int clade_accept_cloexec(int fd);

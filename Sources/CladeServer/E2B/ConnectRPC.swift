@@ -235,6 +235,22 @@ struct ProtoJSON: @unchecked Sendable {
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return formatter.string(from: Date(timeIntervalSince1970: seconds))
     }
+
+    /// An RFC 3339 time as clients write it: any number of fractional digits (Python's
+    /// `isoformat` writes six), `Z` or an offset, or none (read as UTC).
+    static func date(rfc3339 text: String) -> Date? {
+        var whole = text
+        var fraction = 0.0
+        if let dot = text.firstIndex(of: ".") {
+            let digits = text[text.index(after: dot)...].prefix { $0.isNumber }
+            fraction = Double("0." + digits) ?? 0
+            whole = String(text[..<dot]) + String(text[text.index(after: dot)...].dropFirst(digits.count))
+        }
+        if whole.count == 19 { whole += "Z" }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.date(from: whole).map { $0.addingTimeInterval(fraction) }
+    }
 }
 
 extension Data {

@@ -19,6 +19,7 @@ extension E2BService {
         ("POST", "/sandboxes/{sandboxID}/connect"), ("POST", "/v2/sandboxes/{sandboxID}/connect"),
         ("POST", "/sandboxes/{sandboxID}/fork"), ("POST", "/sandboxes/{sandboxID}/snapshots"), ("GET", "/snapshots"),
         ("GET", "/sandboxes/{sandboxID}/metrics"), ("GET", "/sandboxes/{sandboxID}/logs"), ("GET", "/v2/sandboxes/{sandboxID}/logs"),
+        ("DELETE", "/templates/{templateID}"),
     ]
 
     func addControlRoutes(to router: Router<E2BContext>) {
@@ -85,6 +86,9 @@ extension E2BService {
             return try await service.snapshot(try id(context), name: body.string("name"))
         })
         router.get("/snapshots", use: handle { request, _ in try await service.listSnapshots(request) })
+        router.delete("/templates/:templateID", use: handle { _, context in
+            try await service.deleteSnapshot(try context.parameters.require("templateID"))
+        })
         router.get("/sandboxes/:sandboxID/metrics", use: handle { _, context in
             let (record, _) = try await service.require(try id(context))
             return Self.json(service.metrics(record))
@@ -135,7 +139,12 @@ extension E2BService {
             current = try await engine.standby.resume(id: record.id)
             status = .created
         }
-        if let timeout { try await setTimeout(record.id, seconds: timeout) } else if status == .created {
+        if let timeout {
+            // Connecting to a running sandbox may lengthen its life, never shorten it (E2B's rule).
+            // A sandbox with no end time keeps having none.
+            let remaining = current.expiresAt.map { Int($0.timeIntervalSinceNow.rounded(.up)) } ?? Int.max
+            if status == .created || timeout > remaining { try await setTimeout(record.id, seconds: timeout) }
+        } else if status == .created {
             try await setTimeout(record.id, seconds: Self.defaultTimeout)
         }
         return Self.json(sandbox(current, state), status: status)
@@ -173,37 +182,6 @@ extension E2BService {
         return Self.json(results, status: .created)
     }
 
-    /// A named branch of the sandbox: a template `Sandbox.create` can start from.
-    func snapshot(_ id: String, name: String?) async throws -> Response {
-        let (record, _) = try await require(id)
-        guard record.state == .running else { throw E2BError(409, "sandbox \(id) is paused; connect to it before taking a snapshot") }
-        let tag = name ?? "snapshot-\(Names.newSandboxID())"
-        do { try Names.validate(tag, kind: "snapshot") } catch { throw E2BError(400, "\(error)") }
-        if try await engine.snapshots.list().contains(where: { $0.tag == tag }) {
-            throw E2BError(409, "a snapshot named '\(tag)' exists; choose another name or remove it with `clade rmi \(tag)`")
-        }
-        _ = try await engine.branches.branch(id: id, tag: tag, mode: .diff)
-        return Self.json(["snapshotID": tag, "names": [tag]], status: .created)
-    }
-
-    func listSnapshots(_ request: Request) async throws -> Response {
-        let query = request.uri.queryParameters
-        var snapshots = try await engine.snapshots.list().filter { !$0.tag.hasPrefix(Self.forkSnapshotPrefix) }
-        if let name = query.get("name") { snapshots = snapshots.filter { $0.tag == String(name) } }
-        if let sandbox = query.get("sandboxID") { snapshots = snapshots.filter { $0.branchedFrom == String(sandbox) } }
-        return Self.json(snapshots.map { ["snapshotID": $0.tag, "names": [$0.tag]] as [String: Any] })
-    }
-
-    /// Removes fork snapshots no sandbox depends on any more (each E2B fork leaves one behind).
-    func collectForkSnapshots() async {
-        guard let snapshots = try? await engine.snapshots.list() else { return }
-        for snapshot in snapshots where snapshot.tag.hasPrefix(Self.forkSnapshotPrefix) {
-            if let info = try? await engine.snapshots.info(snapshot.tag), info.dependentSandboxes.isEmpty, info.childSnapshots.isEmpty {
-                _ = try? await engine.snapshots.remove(snapshot.tag)
-            }
-        }
-    }
-
     // MARK: listing
 
     func list(_ request: Request, version: Int) async throws -> Response {
@@ -219,6 +197,11 @@ extension E2BService {
             states = ["running", "paused"]
         }
         let template = query.get("template").map { String($0) }
+        var startedAfter: Date?
+        if let text = query.get("startedAfter") {
+            guard let date = ProtoJSON.date(rfc3339: String(text)) else { throw E2BError(400, "'startedAfter' is not an RFC 3339 time: \(text)") }
+            startedAfter = date
+        }
         var rows: [(SandboxRecord, E2BSandboxState)] = []
         let listedAt = Date()
         let records = try await engine.sandboxes.list()
@@ -227,6 +210,8 @@ extension E2BService {
             guard let state = self.states.get(record.id), let listed = Self.state(record) else { continue }
             guard states.contains(listed), wanted.allSatisfy({ state.metadata[$0.key] == $0.value }) else { continue }
             if let template, state.templateID != template { continue }
+            // Start times go out with milliseconds; one read back names the same instant.
+            if let startedAfter, state.startedAt.addingTimeInterval(0.001) < startedAfter { continue }
             rows.append((record, state))
         }
         let descending = query.get("order") != "asc"

@@ -57,6 +57,7 @@ extension E2BService {
         let user = query.get("username").map { String($0) }
         let agent = try engine.processes.agent(for: sandbox)
         let contentType = request.headers[.contentType] ?? ""
+        let metadata = try Self.uploadMetadata(request.headers)
         var written: [[String: Any]] = []
         if contentType.lowercased().hasPrefix("multipart/form-data") {
             guard let boundary = Self.boundary(contentType) else { throw E2BError(400, "the multipart Content-Type has no boundary") }
@@ -73,8 +74,8 @@ extension E2BService {
                 }
                 let path = try Self.resolve(target, user: user)
                 let content = SingleShot(part.content)
-                try await write(path, agent: agent, sandbox: sandbox, user: user) { content.next() }
-                written.append(["name": (path as NSString).lastPathComponent, "type": "file", "path": path])
+                try await write(path, agent: agent, sandbox: sandbox, user: user, metadata: metadata) { content.next() }
+                written.append(Self.writeInfo(path, metadata: metadata))
             }
         } else {
             guard let target = query.get("path"), !target.isEmpty else { throw E2BError(400, "give the file as ?path= for an octet-stream upload") }
@@ -82,7 +83,7 @@ extension E2BService {
             let chunks = BodyChunks(request.body)
             let gzip = request.headers[.contentEncoding]?.lowercased() == "gzip"
             let inflater = gzip ? try GzipInflater() : nil
-            try await write(path, agent: agent, sandbox: sandbox, user: user) {
+            try await write(path, agent: agent, sandbox: sandbox, user: user, metadata: metadata) {
                 guard let inflater else { return try await chunks.next(AgentClient.transferChunkBytes) }
                 while true {
                     guard let piece = try await chunks.next(256 << 10) else { return try inflater.finish() }
@@ -90,14 +91,17 @@ extension E2BService {
                     if !out.isEmpty { return out }
                 }
             }
-            written.append(["name": (path as NSString).lastPathComponent, "type": "file", "path": path])
+            written.append(Self.writeInfo(path, metadata: metadata))
         }
         return Self.json(written)
     }
 
     /// Writes one file through the agent: missing directories made, the file and those
     /// directories given to `user` (unless root).
-    func write(_ path: String, agent: AgentClient, sandbox: String, user: String?, from source: @escaping @Sendable () async throws -> Data?) async throws {
+    func write(
+        _ path: String, agent: AgentClient, sandbox: String, user: String?, metadata: [String: String] = [:],
+        from source: @escaping @Sendable () async throws -> Data?
+    ) async throws {
         let parent = (path as NSString).deletingLastPathComponent
         var created: [String] = []
         var probe = parent
@@ -111,9 +115,35 @@ extension E2BService {
         } catch {
             throw E2BError(APIError.from(error).status.code == 404 ? 404 : 400, "cannot write \(path): \(error)")
         }
+        if !metadata.isEmpty {
+            do { try await agent.setMetadata(metadata, on: path) } catch { throw E2BError(APIError.from(error).status.code, "cannot set metadata on \(path): \(error)") }
+        }
         if let owner = await owner(user, sandbox: sandbox) {
             _ = try? await agent.run(ProcessSpec(args: ["chown", "\(owner):"] + [path] + created, user: "root")) { _ in }
         }
+    }
+
+    /// envd ≥ 0.6.2's file metadata: one `X-Metadata-<key>: <value>` header per entry, applied to
+    /// every file of the upload. Keys are HTTP tokens (lowercased), values printable ASCII.
+    static func uploadMetadata(_ headers: HTTPFields) throws -> [String: String] {
+        var metadata: [String: String] = [:]
+        let prefix = "x-metadata-"
+        for field in headers where field.name.canonicalName.hasPrefix(prefix) {
+            let key = String(field.name.canonicalName.dropFirst(prefix.count))
+            guard !key.isEmpty else { throw E2BError(400, "a metadata header needs a key after X-Metadata-") }
+            guard field.value.unicodeScalars.allSatisfy({ (0x20...0x7E).contains($0.value) }) else {
+                throw E2BError(400, "the value of metadata '\(key)' must be printable US-ASCII")
+            }
+            metadata[key] = field.value
+        }
+        return metadata
+    }
+
+    /// A `WriteInfo` of an uploaded file.
+    static func writeInfo(_ path: String, metadata: [String: String]) -> [String: Any] {
+        var info: [String: Any] = ["name": (path as NSString).lastPathComponent, "type": "file", "path": path]
+        if !metadata.isEmpty { info["metadata"] = metadata }
+        return info
     }
 
     static func boundary(_ contentType: String) -> String? {

@@ -38,17 +38,30 @@ extension E2BService {
             guard try await agent.stat(path).type == .directory else { throw ConnectError(.invalidArgument, "\(path) is not a directory") }
             let depth = max(message.int("depth") ?? 1, 1)
             var entries: [[String: Any]] = []
-            for entry in try await agent.list(path, depth: depth) { entries.append(try await service.entry(entry, sandbox: id, agent: agent)) }
+            // envd walks each directory in name order, so entries come sorted by path.
+            for entry in try await agent.list(path, depth: depth).sorted(by: { $0.path < $1.path }) {
+                entries.append(try await service.entry(entry, sandbox: id, agent: agent))
+            }
             return ["entries": entries]
         }
         unary("Remove") { message, agent, _, user in
-            try await agent.remove(try service.path(message, "path", user: user))
+            // envd removes like `rm -rf`: a path that is already gone is not an error.
+            do {
+                try await agent.remove(try service.path(message, "path", user: user))
+            } catch let error as GuestError where error.category == .notFound {}
             return [:]
         }
-        unary("CreateWatcher") { message, agent, _, user in
+        unary("CreateWatcher") { message, agent, id, user in
             let path = try service.path(message, "path", user: user)
             guard try await agent.stat(path).type == .directory else { throw ConnectError(.invalidArgument, "\(path) is not a directory") }
-            return ["watcherId": try await service.watchers.create(agent: agent, path: path, recursive: message.bool("recursive"))]
+            var describe: (@Sendable (FileEntry) async -> ProtoJSON?)?
+            if message.bool("includeEntry") {
+                describe = { entry in
+                    guard let fields = try? await service.entry(entry, sandbox: id, agent: agent) else { return nil }
+                    return ProtoJSON(fields)
+                }
+            }
+            return ["watcherId": try await service.watchers.create(agent: agent, path: path, recursive: message.bool("recursive"), describe: describe)]
         }
         unary("GetWatcherEvents") { message, _, _, _ in
             guard let watcher = message.string("watcherId") else { throw ConnectError(.invalidArgument, "'watcherId' is required") }
@@ -65,11 +78,14 @@ extension E2BService {
             let agent = try service.engine.processes.agent(for: id)
             guard try await agent.stat(path).type == .directory else { throw ConnectError(.invalidArgument, "\(path) is not a directory") }
             let recursive = message.bool("recursive")
+            // envd ≥ 0.6.3 describes the entry an event is about, when asked and it still exists.
+            let includeEntry = message.bool("includeEntry")
             return ConnectRPC.stream(deadline: ConnectRPC.timeout(of: request), keepalive: Self.keepalive(request, message: ["keepalive": [String: Any]()])) { send in
                 try await agent.watch(path, recursive: recursive) { line in
                     if line.event == .watching {
                         try await send(["start": [String: Any]()])
-                    } else if let event = Self.filesystemEvent(line, root: path) {
+                    } else if var event = Self.filesystemEvent(line, root: path) {
+                        if includeEntry, let entry = line.entry { event["entry"] = try? await service.entry(entry, sandbox: id, agent: agent) }
                         try await send(["filesystem": event])
                     }
                     return true
@@ -133,6 +149,7 @@ extension E2BService {
             "modifiedTime": ProtoJSON.timestamp(entry.modifiedAt),
         ]
         if let target = entry.symlinkTarget { info["symlinkTarget"] = target }
+        if let metadata = entry.metadata { info["metadata"] = metadata }
         return info
     }
 
@@ -190,7 +207,12 @@ actor E2BWatchers {
     struct WatchEvent: Sendable {
         var name: String
         var type: String
-        var message: [String: Any] { ["name": name, "type": type] }
+        var entry: ProtoJSON?
+        var message: [String: Any] {
+            var fields: [String: Any] = ["name": name, "type": type]
+            if let entry { fields["entry"] = entry.fields }
+            return fields
+        }
     }
 
     private struct Watcher {
@@ -202,7 +224,8 @@ actor E2BWatchers {
     private var watchers: [String: Watcher] = [:]
     static let maxEvents = 10_000
 
-    func create(agent: AgentClient, path: String, recursive: Bool) async throws -> String {
+    /// Starts a watch of `path`; `describe`, when given, adds the `EntryInfo` of each event's entry.
+    func create(agent: AgentClient, path: String, recursive: Bool, describe: (@Sendable (FileEntry) async -> ProtoJSON?)? = nil) async throws -> String {
         let id = UUID().uuidString.lowercased()
         let ready = AsyncStream<Void>.makeStream()
         let task = Task {
@@ -210,7 +233,9 @@ actor E2BWatchers {
                 try await agent.watch(path, recursive: recursive) { line in
                     if line.event == .watching { ready.continuation.yield() }
                     if let event = E2BService.filesystemEvent(line, root: path), let name = event["name"] as? String, let type = event["type"] as? String {
-                        await self.record(id, event: WatchEvent(name: name, type: type))
+                        var entry: ProtoJSON?
+                        if let describe, let described = line.entry { entry = await describe(described) }
+                        await self.record(id, event: WatchEvent(name: name, type: type, entry: entry))
                     }
                     return !Task.isCancelled
                 }

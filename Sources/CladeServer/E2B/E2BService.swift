@@ -61,7 +61,10 @@ public struct E2BService: Sendable {
     /// The envd version reported to the SDK: it turns on the SDK's features up to this one
     /// (stdin, default user, closing stdin, octet-stream uploads) and none this server lacks
     /// (file metadata needs 0.6.2).
-    public static let envdVersion = "0.5.7"
+    /// The envd version clade claims: every feature the SDK gates on a version up to this one is
+    /// served (0.6.2 file metadata, 0.6.3 entries in watch events, 0.6.4 watches allowed on
+    /// network mounts, which clade never refused).
+    public static let envdVersion = "0.6.4"
     /// envd's port in a sandbox (the SDK's `ConnectionConfig.envd_port`).
     static let envdPort = 49983
 
@@ -107,6 +110,15 @@ public struct E2BService: Sendable {
         return nil
     }
 
+    /// The secure sandbox whose access token signed `request` (a signed `/files` URL), if any.
+    func signedSandbox(_ request: Request) -> String? {
+        guard request.uri.queryParameters.get("signature") != nil else { return nil }
+        return states.all().first { state in
+            guard let token = state.accessToken, let verdict = E2BSignedURL.check(request, token: token) else { return false }
+            return verdict != .invalid
+        }?.sandboxID
+    }
+
     static func isEnvdPath(_ path: String) -> Bool {
         path.hasPrefix("/process.Process/") || path.hasPrefix("/filesystem.Filesystem/") || path == "/files" || path == "/envs"
     }
@@ -127,7 +139,16 @@ struct E2BGatewayMiddleware: RouterMiddleware {
                 .handle(request, context: context, next: next)
         }
         let path = request.uri.path
-        let sandbox = service.envdSandbox(of: request)
+        var request = request
+        var sandbox = service.envdSandbox(of: request)
+        if sandbox == nil, path == "/files", let signed = service.signedSandbox(request) {
+            // A signed URL names no sandbox (through E2B_SANDBOX_URL it has no host of its own);
+            // its signature does. Later stages find it in the header, as for any envd request.
+            var head = request.head
+            head.headerFields[HTTPField.Name("E2b-Sandbox-Id")!] = signed
+            request = Request(head: head, body: request.body)
+            sandbox = signed
+        }
         if E2BService.isEnvdPath(path) || (path == "/health" && sandbox != nil) {
             guard let sandbox else {
                 return E2BError(400, "name the sandbox with the E2b-Sandbox-Id header or a \(E2BService.envdPort)-<sandboxID>.\(service.configuration.domain) host").response
@@ -137,10 +158,16 @@ struct E2BGatewayMiddleware: RouterMiddleware {
             }
             // envd answers /health without a token, as the SDK's probe expects.
             if path != "/health", let token = state.accessToken, request.headers[HTTPField.Name("X-Access-Token")!] != token {
-                if path.hasPrefix("/process.") || path.hasPrefix("/filesystem.") {
-                    return ConnectRPC.unaryError(ConnectError(.unauthenticated, "this sandbox is secure: send its envdAccessToken as X-Access-Token"))
+                switch path == "/files" ? E2BSignedURL.check(request, token: token) : nil {
+                case .valid: break
+                case .expired: return E2BError(401, "signature is already expired").response
+                case .invalid: return E2BError(401, "invalid signature").response
+                case nil:
+                    if path.hasPrefix("/process.") || path.hasPrefix("/filesystem.") {
+                        return ConnectRPC.unaryError(ConnectError(.unauthenticated, "this sandbox is secure: send its envdAccessToken as X-Access-Token"))
+                    }
+                    return E2BError(401, "this sandbox is secure: send its envdAccessToken as X-Access-Token").response
                 }
-                return E2BError(401, "this sandbox is secure: send its envdAccessToken as X-Access-Token").response
             }
             if record.state == .standby {
                 return E2BError(502, "The sandbox \(sandbox) is paused; connect to it first (it was not found running)").response

@@ -5,11 +5,12 @@ import Logging
 
 /// E2B templates in clade: a template id names a snapshot (forked on create). An image of that
 /// name with no snapshot yet is baked on first use; `base` is built first if there is no such
-/// image (a Debian image with `user`, `/home/user`, bash, python3 and coreutils).
+/// image: Debian with `user` (`/home/user`, bash, passwordless sudo), `python` (python3), pip,
+/// curl and git, as E2B documents its own `base`.
 public actor E2BTemplates {
     /// The template SDK users get when they name none.
     public static let baseName = "base"
-    public static let basePackages = ["python3", "procps", "sudo"]
+    public static let basePackages = ["python3", "python-is-python3", "python3-pip", "procps", "sudo", "curl", "git"]
     public static let baseSuite = "bookworm"
     /// Memory and vCPUs of sandboxes started from templates clade bakes itself.
     public static let memoryMiB = 512
