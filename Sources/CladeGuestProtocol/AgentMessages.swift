@@ -59,7 +59,7 @@ public enum AgentAction: String, Codable, Sendable, CaseIterable {
     /// v2: let processes held by `freeze` run again.
     case thaw
     /// v2: set user metadata (`metadata`, key to value) on the file at `path`, kept as extended
-    /// attributes (`user.clade.<key>`); keys are lowercased.
+    /// attributes (`user.e2b.<key>`, as envd keeps them); keys are lowercased.
     case setMetadata = "set_metadata"
 }
 

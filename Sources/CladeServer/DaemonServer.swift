@@ -69,7 +69,9 @@ public enum Daemon {
             services.append(GuestPortTunnel(host: host, port: port, domain: domain, engine: engine, logger: logger))
         }
         if let e2b {
-            services.append(try E2BService(engine: engine, configuration: e2b, logger: logger).application())
+            let service = E2BService(engine: engine, configuration: e2b, logger: logger)
+            services.append(try service.application())
+            services.append(E2BMetricsSampler(service: service))
             logger.notice("serving E2B's API", metadata: ["listen": "\(e2b.listen)", "domain": "\(e2b.domain)", "keys": "\(e2b.apiKeys.count)"])
         }
         services.append(LifetimeReaper(engine: engine))

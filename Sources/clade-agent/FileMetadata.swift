@@ -7,9 +7,10 @@ import CLinuxShims
 import CladeGuestProtocol
 
 /// User metadata on files, kept by the filesystem as extended attributes in the `user.`
-/// namespace under clade's own prefix, so a copy or backup that keeps xattrs keeps them too.
+/// namespace under envd's prefix (`user.e2b.`), so metadata set by other tools in the guest shows too,
+/// and a copy or backup that keeps xattrs keeps it.
 enum FileMetadata {
-    static let prefix = "user.clade."
+    static let prefix = "user.e2b."
     /// What one file may carry: more would not fit ext4's single xattr block anyway.
     static let maxTotalBytes = 3_072
 

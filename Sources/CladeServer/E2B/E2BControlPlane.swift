@@ -89,9 +89,9 @@ extension E2BService {
         router.delete("/templates/:templateID", use: handle { _, context in
             try await service.deleteSnapshot(try context.parameters.require("templateID"))
         })
-        router.get("/sandboxes/:sandboxID/metrics", use: handle { _, context in
+        router.get("/sandboxes/:sandboxID/metrics", use: handle { request, context in
             let (record, _) = try await service.require(try id(context))
-            return Self.json(service.metrics(record))
+            return Self.json(try await service.metrics(record, query: request.uri.queryParameters))
         })
         router.get("/sandboxes/:sandboxID/logs", use: handle { _, context in
             let (record, _) = try await service.require(try id(context))
@@ -122,9 +122,11 @@ extension E2BService {
         let network = body.has("allow_internet_access") && !body.bool("allow_internet_access") ? NetworkPolicy(mode: .none) : nil
         let outcome = try await engine.forks.fork(tag: tag, count: 1, lifetime: lifetime, network: network).first
         guard let record = outcome?.record else { throw E2BError(500, "the sandbox did not start: \(outcome?.error ?? "no outcome")") }
+        let started = Date()
         let state = E2BSandboxState(
             sandboxID: record.id, templateID: templateID, alias: templateID, metadata: body.map("metadata"), envVars: body.map("envVars"),
-            accessToken: body.has("secure") && !body.bool("secure") ? nil : Self.newToken(), startedAt: Date(), autoPause: body.bool("autoPause"),
+            accessToken: body.has("secure") && !body.bool("secure") ? nil : Self.newToken(), startedAt: started,
+            startedAtSeconds: started.timeIntervalSince1970, autoPause: body.bool("autoPause"),
             allowInternetAccess: body.has("allow_internet_access") ? body.bool("allow_internet_access") : nil)
         try states.put(state)
         return Self.json(sandbox(record, state), status: .created)
@@ -153,7 +155,10 @@ extension E2BService {
     func setTimeout(_ id: String, seconds: Int) async throws {
         let (record, state) = try await require(id)
         guard record.state == .running || record.state == .standby else { throw E2BError(409, "sandbox \(id) is \(record.state.rawValue)") }
-        _ = try await engine.lifetimes.set(id: id, lifetime: try Self.lifetime(seconds: seconds, autoPause: state.autoPause))
+        // 0 ends it now, as E2B's `set_timeout(0)` does: an end time already reached, for the reaper.
+        let lifetime = seconds == 0
+            ? Lifetime(seconds: 0.001, action: state.autoPause ? .standby : .kill) : try Self.lifetime(seconds: seconds, autoPause: state.autoPause)
+        _ = try await engine.lifetimes.set(id: id, lifetime: lifetime)
     }
 
     /// A diff branch of the running sandbox, then `count` forks of it (each result reports its own error).
@@ -211,11 +216,11 @@ extension E2BService {
             guard states.contains(listed), wanted.allSatisfy({ state.metadata[$0.key] == $0.value }) else { continue }
             if let template, state.templateID != template { continue }
             // Start times go out with milliseconds; one read back names the same instant.
-            if let startedAfter, state.startedAt.addingTimeInterval(0.001) < startedAfter { continue }
+            if let startedAfter, state.started.addingTimeInterval(0.001) < startedAfter { continue }
             rows.append((record, state))
         }
         let descending = query.get("order") != "asc"
-        rows.sort { descending ? $0.1.startedAt > $1.1.startedAt : $0.1.startedAt < $1.1.startedAt }
+        rows.sort { descending ? $0.1.started > $1.1.started : $0.1.started < $1.1.started }
         var headers: HTTPFields = [.contentType: "application/json"]
         if version == 2 {
             let limit = min(max(query.get("limit").flatMap { Int(String($0)) } ?? 100, 1), 100)
@@ -271,8 +276,8 @@ extension E2BService {
     func detail(_ record: SandboxRecord, _ state: E2BSandboxState, listed: Bool = false) async throws -> [String: Any] {
         var body: [String: Any] = [
             "templateID": state.templateID, "sandboxID": record.id, "clientID": Self.clientID, "envdVersion": Self.envdVersion,
-            "startedAt": ProtoJSON.timestamp(state.startedAt.timeIntervalSince1970),
-            "endAt": ProtoJSON.timestamp((record.expiresAt ?? state.startedAt.addingTimeInterval(Lifetime.maxSeconds)).timeIntervalSince1970),
+            "startedAt": ProtoJSON.timestamp(state.started.timeIntervalSince1970),
+            "endAt": ProtoJSON.timestamp((record.expiresAt ?? state.started.addingTimeInterval(Lifetime.maxSeconds)).timeIntervalSince1970),
             "cpuCount": record.cpus, "memoryMB": record.memoryMiB, "diskSizeMB": diskSizeMiB(record),
             "metadata": state.metadata, "state": Self.state(record) ?? "paused",
         ]
@@ -292,34 +297,6 @@ extension E2BService {
             let size = try? FileManager.default.attributesOfItem(atPath: engine.blobs.url(for: rootfs).path)[.size] as? NSNumber
         else { return 0 }
         return Int(size.int64Value >> 20)
-    }
-
-    /// One sample from the host's view of the VM: its process's CPU share and resident memory.
-    func metrics(_ record: SandboxRecord) -> [[String: Any]] {
-        let now = Date()
-        var memoryUsed: Int64 = 0
-        var cpuPercent = 0.0
-        if let pid = record.pid, record.state == .running {
-            if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-                let line = status.split(separator: "\n").first(where: { $0.hasPrefix("RssAnon:") }),
-                let kib = Int64(line.split(separator: " ").dropFirst().first ?? "") {
-                memoryUsed = kib * 1024
-            }
-            if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                let close = stat.lastIndex(of: ")") {
-                let fields = stat[stat.index(after: close)...].split(separator: " ")
-                let ticks = (Double(fields.count > 12 ? fields[11] : "0") ?? 0) + (Double(fields.count > 12 ? fields[12] : "0") ?? 0)
-                let alive = max(now.timeIntervalSince(record.createdAt), 1)
-                cpuPercent = min(100 * ticks / Double(sysconf(Int32(_SC_CLK_TCK))) / alive / Double(max(record.cpus, 1)), 100)
-            }
-        }
-        let diskUsed = (try? FileManager.default.attributesOfItem(
-            atPath: engine.home.sandboxes.appendingPathComponent(record.id).appendingPathComponent(record.activeDisk ?? "disk.qcow2").path)[.size] as? Int64) ?? 0
-        return [[
-            "timestamp": ProtoJSON.timestamp(now.timeIntervalSince1970), "timestampUnix": Int(now.timeIntervalSince1970),
-            "cpuCount": record.cpus, "cpuUsedPct": cpuPercent, "memUsed": memoryUsed, "memTotal": Int64(record.memoryMiB) << 20,
-            "memCache": 0, "diskUsed": diskUsed, "diskTotal": Int64(diskSizeMiB(record)) << 20,
-        ]]
     }
 
     /// The guest's console output, a line an entry.

@@ -118,9 +118,12 @@ extension E2BService {
         if !metadata.isEmpty {
             do { try await agent.setMetadata(metadata, on: path) } catch { throw E2BError(APIError.from(error).status.code, "cannot set metadata on \(path): \(error)") }
         }
+        var lastEvent = "EVENT_TYPE_WRITE"
         if let owner = await owner(user, sandbox: sandbox) {
             _ = try? await agent.run(ProcessSpec(args: ["chown", "\(owner):"] + [path] + created, user: "root")) { _ in }
+            lastEvent = "EVENT_TYPE_CHMOD"
         }
+        await watchers.settle(path, type: lastEvent)
     }
 
     /// envd ≥ 0.6.2's file metadata: one `X-Metadata-<key>: <value>` header per entry, applied to

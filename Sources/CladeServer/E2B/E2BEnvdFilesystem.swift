@@ -136,8 +136,16 @@ extension E2BService {
     /// An `EntryInfo` message.
     func entry(_ entry: FileEntry, sandbox: String, agent: AgentClient) async throws -> [String: Any] {
         let names = await users.names(sandbox: sandbox, agent: agent)
+        // envd describes a symlink by what it points to: the target's type, and its absolute path.
+        var kind = entry.type
+        var symlinkTarget = entry.symlinkTarget
+        if entry.type == .symlink, let target = entry.symlinkTarget {
+            let absolute = Self.normalize(target.hasPrefix("/") ? target : (entry.path as NSString).deletingLastPathComponent + "/" + target)
+            symlinkTarget = absolute
+            if let pointed = try? await agent.stat(absolute), pointed.type != .symlink { kind = pointed.type }
+        }
         let type: String
-        switch entry.type {
+        switch kind {
         case .file: type = "FILE_TYPE_FILE"
         case .directory: type = "FILE_TYPE_DIRECTORY"
         case .symlink: type = "FILE_TYPE_SYMLINK"
@@ -148,9 +156,18 @@ extension E2BService {
             "permissions": Self.permissions(entry), "owner": names.users[entry.uid] ?? "\(entry.uid)", "group": names.groups[entry.gid] ?? "\(entry.gid)",
             "modifiedTime": ProtoJSON.timestamp(entry.modifiedAt),
         ]
-        if let target = entry.symlinkTarget { info["symlinkTarget"] = target }
+        if let target = symlinkTarget { info["symlinkTarget"] = target }
         if let metadata = entry.metadata { info["metadata"] = metadata }
         return info
+    }
+
+    /// `path` with `.` and `..` resolved and repeated slashes dropped (no symlinks followed).
+    static func normalize(_ path: String) -> String {
+        var parts: [Substring] = []
+        for part in path.split(separator: "/") where part != "." {
+            if part == ".." { _ = parts.popLast() } else { parts.append(part) }
+        }
+        return "/" + parts.joined(separator: "/")
     }
 
     /// `drwxr-xr-x`, as `ls -l` and Go's `FileMode.String` write it.
@@ -217,6 +234,8 @@ actor E2BWatchers {
 
     private struct Watcher {
         var task: Task<Void, Never>
+        var root: String
+        var recursive: Bool
         var events: [WatchEvent] = []
         var failure: String?
     }
@@ -244,7 +263,7 @@ actor E2BWatchers {
             }
             ready.continuation.finish()
         }
-        watchers[id] = Watcher(task: task)
+        watchers[id] = Watcher(task: task, root: path, recursive: recursive)
         // Events from before the watch is in place would be lost: answer once it is.
         for await _ in ready.stream { break }
         if let failure = watchers[id]?.failure { throw ConnectError(.internal, "the watch failed: \(failure)") }
@@ -269,5 +288,25 @@ actor E2BWatchers {
 
     func remove(_ id: String) {
         watchers.removeValue(forKey: id)?.task.cancel()
+    }
+
+    /// Waits (at most `timeout` seconds) until every watcher that covers `path` has seen an
+    /// event of `type` for it. The guest reports events on a connection of their own, so
+    /// without this an SDK that polls right after its upload returns could miss the upload's
+    /// last event, which envd, in the same process as the write, would already have.
+    func settle(_ path: String, type: String, timeout: Double = 1) async {
+        let deadline = Date().addingTimeInterval(timeout)
+        func pending() -> Bool {
+            watchers.values.contains { watcher in
+                let prefix = watcher.root.hasSuffix("/") ? watcher.root : watcher.root + "/"
+                guard path.hasPrefix(prefix) else { return false }
+                let name = String(path.dropFirst(prefix.count))
+                guard watcher.recursive || !name.contains("/") else { return false }
+                return !watcher.events.contains { $0.name == name && $0.type == type }
+            }
+        }
+        while pending(), Date() < deadline {
+            try? await Task.sleep(nanoseconds: 10_000_000)
+        }
     }
 }

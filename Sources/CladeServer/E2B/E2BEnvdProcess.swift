@@ -71,8 +71,11 @@ extension E2BService {
         let terminal = message.message("pty")?.message("size").map(Self.terminal)
         var env = states.get(id)?.envVars ?? [:]
         env.merge(config.map("envs")) { $1 }
+        // envd resolves a relative working directory from the user's home, as it does paths.
+        let user = Self.user(of: request)
+        let cwd = try config.string("cwd").flatMap { $0.isEmpty ? nil : try Self.resolve($0, user: user) }
         let spec = ProcessSpec(
-            args: [command] + config.strings("args"), env: env.isEmpty ? nil : env, cwd: config.string("cwd"), user: Self.user(of: request),
+            args: [command] + config.strings("args"), env: env.isEmpty ? nil : env, cwd: cwd, user: user,
             terminal: terminal, tag: message.string("tag"), background: true)
         let (agent, filled) = try engine.processes.prepare(id: id, spec)
         let keepStdin = message.bool("stdin") || terminal != nil

@@ -14,9 +14,20 @@ struct E2BSandboxState: Codable, Sendable {
     var envVars: [String: String]
     /// Set for `secure` sandboxes: envd requests must carry it as `X-Access-Token`.
     var accessToken: String?
-    var startedAt: Date
+    /// When it started, to the second (the store's dates are ISO 8601 without fractions).
+    var startedAt: Date {
+        didSet { startedAtSeconds = startedAt.timeIntervalSince1970 }
+    }
+    /// The same instant to the microsecond, so sandboxes started within one second still list
+    /// in the order they started (nil in files written before it was kept).
+    var startedAtSeconds: Double?
     var autoPause: Bool
     var allowInternetAccess: Bool?
+}
+
+extension E2BSandboxState {
+    /// The start time as precisely as it is known.
+    var started: Date { startedAtSeconds.map(Date.init(timeIntervalSince1970:)) ?? startedAt }
 }
 
 /// The per-sandbox E2B files.

@@ -58,9 +58,6 @@ public struct E2BConfiguration: Sendable {
 /// `E2B_SANDBOX_URL` points here) or with a `49983-<id>.<domain>` host; other `<port>-<id>`
 /// hosts are proxied to that guest port.
 public struct E2BService: Sendable {
-    /// The envd version reported to the SDK: it turns on the SDK's features up to this one
-    /// (stdin, default user, closing stdin, octet-stream uploads) and none this server lacks
-    /// (file metadata needs 0.6.2).
     /// The envd version clade claims: every feature the SDK gates on a version up to this one is
     /// served (0.6.2 file metadata, 0.6.3 entries in watch events, 0.6.4 watches allowed on
     /// network mounts, which clade never refused).
@@ -74,6 +71,7 @@ public struct E2BService: Sendable {
     let templates: E2BTemplates
     let watchers: E2BWatchers
     let users: E2BUserNames
+    let metricsHistory: E2BMetricsHistory
     let logger: Logger
 
     public init(engine: Engine, configuration: E2BConfiguration, logger: Logger) {
@@ -83,6 +81,7 @@ public struct E2BService: Sendable {
         self.templates = E2BTemplates(engine: engine, logger: logger)
         self.watchers = E2BWatchers()
         self.users = E2BUserNames()
+        self.metricsHistory = E2BMetricsHistory()
         self.logger = logger
     }
 
