@@ -75,10 +75,11 @@ public struct Lifetimes: EngineCapability {
         for record in due {
             let action = record.onTimeout ?? .kill
             do {
-                if action == .standby, record.state == .running {
-                    _ = try await engine.standby.enter(id: record.id)
+                let toStandby = action == .standby || action == .standbyDiskOnly
+                if toStandby, record.state == .running {
+                    _ = try await engine.standby.enter(id: record.id, keepMemory: action == .standby)
                     try await set(id: record.id, lifetime: nil)
-                } else if action == .standby, record.state == .standby {
+                } else if toStandby, record.state == .standby {
                     try await set(id: record.id, lifetime: nil)
                 } else {
                     try await engine.sandboxes.kill(id: record.id)

@@ -161,8 +161,9 @@ public struct Sandboxes: EngineCapability {
             let alive = isAlive(id, pid: pid)
             if var record {
                 if record.state == .standby {
-                    // A standby whose clade died before stopping the (paused, fully captured) VM.
-                    if let pid, alive { await machine(id, pid: pid).stop() }
+                    // A standby whose clade died before stopping the (paused, fully captured) VM;
+                    // not one being resumed, whose new process runs before the record says so.
+                    if let pid, alive, !setupInProgress(id) { await machine(id, pid: pid).stop() }
                     result.append(record)
                     continue
                 }

@@ -27,14 +27,16 @@ public struct StandbyReport: Codable, Sendable {
 public struct Standby: EngineCapability {
     let engine: Engine
 
-    /// Captures a running sandbox into its own directory and stops its process.
+    /// Captures a running sandbox into its own directory and stops its process. Without
+    /// `keepMemory`, only its disk is kept (see ``enterKeepingDisk(id:)``).
     ///
     /// A fork's RAM is a private view of its memory file, so its written pages are merged into
     /// that file in place, after the unshare guard has made the file private if other names
     /// share its inode (the snapshot and sibling forks). A cold-booted sandbox's RAM already is
     /// its (private) memory file; only device state is saved.
     @discardableResult
-    public func enter(id: String) async throws -> StandbyReport {
+    public func enter(id: String, keepMemory: Bool = true) async throws -> StandbyReport {
+        guard keepMemory else { return try await enterKeepingDisk(id: id) }
         let lock = try FileLock(home: home, .sandbox(id))
         defer { lock.unlock() }
         var record = try runningRecord(id)
@@ -104,6 +106,10 @@ public struct Standby: EngineCapability {
             throw EngineError.wrongState("sandbox \(id) is \(record.state.rawValue), not on standby; only a standby sandbox can be resumed")
         }
         let isolation = try engine.requireIsolation(for: record.network ?? .standard, optedOut: record.confinement)
+        // Held until the record says running: `list` leaves the new process alone meanwhile.
+        let setup = try FileLock(home: home, .sandboxSetup(id))
+        defer { setup.unlock() }
+        if record.standbyDiskOnly == true { return try await bootFromDisk(&record, isolation: isolation) }
         let boot = try bootFiles(of: record)
         let paths = sandboxCatalog.paths(id)
         let forked = record.snapshot != nil

@@ -36,6 +36,8 @@ public enum TimeoutAction: String, Codable, Sendable, CaseIterable {
     case kill
     /// Put it on standby (no process; `clade resume` brings it back).
     case standby
+    /// Put it on standby keeping only its disk: `clade resume` boots it again from that disk.
+    case standbyDiskOnly = "standby_disk_only"
 }
 
 /// A VM clade started, persisted as `sandboxes/<id>/sandbox.json`.
@@ -84,6 +86,8 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
     public var limits: SandboxLimits?
     /// Why a `dead` sandbox died, when clade knows (e.g. its memory limit).
     public var deathCause: String?
+    /// On standby with only its disk kept (no memory, no device state): resuming boots it.
+    public var standbyDiskOnly: Bool?
 
     public init(
         id: String, image: String, state: SandboxState, pid: Int32?, agentPort: Int, mac: String,
@@ -115,6 +119,7 @@ public struct SandboxRecord: Codable, Sendable, Equatable {
         case publishedPorts = "published_ports"
         case network, confinement, limits
         case deathCause = "death_cause"
+        case standbyDiskOnly = "standby_disk_only"
         case agentPort = "agent_port"
         case memoryMiB = "memory_mib"
         case createdAt = "created_at"

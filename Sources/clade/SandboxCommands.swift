@@ -246,10 +246,11 @@ struct Standby: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Capture a running sandbox to disk and stop its process.")
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print the report as JSON.") var json = false
+    @Flag(help: "Keep only the disk (no memory): `clade resume` then boots the sandbox from it, files kept, processes gone.") var diskOnly = false
     @Argument(help: "Sandbox id.") var id: String
 
     func run() async throws {
-        let report = try await global.makeEngine().standby.enter(id: id)
+        let report = try await global.makeEngine().standby.enter(id: id, keepMemory: !diskOnly)
         if json { try printJSON(report) } else { print(id) }
     }
 }

@@ -160,6 +160,12 @@ def envd_parity(sb):
     check(info.metadata == {"author": "mish", "purpose": "upload"}, f"write metadata: {info.metadata}")
     check(sb.files.get_info("meta/m.txt").metadata == {"author": "mish", "purpose": "upload"}, "metadata read back")
     check(sb.files.write("meta/plain.txt", "none").metadata is None and sb.files.get_info("meta/plain.txt").metadata is None, "no metadata")
+    # A /proc file stats as 0 bytes but reads as 37; a download declaring the stat's length left
+    # the rest on the kept-alive connection, and the next call on it (set_timeout, pause,
+    # get_info) died in the SDK with "invalid HTTP version parsed".
+    check(len(sb.files.read("/proc/sys/kernel/random/boot_id").strip()) == 36, "read a /proc file")
+    sb.set_timeout(CREATE_TIMEOUT)
+    check(sb.get_info().sandbox_id == sb.sandbox_id, "a control-plane call after a /proc download")
     sb.files.remove("/home/user/never-was")
     for d in ["tree/b", "tree/a/y", "tree/a/x"]:
         sb.files.make_dir(d)
@@ -248,6 +254,18 @@ def timeout_and_snapshot(sb):
         time.sleep(1)
     check(not short.is_running(), "sandbox still running after its 5 s timeout")
     step("create_snapshot, create from it, delete_snapshot; set_timeout(5) ends the sandbox")
+
+
+def filesystem_pause(sb):
+    sb.files.write("/home/user/fs-only.txt", "persisted")
+    boot = sb.files.read("/proc/sys/kernel/random/boot_id")
+    check(sb.pause(keep_memory=False), "filesystem-only pause")
+    check(not sb.is_running(), "running after a filesystem-only pause")
+    resumed = Sandbox.connect(sb.sandbox_id, timeout=CREATE_TIMEOUT)
+    check(resumed.files.read("/home/user/fs-only.txt") == "persisted", "the file survived")
+    check(resumed.files.read("/proc/sys/kernel/random/boot_id") != boot, "connect booted the sandbox anew")
+    step("pause(keep_memory=False): files kept, connect boots the sandbox from its disk")
+    return resumed
 
 
 def listing(tag, sb):
@@ -358,6 +376,7 @@ def run_sync():
         fork_isolation(sb)
         sb = pause_resume(sb)
         timeout_and_snapshot(sb)
+        sb = filesystem_pause(sb)
     finally:
         sb.kill()
     check(not Sandbox.connect is None and not sb.is_running(), "killed sandbox still running")

@@ -66,6 +66,32 @@ import Testing
         #expect(cli.sandboxDirectories().isEmpty)
     }
 
+    /// Disk-only standby of a fork: nothing of its memory is kept; resume boots it from its disk
+    /// as itself (files kept, a new boot), and the snapshot's sealed memory file is untouched.
+    @Test func diskOnlyStandbyBootsTheForkFromItsDisk() throws {
+        if try cli.run(["snapshots"]).stdout.contains("shared") == false {
+            #expect(try cli.run(["bake", "--tag", "shared"]).status == 0)
+        }
+        let forked = try cli.run(["fork", "shared", "--json"])
+        let id = try #require((try? JSONSerialization.jsonObject(with: Data(forked.stdout.utf8)) as? [String: Any])?["id"] as? String, "\(forked.stderr)")
+        let snapshotBefore = try fingerprint("snapshots/shared/memory")
+        let bootBefore = try sh(id, "echo persisted > /root/marker; cat /proc/sys/kernel/random/boot_id").stdout
+        let endpointBefore = try endpoint(id)
+        let standby = try cli.run(["standby", id, "--disk-only"])
+        #expect(standby.status == 0, "\(standby.stderr)")
+        #expect(try endpoint(id)?.hasPrefix("standby") == true)
+        #expect(!FileManager.default.fileExists(atPath: Self.home.appendingPathComponent("sandboxes/\(id)/memory").path), "a disk-only standby keeps no memory")
+        let resumed = try cli.run(["resume", id], timeout: 300)
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let after = try sh(id, "cat /root/marker; cat /proc/sys/kernel/random/boot_id; hostname").stdout.split(separator: "\n").map(String.init)
+        #expect(after.first == "persisted", "the file written before the standby: \(after)")
+        #expect(after.count == 3 && after[1] + "\n" != bootBefore, "resume booted anew: \(after) vs \(bootBefore)")
+        #expect(after.last == id, "the booted guest keeps its sandbox's name")
+        #expect(try endpoint(id) == endpointBefore, "same agent endpoint")
+        #expect(try fingerprint("snapshots/shared/memory") == snapshotBefore, "the snapshot's memory file changed")
+        #expect(try cli.run(["kill", id]).status == 0)
+    }
+
     @Test func coldBootedSandboxStandbyAndResume() throws {
         let id = try cli.run(["boot"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(try sh(id, "echo cold > /tmp/x").status == 0)

@@ -57,10 +57,12 @@ extension E2BService {
             try await service.setTimeout(try id(context), seconds: body.int("duration") ?? 60)
             return Response(status: .noContent)
         })
-        router.post("/sandboxes/:sandboxID/pause", use: handle { _, context in
+        router.post("/sandboxes/:sandboxID/pause", use: handle { request, context in
             let (record, _) = try await service.require(try id(context))
             guard record.state == .running else { throw E2BError(409, "sandbox \(record.id) is already paused") }
-            try await service.engine.standby.enter(id: record.id)
+            // `memory: false` keeps only the filesystem: resuming boots the sandbox from it.
+            let body = try await Self.body(request, optional: true)
+            try await service.engine.standby.enter(id: record.id, keepMemory: !body.has("memory") || body.bool("memory"))
             return Response(status: .noContent)
         })
         router.post("/sandboxes/:sandboxID/resume", use: handle { request, context in
@@ -116,7 +118,9 @@ extension E2BService {
         let body = try await Self.body(request)
         guard let templateID = body.string("templateID"), !templateID.isEmpty else { throw E2BError(400, "field 'templateID' is required") }
         let timeout = body.int("timeout") ?? Self.defaultTimeout
-        let lifetime = try Self.lifetime(seconds: timeout, autoPause: body.bool("autoPause"))
+        let diskOnly = body.has("autoPauseMemory") && !body.bool("autoPauseMemory")
+        let lifetime = try Self.lifetime(
+            seconds: timeout, action: body.bool("autoPause") ? (diskOnly ? .standbyDiskOnly : .standby) : .kill)
         let tag = try await templates.snapshotTag(for: templateID)
         // `allow_internet_access: false` is clade's `none`; otherwise the template's policy.
         let network = body.has("allow_internet_access") && !body.bool("allow_internet_access") ? NetworkPolicy(mode: .none) : nil
@@ -126,7 +130,7 @@ extension E2BService {
         let state = E2BSandboxState(
             sandboxID: record.id, templateID: templateID, alias: templateID, metadata: body.map("metadata"), envVars: body.map("envVars"),
             accessToken: body.has("secure") && !body.bool("secure") ? nil : Self.newToken(), startedAt: started,
-            startedAtSeconds: started.timeIntervalSince1970, autoPause: body.bool("autoPause"),
+            startedAtSeconds: started.timeIntervalSince1970, autoPause: body.bool("autoPause"), autoPauseDiskOnly: diskOnly ? true : nil,
             allowInternetAccess: body.has("allow_internet_access") ? body.bool("allow_internet_access") : nil)
         try states.put(state)
         return Self.json(sandbox(record, state), status: .created)
@@ -157,7 +161,7 @@ extension E2BService {
         guard record.state == .running || record.state == .standby else { throw E2BError(409, "sandbox \(id) is \(record.state.rawValue)") }
         // 0 ends it now, as E2B's `set_timeout(0)` does: an end time already reached, for the reaper.
         let lifetime = seconds == 0
-            ? Lifetime(seconds: 0.001, action: state.autoPause ? .standby : .kill) : try Self.lifetime(seconds: seconds, autoPause: state.autoPause)
+            ? Lifetime(seconds: 0.001, action: state.timeoutAction) : try Self.lifetime(seconds: seconds, action: state.timeoutAction)
         _ = try await engine.lifetimes.set(id: id, lifetime: lifetime)
     }
 
@@ -168,7 +172,7 @@ extension E2BService {
         guard record.state == .running else { throw E2BError(409, "sandbox \(id) is paused; connect to it before forking") }
         let tag = "\(Self.forkSnapshotPrefix)\(id)-\(Names.newSandboxID().prefix(6))"
         _ = try await engine.branches.branch(id: id, tag: tag, mode: .diff)
-        let lifetime = try Self.lifetime(seconds: timeout ?? Self.defaultTimeout, autoPause: parent.autoPause)
+        let lifetime = try Self.lifetime(seconds: timeout ?? Self.defaultTimeout, action: parent.timeoutAction)
         let outcomes = try await engine.forks.fork(tag: tag, count: count, lifetime: lifetime)
         var results: [[String: Any]] = []
         for outcome in outcomes {
@@ -311,11 +315,11 @@ extension E2BService {
         ["timestamp": entry.timestamp, "message": entry.line, "level": "info", "fields": [String: String]()]
     }
 
-    static func lifetime(seconds: Int, autoPause: Bool) throws -> Lifetime {
+    static func lifetime(seconds: Int, action: TimeoutAction) throws -> Lifetime {
         guard seconds > 0, Double(seconds) <= Lifetime.maxSeconds else {
             throw E2BError(400, "'timeout' must be between 1 and \(Int(Lifetime.maxSeconds)) seconds (got \(seconds))")
         }
-        return Lifetime(seconds: Double(seconds), action: autoPause ? .standby : .kill)
+        return Lifetime(seconds: Double(seconds), action: action)
     }
 
     static func body(_ request: Request, optional: Bool = false) async throws -> ProtoJSON {

@@ -45,9 +45,13 @@ extension E2BService {
         }
         producer.set(task)
         let name = (path as NSString).lastPathComponent.replacingOccurrences(of: "\"", with: "")
+        // No Content-Length: a stat's size is not what a read gives for /proc and /sys files
+        // (0) or a file still growing, and a body longer than its declared length leaves bytes
+        // on a kept-alive connection that the client then reads as the next response ("invalid
+        // HTTP version"). Chunked framing always says where the body ends.
         return Response(
             status: .ok,
-            headers: [.contentType: "application/octet-stream", .contentLength: "\(entry.size)", .contentDisposition: "attachment; filename=\"\(name)\""],
+            headers: [.contentType: "application/octet-stream", .contentDisposition: "attachment; filename=\"\(name)\""],
             body: ResponseBody(asyncSequence: stream))
     }
 

@@ -22,10 +22,15 @@ struct E2BSandboxState: Codable, Sendable {
     /// in the order they started (nil in files written before it was kept).
     var startedAtSeconds: Double?
     var autoPause: Bool
+    /// `autoPauseMemory: false`: the timeout's pause keeps only the disk (resume boots it).
+    var autoPauseDiskOnly: Bool?
     var allowInternetAccess: Bool?
 }
 
 extension E2BSandboxState {
+    /// What the sandbox's timeout does to it.
+    var timeoutAction: TimeoutAction { autoPause ? (autoPauseDiskOnly == true ? .standbyDiskOnly : .standby) : .kill }
+
     /// The start time as precisely as it is known.
     var started: Date { startedAtSeconds.map(Date.init(timeIntervalSince1970:)) ?? startedAt }
 }
