@@ -66,12 +66,15 @@ struct E2BMetricsSampler: Service {
     func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                let records = (try? await service.engine.sandboxes.list()) ?? []
-                let known = Set(service.states.all().map(\.sandboxID))
-                for record in records where record.state == .running && known.contains(record.id) {
-                    await service.metricsHistory.append(await service.sample(record), for: record.id)
+                // Only E2B's sandboxes, each read on its own: a whole listing would reconcile the
+                // store (roll back operations, clean up the dead) every 5 s, which is not a sampler's job.
+                var live: Set<String> = []
+                for state in service.states.all() {
+                    guard let record = try? await service.engine.sandboxes.get(id: state.sandboxID) else { continue }
+                    live.insert(record.id)
+                    if record.state == .running { await service.metricsHistory.append(await service.sample(record), for: record.id) }
                 }
-                await service.metricsHistory.keep(only: Set(records.map(\.id)))
+                await service.metricsHistory.keep(only: live)
                 try? await Task.sleep(for: Self.interval)
             }
         }
