@@ -67,17 +67,43 @@ order() {
     done | sort -rn | cut -d' ' -f2
 }
 
+# Every job's stores (each a few hundred MiB to 2 GiB: images, snapshots, forks' disks) live in
+# a scratch directory of the job's own, its TMPDIR, which is emptied when the job ends: a run
+# then needs the disk of its two largest concurrent jobs, not of every suite it ran.
+# CLADE_TEST_KEEP_STORES=1 keeps the stores of failed jobs for a look afterwards.
+# The names stay short: a store's sockets (QMP, agent) must fit in a 108-byte socket address.
+stores=$(mktemp -d "${TMPDIR:-/tmp}/clade-t.XXXXXX")
+# The unprivileged suites' user must reach its own store below it.
+chmod 0755 "$stores"
+release_stores() {
+    local scratch=$1 home
+    # A test that failed half-way may leave sandboxes running: their VMs hold the disks open.
+    for home in "$scratch"/*/; do
+        [ -d "$home/sandboxes" ] || continue
+        CLADE_HOME="$home" .build/release/clade kill --all >/dev/null 2>&1 || true
+    done
+    rm -rf "$scratch"
+}
+trap 'if [ "${CLADE_TEST_KEEP_STORES:-0}" = 1 ]; then rmdir "$stores" 2>/dev/null || true; else rm -rf "$stores"; fi' EXIT
+
 # run_job NAME FILTER [extra arguments]: one test process; its log, result and wall time.
 run_job() {
     local name=$1 filter=$2
     shift 2
-    local begun log rc
+    local begun log rc scratch
     begun=$(date +%s)
     log="$report/${name//\//_}.log"
+    scratch=$(mktemp -d "$stores/XXXX")
+    chmod 1777 "$scratch"
     set +e
-    "$bundle" --testing-library swift-testing --filter "$filter" --xunit-output "$report/${name//\//_}.xml" "$@" > "$log" 2>&1
+    TMPDIR="$scratch" "$bundle" --testing-library swift-testing --filter "$filter" --xunit-output "$report/${name//\//_}.xml" "$@" > "$log" 2>&1
     rc=$?
     set -e
+    if [ "$rc" = 0 ] || [ "${CLADE_TEST_KEEP_STORES:-0}" != 1 ]; then
+        release_stores "$scratch"
+    else
+        echo "kept the stores of $name in $scratch (CLADE_TEST_KEEP_STORES=1)" >> "$log"
+    fi
     printf '%s\t%s\t%s\n' "$(elapsed "$begun")" "$name" "$rc" >> "$timings"
     flock "$report/print.lock" sh -c 'echo "== $1 (exit $2, $3 s)"; cat "$4"' print "$name" "$rc" "$(elapsed "$begun")" "$log"
 }
