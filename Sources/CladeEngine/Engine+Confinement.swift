@@ -37,10 +37,10 @@ extension Engine {
     /// being resumed, was recorded when it was first started. Returns the plan and the gaps to record.
     func requireIsolation(for policy: NetworkPolicy, optedOut recorded: SandboxConfinement? = nil) throws -> IsolationCheck {
         let plan = confinementPlan()
-        if policy.mode == .allow, !plan.allowLists {
+        if policy.mode == .allow || policy.mode == .deny, !plan.allowLists {
             throw EngineError.isolationUnavailable(
                 "the network policy '\(policy)' is enforced by a packet filter (root's host firewall, or iptables in an unprivileged VMM's namespace), which this host cannot give a sandbox: "
-                    + plan.gaps.map(\.description).joined(separator: "; ") + " (--allow-weaker-isolation cannot stand in for an allow list)")
+                    + plan.gaps.map(\.description).joined(separator: "; ") + " (--allow-weaker-isolation cannot stand in for an allow or deny list)")
         }
         let gaps = plan.gaps(for: policy)
         guard !gaps.isEmpty, !allowsWeakerIsolation, recorded?.weakerIsolation == nil else { return IsolationCheck(policy: policy, plan: plan, gaps: gaps) }
@@ -126,6 +126,21 @@ extension Engine {
             try firewall.apply(record.network ?? .standard, uid: uid, replacing: true)
         } catch {
             logger.error("cannot re-apply a sandbox's firewall rules", metadata: ["id": "\(record.id)", "error": "\(error)"])
+        }
+    }
+
+    /// Puts `policy` in force for the running VMM of `record`, in the packet filter that already
+    /// confines it: root's chain for its uid, or the filter in its own network namespace.
+    func changeNetwork(of record: SandboxRecord, to policy: NetworkPolicy) throws {
+        let check = try requireIsolation(for: policy, optedOut: record.confinement)
+        if record.confinement?.hostFirewall == true, let uid = record.confinement?.uid {
+            try firewall.update(policy, uid: uid)
+        } else if record.confinement?.namespaces != nil, check.plan.allowLists, let pid = record.pid {
+            try NamespaceFirewall.apply(policy, toNamespaceOf: pid, helperNetwork: NamespaceFirewall.helperNetwork)
+        } else if policy.mode != .outbound {
+            throw EngineError.isolationUnavailable(
+                "sandbox \(record.id) runs without a packet filter of its own, so the policy '\(policy)' cannot be put in force while it runs; "
+                    + "start a new sandbox with that policy (clade fork --network)")
         }
     }
 

@@ -11,58 +11,94 @@ public struct NetworkPolicy: Codable, Sendable, Equatable, CustomStringConvertib
         case outbound
         /// Only the destinations listed in ``NetworkPolicy/allow``.
         case allow
+        /// Anything beyond the host except the destinations in ``NetworkPolicy/deny``; those in
+        /// ``NetworkPolicy/allow`` pass even when a deny entry covers them (E2B's `denyOut` and
+        /// `allowOut`). A mode of its own, not `outbound` with a list, so that a clade too old to
+        /// know deny lists refuses the record instead of reading it as plain `outbound`.
+        case deny
     }
 
     public var mode: Mode
-    /// The reachable destinations in `allow` mode.
+    /// The reachable destinations in `allow` mode; the exceptions to ``deny`` in `deny` mode.
     public var allow: [NetworkDestination]
+    /// The refused destinations in `deny` mode.
+    public var deny: [NetworkDestination]
 
-    public init(mode: Mode, allow: [NetworkDestination] = []) {
+    public init(mode: Mode, allow: [NetworkDestination] = [], deny: [NetworkDestination] = []) {
         self.mode = mode
-        self.allow = mode == .allow ? allow : []
+        self.allow = mode == .allow || mode == .deny ? allow : []
+        self.deny = mode == .deny ? deny : []
     }
 
     /// New sandboxes and snapshots that record no policy get this one.
     public static let standard = NetworkPolicy(mode: .outbound)
     public static let isolated = NetworkPolicy(mode: .none)
+    /// Everything refused by the packet filter, while the guest keeps its network interface (so
+    /// the policy can be changed while it runs, unlike `none`); E2B's "all traffic" denied.
+    public static let denyAll = NetworkPolicy(mode: .deny, deny: [.everywhere])
 
-    /// Parses `none`, `outbound`, or `allow:DEST[,DEST...]` (DEST is `CIDR[:PORT]`, e.g.
-    /// `allow:10.0.0.0/8:443,192.0.2.7`).
+    /// True when a deny entry covers every IPv4 address (`0.0.0.0/0`, E2B's "all traffic"): then
+    /// IPv6 is refused too, since the lists cannot name IPv6 destinations.
+    public var deniesAllTraffic: Bool { mode == .deny && deny.contains { $0.prefixLength == 0 && $0.port == nil } }
+
+    /// Parses `none`, `outbound`, `allow:DEST[,DEST...]` or `deny:DEST[,DEST...][;allow:DEST[,DEST...]]`
+    /// (DEST is `CIDR[:PORT]`, e.g. `allow:10.0.0.0/8:443,192.0.2.7`, `deny:0.0.0.0/0;allow:192.0.2.7`).
     public init(parsing text: String) throws {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
-        if let mode = Mode(rawValue: trimmed), mode != .allow {
+        if let mode = Mode(rawValue: trimmed), mode != .allow, mode != .deny {
             self.init(mode: mode)
             return
         }
-        guard trimmed.hasPrefix("allow:") else {
-            throw ModelError.invalidNetworkPolicy(text, reason: "write none, outbound, or allow:CIDR[:PORT][,CIDR[:PORT]...]")
+        let usage = "write none, outbound, allow:CIDR[:PORT][,CIDR[:PORT]...], or deny:CIDR[:PORT][,...][;allow:CIDR[:PORT][,...]]"
+        func destinations(_ part: Substring, after prefix: String) throws -> [NetworkDestination] {
+            let entries = part.dropFirst(prefix.count).split(separator: ",").map { String($0) }
+            guard !entries.isEmpty else { throw ModelError.invalidNetworkPolicy(text, reason: "\(prefix) needs at least one destination") }
+            return try entries.map { try NetworkDestination(parsing: $0) }
         }
-        let entries = trimmed.dropFirst("allow:".count).split(separator: ",").map { String($0) }
-        guard !entries.isEmpty else { throw ModelError.invalidNetworkPolicy(text, reason: "allow: needs at least one destination") }
-        self.init(mode: .allow, allow: try entries.map { try NetworkDestination(parsing: $0) })
+        if trimmed.hasPrefix("allow:") {
+            self.init(mode: .allow, allow: try destinations(Substring(trimmed), after: "allow:"))
+            return
+        }
+        guard trimmed.hasPrefix("deny:") else { throw ModelError.invalidNetworkPolicy(text, reason: usage) }
+        let parts = trimmed.split(separator: ";", omittingEmptySubsequences: false)
+        guard parts.count <= 2, parts.count == 1 || parts[1].hasPrefix("allow:") else { throw ModelError.invalidNetworkPolicy(text, reason: usage) }
+        let deny = try destinations(parts[0], after: "deny:")
+        let allow = parts.count == 2 ? try destinations(parts[1], after: "allow:") : []
+        self.init(mode: .deny, allow: allow, deny: deny)
     }
 
     /// The form ``init(parsing:)`` reads.
     public var description: String {
-        mode == .allow ? "allow:" + allow.map(\.description).joined(separator: ",") : mode.rawValue
+        switch mode {
+        case .none, .outbound: return mode.rawValue
+        case .allow: return "allow:" + allow.map(\.description).joined(separator: ",")
+        case .deny:
+            let exceptions = allow.isEmpty ? "" : ";allow:" + allow.map(\.description).joined(separator: ",")
+            return "deny:" + deny.map(\.description).joined(separator: ",") + exceptions
+        }
     }
 
-    enum CodingKeys: String, CodingKey { case mode, allow }
+    enum CodingKeys: String, CodingKey { case mode, allow, deny }
 
     public init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         let mode = try container.decode(Mode.self, forKey: .mode)
         let allow = try container.decodeIfPresent([NetworkDestination].self, forKey: .allow) ?? []
+        let deny = try container.decodeIfPresent([NetworkDestination].self, forKey: .deny) ?? []
         if mode == .allow, allow.isEmpty {
             throw DecodingError.dataCorruptedError(forKey: .allow, in: container, debugDescription: "mode 'allow' needs at least one destination")
         }
-        self.init(mode: mode, allow: allow)
+        if mode == .deny, deny.isEmpty {
+            throw DecodingError.dataCorruptedError(forKey: .deny, in: container, debugDescription: "mode 'deny' needs at least one destination")
+        }
+        self.init(mode: mode, allow: allow, deny: deny)
     }
 
     public func encode(to encoder: Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(mode, forKey: .mode)
-        if mode == .allow { try container.encode(allow, forKey: .allow) }
+        if mode == .allow || (mode == .deny && !allow.isEmpty) { try container.encode(allow, forKey: .allow) }
+        if mode == .deny { try container.encode(deny, forKey: .deny) }
     }
 }
 
@@ -72,6 +108,15 @@ public struct NetworkDestination: Codable, Sendable, Equatable, CustomStringConv
     public let address: String
     public let prefixLength: Int
     public let port: Int?
+
+    /// Every IPv4 address, `0.0.0.0/0`.
+    public static let everywhere = NetworkDestination(address: "0.0.0.0", prefixLength: 0, port: nil)
+
+    private init(address: String, prefixLength: Int, port: Int?) {
+        self.address = address
+        self.prefixLength = prefixLength
+        self.port = port
+    }
 
     public init(parsing text: String) throws {
         let parts = text.trimmingCharacters(in: .whitespaces).split(separator: ":", omittingEmptySubsequences: false)

@@ -12,8 +12,8 @@ import Foundation
 /// among them, from the host's loopback in. It ends when the VMM does: it watches a pipe whose
 /// write end only the VMM holds.
 enum QEMUUserNetwork {
-    /// The helper's own network inside the namespace, apart from the guest's 10.0.2.0/24.
-    static let namespaceNetwork = "10.41.0.0/24"
+    /// The helper's own network inside the namespace (the namespace's filter refuses it).
+    static let namespaceNetwork = NamespaceFirewall.helperNetwork
 
     /// Starts the helper on the network namespace of `pid`.
     static func start(helper: URL, pid: Int32, files: QEMURuntimeFiles, exitDescriptor: Int32) throws {

@@ -71,22 +71,26 @@ public struct HostFirewall: Sendable {
         let own = Self.sandboxChain(uid)
         try withHostLock {
             for tool in ["iptables", "ip6tables"] {
-                var rules = ["*filter", ":\(own) - [0:0]"]
-                if tool == "iptables" {
-                    for destination in policy.allow {
-                        if let port = destination.port {
-                            for proto in ["tcp", "udp"] {
-                                rules.append("-A \(own) -d \(destination.cidr) -p \(proto) --dport \(port) -j RETURN")
-                            }
-                        } else {
-                            rules.append("-A \(own) -d \(destination.cidr) -j RETURN")
-                        }
-                    }
-                }
-                rules += Self.refuse(chain: own, match: "") + [
-                    "-A \(Self.chain) -m owner --uid-owner \(uid) -j \(own)",
-                    "COMMIT", "",
-                ]
+                let rules = ["*filter", ":\(own) - [0:0]"] + PolicyRules.rules(for: policy, chain: own, pass: "RETURN", ipv6: tool == "ip6tables")
+                    + ["-A \(Self.chain) -m owner --uid-owner \(uid) -j \(own)", "COMMIT", ""]
+                try restore(tool, rules.joined(separator: "\n"))
+            }
+        }
+    }
+
+    /// Changes the policy of the running VMM of `uid` in one transaction per tool: its chain is
+    /// emptied and refilled by one `iptables-restore`, so no packet meets a chain half-written or
+    /// missing (which `remove` then `apply` would allow).
+    public func update(_ policy: NetworkPolicy, uid: UInt32) throws {
+        try prepare()
+        let own = Self.sandboxChain(uid)
+        try withHostLock {
+            for tool in ["iptables", "ip6tables"] {
+                let hook = ["-m", "owner", "--uid-owner", "\(uid)", "-j", own]
+                let hooked = try ExternalCommand(tool, ["-w", "-C", Self.chain] + hook).run().status == 0
+                // Declaring a chain in a --noflush restore empties it within the same commit.
+                let rules = ["*filter", ":\(own) - [0:0]"] + PolicyRules.rules(for: policy, chain: own, pass: "RETURN", ipv6: tool == "ip6tables")
+                    + (hooked ? [] : ["-A \(Self.chain) " + hook.joined(separator: " ")]) + ["COMMIT", ""]
                 try restore(tool, rules.joined(separator: "\n"))
             }
         }

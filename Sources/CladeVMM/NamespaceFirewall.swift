@@ -15,10 +15,17 @@ import Foundation
 ///    forwarded ports) pass;
 /// 2. the host's own addresses (whatever the helper would carry there), link-local addresses and
 ///    the helper's network (its gateway and resolver are the host) are refused;
-/// 3. under an allow-list, the listed destinations pass and everything else is refused.
+/// 3. under an allow-list, the listed destinations pass and everything else is refused; under a
+///    deny list, the listed destinations are refused unless an allow entry admits them.
 ///
+/// `iptables-restore` replaces the whole table in one commit, so a policy changed while the VMM
+/// runs (``apply(_:toNamespaceOf:helperNetwork:)`` again) never leaves it unfiltered.
 /// The rules go in before the helper attaches, so no packet leaves the namespace unfiltered.
 public enum NamespaceFirewall {
+    /// The network the user-mode helper (slirp4netns) gives the namespace, apart from the guest's
+    /// 10.0.2.0/24: its gateway and resolver are the host, so the filter refuses it.
+    public static let helperNetwork = "10.41.0.0/24"
+
     /// True when the rules can be installed: `nsenter` and the iptables restore tools exist.
     public static var isAvailable: Bool {
         ["nsenter", "iptables-restore", "ip6tables-restore"].allSatisfy { ExternalCommand.locate($0) != nil }
@@ -30,22 +37,7 @@ public enum NamespaceFirewall {
         var rules = ["*filter", "-A OUTPUT -o lo -j ACCEPT", "-A OUTPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"]
         let refused = hostAddresses.filter { $0.contains(":") == ipv6 } + (ipv6 ? ["fe80::/10"] : ["169.254.0.0/16", helperNetwork])
         for destination in refused { rules += HostFirewall.refuse(chain: "OUTPUT", match: "-d \(destination)") }
-        switch policy.mode {
-        case .outbound:
-            break
-        case .none, .allow:
-            // IPv6 has no allow entries: the list is IPv4 CIDRs (as root's firewall reads it).
-            if !ipv6 {
-                for destination in policy.allow {
-                    if let port = destination.port {
-                        for proto in ["tcp", "udp"] { rules.append("-A OUTPUT -d \(destination.cidr) -p \(proto) --dport \(port) -j ACCEPT") }
-                    } else {
-                        rules.append("-A OUTPUT -d \(destination.cidr) -j ACCEPT")
-                    }
-                }
-            }
-            rules += HostFirewall.refuse(chain: "OUTPUT", match: "")
-        }
+        rules += PolicyRules.rules(for: policy, chain: "OUTPUT", pass: "ACCEPT", ipv6: ipv6)
         return (rules + ["COMMIT", ""]).joined(separator: "\n")
     }
 

@@ -14,7 +14,7 @@ struct Clade: AsyncParsableCommand {
         subcommands: [
             Doctor.self, ImageCommand.self, Run.self, Boot.self, Exec.self, List.self, Kill.self,
             Bake.self, SnapshotCommand.self, Snapshots.self, SnapshotInfoCommand.self, Fork.self, RemoveSnapshot.self,
-            Bench.self, Branch.self, Compact.self, Standby.self, Resume.self, Pause.self, Unpause.self, SetTimeout.self, Port.self,
+            Bench.self, Branch.self, Compact.self, Standby.self, Resume.self, Pause.self, Unpause.self, SetTimeout.self, NetworkCommand.self, Port.self,
             ProcessList.self, SignalCommand.self, Attach.self, Eval.self, Files.self,
             PackCommand.self, UnpackCommand.self, PushCommand.self, PullCommand.self, GarbageCollect.self, Serve.self, E2BCommand.self,
         ])

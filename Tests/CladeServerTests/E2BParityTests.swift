@@ -59,3 +59,29 @@ import Testing
         #expect(ProtoJSON.date(rfc3339: "yesterday") == nil)
     }
 }
+
+/// E2B's egress settings as clade's network policy.
+@Suite struct E2BNetworkConfigTests {
+    func read(_ network: [String: Any]?, internet: Bool? = nil) throws -> E2BNetworkConfig {
+        try E2BNetworkConfig.read(network.map(ProtoJSON.init), allowInternetAccess: internet)
+    }
+
+    @Test func denyAndAllowListsBecomeADenyPolicy() throws {
+        let policy = try read(["denyOut": ["0.0.0.0/0"], "allowOut": ["1.1.1.1", "8.8.8.0/24"]]).policy()
+        #expect(policy.description == "deny:0.0.0.0/0;allow:1.1.1.1/32,8.8.8.0/24")
+        // allowOut alone restricts nothing, as in E2B; no internet is a deny of all traffic.
+        #expect(try read(["allowOut": ["1.1.1.1"]]).policy() == .standard)
+        #expect(try read(nil, internet: false).policy() == .denyAll)
+        #expect(try read([:]).policy() == .standard)
+        #expect(try read(["allowPublicTraffic": false]).policy() == .standard)
+    }
+
+    @Test func whatOnlyAnEgressProxyCouldEnforceIsRefused() {
+        for network: [String: Any] in [
+            ["allowOut": ["example.com"], "denyOut": ["0.0.0.0/0"]], ["denyOut": ["*.example.com"]], ["denyOut": ["2001:db8::1"]],
+            ["denyOut": ["8.8.8.8/33"]], ["maskRequestHost": "x.example.com"], ["rules": ["api.example.com": [["transform": [:]]]]],
+        ] {
+            #expect(throws: E2BError.self, "\(network)") { try read(network) }
+        }
+    }
+}

@@ -87,6 +87,11 @@ extension E2BService {
             let body = try await Self.body(request, optional: true)
             return try await service.snapshot(try id(context), name: body.string("name"))
         })
+        router.put("/sandboxes/:sandboxID/network", use: handle { request, context in
+            let body = try await Self.body(request, optional: true)
+            try await service.updateNetwork(try id(context), body)
+            return Response(status: .noContent)
+        })
         router.get("/snapshots", use: handle { request, _ in try await service.listSnapshots(request) })
         router.delete("/templates/:templateID", use: handle { _, context in
             try await service.deleteSnapshot(try context.parameters.require("templateID"))
@@ -122,8 +127,13 @@ extension E2BService {
         let lifetime = try Self.lifetime(
             seconds: timeout, action: body.bool("autoPause") ? (diskOnly ? .standbyDiskOnly : .standby) : .kill)
         let tag = try await templates.snapshotTag(for: templateID)
-        // `allow_internet_access: false` is clade's `none`; otherwise the template's policy.
-        let network = body.has("allow_internet_access") && !body.bool("allow_internet_access") ? NetworkPolicy(mode: .none) : nil
+        // Egress rules as the packet filter's policy (a deny of all traffic keeps the NIC, so
+        // `PUT /network` can open it later); neither field given: the template's policy.
+        let internet: Bool? = body.has("allow_internet_access") ? body.bool("allow_internet_access") : nil
+        let networkMessage = body.message("network")
+        let egress = try E2BNetworkConfig.read(networkMessage, allowInternetAccess: internet)
+        let network = networkMessage == nil && internet == nil ? nil : try egress.policy()
+        let privateTraffic = networkMessage.map { $0.has("allowPublicTraffic") && !$0.bool("allowPublicTraffic") } ?? false
         let outcome = try await engine.forks.fork(tag: tag, count: 1, lifetime: lifetime, network: network).first
         guard let record = outcome?.record else { throw E2BError(500, "the sandbox did not start: \(outcome?.error ?? "no outcome")") }
         let started = Date()
@@ -131,7 +141,8 @@ extension E2BService {
             sandboxID: record.id, templateID: templateID, alias: templateID, metadata: body.map("metadata"), envVars: body.map("envVars"),
             accessToken: body.has("secure") && !body.bool("secure") ? nil : Self.newToken(), startedAt: started,
             startedAtSeconds: started.timeIntervalSince1970, autoPause: body.bool("autoPause"), autoPauseDiskOnly: diskOnly ? true : nil,
-            allowInternetAccess: body.has("allow_internet_access") ? body.bool("allow_internet_access") : nil)
+            allowInternetAccess: internet, network: network == nil ? nil : egress,
+            trafficAccessToken: privateTraffic ? Self.newToken() : nil)
         try states.put(state)
         return Self.json(sandbox(record, state), status: .created)
     }
@@ -165,6 +176,19 @@ extension E2BService {
         _ = try await engine.lifetimes.set(id: id, lifetime: lifetime)
     }
 
+    /// Replaces a running sandbox's egress rules (fields left out are cleared, as E2B does).
+    func updateNetwork(_ id: String, _ body: ProtoJSON) async throws {
+        let (record, current) = try await require(id)
+        guard record.state != .standby else { throw E2BError(409, "sandbox \(id) is paused; connect to it before changing its network") }
+        let internet: Bool? = body.has("allow_internet_access") ? body.bool("allow_internet_access") : nil
+        let egress = try E2BNetworkConfig.read(body, allowInternetAccess: internet)
+        try await engine.sandboxes.setNetwork(id: id, policy: try egress.policy())
+        var state = current
+        state.network = egress
+        state.allowInternetAccess = internet
+        try states.put(state)
+    }
+
     /// A diff branch of the running sandbox, then `count` forks of it (each result reports its own error).
     func fork(_ id: String, count: Int, timeout: Int?) async throws -> Response {
         let (record, parent) = try await require(id)
@@ -184,6 +208,7 @@ extension E2BService {
             state.sandboxID = child.id
             state.startedAt = Date()
             if state.accessToken != nil { state.accessToken = Self.newToken() }
+            if state.trafficAccessToken != nil { state.trafficAccessToken = Self.newToken() }
             try states.put(state)
             results.append(["sandbox": sandbox(child, state)])
         }
@@ -274,6 +299,7 @@ extension E2BService {
         ]
         if let alias = state.alias { body["alias"] = alias }
         if let token = state.accessToken { body["envdAccessToken"] = token }
+        if let token = state.trafficAccessToken { body["trafficAccessToken"] = token }
         return body
     }
 
@@ -290,6 +316,10 @@ extension E2BService {
             body["domain"] = configuration.domain
             if let token = state.accessToken { body["envdAccessToken"] = token }
             if let internet = state.allowInternetAccess { body["allowInternetAccess"] = internet }
+            if let token = state.trafficAccessToken { body["trafficAccessToken"] = token }
+            var network = (state.network ?? E2BNetworkConfig(allowOut: [], denyOut: [])).json
+            network["allowPublicTraffic"] = state.trafficAccessToken == nil
+            body["network"] = network
         }
         return body
     }

@@ -25,6 +25,11 @@ struct E2BSandboxState: Codable, Sendable {
     /// `autoPauseMemory: false`: the timeout's pause keeps only the disk (resume boots it).
     var autoPauseDiskOnly: Bool?
     var allowInternetAccess: Bool?
+    /// The egress rules as the SDK gave them (nil: none given, the template's policy).
+    var network: E2BNetworkConfig?
+    /// Set when `allowPublicTraffic` is false: requests to the sandbox's ports must carry it as
+    /// `e2b-traffic-access-token`.
+    var trafficAccessToken: String?
 }
 
 extension E2BSandboxState {

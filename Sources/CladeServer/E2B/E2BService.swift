@@ -123,7 +123,8 @@ public struct E2BService: Sendable {
     }
 }
 
-/// Authentication and routing in front of every E2B route: guest-port hosts are proxied; envd
+/// Authentication and routing in front of every E2B route: guest-port hosts are proxied (with the
+/// sandbox's traffic access token, when it has one); envd
 /// requests need a live E2B sandbox (502 "was not found" otherwise, the SDK's cue that it is
 /// gone) and, for secure sandboxes, its access token; control-plane requests need an API key.
 struct E2BGatewayMiddleware: RouterMiddleware {
@@ -134,6 +135,11 @@ struct E2BGatewayMiddleware: RouterMiddleware {
         if let authority = request.head.authority,
             let target = GuestPortProxyMiddleware<Context>.target(of: authority, domain: service.configuration.domain),
             target.port != E2BService.envdPort {
+            // `allowPublicTraffic: false`: a sandbox's ports answer only requests with its token.
+            if let token = service.states.get(target.sandbox)?.trafficAccessToken,
+                request.headers[HTTPField.Name("e2b-traffic-access-token")!] != token {
+                return E2BError(403, "sandbox \(target.sandbox) takes requests to its ports only with its traffic access token, as the e2b-traffic-access-token header").response
+            }
             return try await GuestPortProxyMiddleware<Context>(domain: service.configuration.domain, engine: service.engine)
                 .handle(request, context: context, next: next)
         }

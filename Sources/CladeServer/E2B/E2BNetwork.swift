@@ -1,0 +1,68 @@
+import CladeModel
+import Foundation
+
+/// E2B's egress settings (`network` at create, the body of `PUT /sandboxes/{id}/network`) as
+/// clade's ``NetworkPolicy``, which the VMM's packet filter enforces.
+///
+/// `denyOut` refuses its destinations and `allowOut` admits its own even where a deny entry
+/// covers them; `allowOut` alone restricts nothing, as in E2B. `allow_internet_access: false`
+/// is a deny of all traffic. Entries are IPv4 addresses or CIDRs. Domain names, transforms and
+/// host masks need an egress proxy that reads the name a connection is for, which clade does not
+/// have: a request that names one is refused, never accepted and left unenforced.
+struct E2BNetworkConfig: Codable, Sendable, Equatable {
+    var allowOut: [String]
+    var denyOut: [String]
+
+    /// Reads `message` (nil when the request has none). `allowInternetAccess` is the request's
+    /// top-level `allow_internet_access`, when given.
+    static func read(_ message: ProtoJSON?, allowInternetAccess: Bool?) throws -> E2BNetworkConfig {
+        var config = E2BNetworkConfig(allowOut: message?.strings("allowOut") ?? [], denyOut: message?.strings("denyOut") ?? [])
+        if let message {
+            for field in ["rules", "maskRequestHost", "egressProxy"] where message.has(field) && !Self.isEmpty(message, field) {
+                throw E2BError(
+                    400,
+                    "network.\(field) needs an egress proxy that sees each request's host name, which clade does not run; "
+                        + "clade enforces egress by IP address in the VMM's packet filter: leave \(field) out")
+            }
+        }
+        if allowInternetAccess == false, !config.denyOut.contains(NetworkDestination.everywhere.cidr) {
+            config.denyOut.append(NetworkDestination.everywhere.cidr)
+        }
+        _ = try config.policy()
+        return config
+    }
+
+    /// The policy these lists give; `outbound` when nothing is denied.
+    func policy() throws -> NetworkPolicy {
+        let deny = try denyOut.map { try Self.destination($0, field: "denyOut") }
+        let allow = try allowOut.map { try Self.destination($0, field: "allowOut") }
+        guard !deny.isEmpty else { return .standard }
+        return NetworkPolicy(mode: .deny, allow: allow, deny: deny)
+    }
+
+    /// The `network` object of a sandbox's detail.
+    var json: [String: Any] { ["allowOut": allowOut, "denyOut": denyOut] }
+
+    private static func destination(_ entry: String, field: String) throws -> NetworkDestination {
+        let text = entry.trimmingCharacters(in: .whitespaces)
+        if text.contains(":") {
+            throw E2BError(400, "\(field) entry '\(entry)' is IPv6: clade's egress rules take IPv4 addresses and CIDRs (IPv6 is refused whenever all traffic is denied)")
+        }
+        if text.contains(where: \.isLetter) {
+            throw E2BError(
+                400,
+                "\(field) entry '\(entry)' is a domain name: clade enforces egress by IP address in the VMM's packet filter and has no egress proxy to match names; list the addresses or CIDRs instead")
+        }
+        do {
+            return try NetworkDestination(parsing: text)
+        } catch {
+            throw E2BError(400, "\(field) entry '\(entry)' is not an IPv4 address or CIDR (e.g. 8.8.8.8 or 10.0.0.0/8)")
+        }
+    }
+
+    private static func isEmpty(_ message: ProtoJSON, _ field: String) -> Bool {
+        if let text = message.string(field) { return text.isEmpty }
+        if let object = message.message(field) { return object.fields.isEmpty }
+        return false
+    }
+}
