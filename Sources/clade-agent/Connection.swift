@@ -15,10 +15,15 @@ final class Connection: @unchecked Sendable {
     }
 
     let fd: Int32
+    /// False for the virtio-serial port, which outlives each host connection on it.
+    private let ownsDescriptor: Bool
     private let writeLock = Guarded(())
     private let state = Guarded(State())
 
-    init(fd: Int32) { self.fd = fd }
+    init(fd: Int32, ownsDescriptor: Bool = true) {
+        self.fd = fd
+        self.ownsDescriptor = ownsDescriptor
+    }
 
     /// Sends one response line. Blocks while the host is not reading, which is the flow control:
     /// a stream's writer stops reading its process's output until the host catches up, so a slow
@@ -50,10 +55,11 @@ final class Connection: @unchecked Sendable {
         if failed { markClosed() }
     }
 
-    /// Ends the connection: everything tied to it hears, then the descriptor is closed.
+    /// Ends the connection: everything tied to it hears, then the descriptor is closed (if it is
+    /// the connection's own). A write in progress finishes first; none starts after.
     func close() {
         markClosed()
-        writeLock.withLock { _ in _ = Glibc.close(fd) }
+        writeLock.withLock { _ in if ownsDescriptor { _ = Glibc.close(fd) } }
     }
 
     var isClosed: Bool { state.withLock { $0.closed } }

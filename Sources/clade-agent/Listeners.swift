@@ -11,6 +11,8 @@ struct LineReader {
     let fd: Int32
     private var pending: [UInt8] = []
     private var buffer = [UInt8](repeating: 0, count: 65536)
+    /// Set when reading stopped on an error or an over-long line rather than at end of file.
+    private(set) var failed = false
 
     init(fd: Int32) { self.fd = fd }
 
@@ -22,9 +24,13 @@ struct LineReader {
                 pending.removeSubrange(...newline)
                 return line
             }
-            if pending.count > AgentCodec.maxLineBytes { return nil }
+            if pending.count > AgentCodec.maxLineBytes {
+                failed = true
+                return nil
+            }
             let count = read(fd, &buffer, buffer.count)
             if count < 0 && errno == EINTR { continue }
+            if count < 0 { failed = true }
             if count <= 0 { return nil }
             pending.append(contentsOf: buffer[0..<count])
         }
@@ -116,6 +122,11 @@ private func acceptConnections(on listener: Int32, handler: RequestHandler) {
 
 /// Serves requests on the virtio-serial port named `name`. Requests run concurrently
 /// and answers carry the request's `id`, so the host can multiplex one channel.
+///
+/// The port stays open from one host connection to the next. Closing it at each end of file
+/// (while no host is connected, every read is one) opened a race: the guest's driver discards
+/// what arrives while the port is closed, and QEMU learns of the close only later, so a host
+/// that connected in that instant lost its first requests and waited for answers forever.
 func serveSerial(name: String, handler: RequestHandler) {
     guard let device = findSerialPort(named: name) else {
         return log("no virtio-serial port named \(name); serving TCP only")
@@ -127,18 +138,28 @@ func serveSerial(name: String, handler: RequestHandler) {
             sleep(1)
             continue
         }
-        let peer = Connection(fd: fd)
-        var reader = LineReader(fd: fd)
-        while let line = reader.nextLine() {
-            if line.isEmpty { continue }
-            startThread {
-                if let response = handler.handle(line: line, on: peer) { peer.send(response) }
-            }
-        }
-        // End of file: the host side disconnected. Reopen and wait for the next one.
-        peer.close()
-        usleep(100_000)
+        // Without a host, a read returns end of file at once: look again a little later. What
+        // the host sends meanwhile waits in the open port.
+        while serveSerialSession(fd: fd, handler: handler) { usleep(50_000) }
+        close(fd)
+        sleep(1)
     }
+}
+
+/// One host connection on the open port `fd`, until the host leaves (true) or the port fails
+/// (false: reopen it). Whatever the connection's requests started hears that it closed; a late
+/// answer to it is dropped rather than sent to the next host.
+private func serveSerialSession(fd: Int32, handler: RequestHandler) -> Bool {
+    let peer = Connection(fd: fd, ownsDescriptor: false)
+    var reader = LineReader(fd: fd)
+    while let line = reader.nextLine() {
+        if line.isEmpty { continue }
+        startThread {
+            if let response = handler.handle(line: line, on: peer) { peer.send(response) }
+        }
+    }
+    peer.close()
+    return !reader.failed
 }
 
 /// Probes an idle connection now and then, so that one whose host end vanished (a fork restored

@@ -307,6 +307,71 @@ def guest_port(sb):
     step(f"get_host(8000) = {host} reaches the guest's HTTP server")
 
 
+def reaches(sb, peer):
+    """True when the guest fetches a page from `peer` (ADDRESS:PORT) beyond the host."""
+    try:
+        r = sb.commands.run(f"curl -s -o /dev/null --connect-timeout 3 -m 5 -w '%{{http_code}}' http://{peer}/")
+        return r.stdout.strip() == "200"
+    except CommandExitException:
+        return False
+
+
+def egress():
+    """E2B's egress rules against two peers beyond the host (CLADE_TEST_PEERS, set up by the
+    Swift test as root): allowOut over denyOut at create, update_network replacing and clearing
+    the rules while the sandbox runs, domains refused, and allow_public_traffic=False."""
+    peers = [p for p in os.environ.get("CLADE_TEST_PEERS", "").split(",") if p]
+    if len(peers) < 2:
+        step("egress: skipped, no peers beyond the host (CLADE_TEST_PEERS; the Swift test makes them as root)")
+        return
+    first, second = peers[0], peers[1]
+    first_ip, second_ip = first.split(":")[0], second.split(":")[0]
+    sb = Sandbox.create(TEMPLATE, timeout=CREATE_TIMEOUT, network={"deny_out": lambda ctx: [ctx.all_traffic], "allow_out": [first_ip]})
+    try:
+        check(reaches(sb, first) and not reaches(sb, second), "allow_out over deny_out of all traffic")
+        sb.update_network({})
+        check(reaches(sb, first) and reaches(sb, second), "update_network({}) cleared the rules")
+        sb.update_network({"deny_out": [f"{second_ip}/32"]})
+        check(reaches(sb, first) and not reaches(sb, second), "update_network denied one address while running")
+        sb.update_network({"allow_internet_access": False})
+        check(not reaches(sb, first), "allow_internet_access=False denies everything")
+        try:
+            sb.update_network({"allow_out": ["example.com"], "deny_out": ["0.0.0.0/0"]})
+            raise AssertionError("a domain rule, which clade cannot enforce, was accepted")
+        except e2b.SandboxException:
+            pass
+        check(not reaches(sb, first), "a refused update changed the rules")
+    finally:
+        sb.kill()
+    try:
+        Sandbox.create(TEMPLATE, timeout=CREATE_TIMEOUT, network={"allow_out": ["example.com"], "deny_out": ["0.0.0.0/0"]})
+        raise AssertionError("a sandbox with a domain rule was created")
+    except e2b.SandboxException:
+        pass
+    step("egress: allow_out over deny_out, update_network live (replace, clear, no internet), domains refused")
+
+    private = Sandbox.create(TEMPLATE, timeout=CREATE_TIMEOUT, network={"allow_public_traffic": False})
+    try:
+        token = private.traffic_access_token
+        check(token, "allow_public_traffic=False gave no traffic access token")
+        private.commands.run("mkdir -p /tmp/www && echo private > /tmp/www/index.html")
+        private.commands.run("cd /tmp/www && python3 -m http.server 8000", background=True)
+        host = private.get_host(8000)
+        deadline, status, body = time.time() + 60, 0, b""
+        while time.time() < deadline and status != 200:
+            status, body = raw("GET", "/index.html", {"Host": host, "e2b-traffic-access-token": token})
+            if status != 200:
+                time.sleep(1)
+        check(status == 200 and body == b"private\n", f"with the token: {status} {body!r}")
+        status, _ = raw("GET", "/index.html", {"Host": host})
+        check(status == 403, f"without the token: {status}")
+        status, _ = raw("GET", "/index.html", {"Host": host, "e2b-traffic-access-token": "wrong"})
+        check(status == 403, f"with a wrong token: {status}")
+    finally:
+        private.kill()
+    step("allow_public_traffic=False: the sandbox's ports answer only with its traffic access token")
+
+
 def raw(method, path, headers, body=None):
     """One request to the daemon's E2B listener without the SDK (routing and auth checks)."""
     address = os.environ["E2B_SANDBOX_URL"].split("://", 1)[1]
@@ -379,6 +444,7 @@ def run_sync():
         sb = filesystem_pause(sb)
     finally:
         sb.kill()
+    egress()
     check(not Sandbox.connect is None and not sb.is_running(), "killed sandbox still running")
     step("kill")
 

@@ -134,6 +134,9 @@ enum AgentSocket {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard connected == 0 else { throw HarnessError("cannot connect to \(path)") }
+        // A request lost on the way must fail the test, not hang the run.
+        var patience = timeval(tv_sec: 60, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &patience, socklen_t(MemoryLayout<timeval>.size))
         let payload = Data((lines.joined(separator: "\n") + "\n").utf8)
         _ = payload.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         var received = Data()

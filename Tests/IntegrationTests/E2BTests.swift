@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CladeStore
 import Foundation
 import Testing
@@ -21,7 +24,12 @@ import Testing
         return (daemon, port, key)
     }
 
-    func scenarios(_ mode: String, port: Int, key: String, httpVersion: String? = nil) throws -> ExternalCommand.Output {
+    /// Two addresses beyond the host, each with a web server on ``peerPort``, for the egress
+    /// scenario (E2B's own suite uses 1.1.1.1 and 8.8.8.8, which CI cannot reach).
+    static let peer = PeerNetwork(namespace: "clade-e2bpeer", link: "cladee2b", hostCIDR: "10.231.9.1/29", peerCIDRs: ["10.231.9.2/29", "10.231.9.3/29"])
+    static let peerPort = 8080
+
+    func scenarios(_ mode: String, port: Int, key: String, httpVersion: String? = nil, peers: [String] = []) throws -> ExternalCommand.Output {
         let python = CLIHarness.packageRoot.appendingPathComponent(".build/e2bclient/bin/python")
         try #require(FileManager.default.isExecutableFile(atPath: python.path), "the e2b SDK is not installed: run scripts/python-clients.sh (scripts/test.sh does)")
         let script = CLIHarness.packageRoot.appendingPathComponent("Tests/E2BScenarios/scenarios.py")
@@ -30,6 +38,7 @@ import Testing
             "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
         ]
         if let httpVersion { environment["E2B_HTTP_VERSION"] = httpVersion }
+        if !peers.isEmpty { environment["CLADE_TEST_PEERS"] = peers.map { "\($0):\(Self.peerPort)" }.joined(separator: ",") }
         // A bound on a hung run, not a speed target.
         return try ExternalCommand("timeout", ["1800", python.path, script.path, mode], environment: environment).run()
     }
@@ -39,10 +48,21 @@ import Testing
         try #require(initialized.status == 0, "clade e2b init: \(initialized.stderr)")
         let (daemon, port, key) = try startDaemon()
         defer { daemon.stop() }
+        // The peers need root (`ip netns`); without them the egress scenario says it skipped.
+        var peers: [String] = []
+        var servers: [IsolationIntegrationTests.LoopbackServer] = []
+        if geteuid() == 0 {
+            try Self.peer.create()
+            servers = try Self.peer.addresses.map { try .init(bind: $0, namespace: Self.peer.namespace, port: Self.peerPort) }
+            peers = Self.peer.addresses
+        }
+        defer { if !peers.isEmpty { Self.peer.remove() } }
         for version: String? in [nil, "1.1"] {
-            let run = try scenarios("sync", port: port, key: key, httpVersion: version)
+            // Egress once, with the SDK's default transport: it is the host's firewall under test.
+            let run = try scenarios("sync", port: port, key: key, httpVersion: version, peers: version == nil ? peers : [])
             #expect(run.status == 0 && run.stdout.hasSuffix("all scenarios passed\n"), "E2B scenarios (HTTP \(version ?? "default")), status \(run.status):\n\(run.stdout)\n\(run.stderr)")
         }
+        withExtendedLifetime(servers) {}
         let async = try scenarios("async", port: port, key: key)
         #expect(async.status == 0 && async.stdout.hasSuffix("all scenarios passed\n"), "AsyncSandbox scenarios, status \(async.status):\n\(async.stdout)\n\(async.stderr)")
         // Every sandbox the scenarios started is gone, and fork snapshots with them.

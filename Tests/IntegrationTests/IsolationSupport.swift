@@ -79,27 +79,7 @@ extension IsolationIntegrationTests {
         deinit { process.terminate() }
     }
 
-    /// A network namespace behind a veth pair, standing for "somewhere beyond the host".
-    static func makePeerNamespace() throws {
-        removePeerNamespace()
-        for command in [
-            ["netns", "add", peerNamespace],
-            ["link", "add", "cladeit0", "type", "veth", "peer", "name", "cladeit1"],
-            ["link", "set", "cladeit1", "netns", peerNamespace],
-            ["addr", "add", "10.231.7.1/30", "dev", "cladeit0"],
-            ["link", "set", "cladeit0", "up"],
-            ["netns", "exec", peerNamespace, "ip", "addr", "add", "\(peerAddress)/30", "dev", "cladeit1"],
-            ["netns", "exec", peerNamespace, "ip", "link", "set", "cladeit1", "up"],
-            ["netns", "exec", peerNamespace, "ip", "link", "set", "lo", "up"],
-        ] {
-            _ = try ExternalCommand("ip", command).check()
-        }
-    }
-
-    static func removePeerNamespace() {
-        _ = try? ExternalCommand("ip", ["link", "del", "cladeit0"]).run()
-        _ = try? ExternalCommand("ip", ["netns", "del", peerNamespace]).run()
-    }
+    static let peer = PeerNetwork(namespace: peerNamespace, link: "cladeit", hostCIDR: "10.231.7.1/30", peerCIDRs: ["\(peerAddress)/30"])
 
     func fork(_ cli: CLIHarness, _ tag: String, _ extra: [String] = []) throws -> (id: String, pid: Int32) {
         let result = try cli.run(["fork", tag, "--json"] + extra)
@@ -113,6 +93,29 @@ extension IsolationIntegrationTests {
 
     /// Whether the guest gets an HTTP answer from `host:port`. Busybox's `nc`, not its `wget`:
     /// the static busybox in the image segfaults in wget's name-service lookup.
+    /// `clade network` on running sandboxes: a deny list with an excepted port, an allow list that
+    /// names the host (which stays refused), `none` as a deny of everything, and back to
+    /// `outbound`, each in force at once; a sandbox started under `none` keeps it.
+    func changePoliciesWhileRunning(_ cli: CLIHarness, neighbour: String, closed: String, hostAddresses: [String], hostPort: Int) throws {
+        func change(_ id: String, _ policy: String) throws -> CLIHarness.Result { try cli.run(["network", id, policy]) }
+        let peer = Self.peerAddress
+        let denied = try change(neighbour, "deny:\(peer)/32;allow:\(peer)/32:8001")
+        #expect(denied.status == 0, "\(denied.stderr)")
+        #expect(try reach(cli, neighbour, peer, 8001) && !reach(cli, neighbour, peer, 8002), "a deny list with an excepted port, changed live")
+        let namingHost = try change(neighbour, "allow:" + ([peer] + hostAddresses).map { "\($0)/32" }.joined(separator: ","))
+        #expect(namingHost.status == 0, "\(namingHost.stderr)")
+        for host in hostAddresses { #expect(try !reach(cli, neighbour, host, hostPort), "an allow list naming the host opened it at \(host)") }
+        #expect(try reach(cli, neighbour, peer, 8002), "the allow list changed live")
+        let cut = try change(neighbour, "none")
+        #expect(cut.status == 0 && cut.stdout.contains("deny:0.0.0.0/0"), "\(cut.stdout) \(cut.stderr)")
+        #expect(try !reach(cli, neighbour, peer, 8001), "none on a running sandbox denies everything")
+        #expect(try change(neighbour, "outbound").status == 0)
+        #expect(try reach(cli, neighbour, peer, 8001) && reach(cli, neighbour, peer, 8002), "back to outbound")
+        let reopened = try change(closed, "outbound")
+        #expect(reopened.status != 0 && reopened.stderr.contains("whole life"), "a sandbox started under none was reopened: \(reopened.stderr)")
+        #expect(try !reach(cli, closed, peer, 8001))
+    }
+
     func reach(_ cli: CLIHarness, _ id: String, _ host: String, _ port: Int) throws -> Bool {
         let request = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 \(host) \(port)"
         let result = try cli.run(["exec", id, "--", "sh", "-c", request])

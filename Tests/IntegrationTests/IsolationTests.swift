@@ -65,8 +65,8 @@ extension IsolationIntegrationTests {
         let cli = try configuration.harness("isolation")
         defer { _ = try? cli.run(["kill", "--all"]) }
         let loopback = try LoopbackServer(port: 18_000 + Int(getpid() % 1000))
-        try Self.makePeerNamespace()
-        defer { Self.removePeerNamespace() }
+        try Self.peer.create()
+        defer { Self.peer.remove() }
         let peers = try [8001, 8002].map { try LoopbackServer(bind: Self.peerAddress, namespace: Self.peerNamespace, port: $0) }
         let bake = try cli.run(["bake", "--tag", "iso"], timeout: 600)
         try #require(bake.status == 0, "\(bake.stderr)")
@@ -104,6 +104,7 @@ extension IsolationIntegrationTests {
         #expect(try reach(cli, listed.id, Self.peerAddress, 8001), "allow reaches its listed destination")
         #expect(try !reach(cli, listed.id, Self.peerAddress, 8002), "allow refuses a port it does not list")
         #expect(try !reach(cli, closed.id, Self.peerAddress, 8001), "none reaches nothing")
+        try changePoliciesWhileRunning(cli, neighbour: neighbour.id, closed: closed.id, hostAddresses: hostAddresses, hostPort: loopback.port)
         let listing = try cli.run(["ls", "--json"]).stdout
         #expect(listing.contains("\"network\" : \"none\""))
         if configuration.isRoot {
