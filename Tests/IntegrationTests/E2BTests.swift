@@ -61,6 +61,9 @@ import Testing
             // Egress once, with the SDK's default transport: it is the host's firewall under test.
             let run = try scenarios("sync", port: port, key: key, httpVersion: version, peers: version == nil ? peers : [])
             #expect(run.status == 0 && run.stdout.hasSuffix("all scenarios passed\n"), "E2B scenarios (HTTP \(version ?? "default")), status \(run.status):\n\(run.stdout)\n\(run.stderr)")
+            if version == nil, !peers.isEmpty {
+                #expect(run.stdout.contains("ok egress: allow_out over deny_out") && run.stdout.contains("ok allow_public_traffic=False"), "the egress scenario did not run:\n\(run.stdout)")
+            }
         }
         withExtendedLifetime(servers) {}
         let async = try scenarios("async", port: port, key: key)

@@ -19,7 +19,7 @@ extension E2BService {
         ("POST", "/sandboxes/{sandboxID}/connect"), ("POST", "/v2/sandboxes/{sandboxID}/connect"),
         ("POST", "/sandboxes/{sandboxID}/fork"), ("POST", "/sandboxes/{sandboxID}/snapshots"), ("GET", "/snapshots"),
         ("GET", "/sandboxes/{sandboxID}/metrics"), ("GET", "/sandboxes/{sandboxID}/logs"), ("GET", "/v2/sandboxes/{sandboxID}/logs"),
-        ("DELETE", "/templates/{templateID}"),
+        ("DELETE", "/templates/{templateID}"), ("PUT", "/sandboxes/{sandboxID}/network"),
     ]
 
     func addControlRoutes(to router: Router<E2BContext>) {
@@ -124,6 +124,10 @@ extension E2BService {
         guard let templateID = body.string("templateID"), !templateID.isEmpty else { throw E2BError(400, "field 'templateID' is required") }
         let timeout = body.int("timeout") ?? Self.defaultTimeout
         let diskOnly = body.has("autoPauseMemory") && !body.bool("autoPauseMemory")
+        let autoResume = body.message("autoResume")?.bool("enabled") ?? false
+        if autoResume, diskOnly {
+            throw E2BError(400, "autoResume needs a memory snapshot: a filesystem-only pause (autoPauseMemory: false) is resumed only by connect")
+        }
         let lifetime = try Self.lifetime(
             seconds: timeout, action: body.bool("autoPause") ? (diskOnly ? .standbyDiskOnly : .standby) : .kill)
         let tag = try await templates.snapshotTag(for: templateID)
@@ -142,7 +146,7 @@ extension E2BService {
             accessToken: body.has("secure") && !body.bool("secure") ? nil : Self.newToken(), startedAt: started,
             startedAtSeconds: started.timeIntervalSince1970, autoPause: body.bool("autoPause"), autoPauseDiskOnly: diskOnly ? true : nil,
             allowInternetAccess: internet, network: network == nil ? nil : egress,
-            trafficAccessToken: privateTraffic ? Self.newToken() : nil)
+            trafficAccessToken: privateTraffic ? Self.newToken() : nil, autoResume: autoResume ? true : nil, timeoutSeconds: timeout)
         try states.put(state)
         return Self.json(sandbox(record, state), status: .created)
     }
@@ -174,19 +178,6 @@ extension E2BService {
         let lifetime = seconds == 0
             ? Lifetime(seconds: 0.001, action: state.timeoutAction) : try Self.lifetime(seconds: seconds, action: state.timeoutAction)
         _ = try await engine.lifetimes.set(id: id, lifetime: lifetime)
-    }
-
-    /// Replaces a running sandbox's egress rules (fields left out are cleared, as E2B does).
-    func updateNetwork(_ id: String, _ body: ProtoJSON) async throws {
-        let (record, current) = try await require(id)
-        guard record.state != .standby else { throw E2BError(409, "sandbox \(id) is paused; connect to it before changing its network") }
-        let internet: Bool? = body.has("allow_internet_access") ? body.bool("allow_internet_access") : nil
-        let egress = try E2BNetworkConfig.read(body, allowInternetAccess: internet)
-        try await engine.sandboxes.setNetwork(id: id, policy: try egress.policy())
-        var state = current
-        state.network = egress
-        state.allowInternetAccess = internet
-        try states.put(state)
     }
 
     /// A diff branch of the running sandbox, then `count` forks of it (each result reports its own error).
@@ -317,6 +308,7 @@ extension E2BService {
             if let token = state.accessToken { body["envdAccessToken"] = token }
             if let internet = state.allowInternetAccess { body["allowInternetAccess"] = internet }
             if let token = state.trafficAccessToken { body["trafficAccessToken"] = token }
+            body["lifecycle"] = ["autoResume": state.autoResume ?? false, "onTimeout": state.autoPause ? "pause" : "kill"]
             var network = (state.network ?? E2BNetworkConfig(allowOut: [], denyOut: [])).json
             network["allowPublicTraffic"] = state.trafficAccessToken == nil
             body["network"] = network

@@ -1,3 +1,4 @@
+import CladeEngine
 import CladeModel
 import Foundation
 
@@ -64,5 +65,20 @@ struct E2BNetworkConfig: Codable, Sendable, Equatable {
         if let text = message.string(field) { return text.isEmpty }
         if let object = message.message(field) { return object.fields.isEmpty }
         return false
+    }
+}
+
+extension E2BService {
+    /// Replaces a running sandbox's egress rules (fields left out are cleared, as E2B does).
+    func updateNetwork(_ id: String, _ body: ProtoJSON) async throws {
+        let (record, current) = try await require(id)
+        guard record.state != .standby else { throw E2BError(409, "sandbox \(id) is paused; connect to it before changing its network") }
+        let internet: Bool? = body.has("allow_internet_access") ? body.bool("allow_internet_access") : nil
+        let egress = try E2BNetworkConfig.read(body, allowInternetAccess: internet)
+        try await engine.sandboxes.setNetwork(id: id, policy: try egress.policy())
+        var state = current
+        state.network = egress
+        state.allowInternetAccess = internet
+        try states.put(state)
     }
 }
