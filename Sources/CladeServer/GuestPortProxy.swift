@@ -35,7 +35,17 @@ struct GuestPortProxyMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         outgoing.headers.add(name: "Host", value: authority)
         outgoing.headers.add(name: "X-Forwarded-Host", value: authority)
-        outgoing.body = .stream(request.body, length: .unknown)
+        // Sent from memory, not streamed: the client retries a request whose connection closed
+        // before an answer (a guest server not listening yet, a restarted VMM behind a pooled
+        // connection), and a streamed request body can be read only once (a second read traps,
+        // which took the whole daemon down).
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: Self.maxBodyBytes)
+        } catch {
+            return JSONIO.error(APIError(.contentTooLarge, "a request body for guest port \(target.port) of sandbox \(target.sandbox) must be at most \(Self.maxBodyBytes / 1_048_576) MiB (\(error))"))
+        }
+        if body.readableBytes > 0 { outgoing.body = .bytes(body) }
         let response: HTTPClientResponse
         do {
             response = try await HTTPClient.shared.execute(outgoing, timeout: .seconds(300))
@@ -48,6 +58,9 @@ struct GuestPortProxyMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         return Response(status: .init(code: Int(response.status.code)), headers: headers, body: ResponseBody(asyncSequence: response.body))
     }
+
+    /// The largest request body forwarded to a guest port.
+    static var maxBodyBytes: Int { 64 * 1_048_576 }
 
     /// The guest port and sandbox id a Host names under `domain`, or nil for other hosts.
     static func target(of authority: String, domain: String) -> (port: Int, sandbox: String)? {

@@ -124,8 +124,7 @@ public struct E2BService: Sendable {
 }
 
 /// Authentication and routing in front of every E2B route: guest-port hosts are proxied (with the
-/// sandbox's traffic access token, when it has one; a paused sandbox with `autoResume` is resumed
-/// first, as for envd requests); envd
+/// sandbox's traffic access token, when it has one); envd
 /// requests need a live E2B sandbox (502 "was not found" otherwise, the SDK's cue that it is
 /// gone) and, for secure sandboxes, its access token; control-plane requests need an API key.
 struct E2BGatewayMiddleware: RouterMiddleware {
@@ -141,7 +140,6 @@ struct E2BGatewayMiddleware: RouterMiddleware {
                 request.headers[HTTPField.Name("e2b-traffic-access-token")!] != token {
                 return E2BError(403, "sandbox \(target.sandbox) takes requests to its ports only with its traffic access token, as the e2b-traffic-access-token header").response
             }
-            _ = await service.wakeForTraffic(target.sandbox)
             return try await GuestPortProxyMiddleware<Context>(domain: service.configuration.domain, engine: service.engine)
                 .handle(request, context: context, next: next)
         }
@@ -176,7 +174,7 @@ struct E2BGatewayMiddleware: RouterMiddleware {
                     return E2BError(401, "this sandbox is secure: send its envdAccessToken as X-Access-Token").response
                 }
             }
-            if record.state == .standby, await !service.wakeForTraffic(sandbox) {
+            if record.state == .standby {
                 return E2BError(502, "The sandbox \(sandbox) is paused; connect to it first (it was not found running)").response
             }
             return try await next(request, context)
