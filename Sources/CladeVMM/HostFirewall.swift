@@ -68,12 +68,9 @@ public struct HostFirewall: Sendable {
         try prepare()
         if replacing { remove(uid: uid) }
         guard policy.mode != .outbound else { return }
-        let own = Self.sandboxChain(uid)
         try withHostLock {
             for tool in ["iptables", "ip6tables"] {
-                let rules = ["*filter", ":\(own) - [0:0]"] + PolicyRules.rules(for: policy, chain: own, pass: "RETURN", ipv6: tool == "ip6tables")
-                    + ["-A \(Self.chain) -m owner --uid-owner \(uid) -j \(own)", "COMMIT", ""]
-                try restore(tool, rules.joined(separator: "\n"))
+                try restore(tool, Self.sandboxRules(policy, uid: uid, tool: tool, hook: true))
             }
         }
     }
@@ -83,18 +80,26 @@ public struct HostFirewall: Sendable {
     /// missing (which `remove` then `apply` would allow).
     public func update(_ policy: NetworkPolicy, uid: UInt32) throws {
         try prepare()
-        let own = Self.sandboxChain(uid)
         try withHostLock {
             for tool in ["iptables", "ip6tables"] {
-                let hook = ["-m", "owner", "--uid-owner", "\(uid)", "-j", own]
-                let hooked = try ExternalCommand(tool, ["-w", "-C", Self.chain] + hook).run().status == 0
-                // Declaring a chain in a --noflush restore empties it within the same commit.
-                let rules = ["*filter", ":\(own) - [0:0]"] + PolicyRules.rules(for: policy, chain: own, pass: "RETURN", ipv6: tool == "ip6tables")
-                    + (hooked ? [] : ["-A \(Self.chain) " + hook.joined(separator: " ")]) + ["COMMIT", ""]
-                try restore(tool, rules.joined(separator: "\n"))
+                let hooked = try ExternalCommand(tool, ["-w", "-C", Self.chain] + Self.hook(uid)).run().status == 0
+                try restore(tool, Self.sandboxRules(policy, uid: uid, tool: tool, hook: !hooked))
             }
         }
     }
+
+    /// The `iptables-restore --noflush` input that (re)fills `uid`'s own chain with `policy`, and
+    /// with `hook` also sends the uid's packets there. Declaring a chain in such an input empties
+    /// it within the same commit, so a chain being refilled is never seen half-written.
+    static func sandboxRules(_ policy: NetworkPolicy, uid: UInt32, tool: String, hook: Bool) -> String {
+        let own = sandboxChain(uid)
+        let rules = ["*filter", ":\(own) - [0:0]"] + PolicyRules.rules(for: policy, chain: own, pass: "RETURN", ipv6: tool == "ip6tables")
+            + (hook ? ["-A \(chain) " + Self.hook(uid).joined(separator: " ")] : []) + ["COMMIT", ""]
+        return rules.joined(separator: "\n")
+    }
+
+    /// The match and jump that send `uid`'s packets to its own chain.
+    static func hook(_ uid: UInt32) -> [String] { ["-m", "owner", "--uid-owner", "\(uid)", "-j", sandboxChain(uid)] }
 
     /// Drops whatever `uid` had (nothing is an error: it may never have had a chain).
     public func remove(uid: UInt32) {
@@ -102,7 +107,7 @@ public struct HostFirewall: Sendable {
         try? withHostLock {
             for tool in ["iptables", "ip6tables"] {
                 guard (try? ExternalCommand(tool, ["-w", "-S", own]).run().status) == 0 else { continue }
-                while (try? ExternalCommand(tool, ["-w", "-D", Self.chain, "-m", "owner", "--uid-owner", "\(uid)", "-j", own]).run().status) == 0 {}
+                while (try? ExternalCommand(tool, ["-w", "-D", Self.chain] + Self.hook(uid)).run().status) == 0 {}
                 _ = try? ExternalCommand(tool, ["-w", "-F", own]).run()
                 _ = try? ExternalCommand(tool, ["-w", "-X", own]).run()
             }
