@@ -136,7 +136,7 @@ extension Engine {
         if record.confinement?.hostFirewall == true, let uid = record.confinement?.uid {
             try firewall.update(policy, uid: uid)
         } else if record.confinement?.namespaces != nil, check.plan.allowLists, let pid = record.pid {
-            try NamespaceFirewall.apply(policy, toNamespaceOf: pid, helperNetwork: NamespaceFirewall.helperNetwork)
+            try NamespaceFirewall.apply(policy, toNamespaceOf: pid)
         } else if policy.mode != .outbound {
             throw EngineError.isolationUnavailable(
                 "sandbox \(record.id) runs without a packet filter of its own, so the policy '\(policy)' cannot be put in force while it runs; "

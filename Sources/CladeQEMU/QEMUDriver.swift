@@ -97,7 +97,7 @@ public struct QEMUDriver: VMBackend {
         if let helper {
             do {
                 if let policy = spec.confinement.namespaceFirewall {
-                    try NamespaceFirewall.apply(policy, toNamespaceOf: pid, helperNetwork: QEMUUserNetwork.namespaceNetwork)
+                    try NamespaceFirewall.apply(policy, toNamespaceOf: pid)
                 }
                 try QEMUUserNetwork.start(helper: helper, pid: pid, files: files, exitDescriptor: exitPipe[0])
                 try await QEMUUserNetwork.forward(host: spec.agentPort, guest: spec.agentPort, socket: files.networkHelperSocket)

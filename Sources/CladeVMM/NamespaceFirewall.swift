@@ -19,7 +19,7 @@ import Foundation
 ///    deny list, the listed destinations are refused unless an allow entry admits them.
 ///
 /// `iptables-restore` replaces the whole table in one commit, so a policy changed while the VMM
-/// runs (``apply(_:toNamespaceOf:helperNetwork:)`` again) never leaves it unfiltered.
+/// runs (``apply(_:toNamespaceOf:)`` again) never leaves it unfiltered.
 /// The rules go in before the helper attaches, so no packet leaves the namespace unfiltered.
 public enum NamespaceFirewall {
     /// The network the user-mode helper (slirp4netns) gives the namespace, apart from the guest's
@@ -43,7 +43,7 @@ public enum NamespaceFirewall {
 
     /// Installs the rules for `policy` in the network namespace of `pid` (a process of this user
     /// in a user namespace of its own).
-    public static func apply(_ policy: NetworkPolicy, toNamespaceOf pid: Int32, helperNetwork: String) throws {
+    public static func apply(_ policy: NetworkPolicy, toNamespaceOf pid: Int32) throws {
         let addresses = hostAddresses()
         for (tool, ipv6) in [("iptables-restore", false), ("ip6tables-restore", true)] {
             let input = rules(for: policy, hostAddresses: addresses, helperNetwork: helperNetwork, ipv6: ipv6)

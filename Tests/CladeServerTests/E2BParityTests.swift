@@ -1,3 +1,4 @@
+import CladeModel
 import CladeStore
 import Foundation
 import HTTPTypes
@@ -62,18 +63,18 @@ import Testing
 
 /// E2B's egress settings as clade's network policy.
 @Suite struct E2BNetworkConfigTests {
-    func read(_ network: [String: Any]?, internet: Bool? = nil) throws -> E2BNetworkConfig {
+    func read(_ network: [String: Any]?, internet: Bool? = nil) throws -> (config: E2BNetworkConfig, policy: NetworkPolicy) {
         try E2BNetworkConfig.read(network.map(ProtoJSON.init), allowInternetAccess: internet)
     }
 
     @Test func denyAndAllowListsBecomeADenyPolicy() throws {
-        let policy = try read(["denyOut": ["0.0.0.0/0"], "allowOut": ["1.1.1.1", "8.8.8.0/24"]]).policy()
+        let policy = try read(["denyOut": ["0.0.0.0/0"], "allowOut": ["1.1.1.1", "8.8.8.0/24"]]).policy
         #expect(policy.description == "deny:0.0.0.0/0;allow:1.1.1.1/32,8.8.8.0/24")
         // allowOut alone restricts nothing, as in E2B; no internet is a deny of all traffic.
-        #expect(try read(["allowOut": ["1.1.1.1"]]).policy() == .standard)
-        #expect(try read(nil, internet: false).policy() == .denyAll)
-        #expect(try read([:]).policy() == .standard)
-        #expect(try read(["allowPublicTraffic": false]).policy() == .standard)
+        #expect(try read(["allowOut": ["1.1.1.1"]]).policy == .standard)
+        #expect(try read(nil, internet: false).policy == .denyAll)
+        #expect(try read([:]).policy == .standard)
+        #expect(try read(["allowPublicTraffic": false]).policy == .standard)
     }
 
     @Test func whatOnlyAnEgressProxyCouldEnforceIsRefused() {

@@ -132,7 +132,7 @@ extension E2BService {
         let internet: Bool? = body.has("allow_internet_access") ? body.bool("allow_internet_access") : nil
         let networkMessage = body.message("network")
         let egress = try E2BNetworkConfig.read(networkMessage, allowInternetAccess: internet)
-        let network = networkMessage == nil && internet == nil ? nil : try egress.policy()
+        let network = networkMessage == nil && internet == nil ? nil : egress.policy
         let privateTraffic = networkMessage.map { $0.has("allowPublicTraffic") && !$0.bool("allowPublicTraffic") } ?? false
         let outcome = try await engine.forks.fork(tag: tag, count: 1, lifetime: lifetime, network: network).first
         guard let record = outcome?.record else { throw E2BError(500, "the sandbox did not start: \(outcome?.error ?? "no outcome")") }
@@ -141,7 +141,7 @@ extension E2BService {
             sandboxID: record.id, templateID: templateID, alias: templateID, metadata: body.map("metadata"), envVars: body.map("envVars"),
             accessToken: body.has("secure") && !body.bool("secure") ? nil : Self.newToken(), startedAt: started,
             startedAtSeconds: started.timeIntervalSince1970, autoPause: body.bool("autoPause"), autoPauseDiskOnly: diskOnly ? true : nil,
-            allowInternetAccess: internet, network: network == nil ? nil : egress,
+            allowInternetAccess: internet, network: network == nil ? nil : egress.config,
             trafficAccessToken: privateTraffic ? Self.newToken() : nil)
         try states.put(state)
         return Self.json(sandbox(record, state), status: .created)

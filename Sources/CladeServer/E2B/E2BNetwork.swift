@@ -14,9 +14,9 @@ struct E2BNetworkConfig: Codable, Sendable, Equatable {
     var allowOut: [String]
     var denyOut: [String]
 
-    /// Reads `message` (nil when the request has none). `allowInternetAccess` is the request's
-    /// top-level `allow_internet_access`, when given.
-    static func read(_ message: ProtoJSON?, allowInternetAccess: Bool?) throws -> E2BNetworkConfig {
+    /// Reads `message` (nil when the request has none) and the policy it gives. `allowInternetAccess`
+    /// is the request's top-level `allow_internet_access`, when given.
+    static func read(_ message: ProtoJSON?, allowInternetAccess: Bool?) throws -> (config: E2BNetworkConfig, policy: NetworkPolicy) {
         var config = E2BNetworkConfig(allowOut: message?.strings("allowOut") ?? [], denyOut: message?.strings("denyOut") ?? [])
         if let message {
             for field in ["rules", "maskRequestHost", "egressProxy"] where message.has(field) && !Self.isEmpty(message, field) {
@@ -29,8 +29,7 @@ struct E2BNetworkConfig: Codable, Sendable, Equatable {
         if allowInternetAccess == false, !config.denyOut.contains(NetworkDestination.everywhere.cidr) {
             config.denyOut.append(NetworkDestination.everywhere.cidr)
         }
-        _ = try config.policy()
-        return config
+        return (config, try config.policy())
     }
 
     /// The policy these lists give; `outbound` when nothing is denied.
@@ -75,9 +74,9 @@ extension E2BService {
         guard record.state != .standby else { throw E2BError(409, "sandbox \(id) is paused; connect to it before changing its network") }
         let internet: Bool? = body.has("allow_internet_access") ? body.bool("allow_internet_access") : nil
         let egress = try E2BNetworkConfig.read(body, allowInternetAccess: internet)
-        try await engine.sandboxes.setNetwork(id: id, policy: try egress.policy())
+        try await engine.sandboxes.setNetwork(id: id, policy: egress.policy)
         var state = current
-        state.network = egress
+        state.network = egress.config
         state.allowInternetAccess = internet
         try states.put(state)
     }
