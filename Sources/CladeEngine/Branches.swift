@@ -13,6 +13,17 @@ public enum BranchMode: String, Codable, Sendable, CaseIterable {
     case full
     /// Only the pages the sandbox wrote since its restore, over a private copy of its parent's memory.
     case diff
+    /// RAM is copied while the guest runs; it stops only for its device state, its disk and the
+    /// pages it dirtied last, so the pause does not grow with what it has written.
+    case live
+    /// A request, never a result: `live` where the backend can copy memory live, else `diff`.
+    case auto
+
+    /// The mode `auto` stands for on a backend with `capabilities`; other modes are themselves.
+    public func resolved(for capabilities: BackendCapabilities) -> BranchMode {
+        guard self == .auto else { return self }
+        return capabilities.contains(.liveMemoryCopy) ? .live : .diff
+    }
 }
 
 /// What a branch cost.
@@ -24,9 +35,12 @@ public struct BranchReport: Codable, Sendable {
     public var pagesCaptured: Int
     public var bytesWritten: Int64
     public var totalMilliseconds: Double
+    /// Live branches: the dirty-page passes before the guest stopped.
+    public var copyPasses: Int?
 
     enum CodingKeys: String, CodingKey {
         case tag, mode
+        case copyPasses = "copy_passes"
         case pauseMilliseconds = "pause_ms"
         case pagesCaptured = "pages_captured"
         case bytesWritten = "bytes_written"
@@ -45,8 +59,13 @@ public struct Branches: EngineCapability {
     /// fork's base memory (reflink where possible, else sparse copy) with the dirty pages written
     /// in at their offsets, built after the guest runs again. The base memory file is never
     /// written: the copy is a new inode, so the unshare guard's rule holds by construction.
-    public func branch(id: String, tag: String, mode: BranchMode = .diff, progress: @Sendable (String) -> Void = { _ in }) async throws -> (SnapshotMetadata, BranchReport) {
+    ///
+    /// A live branch (`mode: .live`, or `.auto` on a backend that can) copies RAM while the guest
+    /// runs and holds its processes only for the last part of the copy; see
+    /// ``CladeVMM/VMHandle/copyMemoryLive(_:)``.
+    public func branch(id: String, tag: String, mode requested: BranchMode = .diff, progress: @Sendable (String) -> Void = { _ in }) async throws -> (SnapshotMetadata, BranchReport) {
         let started = Date()
+        let mode = requested.resolved(for: backend.capabilities)
         let lock = try claimTag(tag)
         defer { lock.unlock() }
         let sandboxLock = try FileLock(home: home, .sandbox(id))
@@ -63,7 +82,7 @@ public struct Branches: EngineCapability {
             throw EngineError.badInput("a branch of \(id) would have \(layerCount + 1) disk layers, more than the limit of \(SnapshotMetadata.maxChainDepth); `clade compact \(origin) --to NEW` and fork from NEW")
         }
         // Refused before anything is created when the backend cannot do what this mode needs.
-        try backend.require([.devicesOnlyState, .liveDiskFreeze, mode == .diff ? .dirtyPageCapture : .fullMemoryCapture])
+        try backend.require([.devicesOnlyState, .liveDiskFreeze, Self.memoryCapability(mode)])
         let machine = machine(id, pid: pid)
         let paths = sandboxCatalog.paths(id)
         let staging = try makeStagingDirectory(for: tag)
@@ -93,22 +112,38 @@ public struct Branches: EngineCapability {
             throw error
         }
 
-        progress("pausing \(id)")
         try markPause(paths)
         defer { clearPauseMark(paths) }
-        let held = await engine.holdUserProcesses(record)
+        let memory = staging.appendingPathComponent("memory")
+        var captured = CapturedMemory.none
+        var live: LiveCopyReport?
+        var held = false
         let pauseStart = Date()
-        let captured: CapturedMemory
         do {
-            try await machine.saveState(to: stagedState, kind: .devicesOnly)
-            captured = try await machine.captureMemory(mode == .diff ? .written : .all, memoryFile: paths.memory)
-            FaultPoint.branchPaused.crashIfRequested()
-            // Freeze the disk: the current overlay becomes layer N, the new overlay takes the writes.
-            try await machine.freezeDisk(onto: next)
-            try await machine.resume()
+            if mode == .live {
+                progress("copying the memory of \(id) while it runs")
+                let fd = try FileSystem.open(memory, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
+                close(fd)
+                let engine = engine
+                let plan = LiveCopyPlan(
+                    memoryFile: memory, memoryBytes: Int64(record.memoryMiB) << 20, deviceState: stagedState, diskOverlay: next,
+                    beforeSwitchover: { [record] in await engine.holdUserProcesses(record) })
+                live = try await machine.copyMemoryLive(plan)
+                held = live?.processesHeld ?? false
+            } else {
+                progress("pausing \(id)")
+                held = await engine.holdUserProcesses(record)
+                try await machine.saveState(to: stagedState, kind: .devicesOnly)
+                captured = try await machine.captureMemory(mode == .diff ? .written : .all, memoryFile: paths.memory)
+                FaultPoint.branchPaused.crashIfRequested()
+                // Freeze the disk: the current overlay becomes layer N, the new overlay takes the writes.
+                try await machine.freezeDisk(onto: next)
+                try await machine.resume()
+            }
         } catch {
             try? await machine.resume()
-            if held { await engine.releaseUserProcesses(record) }
+            // A live copy may have held the processes before it failed; thawing running ones is harmless.
+            if held || mode == .live { await engine.releaseUserProcesses(record) }
             try? FileSystem.remove(staging)
             undoDiskPreparation()
             throw error
@@ -117,24 +152,23 @@ public struct Branches: EngineCapability {
         if held { await engine.releaseUserProcesses(record) }
         // The VM now only reads the frozen layer; seal it like every other snapshot file.
         guard chmod(frozen.path, 0o444) == 0 else { throw StoreError.systemCall("chmod", path: frozen.path, errno: errno) }
-        let pauseMilliseconds = Date().timeIntervalSince(pauseStart) * 1000
+        let pauseMilliseconds = live?.pauseMilliseconds ?? Date().timeIntervalSince(pauseStart) * 1000
         record.activeDisk = nextDisk
         record.layerCount = layerCount + 1
         try sandboxCatalog.put(record)
 
         do {
-            progress("writing the \(mode.rawValue) memory file (\(captured.pages.pages.count) pages)")
-            let memory = staging.appendingPathComponent("memory")
+            if mode != .live { progress("writing the \(mode.rawValue) memory file (\(captured.pages.pages.count) pages)") }
             if mode == .diff {
                 try Materializer(logger: logger).materialize(paths.memory, at: memory, order: Materializer.privateCopyOrder)
                 chmod(memory.path, 0o644)
-            } else {
+            } else if mode == .full {
                 let fd = try FileSystem.open(memory, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
                 let sized = ftruncate(fd, off_t(record.memoryMiB) << 20)
                 close(fd)
                 guard sized == 0 else { throw StoreError.systemCall("ftruncate", path: memory.path, errno: errno) }
             }
-            try captured.write(into: memory)
+            if mode != .live { try captured.write(into: memory) }
             for index in 0...layerCount {
                 try Materializer(logger: logger).materialize(paths.layer(index), at: staging.appendingPathComponent(SandboxPaths.layerName(index)))
             }
@@ -144,14 +178,24 @@ public struct Branches: EngineCapability {
                 parent: .init(tag: origin, id: record.snapshotID ?? "unknown"), branchedFrom: id)
             FaultPoint.branchStaged.crashIfRequested()
             try publishStagedSnapshot(staging, as: tag)
+            let pages = live?.pagesWritten ?? captured.pages.pages.count
             let report = BranchReport(
-                tag: tag, mode: mode, pauseMilliseconds: pauseMilliseconds, pagesCaptured: captured.pages.pages.count,
-                bytesWritten: Int64(captured.contents.count), totalMilliseconds: Date().timeIntervalSince(started) * 1000)
-            logger.info("branched", metadata: ["id": "\(id)", "tag": "\(tag)", "mode": "\(mode.rawValue)", "pause_ms": "\(Int(pauseMilliseconds))", "pages": "\(captured.pages.pages.count)"])
+                tag: tag, mode: mode, pauseMilliseconds: pauseMilliseconds, pagesCaptured: pages,
+                bytesWritten: live.map { Int64($0.pagesWritten * DirtyPages.pageSize) } ?? Int64(captured.contents.count),
+                totalMilliseconds: Date().timeIntervalSince(started) * 1000, copyPasses: live?.passes)
+            logger.info("branched", metadata: ["id": "\(id)", "tag": "\(tag)", "mode": "\(mode.rawValue)", "pause_ms": "\(Int(pauseMilliseconds))", "pages": "\(pages)"])
             return (metadata, report)
         } catch {
             try? FileSystem.remove(staging)
             throw error
+        }
+    }
+
+    static func memoryCapability(_ mode: BranchMode) -> BackendCapabilities {
+        switch mode {
+        case .diff: .dirtyPageCapture
+        case .full: .fullMemoryCapture
+        case .live, .auto: .liveMemoryCopy
         }
     }
 }

@@ -15,8 +15,13 @@ public struct QEMUMachine: VMHandle {
 
     /// RAM lives in a file QEMU maps itself, so migration skips it (`x-ignore-shared`) and only
     /// device state (~70 KB) is written: a snapshot takes milliseconds.
+    /// A live copy interrupted by a crash may leave `pause-before-switchover` set, which would
+    /// stop a later save at its switchover: every save states it.
     static let ignoreSharedCapability: [String: JSONValue] = [
-        "capabilities": .array([.object(["capability": .string("x-ignore-shared"), "state": .bool(true)])])
+        "capabilities": .array([
+            .object(["capability": .string("x-ignore-shared"), "state": .bool(true)]),
+            .object(["capability": .string("pause-before-switchover"), "state": .bool(false)]),
+        ])
     ]
 
     public var isAlive: Bool { ProcessControl.isAlive(pid, marker: files.processMarker) }
@@ -41,7 +46,12 @@ public struct QEMUMachine: VMHandle {
     }
 
     public func resume() async throws {
-        try await withQMP { client in _ = try await client.execute("cont") }
+        try await withQMP { client in
+            // A live copy whose clade died leaves the guest stopped at its switchover; cancelling
+            // (a no-op without a migration) lets `cont` run it.
+            _ = try await client.execute("migrate_cancel")
+            _ = try await client.execute("cont")
+        }
     }
 
     public func saveState(to file: URL, kind: SavedStateKind) async throws {

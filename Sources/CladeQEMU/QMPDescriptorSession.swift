@@ -17,6 +17,8 @@ final class QMPDescriptorSession {
     private let timeout: Double
     private var pendingBytes: [UInt8] = []
     private var nextID = 0
+    /// When QEMU last sent each event, by its own clock (seconds since the epoch).
+    private(set) var eventTimes: [String: Double] = [:]
 
     /// Connects to the QMP socket at `socket`, reads the greeting and negotiates capabilities;
     /// each read waits at most `timeout` seconds.
@@ -70,6 +72,8 @@ final class QMPDescriptorSession {
             case .success(let replyID, let value) where replyID == id: return value
             case .failure(let replyID, let errorClass, let description) where replyID == id:
                 throw QMPError(command: command, errorClass: errorClass, message: description)
+            case .event(let name, _, let timestamp):
+                if let timestamp { eventTimes[name] = timestamp }
             default: continue
             }
         }

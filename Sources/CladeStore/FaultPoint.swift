@@ -10,6 +10,10 @@ public enum FaultPoint: String, Sendable, CaseIterable {
     case forkChildrenStarted = "fork-children-started"
     case branchPaused = "branch-paused"
     case branchStaged = "branch-staged"
+    /// A live branch's copy is under way (the guest runs; its processes may be held).
+    case branchLiveCopying = "branch-live-copying"
+    /// A live branch stopped the guest at its switchover (device state saved, disk frozen).
+    case branchLivePaused = "branch-live-paused"
     case standbyCaptured = "standby-captured"
     case standbyRecorded = "standby-recorded"
     case unpackStagedSnapshot = "unpack-staged-snapshot"

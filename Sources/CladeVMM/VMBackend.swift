@@ -21,9 +21,11 @@ public struct BackendCapabilities: OptionSet, Sendable, Hashable {
     public static let pause = BackendCapabilities(rawValue: 1 << 5)
     /// Forwards a host TCP port to a guest port while the guest runs.
     public static let portForwarding = BackendCapabilities(rawValue: 1 << 6)
+    /// Copies guest RAM into a new memory file while the guest runs (live branches).
+    public static let liveMemoryCopy = BackendCapabilities(rawValue: 1 << 7)
 
     public static let all: BackendCapabilities = [
-        .stateWithSharedMemory, .devicesOnlyState, .dirtyPageCapture, .fullMemoryCapture, .liveDiskFreeze, .pause, .portForwarding,
+        .stateWithSharedMemory, .devicesOnlyState, .dirtyPageCapture, .fullMemoryCapture, .liveDiskFreeze, .pause, .portForwarding, .liveMemoryCopy,
     ]
 
     /// The operation names used in ``VMMError/unsupported(backend:operation:)`` messages.
@@ -36,6 +38,7 @@ public struct BackendCapabilities: OptionSet, Sendable, Hashable {
         if contains(.liveDiskFreeze) { names.append("freeze the disk of a running guest") }
         if contains(.pause) { names.append("pause") }
         if contains(.portForwarding) { names.append("publish a guest port") }
+        if contains(.liveMemoryCopy) { names.append("copy guest memory while the guest runs") }
         return names
     }
 }

@@ -40,6 +40,50 @@ public struct CapturedMemory: Sendable {
     public func write(into file: URL) throws { try pages.write(contents, into: file) }
 }
 
+/// Where a live memory copy puts its results, and what the engine does at its fixed points.
+public struct LiveCopyPlan: Sendable {
+    /// The new memory file (created, sized to guest RAM and sparse) that receives RAM.
+    public var memoryFile: URL
+    public var memoryBytes: Int64
+    /// Where the device state, saved while the guest is stopped, goes.
+    public var deviceState: URL
+    /// The overlay the disk moves onto while the guest is stopped (see ``VMHandle/freezeDisk(onto:)``).
+    public var diskOverlay: URL
+    /// Runs while the guest still runs, once most of RAM has been copied (the engine freezes the
+    /// guest's user processes here); returns whether it held them.
+    public var beforeSwitchover: @Sendable () async -> Bool
+
+    public init(memoryFile: URL, memoryBytes: Int64, deviceState: URL, diskOverlay: URL, beforeSwitchover: @escaping @Sendable () async -> Bool) {
+        self.memoryFile = memoryFile
+        self.memoryBytes = memoryBytes
+        self.deviceState = deviceState
+        self.diskOverlay = diskOverlay
+        self.beforeSwitchover = beforeSwitchover
+    }
+}
+
+/// What a live memory copy did.
+public struct LiveCopyReport: Sendable {
+    /// From the guest's stop to its continue, by the hypervisor's own clock.
+    public var pauseMilliseconds: Double
+    /// Pages written into the memory file, counting pages sent again after the guest dirtied them.
+    public var pagesWritten: Int
+    /// Dirty-bitmap passes the copy took before the guest stopped.
+    public var passes: Int
+    /// Whether ``LiveCopyPlan/beforeSwitchover`` held the guest's processes.
+    public var processesHeld: Bool
+    /// Times the copy started over because the guest stopped before its processes were held.
+    public var restarts: Int
+
+    public init(pauseMilliseconds: Double, pagesWritten: Int, passes: Int, processesHeld: Bool, restarts: Int) {
+        self.pauseMilliseconds = pauseMilliseconds
+        self.pagesWritten = pagesWritten
+        self.passes = passes
+        self.processesHeld = processesHeld
+        self.restarts = restarts
+    }
+}
+
 /// One running machine. A handle owns nothing the store does not know: it can be recreated
 /// with ``VMBackend/attach(runtimeDirectory:pid:)`` after clade restarts.
 public protocol VMHandle: Sendable {
@@ -60,6 +104,10 @@ public protocol VMHandle: Sendable {
     func captureMemory(_ selection: PageSelection, memoryFile: URL) async throws -> CapturedMemory
     /// Makes `overlay` (an existing layer backed by the current disk) the disk the guest writes to.
     func freezeDisk(onto overlay: URL) async throws
+    /// Copies guest RAM into a new memory file while the guest runs, then stops it only to save
+    /// its device state, freeze its disk and copy what it dirtied last; the result is one point in
+    /// time. The machine runs again when this returns, also when it throws.
+    func copyMemoryLive(_ plan: LiveCopyPlan) async throws -> LiveCopyReport
     /// Forwards TCP connections to `127.0.0.1:hostPort` on the host to `guestPort` in the guest.
     /// Throws ``VMMError/agentPortTaken`` when the host port is in use.
     func forwardPort(host hostPort: Int, guest guestPort: Int) async throws
@@ -76,6 +124,10 @@ extension VMHandle {
 
     public func freezeDisk(onto overlay: URL) async throws {
         throw VMMError.unsupported(backend: backendName, operation: "freeze the disk of a running guest")
+    }
+
+    public func copyMemoryLive(_ plan: LiveCopyPlan) async throws -> LiveCopyReport {
+        throw VMMError.unsupported(backend: backendName, operation: "copy guest memory while the guest runs")
     }
 
     public func forwardPort(host hostPort: Int, guest guestPort: Int) async throws {

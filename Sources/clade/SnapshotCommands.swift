@@ -186,7 +186,7 @@ struct Branch: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Snapshot a running fork into a new tag (parent: its origin) and keep it running.")
     @OptionGroup var global: GlobalOptions
     @Option(help: "Tag of the new snapshot.") var tag: String
-    @Option(help: "full: write all of guest RAM; diff: only the pages the fork wrote.") var mode = BranchMode.diff
+    @Option(help: "diff: only the pages the fork wrote; full: all of guest RAM; live: copy RAM while the fork runs, pausing it only briefly; auto: live where the backend can, else diff.") var mode = BranchMode.diff
     @Flag(help: "Print the report as JSON.") var json = false
     @Argument(help: "Sandbox id.") var id: String
 
