@@ -8,13 +8,15 @@ public struct BranchBenchReport: Codable, Sendable {
     public var memoryMiB: Int
     public var dirtiedMiB: Int
     public var branches: [String: BranchReport]
+    /// Live, diff and full branches of forks that keep writing, by `busy<percent>_<mode>`.
+    public var busy: [String: BusyBranchFigures]
     public var standbyMilliseconds: Double
     public var resumeMilliseconds: Double
     /// Named ratios; the target is `dirty: diff pause / full pause` ≤ 0.1.
     public var ratios: [String: Double]
 
     enum CodingKeys: String, CodingKey {
-        case branches, ratios
+        case branches, ratios, busy
         case memoryMiB = "memory_mib"
         case dirtiedMiB = "dirtied_mib"
         case standbyMilliseconds = "standby_ms"
@@ -24,13 +26,20 @@ public struct BranchBenchReport: Codable, Sendable {
 
 extension Engine {
     /// Full vs diff branch (pause window, total) of an idle fork and of the same fork after it
-    /// dirtied ~10% of its RAM, then a standby + resume round trip.
-    public func benchBranch(memoryMiB: Int = 256, progress: @Sendable (String) -> Void = { _ in }) async throws -> BranchBenchReport {
+    /// dirtied ~10% of its RAM; live vs diff vs full on forks that dirtied 10% and 50% and keep
+    /// writing (`rounds` each); then a standby + resume round trip.
+    public func benchBranch(memoryMiB: Int = 512, rounds: Int = 3, progress: @Sendable (String) -> Void = { _ in }) async throws -> BranchBenchReport {
         let tag = "benchbr-\(Names.newSandboxID())"
         progress("baking \(tag)")
         _ = try await snapshots.bake(BakeOptions(boot: BootOptions(memoryMiB: memoryMiB), tag: tag))
         do {
-            let report = try await runBranchBench(tag: tag, memoryMiB: memoryMiB, progress: progress)
+            var report = try await runBranchBench(tag: tag, memoryMiB: memoryMiB, progress: progress)
+            report.busy = try await benchBusyBranches(tag: tag, memoryMiB: memoryMiB, rounds: rounds, progress: progress)
+            for percent in [10, 50] {
+                func pause(_ mode: BranchMode) -> Double { report.busy["busy\(percent)_\(mode.rawValue)"]?.pauseP50Milliseconds ?? .nan }
+                report.ratios["busy \(percent)%: live pause / diff pause (p50)"] = pause(.live) / pause(.diff)
+                report.ratios["busy \(percent)%: live pause / full pause (p50)"] = pause(.live) / pause(.full)
+            }
             _ = try? await snapshots.remove(tag, cascade: true)
             return report
         } catch {
@@ -69,7 +78,7 @@ extension Engine {
             return top / bottom
         }
         return BranchBenchReport(
-            memoryMiB: memoryMiB, dirtiedMiB: dirtied, branches: branches, standbyMilliseconds: standbyMilliseconds,
+            memoryMiB: memoryMiB, dirtiedMiB: dirtied, branches: branches, busy: [:], standbyMilliseconds: standbyMilliseconds,
             resumeMilliseconds: resumeMilliseconds,
             ratios: ["idle: diff pause / full pause": ratio("idle_diff", "idle_full"), "dirty: diff pause / full pause": ratio("dirty_diff", "dirty_full")])
     }

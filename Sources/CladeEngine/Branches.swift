@@ -27,7 +27,7 @@ public enum BranchMode: String, Codable, Sendable, CaseIterable {
 }
 
 /// What a branch cost.
-public struct BranchReport: Codable, Sendable {
+public struct BranchReport: Codable, Sendable, Equatable {
     public var tag: String
     public var mode: BranchMode
     /// From `stop` to `cont`: the time the guest did not run.

@@ -62,15 +62,18 @@ public struct SnapshotSummary: Codable, Sendable, Equatable {
     public var image: String?
     public var memoryMiB: Int
     public var vcpus: Int
+    /// On a branch's answer: which mode it used and what it cost.
+    public var branch: BranchReport?
 
     enum CodingKeys: String, CodingKey {
-        case tag, dir, id, parent, image, vcpus
+        case tag, dir, id, parent, image, vcpus, branch
         case createdAtUnix = "created_at_unix"
         case branchedFrom = "branched_from"
         case memoryMiB = "memory_mib"
     }
 
-    init(_ metadata: SnapshotMetadata, directory: URL) {
+    init(_ metadata: SnapshotMetadata, directory: URL, branch: BranchReport? = nil) {
+        self.branch = branch
         tag = metadata.tag
         dir = directory.path
         createdAtUnix = Int64(metadata.createdAt.timeIntervalSince1970)

@@ -207,14 +207,15 @@ public struct CladeAPI: Sendable {
             body = (try? await JSONIO.decode(BranchRequest.self, from: request, limit: limits.maxBodyBytes)) ?? body
         }
         let tag = body.tag ?? "branch-\(id)-\(Int(Date().timeIntervalSince1970))"
-        guard let mode = BranchMode(rawValue: body.mode ?? "diff") else {
+        // Live wherever the backend can: the guest pauses for milliseconds, whatever it has written.
+        guard let mode = BranchMode(rawValue: body.mode ?? "auto") else {
             throw APIError(.badRequest, "field 'mode' must be one of \(BranchMode.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         do { try Names.validate(tag, kind: "tag") } catch { throw APIError(.badRequest, "\(error)") }
         let start = Date()
-        let (metadata, _) = try await withSlot { try await engine.branches.branch(id: id, tag: tag, mode: mode) }
+        let (metadata, report) = try await withSlot { try await engine.branches.branch(id: id, tag: tag, mode: mode) }
         Timer(label: "clade_branch_duration_seconds").recordSeconds(Date().timeIntervalSince(start))
-        return try JSONIO.response(SnapshotSummary(metadata, directory: SnapshotCatalog(home: engine.home).directory(tag)), status: .created)
+        return try JSONIO.response(SnapshotSummary(metadata, directory: SnapshotCatalog(home: engine.home).directory(tag), branch: report), status: .created)
     }
 
     func setTimeout(_ id: String, _ request: Request) async throws -> Response {

@@ -59,19 +59,25 @@ struct Bench: AsyncParsableCommand {
     }
 
     struct BranchBench: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "branch", abstract: "Full vs diff branch of an idle and a 10%-dirty fork, and standby+resume.")
+        static let configuration = CommandConfiguration(
+            commandName: "branch", abstract: "Full vs diff branch of an idle and a 10%-dirty fork; live vs diff vs full of forks 10% and 50% dirty that keep writing; standby+resume.")
         @OptionGroup var global: GlobalOptions
-        @Option(help: "Guest memory, MiB.") var memory = 256
+        @Option(help: "Guest memory, MiB.") var memory = 512
+        @Option(help: "Branches of each mode per dirty level, for the percentiles.") var rounds = 3
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
             let progress = ProgressReporter(quiet: json)
-            let report = try await global.makeEngine().benchBranch(memoryMiB: memory) { progress.update($0) }
+            guard (1...50).contains(rounds) else { throw ValidationError("--rounds must be between 1 and 50") }
+            let report = try await global.makeEngine().benchBranch(memoryMiB: memory, rounds: rounds) { progress.update($0) }
             progress.finish()
             if json { return try printJSON(report) }
             print("bench branch: \(report.memoryMiB) MiB guest, dirtied \(report.dirtiedMiB) MiB")
             for (name, branch) in report.branches.sorted(by: { $0.key < $1.key }) {
                 print(String(format: "  %-12@ pause %7.1f ms   total %7.0f ms   pages %6d   bytes %lld", name as NSString, branch.pauseMilliseconds, branch.totalMilliseconds, branch.pagesCaptured, branch.bytesWritten))
+            }
+            for (name, arm) in report.busy.sorted(by: { $0.key < $1.key }) {
+                print(String(format: "  %-12@ pause p50 %7.1f ms  p90 %7.1f ms   total p50 %7.0f ms   (%d rounds)", name as NSString, arm.pauseP50Milliseconds, arm.pauseP90Milliseconds, arm.totalP50Milliseconds, arm.rounds))
             }
             print(String(format: "  standby %.0f ms, resume %.0f ms", report.standbyMilliseconds, report.resumeMilliseconds))
             for (name, value) in report.ratios.sorted(by: { $0.key < $1.key }) {

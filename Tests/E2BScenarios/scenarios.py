@@ -208,8 +208,24 @@ def fork_isolation(sb):
     check(sb.files.read("/home/user/shared.txt") == "parent", "parent changed by child")
     sb.files.write("/home/user/shared.txt", "parent2")
     check(child.files.read("/home/user/shared.txt") == "child", "child changed by parent")
+    # A process writing all the time: fork(count=2) is a live branch, so the source runs
+    # throughout and both forks carry the process on from the fork's moment.
+    writer = sb.commands.run("i=0; while true; do i=$((i+1)); echo $i > /home/user/tick.new; mv /home/user/tick.new /home/user/tick; done", background=True)
+    before = read_tick(sb)
     pair = sb.fork(count=2, timeout=CREATE_TIMEOUT)
     check(len(pair) == 2 and len({p.sandbox_id for p in pair}) == 2, f"fork(count=2): {pair}")
+    check(read_tick(sb) > before, "the source's writer did not advance across the fork")
+    for p in pair:
+        first = read_tick(p)
+        time.sleep(0.5)
+        second = read_tick(p)
+        check(first >= before and second > first, f"a fork's writer: {before} before the fork, then {first}, {second}")
+        check(writer.pid in [x.pid for x in p.commands.list()], f"the writer {writer.pid} is not listed in fork {p.sandbox_id}")
+        p.commands.kill(writer.pid)
+    sb.commands.kill(writer.pid)
+    status, headers, body = raw_headers("POST", f"/sandboxes/{sb.sandbox_id}/snapshots", {"X-API-Key": os.environ["E2B_API_KEY"], "Content-Type": "application/json"}, b"{}")
+    check(status == 201 and headers.get("x-clade-branch-mode") == "live", f"snapshot of a running sandbox: {status} {headers}")
+    check(Sandbox.delete_snapshot(json.loads(body)["snapshotID"]), "the live snapshot was not deleted")
     pair[0].commands.run("echo first > /home/user/mine")
     tag = sb.get_info().metadata["suite"]
     pages = Sandbox.list(query=SandboxQuery(metadata={"suite": tag}), limit=2)
@@ -370,6 +386,24 @@ def egress():
     finally:
         private.kill()
     step("allow_public_traffic=False: the sandbox's ports answer only with its traffic access token")
+
+
+def read_tick(sandbox):
+    # The writer replaces the file by rename, so a read never sees it half-written.
+    return int(sandbox.files.read("/home/user/tick").strip())
+
+
+def raw_headers(method, path, headers, body=None):
+    """Like raw, with the answer's headers too."""
+    address = os.environ["E2B_SANDBOX_URL"].split("://", 1)[1]
+    conn = http.client.HTTPConnection(address, timeout=120)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+    finally:
+        conn.close()
 
 
 def raw(method, path, headers, body=None):

@@ -176,13 +176,15 @@ extension E2BService {
         _ = try await engine.lifetimes.set(id: id, lifetime: lifetime)
     }
 
-    /// A diff branch of the running sandbox, then `count` forks of it (each result reports its own error).
+    /// A branch of the running sandbox (live where the backend can, so the source runs throughout),
+    /// then `count` forks of it (each result reports its own error). The mode used is in the
+    /// `X-Clade-Branch-Mode` header: E2B's answer has no field for it.
     func fork(_ id: String, count: Int, timeout: Int?) async throws -> Response {
         let (record, parent) = try await require(id)
         guard (1...Engine.maxForkCount).contains(count) else { throw E2BError(400, "'count' must be between 1 and \(Engine.maxForkCount)") }
         guard record.state == .running else { throw E2BError(409, "sandbox \(id) is paused; connect to it before forking") }
         let tag = "\(Self.forkSnapshotPrefix)\(id)-\(Names.newSandboxID().prefix(6))"
-        _ = try await engine.branches.branch(id: id, tag: tag, mode: .diff)
+        let (_, report) = try await engine.branches.branch(id: id, tag: tag, mode: .auto)
         let lifetime = try Self.lifetime(seconds: timeout ?? Self.defaultTimeout, action: parent.timeoutAction)
         let outcomes = try await engine.forks.fork(tag: tag, count: count, lifetime: lifetime)
         var results: [[String: Any]] = []
@@ -200,7 +202,7 @@ extension E2BService {
             results.append(["sandbox": sandbox(child, state)])
         }
         await collectForkSnapshots()
-        return Self.json(results, status: .created)
+        return Self.withBranchMode(Self.json(results, status: .created), report)
     }
 
     // MARK: listing
@@ -349,6 +351,16 @@ extension E2BService {
             throw E2BError(400, "the request body is not a JSON object")
         }
         return ProtoJSON(object)
+    }
+
+    static let branchModeHeader = HTTPField.Name("X-Clade-Branch-Mode")
+
+    /// `response` with the branch's mode and pause in headers.
+    static func withBranchMode(_ response: Response, _ report: BranchReport) -> Response {
+        var response = response
+        if let name = branchModeHeader { response.headers[name] = report.mode.rawValue }
+        if let name = HTTPField.Name("X-Clade-Branch-Pause-Ms") { response.headers[name] = String(format: "%.1f", report.pauseMilliseconds) }
+        return response
     }
 
     static func json(_ value: Any, status: HTTPResponse.Status = .ok) -> Response {

@@ -5,7 +5,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 
-/// E2B snapshots over clade's: `create_snapshot` is a named diff branch, `list_snapshots` lists
+/// E2B snapshots over clade's: `create_snapshot` is a named branch (live where the backend can), `list_snapshots` lists
 /// them, `delete_snapshot` (E2B's `DELETE /templates/{id}`) removes one; each `fork` leaves a
 /// snapshot of its own behind, collected once nothing depends on it.
 extension E2BService {
@@ -18,8 +18,8 @@ extension E2BService {
         if try await engine.snapshots.list().contains(where: { $0.tag == tag }) {
             throw E2BError(409, "a snapshot named '\(tag)' exists; choose another name or remove it with `clade rmi \(tag)`")
         }
-        _ = try await engine.branches.branch(id: id, tag: tag, mode: .diff)
-        return Self.json(["snapshotID": tag, "names": [tag]], status: .created)
+        let (_, report) = try await engine.branches.branch(id: id, tag: tag, mode: .auto)
+        return Self.withBranchMode(Self.json(["snapshotID": tag, "names": [tag]], status: .created), report)
     }
 
     func listSnapshots(_ request: Request) async throws -> Response {
