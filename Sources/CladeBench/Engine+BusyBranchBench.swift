@@ -58,7 +58,8 @@ extension Engine {
         guard started.stdout == "ok\n" else { throw EngineError.guestFailed("could not dirty guest memory: \(started.stderr ?? started.error ?? "")") }
         var reports: [BranchMode: [BranchReport]] = [:]
         for round in 1...rounds {
-            for mode in [BranchMode.live, .diff, .full] {
+            let modes: [BranchMode] = backend.capabilities.contains(.liveMemoryCopy) ? [.live, .diff, .full] : [.diff, .full]
+            for mode in modes {
                 progress("\(percent)% dirty, writing: \(mode.rawValue) branch \(round)/\(rounds)")
                 let branchTag = "\(tag)-busy\(percent)-\(mode.rawValue)-\(round)"
                 reports[mode, default: []].append(try await branches.branch(id: child, tag: branchTag, mode: mode).1)

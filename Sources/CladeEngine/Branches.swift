@@ -82,6 +82,10 @@ public struct Branches: EngineCapability {
             throw EngineError.badInput("a branch of \(id) would have \(layerCount + 1) disk layers, more than the limit of \(SnapshotMetadata.maxChainDepth); `clade compact \(origin) --to NEW` and fork from NEW")
         }
         // Refused before anything is created when the backend cannot do what this mode needs.
+        if mode == .live, !backend.capabilities.contains(.liveMemoryCopy) {
+            throw EngineError.unsupported(
+                "live branches are experimental and off: under a guest writing all of its memory, a live copy was seen to miss a few pages (issue 26); branch with --mode diff (or auto), or set \(VMBackendSettings.experimentalLiveBranch)=1 to try them")
+        }
         try backend.require([.devicesOnlyState, .liveDiskFreeze, Self.memoryCapability(mode)])
         let machine = machine(id, pid: pid)
         let paths = sandboxCatalog.paths(id)

@@ -12,7 +12,9 @@ import Logging
 /// qcow2 disk chains through `qemu-img`.
 public struct QEMUDriver: VMBackend {
     public let name = "qemu"
-    public let capabilities = BackendCapabilities.all
+    /// Everything but live memory copies, which stay behind ``VMBackendSettings/experimentalLiveBranch``
+    /// until a copy taken under a guest writing all of its RAM is shown consistent.
+    public let capabilities = VMBackendSettings.experimentalLiveBranchEnabled ? BackendCapabilities.all : BackendCapabilities.all.subtracting(.liveMemoryCopy)
     public let executable: String
     public var disks: any DiskChain { QEMUImage() }
     private let logger: Logger

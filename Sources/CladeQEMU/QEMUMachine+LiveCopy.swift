@@ -37,6 +37,7 @@ extension QEMUMachine {
             switch try await QMPDescriptorSession.run(socket: files.qmpSocket, { session in try self.copyOnce(plan, hold: hold, session: session) }) {
             case .copied(var report):
                 report.restarts = restarts
+                logger.debug("live copy done", metadata: ["restarts": "\(restarts)", "passes": "\(report.passes)", "held": "\(report.processesHeld)"])
                 return report
             case .stoppedEarly:
                 // Rare: the hold was still on its way when QEMU stopped the guest. The copy starts
@@ -117,12 +118,15 @@ extension QEMUMachine {
         try? FileSystem.remove(transfer)
         defer { try? FileSystem.remove(transfer) }
         do {
-            try prepareWritable(transfer)
-            try session.execute("xen-save-devices-state", arguments: ["filename": .string(transfer.path), "live": .bool(false)])
+            // The disk first: switching it drains the block layer, which may complete requests
+            // into guest memory and device queues; the device state is saved after, and RAM is
+            // sent after both, so all three show the same instant.
             try prepareWritable(plan.diskOverlay)
             try session.execute("blockdev-snapshot-sync", arguments: [
                 "device": .string("root"), "snapshot-file": .string(plan.diskOverlay.path), "format": .string("qcow2"), "mode": .string("existing"),
             ])
+            try prepareWritable(transfer)
+            try session.execute("xen-save-devices-state", arguments: ["filename": .string(transfer.path), "live": .bool(false)])
             FaultPoint.branchLivePaused.crashIfRequested()
             try session.execute("migrate-continue", arguments: ["state": .string("pre-switchover")])
             try waitForMigration(session, until: ["completed"])

@@ -43,6 +43,16 @@ public struct BackendCapabilities: OptionSet, Sendable, Hashable {
     }
 }
 
+/// Settings read from the environment that change what backends offer.
+public enum VMBackendSettings {
+    /// The environment variable that turns on live branches (``BackendCapabilities/liveMemoryCopy``).
+    public static let experimentalLiveBranch = "CLADE_EXPERIMENTAL_LIVE_BRANCH"
+
+    public static var experimentalLiveBranchEnabled: Bool {
+        ProcessInfo.processInfo.environment[experimentalLiveBranch] == "1"
+    }
+}
+
 /// A host check a backend contributes to `clade doctor`.
 public struct BackendCheck: Sendable {
     public var name: String

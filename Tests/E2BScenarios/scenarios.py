@@ -208,8 +208,8 @@ def fork_isolation(sb):
     check(sb.files.read("/home/user/shared.txt") == "parent", "parent changed by child")
     sb.files.write("/home/user/shared.txt", "parent2")
     check(child.files.read("/home/user/shared.txt") == "child", "child changed by parent")
-    # A process writing all the time: fork(count=2) is a live branch, so the source runs
-    # throughout and both forks carry the process on from the fork's moment.
+    # A process writing all the time: the source runs on after fork(count=2), and both forks
+    # carry the process on from the fork's moment.
     writer = sb.commands.run("i=0; while true; do i=$((i+1)); echo $i > /home/user/tick.new; mv /home/user/tick.new /home/user/tick; done", background=True)
     before = read_tick(sb)
     pair = sb.fork(count=2, timeout=CREATE_TIMEOUT)
@@ -224,7 +224,7 @@ def fork_isolation(sb):
         p.commands.kill(writer.pid)
     sb.commands.kill(writer.pid)
     status, headers, body = raw_headers("POST", f"/sandboxes/{sb.sandbox_id}/snapshots", {"X-API-Key": os.environ["E2B_API_KEY"], "Content-Type": "application/json"}, b"{}")
-    check(status == 201 and headers.get("x-clade-branch-mode") == "live", f"snapshot of a running sandbox: {status} {headers}")
+    check(status == 201 and headers.get("x-clade-branch-mode") in ("live", "diff"), f"snapshot of a running sandbox: {status} {headers}")
     check(Sandbox.delete_snapshot(json.loads(body)["snapshotID"]), "the live snapshot was not deleted")
     pair[0].commands.run("echo first > /home/user/mine")
     tag = sb.get_info().metadata["suite"]
@@ -389,12 +389,17 @@ def egress():
 
 
 def read_tick(sandbox):
-    # The writer replaces the file by rename, so a read never sees it half-written.
+    # The writer replaces the file by rename, so a read never sees it half-written; it may not
+    # have written the first one yet.
+    deadline = time.time() + 60
+    while not sandbox.files.exists("/home/user/tick"):
+        check(time.time() < deadline, "the writer wrote nothing in 60 s")
+        time.sleep(0.2)
     return int(sandbox.files.read("/home/user/tick").strip())
 
 
 def raw_headers(method, path, headers, body=None):
-    """Like raw, with the answer's headers too."""
+    """One request to the daemon's E2B listener without the SDK: status, headers (lowercase names), body."""
     address = os.environ["E2B_SANDBOX_URL"].split("://", 1)[1]
     conn = http.client.HTTPConnection(address, timeout=120)
     try:
@@ -408,14 +413,8 @@ def raw_headers(method, path, headers, body=None):
 
 def raw(method, path, headers, body=None):
     """One request to the daemon's E2B listener without the SDK (routing and auth checks)."""
-    address = os.environ["E2B_SANDBOX_URL"].split("://", 1)[1]
-    conn = http.client.HTTPConnection(address, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    status, _, answer = raw_headers(method, path, headers, body)
+    return status, answer
 
 
 def routing(sb):
