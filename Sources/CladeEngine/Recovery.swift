@@ -66,7 +66,7 @@ public struct Recovery: EngineCapability {
         defer { clearPauseMark(paths) }
         if status == .paused {
             logger.warning("continuing a sandbox left paused by an interrupted operation", metadata: ["id": "\(id)"])
-            try? await machine.resume()
+            try? await machine.resumeAfterInterruption()
         }
         // A branch freezes the guest's processes around its pause; the dead operation cannot thaw them.
         if let record = (try? sandboxCatalog.get(id)) ?? nil { await engine.releaseUserProcesses(record) }
@@ -101,7 +101,7 @@ public struct Recovery: EngineCapability {
         if status == .paused, let lock = try? FileLock.attempt(home: home, .sandbox(id)) {
             defer { lock.unlock() }
             logger.warning("continuing a sandbox found paused with no operation on it", metadata: ["id": "\(id)"])
-            try? await machine.resume()
+            try? await machine.resumeAfterInterruption()
             clearPauseMark(paths)
         }
         return true

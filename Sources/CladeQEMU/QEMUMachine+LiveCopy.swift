@@ -90,7 +90,7 @@ extension QEMUMachine {
             if status == "pre-switchover" { stoppedSeen = Date(); break }
             if let failure = landing.failure {
                 _ = try? session.execute("migrate_cancel")
-                try? waitForMigration(session, until: ["cancelled", "failed"])
+                try? session.waitForMigration(until: ["cancelled", "failed"], timeout: 60)
                 throw failure
             }
             guard status == "active" || status == "setup" else {
@@ -111,7 +111,7 @@ extension QEMUMachine {
         // The guest is stopped. With the hold still unanswered its processes may be running in this image.
         guard hold.isDone else {
             _ = try? session.execute("migrate_cancel")
-            try waitForMigration(session, until: ["cancelled", "failed"])
+            try session.waitForMigration(until: ["cancelled", "failed"], timeout: 60)
             return .stoppedEarly
         }
         let transfer = files.directory.appendingPathComponent(".state-transfer.partial")
@@ -122,14 +122,12 @@ extension QEMUMachine {
             // into guest memory and device queues; the device state is saved after, and RAM is
             // sent after both, so all three show the same instant.
             try prepareWritable(plan.diskOverlay)
-            try session.execute("blockdev-snapshot-sync", arguments: [
-                "device": .string("root"), "snapshot-file": .string(plan.diskOverlay.path), "format": .string("qcow2"), "mode": .string("existing"),
-            ])
+            try session.execute("blockdev-snapshot-sync", arguments: Self.freezeDiskArguments(onto: plan.diskOverlay))
             try prepareWritable(transfer)
-            try session.execute("xen-save-devices-state", arguments: ["filename": .string(transfer.path), "live": .bool(false)])
+            try session.execute("xen-save-devices-state", arguments: Self.devicesOnlyStateArguments(to: transfer))
             FaultPoint.branchLivePaused.crashIfRequested()
             try session.execute("migrate-continue", arguments: ["state": .string("pre-switchover")])
-            try waitForMigration(session, until: ["completed"])
+            try session.waitForMigration(timeout: 60)
         } catch {
             // Cancelling (or a failed completion) makes QEMU run the guest again on its old disk
             // unless the overlay was already taken; `cont` below covers a guest left stopped.
@@ -163,20 +161,6 @@ extension QEMUMachine {
 
     private func setBandwidth(_ bytesPerSecond: Int, _ session: QMPDescriptorSession) throws {
         try session.execute("migrate-set-parameters", arguments: ["max-bandwidth": .number(Double(bytesPerSecond))])
-    }
-
-    private func waitForMigration(_ session: QMPDescriptorSession, until states: Set<String>) throws {
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            let info = try session.execute("query-migrate")
-            let status = info["status"]?.stringValue ?? "none"
-            if states.contains(status) { return }
-            if status == "failed" || status == "cancelled" {
-                throw VMMError.stateTransferFailed(backend: backendName, reason: "live copy \(status): \(info["error-desc"]?.stringValue ?? "no reason given")")
-            }
-            usleep(500)
-        }
-        throw VMMError.stateTransferFailed(backend: backendName, reason: "live copy did not reach \(states.sorted().joined(separator: " or ")) within 60 s")
     }
 }
 

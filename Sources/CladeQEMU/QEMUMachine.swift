@@ -46,6 +46,10 @@ public struct QEMUMachine: VMHandle {
     }
 
     public func resume() async throws {
+        try await withQMP { client in _ = try await client.execute("cont") }
+    }
+
+    public func resumeAfterInterruption() async throws {
         try await withQMP { client in
             // A live copy whose clade died leaves the guest stopped at its switchover; cancelling
             // (a no-op without a migration) lets `cont` run it.
@@ -73,15 +77,24 @@ public struct QEMUMachine: VMHandle {
                 try session.waitForMigration()
             }
         case .devicesOnly:
-            // `xen-save-devices-state` writes device state with no RAM and no configuration
-            // section; despite its name it works for any guest.
             try prepareWritable(transfer)
             try await withQMP { client in
                 try await client.execute("stop")
-                try await client.execute("xen-save-devices-state", arguments: ["filename": .string(transfer.path), "live": .bool(false)])
+                try await client.execute("xen-save-devices-state", arguments: Self.devicesOnlyStateArguments(to: transfer))
             }
         }
         try FileSystem.moveReplacing(transfer, to: file)
+    }
+
+    /// `xen-save-devices-state` writes device state with no RAM and no configuration section;
+    /// despite its name it works for any guest.
+    static func devicesOnlyStateArguments(to file: URL) -> [String: JSONValue] {
+        ["filename": .string(file.path), "live": .bool(false)]
+    }
+
+    /// `blockdev-snapshot-sync` onto an existing overlay backed by the current disk.
+    static func freezeDiskArguments(onto overlay: URL) -> [String: JSONValue] {
+        ["device": .string("root"), "snapshot-file": .string(overlay.path), "format": .string("qcow2"), "mode": .string("existing")]
     }
 
     /// The name QEMU's monitor gives the state file's descriptor clade hands it.
@@ -122,10 +135,7 @@ public struct QEMUMachine: VMHandle {
     public func freezeDisk(onto overlay: URL) async throws {
         try prepareWritable(overlay)
         try await withQMP { client in
-            _ = try await client.execute("blockdev-snapshot-sync", arguments: [
-                "device": .string("root"), "snapshot-file": .string(overlay.path), "format": .string("qcow2"),
-                "mode": .string("existing"),
-            ])
+            _ = try await client.execute("blockdev-snapshot-sync", arguments: Self.freezeDiskArguments(onto: overlay))
         }
     }
 

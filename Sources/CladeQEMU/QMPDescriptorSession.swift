@@ -79,19 +79,20 @@ final class QMPDescriptorSession {
         }
     }
 
-    /// Polls `query-migrate` until the migration completes; throws when it fails or takes longer than `timeout`.
-    func waitForMigration(timeout: Double = 120) throws {
+    /// Polls `query-migrate` until the migration reaches one of `states`; throws when it fails or
+    /// is cancelled first (unless that is what was asked for) or takes longer than `timeout`.
+    func waitForMigration(until states: Set<String> = ["completed"], timeout: Double = 120) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             let info = try execute("query-migrate")
-            switch info["status"]?.stringValue {
-            case "completed": return
-            case "failed", "cancelled":
-                throw VMMError.stateTransferFailed(backend: "qemu", reason: info["error-desc"]?.stringValue ?? "migration \(info["status"]?.stringValue ?? "failed")")
-            default: usleep(2_000)
+            let status = info["status"]?.stringValue ?? "none"
+            if states.contains(status) { return }
+            if status == "failed" || status == "cancelled" {
+                throw VMMError.stateTransferFailed(backend: "qemu", reason: info["error-desc"]?.stringValue ?? "migration \(status)")
             }
+            usleep(500)
         }
-        throw VMMError.stateTransferFailed(backend: "qemu", reason: "did not finish within \(Int(timeout)) s")
+        throw VMMError.stateTransferFailed(backend: "qemu", reason: "migration did not reach \(states.sorted().joined(separator: " or ")) within \(Int(timeout)) s")
     }
 
     /// One line from QEMU, without its newline; lines are bounded so a broken monitor cannot grow memory.

@@ -96,6 +96,9 @@ public protocol VMHandle: Sendable {
     func status(timeout: Double) async -> MachineStatus
     func pause() async throws
     func resume() async throws
+    /// Runs a guest that a dead clade process left stopped in the middle of an operation,
+    /// whatever that operation was doing (a plain ``resume()`` where there is nothing more to undo).
+    func resumeAfterInterruption() async throws
     /// Pauses the machine and writes its state to `file`; it stays paused.
     func saveState(to file: URL, kind: SavedStateKind) async throws
     /// Loads state into a machine launched with ``MachineSpec/restoring`` and runs it.
@@ -118,6 +121,8 @@ public protocol VMHandle: Sendable {
 }
 
 extension VMHandle {
+    public func resumeAfterInterruption() async throws { try await resume() }
+
     public func captureMemory(_ selection: PageSelection, memoryFile: URL) async throws -> CapturedMemory {
         throw VMMError.unsupported(backend: backendName, operation: selection == .all ? "capture all guest memory" : "capture dirty pages")
     }
