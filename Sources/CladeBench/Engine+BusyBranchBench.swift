@@ -28,7 +28,8 @@ extension Engine {
     func benchBusyBranches(tag: String, memoryMiB: Int, percents: [Int] = [10, 50], rounds: Int = 3, progress: @Sendable (String) -> Void) async throws -> [String: BusyBranchFigures] {
         var figures: [String: BusyBranchFigures] = [:]
         for percent in percents {
-            guard let child = try await forks.fork(tag: tag, count: 1).first?.record else {
+            // Placed as the HTTP APIs place sandboxes: in RAM where that allows live branches.
+            guard let child = try await forks.fork(tag: tag, count: 1, memoryOrder: forks.serviceMemoryOrder).first?.record else {
                 throw EngineError.guestFailed("the benchmark fork failed; see `clade fork \(tag)` for the reason")
             }
             do {
@@ -57,8 +58,10 @@ extension Engine {
         let started = try await sandboxes.exec(id: child, argv: ["sh", "-c", script], timeout: 600)
         guard started.stdout == "ok\n" else { throw EngineError.guestFailed("could not dirty guest memory: \(started.stderr ?? started.error ?? "")") }
         var reports: [BranchMode: [BranchReport]] = [:]
+        let liveBlocker = try branches.liveCopyBlocker(sandboxCatalog.require(child))
+        if let liveBlocker { progress("no live arm: \(liveBlocker)") }
         for round in 1...rounds {
-            let modes: [BranchMode] = backend.capabilities.contains(.liveMemoryCopy) ? [.live, .diff, .full] : [.diff, .full]
+            let modes: [BranchMode] = liveBlocker == nil ? [.live, .diff, .full] : [.diff, .full]
             for mode in modes {
                 progress("\(percent)% dirty, writing: \(mode.rawValue) branch \(round)/\(rounds)")
                 let branchTag = "\(tag)-busy\(percent)-\(mode.rawValue)-\(round)"

@@ -13,16 +13,17 @@ public enum BranchMode: String, Codable, Sendable, CaseIterable {
     case full
     /// Only the pages the sandbox wrote since its restore, over a private copy of its parent's memory.
     case diff
-    /// RAM is copied while the guest runs; it stops only for its device state, its disk and the
-    /// pages it dirtied last, so the pause does not grow with what it has written.
+    /// The guest stops only while its memory is write-protected, its device state saved and its
+    /// disk frozen; RAM is copied while it runs on, so the pause does not grow with what it has written.
     case live
-    /// A request, never a result: `live` where the backend can copy memory live, else `diff`.
+    /// A request, never a result: `live` where the sandbox can be copied live, else `diff`.
     case auto
 
-    /// The mode `auto` stands for on a backend with `capabilities`; other modes are themselves.
-    public func resolved(for capabilities: BackendCapabilities) -> BranchMode {
+    /// The mode `auto` stands for when a live copy is possible (`liveBlocker` nil) or not;
+    /// other modes are themselves.
+    public func resolved(liveBlocker: String?) -> BranchMode {
         guard self == .auto else { return self }
-        return capabilities.contains(.liveMemoryCopy) ? .live : .diff
+        return liveBlocker == nil ? .live : .diff
     }
 }
 
@@ -35,12 +36,12 @@ public struct BranchReport: Codable, Sendable, Equatable {
     public var pagesCaptured: Int
     public var bytesWritten: Int64
     public var totalMilliseconds: Double
-    /// Live branches: the dirty-page passes before the guest stopped.
-    public var copyPasses: Int?
+    /// Live branches: mapping the guest's pages in before the pause, while it runs.
+    public var prefaultMilliseconds: Double?
 
     enum CodingKeys: String, CodingKey {
         case tag, mode
-        case copyPasses = "copy_passes"
+        case prefaultMilliseconds = "prefault_ms"
         case pauseMilliseconds = "pause_ms"
         case pagesCaptured = "pages_captured"
         case bytesWritten = "bytes_written"
@@ -60,17 +61,18 @@ public struct Branches: EngineCapability {
     /// in at their offsets, built after the guest runs again. The base memory file is never
     /// written: the copy is a new inode, so the unshare guard's rule holds by construction.
     ///
-    /// A live branch (`mode: .live`, or `.auto` on a backend that can) copies RAM while the guest
-    /// runs and holds its processes only for the last part of the copy; see
-    /// ``CladeVMM/VMHandle/copyMemoryLive(_:)``.
+    /// A live branch (`mode: .live`, or `.auto` where the sandbox allows it: memory on tmpfs,
+    /// userfaultfd for its VMM) pauses only to arm write protection, save device state and freeze
+    /// the disk, then copies RAM while the guest runs; see ``CladeVMM/VMHandle/copyMemoryLive(_:)``.
     public func branch(id: String, tag: String, mode requested: BranchMode = .diff, progress: @Sendable (String) -> Void = { _ in }) async throws -> (SnapshotMetadata, BranchReport) {
         let started = Date()
-        let mode = requested.resolved(for: backend.capabilities)
         let lock = try claimTag(tag)
         defer { lock.unlock() }
         let sandboxLock = try FileLock(home: home, .sandbox(id))
         defer { sandboxLock.unlock() }
         var record = try runningRecord(id)
+        let liveBlocker = liveCopyBlocker(record)
+        let mode = requested.resolved(liveBlocker: liveBlocker)
         guard let origin = record.snapshot else {
             throw EngineError.wrongState("sandbox \(id) was cold-booted, so its memory is not layered on a snapshot; capture it with `clade snapshot \(id) --tag \(tag) --keep-running`")
         }
@@ -82,11 +84,10 @@ public struct Branches: EngineCapability {
             throw EngineError.badInput("a branch of \(id) would have \(layerCount + 1) disk layers, more than the limit of \(SnapshotMetadata.maxChainDepth); `clade compact \(origin) --to NEW` and fork from NEW")
         }
         // Refused before anything is created when the backend cannot do what this mode needs.
-        if mode == .live, !backend.capabilities.contains(.liveMemoryCopy) {
-            throw EngineError.unsupported(
-                "live branches are experimental and off: under a guest writing all of its memory, a live copy was seen to miss a few pages (issue 26); branch with --mode diff (or auto), or set \(VMBackendSettings.experimentalLiveBranch)=1 to try them")
+        if mode == .live, let liveBlocker {
+            throw EngineError.unsupported("sandbox \(id) cannot be branched live: \(liveBlocker); branch it with --mode diff (auto does)")
         }
-        try backend.require([.devicesOnlyState, .liveDiskFreeze, Self.memoryCapability(mode)])
+        try backend.require(mode == .live ? [.liveMemoryCopy] : [.devicesOnlyState, .liveDiskFreeze, Self.memoryCapability(mode)])
         let machine = machine(id, pid: pid)
         let paths = sandboxCatalog.paths(id)
         let staging = try makeStagingDirectory(for: tag)
@@ -122,18 +123,18 @@ public struct Branches: EngineCapability {
         var captured = CapturedMemory.none
         var live: LiveCopyReport?
         var held = false
+        let diskMoved = DiskMove()
         let pauseStart = Date()
         do {
             if mode == .live {
                 progress("copying the memory of \(id) while it runs")
                 let fd = try FileSystem.open(memory, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
                 close(fd)
-                let engine = engine
                 let plan = LiveCopyPlan(
-                    memoryFile: memory, memoryBytes: Int64(record.memoryMiB) << 20, deviceState: stagedState, diskOverlay: next,
-                    beforeSwitchover: { [record] in await engine.holdUserProcesses(record) })
+                    memoryFile: memory, memoryBytes: Int64(record.memoryMiB) << 20, sourceMemoryFile: paths.memory, deviceState: stagedState,
+                    diskOverlay: next, onDiskFrozen: { diskMoved.happened() })
+                held = await engine.holdUserProcesses(record)
                 live = try await machine.copyMemoryLive(plan)
-                held = live?.processesHeld ?? false
             } else {
                 progress("pausing \(id)")
                 held = await engine.holdUserProcesses(record)
@@ -146,10 +147,18 @@ public struct Branches: EngineCapability {
             }
         } catch {
             try? await machine.resume()
-            // A live copy may have held the processes before it failed; thawing running ones is harmless.
-            if held || mode == .live { await engine.releaseUserProcesses(record) }
+            if held { await engine.releaseUserProcesses(record) }
             try? FileSystem.remove(staging)
-            undoDiskPreparation()
+            if diskMoved.hasHappened {
+                // The machine writes to the new overlay now: the record follows it, and the old
+                // overlay is a sealed layer like any other.
+                chmod(frozen.path, 0o444)
+                record.activeDisk = nextDisk
+                record.layerCount = layerCount + 1
+                try? sandboxCatalog.put(record)
+            } else {
+                undoDiskPreparation()
+            }
             throw error
         }
         // The source continues as itself: its processes run on with its own RNG state.
@@ -186,13 +195,19 @@ public struct Branches: EngineCapability {
             let report = BranchReport(
                 tag: tag, mode: mode, pauseMilliseconds: pauseMilliseconds, pagesCaptured: pages,
                 bytesWritten: live.map { Int64($0.pagesWritten * DirtyPages.pageSize) } ?? Int64(captured.contents.count),
-                totalMilliseconds: Date().timeIntervalSince(started) * 1000, copyPasses: live?.passes)
+                totalMilliseconds: Date().timeIntervalSince(started) * 1000, prefaultMilliseconds: live?.prefaultMilliseconds)
             logger.info("branched", metadata: ["id": "\(id)", "tag": "\(tag)", "mode": "\(mode.rawValue)", "pause_ms": "\(Int(pauseMilliseconds))", "pages": "\(pages)"])
             return (metadata, report)
         } catch {
             try? FileSystem.remove(staging)
             throw error
         }
+    }
+
+    /// Why sandbox `record` cannot be branched live on this host; nil when it can.
+    public func liveCopyBlocker(_ record: SandboxRecord) -> String? {
+        let unprivileged = geteuid() != 0 || record.confinement?.uid != nil || !(record.confinement?.namespaces ?? []).isEmpty
+        return backend.liveMemoryCopyBlocker(memoryFile: sandboxCatalog.paths(record.id).memory, unprivilegedProcess: unprivileged)
     }
 
     static func memoryCapability(_ mode: BranchMode) -> BackendCapabilities {
@@ -202,4 +217,12 @@ public struct Branches: EngineCapability {
         case .live, .auto: .liveMemoryCopy
         }
     }
+}
+
+/// Whether a live copy moved the disk before it failed (set from the copy's thread).
+final class DiskMove: @unchecked Sendable {
+    private let lock = NSLock()
+    private var moved = false
+    func happened() { lock.withLock { moved = true } }
+    var hasHappened: Bool { lock.withLock { moved } }
 }

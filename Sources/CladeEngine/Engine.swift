@@ -13,6 +13,8 @@ import Logging
 public struct Engine: Sendable {
     public let home: CladeHome
     public let backend: any VMBackend
+    /// Where sandboxes placed in RAM (`--memory-placement ram`) map their memory from.
+    public var memoryTier: MemoryTier { MemoryTier(home: home) }
     package let logger: Logger
     /// Start sandboxes even where the host cannot give them the isolation their network policy
     /// needs (`--allow-weaker-isolation`). Each such sandbox records what it lacks. Off by

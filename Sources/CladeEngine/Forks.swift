@@ -59,10 +59,23 @@ public struct Forks: EngineCapability {
     /// Starts `count` sandboxes from snapshot `tag` in parallel. Children that fail are cleaned
     /// up and reported; the others keep running.
     /// With `lifetime`, every child gets that end time (see `Lifetimes`).
+    /// How the HTTP APIs place their sandboxes' memory: in the RAM tier where that lets them
+    /// branch live (root, tmpfs, userfaultfd for a confined QEMU), else the store's own file.
+    public var serviceMemoryOrder: [MaterializeMethod] {
+        guard geteuid() == 0 else { return Materializer.fanoutOrder }
+        let tierRoot = engine.memoryTier.directory.deletingLastPathComponent()
+        return backend.liveMemoryCopyBlocker(memoryFile: tierRoot, unprivilegedProcess: true) == nil ? [.ramTier] : Materializer.fanoutOrder
+    }
+
     public func fork(
         tag: String, count: Int, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder, lifetime: Lifetime? = nil,
         network: NetworkPolicy? = nil, limits: LimitRequest? = nil
     ) async throws -> [ForkOutcome] {
+        let ramTier = memoryOrder.first == .ramTier
+        if ramTier, geteuid() != 0 {
+            throw EngineError.unsupported(
+                "the RAM placement (--memory-placement ram) needs clade running as root for now: an unprivileged QEMU sees only its own directory, and the tier's copy lives outside it")
+        }
         guard (1...Self.maxForkCount).contains(count) else {
             throw EngineError.badInput("-n must be between 1 and \(Self.maxForkCount) (got \(count))")
         }
@@ -140,7 +153,15 @@ public struct Forks: EngineCapability {
         func mark(_ phase: String) { phases.append("\(phase)=\(Int(Date().timeIntervalSince(started) * 1000))ms") }
         do {
             let materializer = Materializer(logger: logger)
-            let method = try materializer.materialize(directory.appendingPathComponent(metadata.memory.file), at: paths.memory, order: memoryOrder)
+            let method: MaterializeMethod
+            let snapshotMemory = directory.appendingPathComponent(metadata.memory.file)
+            if memoryOrder.first == .ramTier {
+                let placed = try engine.memoryTier.place(snapshotMemory, snapshotID: metadata.id)
+                guard symlink(placed.path, paths.memory.path) == 0 else { throw StoreError.systemCall("symlink", path: paths.memory.path, errno: errno) }
+                method = .ramTier
+            } else {
+                method = try materializer.materialize(snapshotMemory, at: paths.memory, order: memoryOrder)
+            }
             try materializer.materialize(directory.appendingPathComponent(metadata.deviceState.file), at: paths.deviceState)
             guard !metadata.diskLayers.isEmpty else { throw EngineError.damaged("snapshot '\(metadata.tag)' has no disk layer") }
             // Every layer of the chain gets a name in the child's directory, so the chain resolves

@@ -130,11 +130,19 @@ public struct Sandboxes: EngineCapability {
         id: String, argv: [String], env: [String: String]? = nil, cwd: String? = nil, user: String? = nil, stdin: String? = nil,
         timeout: Double? = nil
     ) async throws -> AgentResponse {
+        await continueIfInterrupted(id)
         let record = try runningRecord(id)
         guard !argv.isEmpty else { throw EngineError.badInput("give the command to run after --") }
         if let timeout, !(timeout > 0) { throw EngineError.badInput("--timeout must be a positive number of seconds") }
         let resolved = ExecDefaults(record.imageConfig).apply(env: env, cwd: cwd, user: user)
         return try await AgentClient(port: record.agentPort, sandbox: record.id).exec(argv, env: resolved.env, cwd: resolved.cwd, user: resolved.user, stdin: stdin, timeout: timeout)
+    }
+
+    /// Continues sandbox `id` if an operation that died left it paused or its processes held,
+    /// so a command sent to it runs instead of waiting on a frozen guest.
+    public func continueIfInterrupted(_ id: String) async {
+        guard (try? Names.validateSandboxID(id)) != nil, let record = (try? sandboxCatalog.get(id)) ?? nil else { return }
+        await engine.recovery.continueIfAbandoned(id: id, machine: machine(id, pid: record.pid), paths: sandboxCatalog.paths(id))
     }
 
     /// Stops a sandbox and removes everything it had: process, sockets, pid file, disk overlay, memory file.

@@ -202,6 +202,7 @@ public struct Snapshots: EngineCapability {
         let lock = try FileLock(home: home, .snapshot(tag))
         defer { lock.unlock() }
         let directory = snapshotCatalog.directory(tag)
+        let snapshotID = (try? snapshotCatalog.require(tag))?.id
         // Rename first so the tag disappears atomically, then unlink the files.
         let doomed = home.snapshots.appendingPathComponent(".deleting-\(tag)-\(getpid())")
         let entry = try beginOperation(.removeSnapshot, subject: tag, paths: [doomed])
@@ -209,6 +210,8 @@ public struct Snapshots: EngineCapability {
         guard rename(directory.path, doomed.path) == 0 else { throw StoreError.systemCall("rename", path: directory.path, errno: errno) }
         try snapshotCatalog.recordRemoved(tag)
         try FileSystem.remove(doomed)
+        // Sandboxes left running by --force still name the RAM tier's copy: it stays until they go.
+        if let snapshotID, live.isEmpty || cascade { engine.memoryTier.remove(snapshotID: snapshotID) }
         removed.append(tag)
         return removed
     }

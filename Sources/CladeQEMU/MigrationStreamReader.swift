@@ -5,16 +5,17 @@ import CladeStore
 import CladeVMM
 import Foundation
 
-/// Lands the RAM of a QEMU precopy migration stream in a raw memory file.
+/// Lands the RAM of a QEMU migration stream in a raw memory file, and its device state in a
+/// file of its own.
 ///
 /// clade's snapshots keep guest RAM as a plain file the size of guest memory, which forks map.
-/// A live branch gets that RAM from QEMU's own migration (`migrate fd:`), which copies pages
-/// while the guest runs and re-sends the ones it dirties. This reader follows the stream's
-/// framing (QEMU 7.2, `migration/savevm.c` and `migration/ram.c`: plain precopy, no
-/// compression, xbzrle or multifd) far enough to apply each page of one RAM block at its offset,
-/// in stream order, so the file ends as RAM was when QEMU stopped the guest. Device state,
-/// which follows the RAM as full sections of unknown length, is not parsed: the branch saves it
-/// separately (`xen-save-devices-state`), and the rest of the stream is drained and ignored.
+/// A live branch gets that RAM from QEMU's `background-snapshot` migration (`migrate fd:`),
+/// which sends every page once, as the copy reaches it or just before the guest writes it. This
+/// reader follows the stream's framing (QEMU 7.2, `migration/savevm.c` and `migration/ram.c`:
+/// no compression, xbzrle or multifd) far enough to apply each page of one RAM block at its
+/// offset, in stream order. The device state QEMU saved when it armed write protection follows
+/// the RAM as full sections; it is not parsed but copied, behind the stream's header, into a
+/// file in the form `xen-save-devices-state` writes, which is how clade restores device state.
 public struct MigrationStreamReader: Sendable {
     /// What a stream carried.
     public struct Totals: Sendable, Equatable {
@@ -51,12 +52,24 @@ public struct MigrationStreamReader: Sendable {
     /// Guest RAM size; a page outside it means the stream does not describe this machine.
     let blockBytes: UInt64
     let output: Int32
+    /// Where the device state goes; without it, it is drained and dropped.
+    let deviceState: Int32?
+    /// The memory file starts empty, so zero pages are left as holes rather than written.
+    let sparseOutput: Bool
+    /// Called once, when the first page arrives: QEMU sends pages only after it armed write tracking.
+    let onFirstPage: @Sendable () -> Void
 
     /// Reads pages of `block` (of `blockBytes` bytes) and writes them into the open file `output`.
-    public init(block: String, blockBytes: UInt64, output: Int32) {
+    public init(
+        block: String, blockBytes: UInt64, output: Int32, deviceState: Int32? = nil, sparseOutput: Bool = false,
+        onFirstPage: @escaping @Sendable () -> Void = {}
+    ) {
         self.block = block
         self.blockBytes = blockBytes
         self.output = output
+        self.deviceState = deviceState
+        self.sparseOutput = sparseOutput
+        self.onFirstPage = onFirstPage
     }
 
     /// Consumes `input` to its end. Throws ``VMMError/stateTransferFailed(backend:reason:)`` on
@@ -68,6 +81,7 @@ public struct MigrationStreamReader: Sendable {
         let version = try source.u32()
         guard version == Self.fileVersion else { throw malformed("migration stream version \(version), expected \(Self.fileVersion)") }
         var sectionIDs: [UInt32: String] = [:]
+        var firstPageSeen = false
         // QEMU's "same block as the last page" flag reaches across sections.
         var currentBlock: String?
         while true {
@@ -85,17 +99,27 @@ public struct MigrationStreamReader: Sendable {
                 _ = try source.u32()  // version
                 sectionIDs[id] = name
                 try readRAMSection(named: name, from: &source, block: &currentBlock, into: &totals)
+                if !firstPageSeen, totals.pagesWritten + totals.zeroPages > 0 { firstPageSeen = true; onFirstPage() }
             case .part, .end:
                 let id = try source.u32()
                 guard let name = sectionIDs[id] else { throw malformed("a section part names section \(id), which never started") }
                 try readRAMSection(named: name, from: &source, block: &currentBlock, into: &totals)
+                if !firstPageSeen, totals.pagesWritten + totals.zeroPages > 0 { firstPageSeen = true; onFirstPage() }
             case .command:
                 _ = try source.u16()
                 let length = try source.u16()
                 try source.skip(Int(length))
             case .full, .eof:
-                // Device state from here on: not needed, drained so QEMU can finish writing.
-                try source.drain()
+                // Device state from here on, to the end of the stream.
+                guard let deviceState else {
+                    try source.drain()
+                    return totals
+                }
+                var header = [UInt8]()
+                for value in [Self.fileMagic, Self.fileVersion] { header += withUnsafeBytes(of: value.bigEndian, Array.init) }
+                header.append(rawType)
+                try writeAll(header, to: deviceState, what: "the device state file")
+                try source.copyRemaining { try writeAll($0, to: deviceState, what: "the device state file") }
                 return totals
             case .subsection, .footer:
                 throw malformed("unexpected section type 0x\(String(rawType, radix: 16)) between sections")
@@ -133,8 +157,10 @@ public struct MigrationStreamReader: Sendable {
                 let fill = try source.u8()
                 if ours {
                     // A zero page over data (the file may already hold a page sent earlier) must be cleared.
-                    for index in page.indices { page[index] = fill }
-                    try write(page, at: offset)
+                    if !(sparseOutput && fill == 0) {
+                        for index in page.indices { page[index] = fill }
+                        try write(page, at: offset)
+                    }
                     totals.zeroPages += 1
                 } else { totals.otherBlockPages += 1 }
             } else if flags & PageFlags.page != 0 {
@@ -156,6 +182,21 @@ public struct MigrationStreamReader: Sendable {
         guard written == page.count else { throw StoreError.systemCall("pwrite", path: "the branch's memory file", errno: written < 0 ? errno : EIO) }
     }
 
+    private func writeAll(_ bytes: UnsafeRawBufferPointer, to descriptor: Int32, what: String) throws {
+        guard let base = bytes.baseAddress else { return }
+        var done = 0
+        while done < bytes.count {
+            let count = Glibc.write(descriptor, base + done, bytes.count - done)
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else { throw StoreError.systemCall("write", path: what, errno: count < 0 ? errno : EIO) }
+            done += count
+        }
+    }
+
+    private func writeAll(_ bytes: [UInt8], to descriptor: Int32, what: String) throws {
+        try bytes.withUnsafeBytes { try writeAll($0, to: descriptor, what: what) }
+    }
+
     private func malformed(_ reason: String) -> VMMError {
         .stateTransferFailed(backend: "qemu", reason: "live copy: \(reason)")
     }
@@ -167,6 +208,8 @@ public protocol MigrationByteSource {
     mutating func read(into buffer: inout [UInt8]) throws
     /// Reads and drops everything up to the end of the stream.
     mutating func drain() throws
+    /// Hands everything up to the end of the stream to `sink`, in order.
+    mutating func copyRemaining(_ sink: (UnsafeRawBufferPointer) throws -> Void) throws
 }
 
 extension MigrationByteSource {
@@ -193,7 +236,7 @@ extension MigrationByteSource {
     }
 }
 
-/// A migration stream read from a descriptor (the socket QEMU migrates into), buffered.
+/// A migration stream read from a descriptor (a socket or the file QEMU migrated into), buffered.
 public struct DescriptorByteSource: MigrationByteSource {
     let descriptor: Int32
     private var buffer = [UInt8](repeating: 0, count: 1 << 20)
@@ -218,9 +261,16 @@ public struct DescriptorByteSource: MigrationByteSource {
         while try refill() { start = end }
     }
 
+    public mutating func copyRemaining(_ sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        repeat {
+            if start < end { try buffer.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[start..<end])) } }
+            start = end
+        } while try refill()
+    }
+
     private mutating func refill() throws -> Bool {
         while true {
-            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            let count = buffer.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
             if count < 0, errno == EINTR { continue }
             guard count >= 0 else { throw StoreError.systemCall("recv", path: "the migration stream", errno: errno) }
             start = 0

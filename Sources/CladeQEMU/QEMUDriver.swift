@@ -12,9 +12,9 @@ import Logging
 /// qcow2 disk chains through `qemu-img`.
 public struct QEMUDriver: VMBackend {
     public let name = "qemu"
-    /// Everything but live memory copies, which stay behind ``VMBackendSettings/experimentalLiveBranch``
-    /// until a copy taken under a guest writing all of its RAM is shown consistent.
-    public let capabilities = VMBackendSettings.experimentalLiveBranchEnabled ? BackendCapabilities.all : BackendCapabilities.all.subtracting(.liveMemoryCopy)
+    /// Live memory copies also depend on the host and on where a machine's RAM lives:
+    /// see ``liveMemoryCopyBlocker(memoryFile:unprivilegedProcess:)``.
+    public let capabilities = BackendCapabilities.all
     public let executable: String
     public var disks: any DiskChain { QEMUImage() }
     private let logger: Logger
@@ -170,6 +170,7 @@ public struct QEMUDriver: VMBackend {
         checks.append(BackendCheck(
             name: "qemu-img", ok: found, detail: found ? "found" : "qemu-img not found",
             fix: found ? nil : "apt-get install qemu-utils"))
+        checks.append(Self.liveBranchCheck())
         return checks
     }
 }

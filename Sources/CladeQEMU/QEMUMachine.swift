@@ -15,12 +15,12 @@ public struct QEMUMachine: VMHandle {
 
     /// RAM lives in a file QEMU maps itself, so migration skips it (`x-ignore-shared`) and only
     /// device state (~70 KB) is written: a snapshot takes milliseconds.
-    /// A live copy interrupted by a crash may leave `pause-before-switchover` set, which would
-    /// stop a later save at its switchover: every save states it.
+    /// A live copy interrupted by a crash may leave `background-snapshot` set, which would turn
+    /// a later save into a write-protected copy of all RAM: every save states it.
     static let ignoreSharedCapability: [String: JSONValue] = [
         "capabilities": .array([
             .object(["capability": .string("x-ignore-shared"), "state": .bool(true)]),
-            .object(["capability": .string("pause-before-switchover"), "state": .bool(false)]),
+            .object(["capability": .string("background-snapshot"), "state": .bool(false)]),
         ])
     ]
 
@@ -51,8 +51,8 @@ public struct QEMUMachine: VMHandle {
 
     public func resumeAfterInterruption() async throws {
         try await withQMP { client in
-            // A live copy whose clade died leaves the guest stopped at its switchover; cancelling
-            // (a no-op without a migration) lets `cont` run it.
+            // A live copy whose clade died may leave the guest stopped with a migration started;
+            // cancelling it (a no-op without one) lifts its write protection before `cont`.
             _ = try await client.execute("migrate_cancel")
             _ = try await client.execute("cont")
         }

@@ -152,7 +152,7 @@ public struct CladeAPI: Sendable {
         let start = Date()
         let lifetime = body.timeoutSecs.map { Lifetime(seconds: $0, action: body.onTimeout ?? .kill) }
         let network = try networkPolicy(body.network)
-        let outcomes = try await withSlot { try await engine.forks.fork(tag: body.snapshotTag, count: count, lifetime: lifetime, network: network, limits: body.limits) }
+        let outcomes = try await withSlot { try await engine.forks.fork(tag: body.snapshotTag, count: count, memoryOrder: engine.forks.serviceMemoryOrder, lifetime: lifetime, network: network, limits: body.limits) }
         Timer(label: "clade_fork_duration_seconds").recordSeconds(Date().timeIntervalSince(start))
         let started = outcomes.compactMap(\.record)
         guard !started.isEmpty else {

@@ -14,6 +14,9 @@ public enum MaterializeMethod: String, Codable, Sendable, CaseIterable {
     case sparseCopy = "sparse-copy"
     /// A byte-for-byte copy.
     case copy
+    /// A symbolic link to the snapshot's copy in the memory tier (``MemoryTier``), made by the
+    /// engine, never by ``Materializer``.
+    case ramTier = "ram-tier"
 }
 
 /// Puts files in place by the cheapest method that works, and keeps shared inodes safe.
@@ -32,7 +35,9 @@ public struct Materializer: Sendable {
     /// Makes `source`'s content appear at `destination` (which must not exist), trying `order`
     /// in turn. Each fallback is logged with the reason the previous method failed.
     @discardableResult
-    public func materialize(_ source: URL, at destination: URL, order: [MaterializeMethod] = Materializer.fanoutOrder) throws -> MaterializeMethod {
+    public func materialize(_ given: URL, at destination: URL, order: [MaterializeMethod] = Materializer.fanoutOrder) throws -> MaterializeMethod {
+        // A sandbox's memory may be a link into the memory tier: its content is the target's.
+        let source = try FileSystem.status(of: given)?.isSymbolicLink == true ? given.resolvingSymlinksInPath() : given
         guard let status = try FileSystem.status(of: source) else {
             throw StoreError.systemCall("stat", path: source.path, errno: ENOENT)
         }
@@ -58,7 +63,7 @@ public struct Materializer: Sendable {
         throw StoreError.systemCall("materialize (\(failures.joined(separator: "; ")))", path: destination.path, errno: EXDEV)
     }
 
-    /// The unshare guard: if `path` has other names (link count > 1), replace it with a private
+    /// The unshare guard: if `path` has other names (link count > 1, or it is a symbolic link), replace it with a private
     /// copy of the same bytes, so an in-place write cannot reach the other names' inode.
     /// Returns true when a copy was made.
     @discardableResult
@@ -66,7 +71,8 @@ public struct Materializer: Sendable {
         guard let status = try FileSystem.status(of: path) else {
             throw StoreError.systemCall("stat", path: path.path, errno: ENOENT)
         }
-        guard status.linkCount > 1 else { return false }
+        // A symbolic link (into the memory tier) names a file other sandboxes map too.
+        guard status.linkCount > 1 || status.isSymbolicLink else { return false }
         let temporary = path.deletingLastPathComponent().appendingPathComponent(".\(path.lastPathComponent).private-\(getpid())")
         unlink(temporary.path)
         let method = try materialize(path, at: temporary, order: Self.privateCopyOrder)
@@ -109,6 +115,8 @@ public struct Materializer: Sendable {
             try Self.copy(from: source, to: destination, mode: mode, sparse: true)
         case .copy:
             try Self.copy(from: source, to: destination, mode: mode, sparse: false)
+        case .ramTier:
+            throw StoreError.systemCall("materialize into the memory tier (MemoryTier places it)", path: destination.path, errno: EINVAL)
         }
     }
 

@@ -61,6 +61,23 @@ public struct DirtyPages: Sendable {
         return DirtyPages(pages: Array(0..<(length / pageSize)), mappingStart: start, mappingLength: length)
     }
 
+    /// Maps every page of `memoryFile`'s mapping in process `pid` into its page tables, by reading
+    /// it through `/proc/PID/mem` (which faults pages in for the process); what it reads is dropped.
+    public static func mapAllPages(pid: Int32, memoryFile: URL) throws {
+        let (start, length) = try findMapping(pid: pid, path: memoryFile.path)
+        let memory = try FileSystem.open(URL(fileURLWithPath: "/proc/\(pid)/mem"), flags: O_RDONLY)
+        defer { close(memory) }
+        let chunk = 1 << 20
+        var buffer = [UInt8](repeating: 0, count: chunk)
+        var offset = 0
+        while offset < length {
+            let count = min(chunk, length - offset)
+            let got = buffer.withUnsafeMutableBytes { pread(memory, $0.baseAddress, count, off_t(start + UInt64(offset))) }
+            guard got == count else { throw StoreError.systemCall("read", path: "/proc/\(pid)/mem", errno: got < 0 ? errno : EIO) }
+            offset += count
+        }
+    }
+
     /// Reads the pages' current contents from `/proc/PID/mem` (call while the VM is paused).
     public func read(pid: Int32) throws -> [UInt8] {
         let memory = try FileSystem.open(URL(fileURLWithPath: "/proc/\(pid)/mem"), flags: O_RDONLY)
@@ -111,7 +128,9 @@ public struct DirtyPages: Sendable {
         return result
     }
 
-    static func findMapping(pid: Int32, path: String) throws -> (UInt64, Int) {
+    static func findMapping(pid: Int32, path given: String) throws -> (UInt64, Int) {
+        // The kernel names a mapping by its file's real path (a memory tier is a symlink away).
+        let path = URL(fileURLWithPath: given).resolvingSymlinksInPath().path
         let maps = String(decoding: try FileSystem.readProcFile("/proc/\(pid)/maps"), as: UTF8.self)
         var best: (UInt64, Int)?
         for line in maps.split(separator: "\n") where line.hasSuffix(" " + path) {

@@ -43,16 +43,6 @@ public struct BackendCapabilities: OptionSet, Sendable, Hashable {
     }
 }
 
-/// Settings read from the environment that change what backends offer.
-public enum VMBackendSettings {
-    /// The environment variable that turns on live branches (``BackendCapabilities/liveMemoryCopy``).
-    public static let experimentalLiveBranch = "CLADE_EXPERIMENTAL_LIVE_BRANCH"
-
-    public static var experimentalLiveBranchEnabled: Bool {
-        ProcessInfo.processInfo.environment[experimentalLiveBranch] == "1"
-    }
-}
-
 /// A host check a backend contributes to `clade doctor`.
 public struct BackendCheck: Sendable {
     public var name: String
@@ -98,6 +88,9 @@ public protocol VMBackend: Sendable {
     func probeAccelerator(kernel: URL, initrd: URL, workDirectory: URL) async throws -> AcceleratorChoice
     /// What `clade doctor` should report about this backend's tools on this host.
     func hostChecks() -> [BackendCheck]
+    /// Why a running machine whose RAM is mapped from `memoryFile`, by a hypervisor process that
+    /// runs unprivileged or not, cannot have its memory copied live on this host; nil when it can.
+    func liveMemoryCopyBlocker(memoryFile: URL, unprivilegedProcess: Bool) -> String?
 }
 
 extension VMBackend {
@@ -114,6 +107,10 @@ extension VMBackend {
             throw error
         }
         return handle
+    }
+
+    public func liveMemoryCopyBlocker(memoryFile: URL, unprivilegedProcess: Bool) -> String? {
+        capabilities.contains(.liveMemoryCopy) ? nil : "the \(name) backend cannot copy guest memory while the guest runs"
     }
 
     /// Throws ``VMMError/unsupported(backend:operation:)`` unless the backend has `needed`.

@@ -45,20 +45,23 @@ public struct LiveCopyPlan: Sendable {
     /// The new memory file (created, sized to guest RAM and sparse) that receives RAM.
     public var memoryFile: URL
     public var memoryBytes: Int64
+    /// The file the running guest's RAM is mapped from (its pages are mapped in before the pause).
+    public var sourceMemoryFile: URL
     /// Where the device state, saved while the guest is stopped, goes.
     public var deviceState: URL
     /// The overlay the disk moves onto while the guest is stopped (see ``VMHandle/freezeDisk(onto:)``).
     public var diskOverlay: URL
-    /// Runs while the guest still runs, once most of RAM has been copied (the engine freezes the
-    /// guest's user processes here); returns whether it held them.
-    public var beforeSwitchover: @Sendable () async -> Bool
+    /// Called once the disk has moved onto ``diskOverlay``: from then on the machine writes
+    /// there, even if the copy fails later.
+    public var onDiskFrozen: @Sendable () -> Void
 
-    public init(memoryFile: URL, memoryBytes: Int64, deviceState: URL, diskOverlay: URL, beforeSwitchover: @escaping @Sendable () async -> Bool) {
+    public init(memoryFile: URL, memoryBytes: Int64, sourceMemoryFile: URL, deviceState: URL, diskOverlay: URL, onDiskFrozen: @escaping @Sendable () -> Void) {
         self.memoryFile = memoryFile
         self.memoryBytes = memoryBytes
+        self.sourceMemoryFile = sourceMemoryFile
         self.deviceState = deviceState
         self.diskOverlay = diskOverlay
-        self.beforeSwitchover = beforeSwitchover
+        self.onDiskFrozen = onDiskFrozen
     }
 }
 
@@ -66,21 +69,17 @@ public struct LiveCopyPlan: Sendable {
 public struct LiveCopyReport: Sendable {
     /// From the guest's stop to its continue, by the hypervisor's own clock.
     public var pauseMilliseconds: Double
-    /// Pages written into the memory file, counting pages sent again after the guest dirtied them.
+    /// Pages with data written into the memory file.
     public var pagesWritten: Int
-    /// Dirty-bitmap passes the copy took before the guest stopped.
-    public var passes: Int
-    /// Whether ``LiveCopyPlan/beforeSwitchover`` held the guest's processes.
-    public var processesHeld: Bool
-    /// Times the copy started over because the guest stopped before its processes were held.
-    public var restarts: Int
+    /// Pages sent as zero, left as holes.
+    public var zeroPages: Int
+    /// Mapping the guest's pages in before the pause (the guest runs meanwhile).
+    public var prefaultMilliseconds: Double = 0
 
-    public init(pauseMilliseconds: Double, pagesWritten: Int, passes: Int, processesHeld: Bool, restarts: Int) {
+    public init(pauseMilliseconds: Double, pagesWritten: Int, zeroPages: Int) {
         self.pauseMilliseconds = pauseMilliseconds
         self.pagesWritten = pagesWritten
-        self.passes = passes
-        self.processesHeld = processesHeld
-        self.restarts = restarts
+        self.zeroPages = zeroPages
     }
 }
 

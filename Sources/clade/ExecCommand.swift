@@ -28,6 +28,7 @@ struct Exec: AsyncParsableCommand {
     func run() async throws {
         let env = try parseEnvironment(environment)
         let engine = await global.makeEngine()
+        await engine.sandboxes.continueIfInterrupted(id)
         if json {
             let response = try await engine.sandboxes.exec(id: id, argv: command, env: env.isEmpty ? nil : env, cwd: cwd, user: user, timeout: timeout)
             return try printJSON(response)

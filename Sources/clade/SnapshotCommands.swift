@@ -112,12 +112,16 @@ enum MemoryPlacement: String, ExpressibleByArgument, CaseIterable {
     case reflink
     /// A full copy per child (for comparison; what seed 003 replaced).
     case copy
+    /// The snapshot's memory copied once onto tmpfs (the RAM tier) and shared by the children
+    /// placed there; their memory can then be write-protected, so they can branch live.
+    case ram
 
     var order: [MaterializeMethod] {
         switch self {
         case .auto: return Materializer.fanoutOrder
         case .reflink: return Materializer.privateCopyOrder
         case .copy: return [.copy]
+        case .ram: return [.ramTier]
         }
     }
 }
@@ -126,7 +130,7 @@ struct Fork: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Start sandboxes from a snapshot, in parallel.")
     @OptionGroup var global: GlobalOptions
     @Option(name: .short, help: "Number of children (1-\(Engine.maxForkCount)).") var n = 1
-    @Option(help: "How each child gets the memory file: auto (hardlink first), reflink, copy.") var memoryPlacement = MemoryPlacement.auto
+    @Option(help: "How each child gets the memory file: auto (hardlink first), reflink, copy, or ram (a shared copy on tmpfs, for live branches).") var memoryPlacement = MemoryPlacement.auto
     @OptionGroup var lifetime: LifetimeOptions
     @Option(help: "What the children may reach: none, outbound or allow:CIDR[:PORT],... (default: the snapshot's policy).")
     var network: NetworkPolicy?

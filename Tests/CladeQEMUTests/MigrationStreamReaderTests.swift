@@ -18,6 +18,10 @@ struct BytesSource: MigrationByteSource {
     }
 
     mutating func drain() throws { offset = bytes.count }
+    mutating func copyRemaining(_ sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try bytes[offset...].withUnsafeBytes { try sink($0) }
+        offset = bytes.count
+    }
 }
 
 /// Builds streams shaped like QEMU 7.2's precopy output.
@@ -123,4 +127,43 @@ struct StreamBuilder {
         notQEMU.u32(0xDEAD_BEEF)
         #expect(throws: VMMError.self) { try land(notQEMU) }
     }
+
+    @Test func deviceStateIsCopiedBehindTheHeaderAndZeroPagesStayHoles() throws {
+        var stream = StreamBuilder()
+        stream.header()
+        stream.start(blocks: [("ram", ramBytes)])
+        stream.part {
+            $0.page("ram", at: 0, fill: 5)
+            $0.zero(nil, at: 4096)
+        }
+        let deviceStart = stream.bytes.count
+        stream.devices()
+        stream.bytes += [0x06, 0, 0, 0, 2, 0x7B, 0x7D]  // a trailing description, kept as QEMU wrote it
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stream-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let memory = open(directory.appendingPathComponent("memory").path, O_RDWR | O_CREAT, 0o600)
+        let devices = open(directory.appendingPathComponent("devices").path, O_RDWR | O_CREAT, 0o600)
+        defer { close(memory); close(devices) }
+        #expect(ftruncate(memory, off_t(ramBytes)) == 0)
+        let firstPages = Counter()
+        let totals = try MigrationStreamReader(
+            block: "ram", blockBytes: ramBytes, output: memory, deviceState: devices, sparseOutput: true, onFirstPage: { firstPages.add() }
+        ).land(from: BytesSource(bytes: stream.bytes))
+        #expect(totals.pagesWritten == 1 && totals.zeroPages == 1)
+        #expect(firstPages.value == 1)
+        var status = stat()
+        #expect(fstat(memory, &status) == 0)
+        #expect(status.st_blocks * 512 == 4096)  // only the data page was written
+        let saved = try Data(contentsOf: directory.appendingPathComponent("devices"))
+        let expected = [0x51, 0x45, 0x56, 0x4D, 0, 0, 0, 3] + stream.bytes[deviceStart...]
+        #expect([UInt8](saved) == Array(expected))
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    var value: Int { lock.withLock { count } }
+    func add() { lock.withLock { count += 1 } }
 }

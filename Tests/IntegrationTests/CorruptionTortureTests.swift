@@ -21,7 +21,7 @@ import Testing
         let diskBefore = try fingerprint("snapshots/torture/layer-0.qcow2")
 
         let fork = try cli.run(["fork", "torture", "-n", "20", "--json"], timeout: 600)
-        #expect(fork.status == 0, "\(fork.stderr)")
+        #expect(fork.status == 0, "\(fork.stderr)\n\(fork.stdout)")
         let children = fork.stdout.split(separator: "\n").compactMap {
             (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["id"] as? String
         }

@@ -134,7 +134,7 @@ extension E2BService {
         let egress = try E2BNetworkConfig.read(networkMessage, allowInternetAccess: internet)
         let network = networkMessage == nil && internet == nil ? nil : egress.policy
         let privateTraffic = networkMessage.map { $0.has("allowPublicTraffic") && !$0.bool("allowPublicTraffic") } ?? false
-        let outcome = try await engine.forks.fork(tag: tag, count: 1, lifetime: lifetime, network: network).first
+        let outcome = try await engine.forks.fork(tag: tag, count: 1, memoryOrder: engine.forks.serviceMemoryOrder, lifetime: lifetime, network: network).first
         guard let record = outcome?.record else { throw E2BError(500, "the sandbox did not start: \(outcome?.error ?? "no outcome")") }
         let started = Date()
         let state = E2BSandboxState(
@@ -186,7 +186,7 @@ extension E2BService {
         let tag = "\(Self.forkSnapshotPrefix)\(id)-\(Names.newSandboxID().prefix(6))"
         let (_, report) = try await engine.branches.branch(id: id, tag: tag, mode: .auto)
         let lifetime = try Self.lifetime(seconds: timeout ?? Self.defaultTimeout, action: parent.timeoutAction)
-        let outcomes = try await engine.forks.fork(tag: tag, count: count, lifetime: lifetime)
+        let outcomes = try await engine.forks.fork(tag: tag, count: count, memoryOrder: engine.forks.serviceMemoryOrder, lifetime: lifetime)
         var results: [[String: Any]] = []
         for outcome in outcomes {
             guard let child = outcome.record else {
