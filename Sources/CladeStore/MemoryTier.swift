@@ -16,12 +16,17 @@ public struct MemoryTier: Sendable {
 
     /// This store's directory in the tier (one store's files never meet another's).
     public let directory: URL
+    /// The store the directory belongs to, recorded in it so an orphan can be recognized.
+    let home: CladeHome
 
     public init(home: CladeHome, environment: [String: String] = ProcessInfo.processInfo.environment) {
         let root = environment[Self.directoryVariable].flatMap { $0.isEmpty ? nil : URL(fileURLWithPath: $0) } ?? URL(fileURLWithPath: "/dev/shm")
         let store = Digest.of(Data(home.root.path.utf8)).hex.prefix(12)
         directory = root.appendingPathComponent("clade-\(geteuid())-\(store)")
+        self.home = home
     }
+
+    static let ownerFile = "store"
 
     /// The tier's copy of the snapshot `snapshotID`'s memory file.
     public func file(for snapshotID: String) -> URL {
@@ -32,7 +37,9 @@ public struct MemoryTier: Sendable {
     public func place(_ memory: URL, snapshotID: String) throws -> URL {
         let target = file(for: snapshotID)
         if try FileSystem.status(of: target) != nil { return target }
+        sweepOrphans()
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileSystem.writeAtomically(Data(home.root.path.utf8), to: directory.appendingPathComponent(Self.ownerFile))
         let partial = directory.appendingPathComponent(".\(snapshotID).memory.\(getpid()).\(UInt32.random(in: 0...UInt32.max))")
         defer { unlink(partial.path) }
         try Materializer.copy(from: memory, to: partial, mode: 0o444, sparse: true)
@@ -47,5 +54,23 @@ public struct MemoryTier: Sendable {
     /// Drops the tier's copy of snapshot `snapshotID`'s memory (running sandboxes keep their mapping).
     public func remove(snapshotID: String) {
         unlink(file(for: snapshotID).path)
+    }
+
+    /// Removes this user's tier directories whose store is gone (deleted without `rmi`), so a
+    /// removed store does not keep its snapshots' memory pinned in RAM.
+    public func sweepOrphans() {
+        let root = directory.deletingLastPathComponent()
+        let prefix = "clade-\(geteuid())-"
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: root.path) else { return }
+        for entry in entries where entry.hasPrefix(prefix) {
+            let candidate = root.appendingPathComponent(entry)
+            guard let owner = try? String(contentsOf: candidate.appendingPathComponent(Self.ownerFile), encoding: .utf8) else { continue }
+            let snapshots = URL(fileURLWithPath: owner).appendingPathComponent("snapshots")
+            do {
+                if try FileSystem.status(of: snapshots) == nil { try FileManager.default.removeItem(at: candidate) }
+            } catch {
+                continue  // cannot tell (or cannot remove): leave it
+            }
+        }
     }
 }
