@@ -123,7 +123,7 @@ public struct Branches: EngineCapability {
         var captured = CapturedMemory.none
         var live: LiveCopyReport?
         var held = false
-        let diskMoved = DiskMove()
+        let diskMoved = Locked(false)
         let pauseStart = Date()
         do {
             if mode == .live {
@@ -132,7 +132,7 @@ public struct Branches: EngineCapability {
                 close(fd)
                 let plan = LiveCopyPlan(
                     memoryFile: memory, memoryBytes: Int64(record.memoryMiB) << 20, sourceMemoryFile: paths.memory, deviceState: stagedState,
-                    diskOverlay: next, onDiskFrozen: { diskMoved.happened() })
+                    diskOverlay: next, onDiskFrozen: { diskMoved.withLock { $0 = true } })
                 held = await engine.holdUserProcesses(record)
                 live = try await machine.copyMemoryLive(plan)
             } else {
@@ -149,7 +149,7 @@ public struct Branches: EngineCapability {
             try? await machine.resume()
             if held { await engine.releaseUserProcesses(record) }
             try? FileSystem.remove(staging)
-            if diskMoved.hasHappened {
+            if diskMoved.current {
                 // The machine writes to the new overlay now: the record follows it, and the old
                 // overlay is a sealed layer like any other.
                 chmod(frozen.path, 0o444)
@@ -217,12 +217,4 @@ public struct Branches: EngineCapability {
         case .live, .auto: .liveMemoryCopy
         }
     }
-}
-
-/// Whether a live copy moved the disk before it failed (set from the copy's thread).
-final class DiskMove: @unchecked Sendable {
-    private let lock = NSLock()
-    private var moved = false
-    func happened() { lock.withLock { moved = true } }
-    var hasHappened: Bool { lock.withLock { moved } }
 }

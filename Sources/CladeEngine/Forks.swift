@@ -56,9 +56,6 @@ public struct Forks: EngineCapability {
         try backend.require(metadata.deviceState.format == SnapshotMetadata.DeviceState.devicesFormat ? .devicesOnlyState : .stateWithSharedMemory)
     }
 
-    /// Starts `count` sandboxes from snapshot `tag` in parallel. Children that fail are cleaned
-    /// up and reported; the others keep running.
-    /// With `lifetime`, every child gets that end time (see `Lifetimes`).
     /// How the HTTP APIs place their sandboxes' memory: in the RAM tier where that lets them
     /// branch live (root, tmpfs, userfaultfd for a confined QEMU), else the store's own file.
     public var serviceMemoryOrder: [MaterializeMethod] {
@@ -67,6 +64,9 @@ public struct Forks: EngineCapability {
         return backend.liveMemoryCopyBlocker(memoryFile: tierRoot, unprivilegedProcess: true) == nil ? [.ramTier] : Materializer.fanoutOrder
     }
 
+    /// Starts `count` sandboxes from snapshot `tag` in parallel. Children that fail are cleaned
+    /// up and reported; the others keep running.
+    /// With `lifetime`, every child gets that end time (see `Lifetimes`).
     public func fork(
         tag: String, count: Int, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder, lifetime: Lifetime? = nil,
         network: NetworkPolicy? = nil, limits: LimitRequest? = nil

@@ -38,9 +38,8 @@ extension QEMUDriver {
             + "`sysctl -w vm.unprivileged_userfaultfd=1` allows live branches (it also lets every local user handle page faults with userfaultfd)"
     }
 
-    static func liveBranchCheck() -> BackendCheck {
-        let driver = QEMUDriver()
-        let blocker = driver.userfaultfdBlocker(unprivilegedProcess: true)
+    func liveBranchCheck() -> BackendCheck {
+        let blocker = userfaultfdBlocker(unprivilegedProcess: true)
         return BackendCheck(
             name: "live branch", ok: blocker == nil, warningOnly: true,
             detail: blocker.map { "confined sandboxes branch with --mode diff: \($0)" } ?? "confined sandboxes placed in RAM (--memory-placement ram) can branch live",

@@ -170,7 +170,7 @@ public struct QEMUDriver: VMBackend {
         checks.append(BackendCheck(
             name: "qemu-img", ok: found, detail: found ? "found" : "qemu-img not found",
             fix: found ? nil : "apt-get install qemu-utils"))
-        checks.append(Self.liveBranchCheck())
+        checks.append(liveBranchCheck())
         return checks
     }
 }

@@ -36,9 +36,14 @@ public struct Materializer: Sendable {
     /// in turn. Each fallback is logged with the reason the previous method failed.
     @discardableResult
     public func materialize(_ given: URL, at destination: URL, order: [MaterializeMethod] = Materializer.fanoutOrder) throws -> MaterializeMethod {
+        var source = given
+        var found = try FileSystem.status(of: given)
         // A sandbox's memory may be a link into the memory tier: its content is the target's.
-        let source = try FileSystem.status(of: given)?.isSymbolicLink == true ? given.resolvingSymlinksInPath() : given
-        guard let status = try FileSystem.status(of: source) else {
+        if found?.isSymbolicLink == true {
+            source = given.resolvingSymlinksInPath()
+            found = try FileSystem.status(of: source)
+        }
+        guard let status = found else {
             throw StoreError.systemCall("stat", path: source.path, errno: ENOENT)
         }
         guard status.isRegularFile else {

@@ -43,7 +43,6 @@ public struct MemoryTier: Sendable {
         let partial = directory.appendingPathComponent(".\(snapshotID).memory.\(getpid()).\(UInt32.random(in: 0...UInt32.max))")
         defer { unlink(partial.path) }
         try Materializer.copy(from: memory, to: partial, mode: 0o444, sparse: true)
-        guard chmod(partial.path, 0o444) == 0 else { throw StoreError.systemCall("chmod", path: partial.path, errno: errno) }
         // link, not rename: when two forks place it at once, the first copy stays the only one.
         if link(partial.path, target.path) != 0, errno != EEXIST {
             throw StoreError.systemCall("link", path: target.path, errno: errno)

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CladeStore
 @testable import CladeQEMU
 import CladeVMM
 import Foundation
@@ -146,12 +147,12 @@ struct StreamBuilder {
         let devices = open(directory.appendingPathComponent("devices").path, O_RDWR | O_CREAT, 0o600)
         defer { close(memory); close(devices) }
         #expect(ftruncate(memory, off_t(ramBytes)) == 0)
-        let firstPages = Counter()
+        let firstPages = Locked(0)
         let totals = try MigrationStreamReader(
-            block: "ram", blockBytes: ramBytes, output: memory, deviceState: devices, sparseOutput: true, onFirstPage: { firstPages.add() }
+            block: "ram", blockBytes: ramBytes, output: memory, deviceState: devices, sparseOutput: true, onFirstPage: { firstPages.withLock { $0 += 1 } }
         ).land(from: BytesSource(bytes: stream.bytes))
         #expect(totals.pagesWritten == 1 && totals.zeroPages == 1)
-        #expect(firstPages.value == 1)
+        #expect(firstPages.current == 1)
         var status = stat()
         #expect(fstat(memory, &status) == 0)
         #expect(status.st_blocks * 512 == 4096)  // only the data page was written
@@ -159,11 +160,4 @@ struct StreamBuilder {
         let expected = [0x51, 0x45, 0x56, 0x4D, 0, 0, 0, 3] + stream.bytes[deviceStart...]
         #expect([UInt8](saved) == Array(expected))
     }
-}
-
-final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var count = 0
-    var value: Int { lock.withLock { count } }
-    func add() { lock.withLock { count += 1 } }
 }
