@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "clade", targets: ["clade"]),
         .executable(name: "clade-agent", targets: ["clade-agent"]),
+        .executable(name: "containerd-shim-clade-v2", targets: ["containerd-shim-clade-v2"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -24,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.28.0"),
     ],
     targets: [
         .target(name: "CLinuxShims"),
@@ -162,6 +164,27 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        // containerd's shim v2: ttrpc, the Task service on the engine, and the messages
+        // generated once from containerd's .proto files (scripts/generate-shim-protos.sh).
+        .target(
+            name: "CladeShim",
+            dependencies: [
+                "CladeEngine",
+                "CladeGuest",
+                "CladeGuestProtocol",
+                "CladeModel",
+                "CladeStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            exclude: ["Protos"]
+        ),
+        .executableTarget(
+            name: "containerd-shim-clade-v2",
+            dependencies: ["CladeShim", "CladeEngine", "CLinuxShims", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "clade-agent",

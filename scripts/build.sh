@@ -13,5 +13,6 @@ if [ "${1:-}" = "--tests" ]; then
     swift build -c release -Xswiftc -enable-testing --product cladePackageTests
 fi
 swift build -c release -Xswiftc -enable-testing --product clade
+swift build -c release -Xswiftc -enable-testing --product containerd-shim-clade-v2
 cp .build-agent/release/clade-agent .build/release/clade-agent
-echo "built: $(pwd)/.build/release/clade and clade-agent"
+echo "built: $(pwd)/.build/release/clade, clade-agent and containerd-shim-clade-v2"

@@ -175,6 +175,28 @@ public struct ControlGroups: Sendable {
         }
     }
 
+    /// Changes a confined sandbox's CPU ceiling and memory ceiling in place (nil: unchanged).
+    public func adjust(sandbox: String, memoryBytes: Int64?, cpuCores: Double?) throws {
+        let quota = cpuCores.map { String(max(1000, Int($0 * Double(Self.periodMicroseconds)))) }
+        switch hierarchy {
+        case .unavailable(let reason):
+            throw VMMError.confinementFailed(what: "change the sandbox's host limits", reason: reason, fix: "run clade as root on a host with cgroups (clade doctor)")
+        case .unified(let root):
+            let own = root.appendingPathComponent("\(Self.group)/\(sandbox)")
+            if let quota { try write("\(quota) \(Self.periodMicroseconds)", to: own.appendingPathComponent("cpu.max")) }
+            if let memoryBytes { try write(String(memoryBytes), to: own.appendingPathComponent("memory.max")) }
+        case .perController(let root, let base):
+            if let quota { try write(quota, to: Self.v1Directory(root, "cpu", base, sandbox).appendingPathComponent("cpu.cfs_quota_us")) }
+            if let memoryBytes {
+                let group = Self.v1Directory(root, "memory", base, sandbox)
+                // memsw must stay at or above the plain limit: raise it first, lower it last.
+                try? write(String(memoryBytes), to: group.appendingPathComponent("memory.memsw.limit_in_bytes"))
+                try write(String(memoryBytes), to: group.appendingPathComponent("memory.limit_in_bytes"))
+                try? write(String(memoryBytes), to: group.appendingPathComponent("memory.memsw.limit_in_bytes"))
+            }
+        }
+    }
+
     /// True when the kernel killed a process of the sandbox's group for passing its memory ceiling.
     public func wasOutOfMemory(sandbox: String) -> Bool {
         let file: URL
@@ -200,8 +222,8 @@ public struct ControlGroups: Sendable {
         }
     }
 
-    /// `root/<controller>/<base>/clade[/<sandbox>]`.
-    static func v1Directory(_ root: URL, _ controller: String, _ base: String, _ sandbox: String? = nil) -> URL {
+    /// `root/<controller>/<base>/clade[/<sandbox>]`: a sandbox's group under one v1 controller.
+    public static func v1Directory(_ root: URL, _ controller: String, _ base: String, _ sandbox: String? = nil) -> URL {
         let path = [controller, base, group, sandbox ?? ""].filter { !$0.isEmpty }.joined(separator: "/")
         return root.appendingPathComponent(path)
     }

@@ -1,0 +1,100 @@
+import CladeEngine
+import CladeGuest
+import CladeGuestProtocol
+import Foundation
+
+extension ShimPod {
+    /// Starts `entry` in the guest through the agent and streams it to its FIFOs. Returns once
+    /// the agent has started it; its exit arrives later through ``exited(_:status:)``.
+    func launch(_ entry: ShimProcess, in sandboxID: String) async throws -> ProcessIO {
+        let io = try ProcessIO(stdout: entry.stdout, stderr: entry.terminal ? "" : entry.stderr)
+        let key = entry.key
+        let tag = key.agentTag
+        let size = entry.terminal ? TerminalSize(rows: entry.spec.consoleSize?.height ?? 24, cols: entry.spec.consoleSize?.width ?? 80) : nil
+        let environment = entry.spec.environment
+        let spec = ProcessSpec(
+            args: entry.spec.args ?? [], env: environment.isEmpty ? nil : environment, cwd: entry.spec.cwd.flatMap { $0.isEmpty ? nil : $0 },
+            user: entry.spec.agentUser, terminal: size, tag: tag, background: true)
+        let processes = engine.processes
+        let agent = try processes.agent(for: sandboxID)
+        let (started, startedContinuation) = AsyncStream.makeStream(of: Result<Void, Error>.self)
+        let logger = logger
+        Task {
+            do {
+                let exit = try await processes.run(id: sandboxID, spec) { event in
+                    switch event {
+                    case .started, .attached: startedContinuation.yield(.success(()))
+                    case .stdout(let data): io.writeStdout(data)
+                    case .stderr(let data): io.writeStderr(data)
+                    case .exited: break
+                    }
+                }
+                startedContinuation.finish()
+                await self.exited(key, status: UInt32(bitPattern: exit.code))
+            } catch {
+                startedContinuation.yield(.failure(error))
+                startedContinuation.finish()
+                logger.error("a guest process's stream ended without its exit", metadata: ["process": "\(key)", "error": "\(error)"])
+                // 255: the process's fate is unknown (the VM or its agent went away).
+                await self.exited(key, status: 255)
+            }
+        }
+        var iterator = started.makeAsyncIterator()
+        switch await iterator.next() {
+        case .success?: break
+        case .failure(let error)?:
+            io.close()
+            throw ShimErrors.translate(error, doing: "start \(key) in the guest")
+        case nil:
+            // Exited before the started event could be seen; the exit is already recorded.
+            break
+        }
+        if !entry.stdin.isEmpty {
+            try io.pumpStdin(path: entry.stdin, forward: { data in
+                try? await agent.writeStdin(tag: tag, data)
+            }, end: {
+                try? await agent.closeStdin(tag: tag)
+            })
+        }
+        return io
+    }
+
+    /// Sends `signal` to a process. A process that has ended, or a sandbox container with no
+    /// guest process, is handled here: Kill of a stopped task succeeds, as the CRI expects.
+    func kill(_ key: ProcessKey, signal: UInt32, all: Bool) async throws {
+        let entry = try process(key)
+        if entry.status == .stopped { return }
+        guard entry.runsInGuest, entry.status != .created, let sandboxID else {
+            await exited(key, status: 128 + signal)
+            return
+        }
+        let targets = all && key.exec.isEmpty
+            ? processes.values.filter { $0.key.container == key.container && $0.status == .running && $0.runsInGuest }.map(\.key)
+            : [key]
+        for target in targets {
+            do {
+                try await engine.processes.agent(for: sandboxID).signal(tag: target.agentTag, String(signal))
+            } catch {
+                // Gone meanwhile: its exit is on its way.
+                logger.info("signal not delivered", metadata: ["process": "\(target)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Closes a process's stdin (containerd's CloseIO).
+    func closeIO(_ key: ProcessKey) throws {
+        try process(key).io?.closeStdin()
+    }
+
+    /// Resizes a process's terminal.
+    func resize(_ key: ProcessKey, width: UInt32, height: UInt32) async throws {
+        let entry = try process(key)
+        guard entry.terminal, entry.status == .running, let sandboxID else { return }
+        let size = TerminalSize(rows: UInt16(clamping: height), cols: UInt16(clamping: width))
+        do {
+            try await engine.processes.agent(for: sandboxID).resize(tag: key.agentTag, to: size)
+        } catch {
+            throw ShimErrors.translate(error, doing: "resize \(key)'s terminal")
+        }
+    }
+}

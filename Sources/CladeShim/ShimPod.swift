@@ -1,0 +1,173 @@
+import CladeEngine
+import CladeGuest
+import Foundation
+import Logging
+
+/// One pod as its shim sees it: one clade sandbox (the VM, made by the first container) and the
+/// containers and execs running in it as guest processes. An actor, so containerd's concurrent
+/// requests see one consistent state; the slow work (booting, waiting) happens outside it.
+public actor ShimPod {
+    let engine: Engine
+    let events: ShimEvents
+    let logger: Logger
+    /// The clade sandbox this pod runs in, once its first container made it.
+    var sandboxID: String?
+    /// The VMM's pid: what containerd is told each process's pid is, as Kata does.
+    var vmmPid: Int32 = 0
+    /// The container whose creation made the VM; deleting it ends the VM.
+    var machineOwner: String?
+    var processes: [ProcessKey: ShimProcess] = [:]
+    /// Rootfs directories the shim mounted, by container, to unmount at delete.
+    var mountedRootfs: [String: String] = [:]
+    /// Set by an accepted Shutdown: the shim exits once that answer is written.
+    public internal(set) var shuttingDown = false
+    private var waiters: [ProcessKey: [CheckedContinuation<Void, Never>]] = [:]
+    public init(engine: Engine, events: ShimEvents, logger: Logger) {
+        self.engine = engine
+        self.events = events
+        self.logger = logger
+    }
+
+    func process(_ key: ProcessKey) throws -> ShimProcess {
+        guard let process = processes[key] else {
+            throw TTRPCError.status(.notFound, "\(key.exec.isEmpty ? "container" : "exec") \(key) does not exist in this shim")
+        }
+        return process
+    }
+
+    /// Creates a container; the pod's first one makes its VM.
+    func create(_ request: Containerd_Task_V2_CreateTaskRequest) async throws -> UInt32 {
+        let key = ProcessKey(container: request.id, exec: "")
+        guard processes[key] == nil else { throw TTRPCError.status(.alreadyExists, "container \(request.id) already exists") }
+        guard request.checkpoint.isEmpty else {
+            throw TTRPCError.status(.unimplemented, "restoring from a containerd checkpoint is not supported; fork the clade snapshot a checkpoint made with the clade.dev/snapshot annotation")
+        }
+        let spec = try RuntimeSpec.load(bundle: request.bundle)
+        let annotations = spec.annotations ?? [:]
+        let kind = annotations[Annotations.containerType]
+        if sandboxID == nil {
+            guard kind != Annotations.containerKind else {
+                throw TTRPCError.status(.failedPrecondition, "container \(request.id) joins a pod whose sandbox this shim did not create")
+            }
+            // Reserve the slot so a concurrent Create for the same pod waits for this machine.
+            processes[key] = placeholder(key, request, spec: spec, runsInGuest: kind != Annotations.sandboxKind)
+            do {
+                try await makeMachine(for: request, spec: spec)
+            } catch {
+                processes[key] = nil
+                throw error
+            }
+        }
+        var entry = placeholder(key, request, spec: spec, runsInGuest: kind != Annotations.sandboxKind)
+        if entry.runsInGuest, entry.spec.args?.isEmpty ?? true {
+            processes[key] = nil
+            throw TTRPCError.status(.invalidArgument, "container \(request.id) has no process args in its config.json")
+        }
+        entry.status = .created
+        processes[key] = entry
+        var event = Containerd_Events_TaskCreate()
+        event.containerID = request.id
+        event.bundle = request.bundle
+        event.rootfs = request.rootfs
+        event.io.stdin = request.stdin
+        event.io.stdout = request.stdout
+        event.io.stderr = request.stderr
+        event.io.terminal = request.terminal
+        event.pid = UInt32(vmmPid)
+        await events.publish("/tasks/create", event)
+        return UInt32(vmmPid)
+    }
+
+    private func placeholder(_ key: ProcessKey, _ request: Containerd_Task_V2_CreateTaskRequest, spec: RuntimeSpec, runsInGuest: Bool) -> ShimProcess {
+        ShimProcess(
+            key: key, spec: spec.process ?? RuntimeProcess(), bundle: request.bundle, terminal: request.terminal,
+            stdin: request.stdin, stdout: request.stdout, stderr: request.stderr, runsInGuest: runsInGuest)
+    }
+
+    /// Registers an exec; it runs at its Start.
+    func exec(_ request: Containerd_Task_V2_ExecProcessRequest) async throws {
+        let container = try process(ProcessKey(container: request.id, exec: ""))
+        guard container.status == .running else {
+            throw TTRPCError.status(.failedPrecondition, "container \(request.id) is not running; exec needs a running container")
+        }
+        let key = ProcessKey(container: request.id, exec: request.execID)
+        guard processes[key] == nil else { throw TTRPCError.status(.alreadyExists, "exec \(key) already exists") }
+        let spec: RuntimeProcess
+        do {
+            spec = try JSONDecoder().decode(RuntimeProcess.self, from: request.spec.value)
+        } catch {
+            throw TTRPCError.status(.invalidArgument, "exec \(key)'s process spec is not an OCI process: \(error)")
+        }
+        guard !(spec.args?.isEmpty ?? true) else { throw TTRPCError.status(.invalidArgument, "exec \(key) has no args") }
+        processes[key] = ShimProcess(
+            key: key, spec: spec, bundle: container.bundle, terminal: request.terminal, stdin: request.stdin,
+            stdout: request.stdout, stderr: request.stderr, runsInGuest: true)
+        var event = Containerd_Events_TaskExecAdded()
+        event.containerID = request.id
+        event.execID = request.execID
+        await events.publish("/tasks/exec-added", event)
+    }
+
+    /// Starts a created process; returns the pid containerd records.
+    func start(_ key: ProcessKey) async throws -> UInt32 {
+        var entry = try process(key)
+        guard entry.status == .created else { throw TTRPCError.status(.failedPrecondition, "\(key) was already started") }
+        guard let sandboxID else { throw TTRPCError.status(.failedPrecondition, "the pod has no VM") }
+        if entry.runsInGuest {
+            entry.io = try await launch(entry, in: sandboxID)
+        }
+        entry.status = .running
+        processes[key] = entry
+        if key.exec.isEmpty {
+            var event = Containerd_Events_TaskStart()
+            event.containerID = key.container
+            event.pid = UInt32(vmmPid)
+            await events.publish("/tasks/start", event)
+        } else {
+            var event = Containerd_Events_TaskExecStarted()
+            event.containerID = key.container
+            event.execID = key.exec
+            event.pid = UInt32(vmmPid)
+            await events.publish("/tasks/exec-started", event)
+        }
+        return UInt32(vmmPid)
+    }
+
+    /// Records how a process ended, tells containerd, and wakes its waiters.
+    func exited(_ key: ProcessKey, status: UInt32) async {
+        guard var entry = processes[key], entry.status != .stopped else { return }
+        entry.status = .stopped
+        entry.exitStatus = status
+        entry.exitedAt = Date()
+        entry.io?.close()
+        processes[key] = entry
+        var event = Containerd_Events_TaskExit()
+        event.containerID = key.container
+        event.id = key.exec.isEmpty ? key.container : key.exec
+        event.pid = UInt32(vmmPid)
+        event.exitStatus = status
+        event.exitedAt = (entry.exitedAt ?? Date()).protobufTimestamp
+        await events.publish("/tasks/exit", event)
+        for waiter in waiters.removeValue(forKey: key) ?? [] { waiter.resume() }
+    }
+
+    /// Returns once the process has ended.
+    func wait(_ key: ProcessKey) async throws -> ShimProcess {
+        let entry = try process(key)
+        if entry.status != .stopped {
+            await withCheckedContinuation { continuation in waiters[key, default: []].append(continuation) }
+        }
+        return try process(key)
+    }
+}
+
+/// The annotations the shim reads.
+enum Annotations {
+    /// The snapshot a pod forks: a local tag or a registry reference.
+    static let snapshot = "clade.dev/snapshot"
+    /// The CRI's pod grouping: one shim serves every container of a pod.
+    static let sandboxID = "io.kubernetes.cri.sandbox-id"
+    static let containerType = "io.kubernetes.cri.container-type"
+    static let sandboxKind = "sandbox"
+    static let containerKind = "container"
+}
