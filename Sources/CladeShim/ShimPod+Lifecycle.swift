@@ -70,9 +70,15 @@ extension ShimPod {
         }
         let stamp = Int(Date().timeIntervalSince1970 * 1000)
         let tag = "ctr-checkpoint-\(String(request.id.filter { $0.isLetter || $0.isNumber || $0 == "-" }.prefix(40)))-\(stamp)"
+        // containerd pauses a task before it checkpoints it; a branch takes its own consistent
+        // instant, so the VM runs for the branch and is paused again after.
+        let wasPaused = entry.status == .paused
         do {
+            if wasPaused { try await engine.sandboxes.unpause(id: sandboxID) }
             _ = try await engine.branches.branch(id: sandboxID, tag: tag, mode: .auto)
+            if wasPaused { try await engine.sandboxes.pause(id: sandboxID) }
         } catch {
+            if wasPaused { try? await engine.sandboxes.pause(id: sandboxID) }
             throw ShimErrors.translate(error, doing: "checkpoint container \(request.id) into a clade snapshot")
         }
         if !request.path.isEmpty {

@@ -40,6 +40,7 @@ extension ShimPod {
         sandboxID = record.id
         vmmPid = record.pid ?? 0
         machineOwner = request.id
+        ownerBundle = request.bundle
         let marker = URL(fileURLWithPath: request.bundle).appendingPathComponent(Self.sandboxMarker)
         try? Data(record.id.utf8).write(to: marker, options: .atomic)
         logger.info("pod VM running", metadata: ["sandbox": "\(record.id)", "container": "\(request.id)", "pid": "\(vmmPid)"])
@@ -138,5 +139,8 @@ extension ShimPod {
             logger.warning("the pod's VM was already gone", metadata: ["sandbox": "\(sandboxID)", "error": "\(error)"])
         }
         self.sandboxID = nil
+        if let owner = machineOwner, let bundle = processes[ProcessKey(container: owner, exec: "")]?.bundle ?? ownerBundle {
+            try? FileManager.default.removeItem(at: URL(fileURLWithPath: bundle).appendingPathComponent(Self.sandboxMarker))
+        }
     }
 }

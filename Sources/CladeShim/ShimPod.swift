@@ -16,6 +16,8 @@ public actor ShimPod {
     var vmmPid: Int32 = 0
     /// The container whose creation made the VM; deleting it ends the VM.
     var machineOwner: String?
+    /// The bundle of that container, which holds the marker naming the VM.
+    var ownerBundle: String?
     var processes: [ProcessKey: ShimProcess] = [:]
     /// Rootfs directories the shim mounted, by container, to unmount at delete.
     var mountedRootfs: [String: String] = [:]

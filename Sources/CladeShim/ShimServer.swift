@@ -49,7 +49,7 @@ public enum ShimServer {
                 try await engine.sandboxes.kill(id: id)
                 logger.info("ended the VM a dead shim left", metadata: ["sandbox": "\(id)"])
             } catch {
-                logger.info("no VM left to end", metadata: ["sandbox": "\(id)", "error": "\(error)"])
+                logger.debug("no VM left to end", metadata: ["sandbox": "\(id)", "error": "\(error)"])
             }
             try? FileManager.default.removeItem(at: marker)
         }
