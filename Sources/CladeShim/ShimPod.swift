@@ -51,6 +51,11 @@ public actor ShimPod {
             guard kind != Annotations.containerKind else {
                 throw TTRPCError.status(.failedPrecondition, "container \(request.id) joins a pod whose sandbox this shim did not create")
             }
+            if kind == Annotations.sandboxKind, annotations[Annotations.snapshot] == nil {
+                // The CRI names only the pause image for a pod, not the image its containers
+                // need, so there is nothing sound to boot; refused rather than guessed.
+                throw TTRPCError.status(.failedPrecondition, "a Kubernetes pod on clade's runtime needs the \(Annotations.snapshot) annotation naming the snapshot its VM forks (a tag on this node or a registry reference); pods without it are not supported yet")
+            }
             // Reserve the slot so a concurrent Create for the same pod waits for this machine.
             processes[key] = placeholder(key, request, spec: spec, runsInGuest: kind != Annotations.sandboxKind)
             do {

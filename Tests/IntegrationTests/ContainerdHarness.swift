@@ -28,9 +28,28 @@ final class ContainerdProcess: @unchecked Sendable {
         return nil
     }
 
-    func start() throws {
+    /// What the CRI tests need beyond ``missing``.
+    static var missingForCRI: String? {
+        if let missing { return missing }
+        if !FileManager.default.isExecutableFile(atPath: "/usr/lib/cni/bridge") {
+            return "CNI's bridge plugin is not installed (apt-get install -y containernetworking-plugins; .ci/run does)"
+        }
+        if (try? ExternalCommand("/usr/bin/python3", ["-c", "import grpc, grpc_tools"]).run().status) != 0 {
+            return "Debian's gRPC for Python is not installed (apt-get install -y python3-grpcio python3-grpc-tools; .ci/run does)"
+        }
+        return nil
+    }
+
+    /// The bridge CNI's plugin makes for the CRI tests' pods (removed at ``stop()``).
+    var bridge: String { "ctd\(directory.lastPathComponent.suffix(5))" }
+
+    /// Starts containerd; with `sandboxImage`, its CRI plugin too: clade as the default runtime
+    /// (`pod_annotations = ["clade.dev/*"]` passes the snapshot annotation on), pods networked by
+    /// CNI's bridge plugin from Debian's containernetworking-plugins, and that image (imported
+    /// into the CRI's namespace by the caller) as the pause image, since no registry is reached.
+    func start(sandboxImage: String? = nil) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let config = """
+        var config = """
             version = 2
             root = "\(root.path)"
             state = "\(directory.appendingPathComponent("state").path)"
@@ -40,7 +59,32 @@ final class ContainerdProcess: @unchecked Sendable {
               address = "\(socket).ttrpc"
             [debug]
               level = "debug"
+
             """
+        if let sandboxImage {
+            let networks = directory.appendingPathComponent("net.d")
+            try FileManager.default.createDirectory(at: networks, withIntermediateDirectories: true)
+            let subnet = "10.\(200 + Int.random(in: 0..<50)).\(Int.random(in: 0..<250)).0/24"
+            try """
+                {"cniVersion": "1.0.0", "name": "\(bridge)", "plugins": [
+                  {"type": "bridge", "bridge": "\(bridge)", "isGateway": true, "ipMasq": false,
+                   "ipam": {"type": "host-local", "ranges": [[{"subnet": "\(subnet)"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+                  {"type": "loopback"}]}
+                """.write(to: networks.appendingPathComponent("10-test.conflist"), atomically: true, encoding: .utf8)
+            config += """
+                [plugins."io.containerd.grpc.v1.cri"]
+                  sandbox_image = "\(sandboxImage)"
+                  [plugins."io.containerd.grpc.v1.cri".containerd]
+                    default_runtime_name = "clade"
+                  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.clade]
+                    runtime_type = "io.containerd.clade.v2"
+                    pod_annotations = ["clade.dev/*"]
+                  [plugins."io.containerd.grpc.v1.cri".cni]
+                    bin_dir = "/usr/lib/cni"
+                    conf_dir = "\(networks.path)"
+
+                """
+        }
         let configFile = directory.appendingPathComponent("config.toml")
         try config.write(to: configFile, atomically: true, encoding: .utf8)
         let process = Process()
@@ -76,6 +120,17 @@ final class ContainerdProcess: @unchecked Sendable {
         try ExternalCommand("ctr", ["--address", socket] + arguments).run(stdin: stdin)
     }
 
+    /// Runs the test's CRI client (`Tests/Fixtures/cri-client.py`, on Debian's python3-grpcio)
+    /// against this containerd's CRI plugin; returns its JSON answer.
+    func cri(_ arguments: [String]) throws -> (status: Int32, json: [String: Any]) {
+        let script = CLIHarness.packageRoot.appendingPathComponent("Tests/Fixtures/cri-client.py").path
+        let output = try ExternalCommand("/usr/bin/python3", [script, socket] + arguments).run()
+        let line = output.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        let json = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+        guard let json else { throw HarnessError("cri-client \(arguments.joined(separator: " ")): \(output.stdout) \(output.stderr)") }
+        return (output.status, json)
+    }
+
     /// `ctr run --rm --runtime io.containerd.clade.v2 [options] IMAGE ID COMMAND...`.
     func run(_ image: String, _ id: String, options: [String] = [], _ command: [String]) throws -> ExternalCommand.Output {
         try ctr(["run", "--rm", "--runtime", "io.containerd.clade.v2"] + options + [image, id] + command)
@@ -105,6 +160,7 @@ final class ContainerdProcess: @unchecked Sendable {
         }
         process?.terminate()
         process?.waitUntilExit()
+        _ = try? ExternalCommand("ip", ["link", "del", bridge]).run()
         for mount in mounts().reversed() {
             let fields = mount.split(separator: " ")
             if fields.count > 4 { _ = try? ExternalCommand("umount", ["-l", String(fields[4])]).run() }

@@ -33,19 +33,24 @@ import Testing
         cli = try Self.store.get()
         containerd = ContainerdProcess(cli: cli)
         try containerd.start()
+        try Self.importTestImage(into: containerd)
+    }
+
+    /// Builds the test's OCI image (busybox and a marker file) and imports it with `ctr`.
+    static func importTestImage(into containerd: ContainerdProcess, namespace: String = "default") throws {
         let archive = containerd.directory.appendingPathComponent("image.tar")
         let root = containerd.directory.appendingPathComponent("image-root")
         try FileManager.default.createDirectory(at: root.appendingPathComponent("bin"), withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: root.appendingPathComponent("bin/busybox").path)
-        for applet in ["sh", "cat", "echo", "sleep", "hostname", "tty", "ls"] {
+        for applet in ["sh", "cat", "echo", "sleep", "hostname", "tty", "ls", "true"] {
             try FileManager.default.createSymbolicLink(atPath: root.appendingPathComponent("bin/\(applet)").path, withDestinationPath: "busybox")
         }
         try FileManager.default.createDirectory(at: root.appendingPathComponent("etc"), withIntermediateDirectories: true)
         try "from-the-oci-image\n".write(to: root.appendingPathComponent("etc/origin"), atomically: true, encoding: .utf8)
         let script = CLIHarness.packageRoot.appendingPathComponent("Tests/Fixtures/make-oci-archive.py").path
-        _ = try ExternalCommand("python3", [script, root.path, archive.path, Self.image]).check()
-        let imported = try containerd.ctr(["images", "import", archive.path])
-        try #require(imported.status == 0, "ctr images import: \(imported.stderr)")
+        _ = try ExternalCommand("python3", [script, root.path, archive.path, image]).check()
+        let imported = try containerd.ctr(["--namespace", namespace, "images", "import", archive.path])
+        guard imported.status == 0 else { throw HarnessError("ctr images import: \(imported.stderr)") }
     }
 
     deinit {

@@ -1,0 +1,90 @@
+import CladeStore
+import Foundation
+import Testing
+
+/// The Kubernetes path: containerd's CRI plugin, driven by the kubelet's calls (a gRPC client
+/// written for the test, `Tests/Fixtures/cri-client.py`), with clade as the runtime and CNI's
+/// bridge plugin giving pods their network namespaces.
+@Suite(.serialized) final class ContainerdCRITests {
+    let containerd: ContainerdProcess
+    let cli: CLIHarness
+    let image = ContainerdShimTests.image
+
+    init() throws {
+        if let missing = ContainerdProcess.missingForCRI {
+            print("ContainerdCRITests skipped: \(missing)")
+            throw HarnessError("skipped: \(missing)")
+        }
+        cli = try ContainerdShimTests.store.get()
+        containerd = ContainerdProcess(cli: cli)
+        try containerd.start(sandboxImage: image)
+        try ContainerdShimTests.importTestImage(into: containerd, namespace: "k8s.io")
+    }
+
+    deinit {
+        containerd.stop()
+    }
+
+    @Test func aPodForksASnapshotRunsAContainerAndExecsAndGoesAwayCleanly() throws {
+        let pod = try containerd.cri(["run-pod", "web", "clade", "clade.dev/snapshot=\(ContainerdShimTests.snapshot)"])
+        try #require(pod.status == 0, "RunPodSandbox: \(pod.json)")
+        let podID = try #require(pod.json["id"] as? String)
+        let podStatus = try containerd.cri(["pod-status", podID]).json
+        #expect(podStatus["state"] as? String == "SANDBOX_READY")
+        #expect(cli.qemuProcesses().count == 1, "one VM for the pod")
+
+        let created = try containerd.cri(["create", podID, "app", image, "--", "/bin/sh", "-c", "echo app-started; cat /etc/baked > /tmp/seen; sleep 3; exit 7"])
+        try #require(created.status == 0, "CreateContainer: \(created.json)")
+        let container = try #require(created.json["id"] as? String)
+        #expect(try containerd.cri(["start", container]).status == 0)
+        #expect(try containerd.cri(["status", container]).json["state"] as? String == "CONTAINER_RUNNING")
+
+        let exec = try containerd.cri(["exec-sync", container, "30", "--", "/bin/sh", "-c", "cat /etc/baked; echo to-stderr >&2; exit 2"])
+        #expect(exec.json["stdout"] as? String == "baked-into-the-snapshot\n", "ExecSync sees the snapshot's state: \(exec.json)")
+        #expect(exec.json["stderr"] as? String == "to-stderr\n")
+        #expect(exec.json["exit_code"] as? Int == 2)
+        #expect(cli.qemuProcesses().count == 1, "the container and the exec ran in the pod's VM")
+
+        let exited = try waitFor { try self.containerd.cri(["status", container]).json["state"] as? String == "CONTAINER_EXITED" }
+        #expect(exited)
+        #expect(try containerd.cri(["status", container]).json["exit_code"] as? Int == 7, "ContainerStatus carries the exit code")
+
+        #expect(try containerd.cri(["stop-pod", podID]).status == 0)
+        #expect(try containerd.cri(["stop-pod", podID]).status == 0, "stopping a pod twice is harmless")
+        #expect(try containerd.cri(["remove-pod", podID]).status == 0)
+        try waitFor { self.containerd.shims().isEmpty && self.cli.qemuProcesses().isEmpty }
+        #expect(cli.qemuProcesses().isEmpty, "no VM left")
+        #expect(cli.sandboxDirectories().isEmpty, "no clade sandbox left")
+        #expect(containerd.shims().isEmpty, "no shim left")
+        #expect(containerd.mounts().isEmpty, "no mount left: \(containerd.mounts())")
+    }
+
+    @Test func podsThatCannotBeMadeAreRefusedWithTheReason() throws {
+        let unannotated = try containerd.cri(["run-pod", "plain", "clade"])
+        #expect(unannotated.status != 0)
+        #expect((unannotated.json["error"] as? String ?? "").contains("needs the clade.dev/snapshot annotation"), "\(unannotated.json)")
+        let unknown = try containerd.cri(["run-pod", "unknown", "clade", "clade.dev/snapshot=no-such-snapshot"])
+        #expect(unknown.status != 0)
+        #expect((unknown.json["error"] as? String ?? "").contains("no snapshot named 'no-such-snapshot'"), "\(unknown.json)")
+
+        let pod = try containerd.cri(["run-pod", "noimage", "clade", "clade.dev/snapshot=\(ContainerdShimTests.snapshot)"])
+        let podID = try #require(pod.json["id"] as? String, "\(pod.json)")
+        let missingImage = try containerd.cri(["create", podID, "app", "docker.io/library/not-here:1", "--", "/bin/true"])
+        #expect(missingImage.status != 0)
+        #expect((missingImage.json["error"] as? String ?? "").contains("not-here"), "\(missingImage.json)")
+        #expect(try containerd.cri(["stop-pod", podID]).status == 0)
+        #expect(try containerd.cri(["remove-pod", podID]).status == 0)
+        try waitFor { self.containerd.shims().isEmpty && self.cli.qemuProcesses().isEmpty }
+        #expect(cli.qemuProcesses().isEmpty && cli.sandboxDirectories().isEmpty, "refused pods leave no VM")
+    }
+
+    @discardableResult
+    func waitFor(_ condition: @escaping () throws -> Bool) throws -> Bool {
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if try condition() { return true }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        return false
+    }
+}
