@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Layers (see docs/ARCHITECTURE.md): Store → Model → VMM → backends (QEMU) → Guest → Pack → Engine
-// → Bench, Server → CLI.
+// → Bench, Server, Shim → CLI.
 // A module depends only on modules earlier in that list. `CladeGuestProtocol`
 // belongs to the Guest layer; it is split out so that the in-guest agent can link
 // it without pulling in any host-side code.
