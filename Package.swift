@@ -211,6 +211,16 @@ let package = Package(
             ]
         ),
         .testTarget(name: "CladeGuestTests", dependencies: ["CladeGuest", "CladeGuestProtocol"]),
+        .testTarget(
+            name: "CladeShimTests",
+            dependencies: [
+                "CladeShim", "CladeStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
         .testTarget(name: "CladePackTests", dependencies: ["CladePack", "CladeModel", "CladeStore", "CladeQEMU"]),
         .testTarget(
             name: "CladeServerTests",

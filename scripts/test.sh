@@ -54,7 +54,7 @@ quick_tests=(
 quick_exclusive='IntegrationTests.IsolationIntegrationTests/aHostileGuestReachesNothingOnTheHostAndTakesOnlyItsShare'
 
 "$bundle" --testing-library swift-testing --list-tests 2>/dev/null | grep -E '^[A-Za-z]+Tests\.' > "$report/all-tests"
-unit_filter='^(CladeStoreTests|CladeModelTests|CladeQEMUTests|CladeEngineTests|CladeGuestTests|CladePackTests|CladeServerTests)\.'
+unit_filter='^(CladeStoreTests|CladeModelTests|CladeQEMUTests|CladeEngineTests|CladeGuestTests|CladePackTests|CladeServerTests|CladeShimTests)\.'
 suites=$(grep '^IntegrationTests\.' "$report/all-tests" | cut -d/ -f1 | sort -u)
 
 # Integration jobs, longest first by the durations recorded in scripts/test-durations (a suite
