@@ -1,6 +1,7 @@
 import CladeEngine
 import CladeGuest
 import CladeGuestProtocol
+import CladeVMM
 import Foundation
 
 extension ShimPod {
@@ -35,6 +36,7 @@ extension ShimPod {
                 startedContinuation.yield(.failure(error))
                 startedContinuation.finish()
                 logger.error("a guest process's stream ended without its exit", metadata: ["process": "\(key)", "error": "\(error)"])
+                await self.reportOutOfMemory(sandboxID: sandboxID, container: key.container)
                 // 255: the process's fate is unknown (the VM or its agent went away).
                 await self.exited(key, status: 255)
             }
@@ -57,6 +59,16 @@ extension ShimPod {
             })
         }
         return io
+    }
+
+    /// Tells containerd of an OOM kill when the kernel ended the VMM for passing its memory
+    /// ceiling (the guest's processes then end with it).
+    func reportOutOfMemory(sandboxID: String, container: String) async {
+        guard ControlGroups(hierarchy: ControlGroups.detect()).wasOutOfMemory(sandbox: sandboxID), !oomReported else { return }
+        oomReported = true
+        var event = Containerd_Events_TaskOOM()
+        event.containerID = container
+        await events.publish("/tasks/oom", event)
     }
 
     /// Sends `signal` to a process. A process that has ended, or a sandbox container with no

@@ -23,6 +23,8 @@ public actor ShimPod {
     var mountedRootfs: [String: String] = [:]
     /// Set by an accepted Shutdown: the shim exits once that answer is written.
     public internal(set) var shuttingDown = false
+    /// Whether the VMM's OOM kill was already reported (once per VM).
+    var oomReported = false
     private var waiters: [ProcessKey: [CheckedContinuation<Void, Never>]] = [:]
     public init(engine: Engine, events: ShimEvents, logger: Logger) {
         self.engine = engine

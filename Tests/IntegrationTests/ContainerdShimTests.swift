@@ -66,6 +66,15 @@ import Testing
     }
 
     @Test func ctrRunsALocalImageWithItsOutputAndExitCode() throws {
+        // containerd's own event stream shows what the shim forwarded.
+        let events = Process()
+        events.executableURL = ExternalCommand.locate("ctr")
+        events.arguments = ["--address", containerd.socket, "events"]
+        let eventLog = containerd.directory.appendingPathComponent("events.log")
+        _ = FileManager.default.createFile(atPath: eventLog.path, contents: nil)
+        events.standardOutput = try FileHandle(forWritingTo: eventLog)
+        try events.run()
+        defer { events.terminate() }
         let failing = try containerd.run(Self.image, "plain", ["/bin/sh", "-c", "cat /etc/origin; echo to-stderr >&2; exit 3"])
         #expect(failing.status == 3, "ctr run exit status: \(failing.stderr)")
         #expect(failing.stdout == "from-the-oci-image\n")
@@ -75,6 +84,12 @@ import Testing
         #expect(passing.status == 0, "\(passing.stderr)")
         #expect(passing.stdout == "ok\n")
         expectNothingLeft("a passing container")
+        let topics = ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
+        let forwarded = try waitFor {
+            let text = (try? String(contentsOf: eventLog, encoding: .utf8)) ?? ""
+            return topics.allSatisfy { text.contains($0) }
+        }
+        #expect(forwarded, "containerd saw the shim's task events: \((try? String(contentsOf: eventLog, encoding: .utf8)) ?? "")")
     }
 
     @Test func ctrRunWithATerminal() throws {
