@@ -59,7 +59,7 @@ int clade_reseed_crng(int fd) { return ioctl(fd, RNDRESEEDCRNG); }
 #include <errno.h>
 int clade_spawn_as(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
                    const char *cwd, unsigned uid, unsigned gid, const unsigned *groups, int group_count, int *pid_out) {
-    return clade_spawn_child(file, argv, envp, in_fd, out_fd, err_fd, -1, cwd, 1, uid, gid, groups, group_count, pid_out);
+    return clade_spawn_child(file, argv, envp, in_fd, out_fd, err_fd, -1, NULL, cwd, 1, uid, gid, groups, group_count, pid_out);
 }
 
 static int spawn_cgroup_fd = -1;
@@ -67,7 +67,7 @@ static int spawn_cgroup_fd = -1;
 void clade_set_spawn_cgroup(int procs_fd) { spawn_cgroup_fd = procs_fd; }
 
 int clade_spawn_child(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
-                      int terminal_fd, const char *cwd, int change_user, unsigned uid, unsigned gid,
+                      int terminal_fd, const char *root, const char *cwd, int change_user, unsigned uid, unsigned gid,
                       const unsigned *groups, int group_count, int *pid_out) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) return errno;
@@ -89,6 +89,8 @@ int clade_spawn_child(const char *file, char *const argv[], char *const envp[], 
         // SIGHUP on hang-up work as in a login shell.
         if (terminal_fd >= 0 && ioctl(terminal_fd, TIOCSCTTY, 0) != 0) goto fail;
         if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) goto fail;
+        // Before the user changes: only root may chroot.
+        if (root && (chroot(root) != 0 || chdir("/") != 0)) goto fail;
         if (change_user) {
             if (setgroups((size_t)group_count, (const gid_t *)groups) != 0) goto fail;
             if (setgid(gid) != 0) goto fail;

@@ -54,9 +54,15 @@ public struct ProcessSpec: Sendable {
     public var timeout: Double?
     /// Keep running when the starting connection closes.
     public var background: Bool
+    /// The directory inside the guest the process runs chrooted in (a container's own root).
+    public var root: String?
 
     /// `args` run as given; use `["/bin/sh", "-c", line]` for a shell command.
-    public init(args: [String], env: [String: String]? = nil, cwd: String? = nil, user: String? = nil, terminal: TerminalSize? = nil, tag: String? = nil, timeout: Double? = nil, background: Bool = false) {
+    public init(
+        args: [String], env: [String: String]? = nil, cwd: String? = nil, user: String? = nil, terminal: TerminalSize? = nil, tag: String? = nil,
+        timeout: Double? = nil, background: Bool = false, root: String? = nil
+    ) {
+        self.root = root
         self.args = args
         self.env = env
         self.cwd = cwd
@@ -72,6 +78,7 @@ public struct ProcessSpec: Sendable {
         request.pty = terminal
         request.tag = tag
         request.background = background ? true : nil
+        request.root = root
         return request
     }
 }

@@ -9,6 +9,15 @@ import Foundation
 /// version-1 request is answered exactly as before, so version-1 clients do not notice.
 public let agentProtocolVersion = 2
 
+/// Abilities an agent announces in `ping`, so a host never relies on one that an older agent
+/// (inside an older snapshot) would silently ignore.
+public enum AgentFeature {
+    /// `start` honours `root`: the process runs chrooted in that directory.
+    public static let chrootedStart = "start-root"
+    /// Everything this agent can do.
+    public static let all = [chrootedStart]
+}
+
 /// The actions the guest agent understands.
 public enum AgentAction: String, Codable, Sendable, CaseIterable {
     /// Run a program and collect its output.
@@ -113,6 +122,9 @@ public struct AgentRequest: Codable, Sendable, Equatable {
     /// `start`: keep the process running when this connection closes (a tagged or detached
     /// process always does); otherwise its process group is killed, as a terminal hang-up would.
     public var background: Bool?
+    /// For `start`: the directory the process sees as `/` (a container's own root inside the
+    /// guest). Its user, working directory and program are looked up inside that root.
+    public var root: String?
     /// `attach`, `stdin`, `close_stdin`, `signal`, `resize`: the process, by pid (or `tag`).
     public var pid: Int32?
     /// `signal`: a name (`TERM`, `SIGKILL`) or number.
@@ -141,6 +153,7 @@ public struct AgentRequest: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case id, action, args, env, cwd, user, stdin, timeout, path, content, mode, hostname, entropy, generation, mac
         case command, tag, pty, detach, background, pid, signal, data, offset, length, depth, recursive, destination, commit, upload, code, metadata
+        case root
         case stdinBase64 = "stdin_b64"
         case timeNanoseconds = "time_ns"
     }
@@ -187,6 +200,9 @@ public struct AgentResponse: Codable, Sendable, Equatable {
     public var pong: Bool?
     public var version: String?
     public var protocolVersion: Int?
+    /// For `ping`: optional abilities this agent has beyond its protocol version (see
+    /// ``AgentFeature``); an agent that lists none predates them.
+    public var features: [String]?
     public var uptimeSeconds: Double?
     public var bootID: String?
     public var hostname: String?
@@ -227,7 +243,7 @@ public struct AgentResponse: Codable, Sendable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case id, error, stdout, stderr, pong, version, hostname, content, size, mode, truncated, generation, warnings, held
-        case event, pid, data, signal, processes, entry, entries, path, eof, result
+        case event, pid, data, signal, processes, entry, entries, path, eof, result, features
         case operation = "op"
         case errorKind = "error_kind"
         case exitCode = "exit_code"

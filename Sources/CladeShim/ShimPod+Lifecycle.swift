@@ -15,6 +15,7 @@ extension ShimPod {
         if entry.status == .created { removed.exitedAt = Date() }
         entry.io?.close()
         if key.exec.isEmpty {
+            if let root = entry.root, let sandboxID { await removeImageRoot(root, sandboxID: sandboxID) }
             // A container's execs go with it.
             for other in processes.keys where other.container == key.container { processes[other] = nil }
             // The VM outlives the container that made it while others of the pod remain.

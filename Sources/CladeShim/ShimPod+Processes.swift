@@ -15,7 +15,7 @@ extension ShimPod {
         let environment = entry.spec.environment
         let spec = ProcessSpec(
             args: entry.spec.args ?? [], env: environment.isEmpty ? nil : environment, cwd: entry.spec.cwd.flatMap { $0.isEmpty ? nil : $0 },
-            user: entry.spec.agentUser, terminal: size, tag: tag, background: true)
+            user: entry.spec.agentUser, terminal: size, tag: tag, background: true, root: entry.root)
         let processes = engine.processes
         let agent = try processes.agent(for: sandboxID)
         let (started, startedContinuation) = AsyncStream.makeStream(of: Result<Void, Error>.self)

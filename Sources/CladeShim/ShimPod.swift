@@ -49,6 +49,7 @@ public actor ShimPod {
         let spec = try RuntimeSpec.load(bundle: request.bundle)
         let annotations = spec.annotations ?? [:]
         let kind = annotations[Annotations.containerType]
+        let imageRoot = try Self.wantsImageRoot(spec)
         if sandboxID == nil {
             guard kind != Annotations.containerKind else {
                 throw TTRPCError.status(.failedPrecondition, "container \(request.id) joins a pod whose sandbox this shim did not create")
@@ -71,6 +72,14 @@ public actor ShimPod {
         if entry.runsInGuest, entry.spec.args?.isEmpty ?? true {
             processes[key] = nil
             throw TTRPCError.status(.invalidArgument, "container \(request.id) has no process args in its config.json")
+        }
+        if entry.runsInGuest, imageRoot, let sandboxID {
+            do {
+                entry.root = try await bringInImageRoot(request, sandboxID: sandboxID)
+            } catch {
+                if machineOwner == request.id { processes[key] = nil; await endMachine() }
+                throw error
+            }
         }
         entry.status = .created
         processes[key] = entry
@@ -108,9 +117,12 @@ public actor ShimPod {
             throw TTRPCError.status(.invalidArgument, "exec \(key)'s process spec is not an OCI process: \(error)")
         }
         guard !(spec.args?.isEmpty ?? true) else { throw TTRPCError.status(.invalidArgument, "exec \(key) has no args") }
-        processes[key] = ShimProcess(
+        var entry = ShimProcess(
             key: key, spec: spec, bundle: container.bundle, terminal: request.terminal, stdin: request.stdin,
             stdout: request.stdout, stderr: request.stderr, runsInGuest: true)
+        // An exec runs where its container does.
+        entry.root = container.root
+        processes[key] = entry
         var event = Containerd_Events_TaskExecAdded()
         event.containerID = request.id
         event.execID = request.execID

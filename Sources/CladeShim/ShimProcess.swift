@@ -40,6 +40,8 @@ struct ShimProcess: Sendable {
     var stderr: String
     /// False for a CRI sandbox container: the VM is its process, and nothing runs for it in the guest.
     var runsInGuest: Bool
+    /// The container's own root inside the guest (`clade.dev/container-root: image`); nil: the VM's.
+    var root: String?
     var status: Status = .created
     var exitStatus: UInt32 = 0
     var exitedAt: Date?

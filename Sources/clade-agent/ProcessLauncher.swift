@@ -33,11 +33,18 @@ struct ProcessLauncher {
         return merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
     }
 
-    func launch(argv: [String], environment: [String: String], cwd: String?, user: String?, terminal: TerminalSize?) throws -> LaunchedProcess {
+    func launch(argv: [String], environment: [String: String], cwd: String?, user: String?, terminal: TerminalSize?, root: String? = nil) throws -> LaunchedProcess {
         guard let program = argv.first, !program.isEmpty else {
             throw CommandError(description: "start needs a non-empty args list or a command")
         }
-        let account = try user.map { try GuestUser.resolve($0) }
+        if let root {
+            var status = stat()
+            guard root.hasPrefix("/"), stat(root, &status) == 0, (status.st_mode & S_IFMT) == S_IFDIR else {
+                throw CommandError(description: "the root \(root) is not a directory in this guest")
+            }
+        }
+        // A container's user is one of its own root's accounts.
+        let account = try user.map { try GuestUser.resolve($0, passwd: (root ?? "") + "/etc/passwd", group: (root ?? "") + "/etc/group") }
         let envStrings = Self.environment(environment, account: account, terminal: terminal != nil)
         var parentEnds: [Int32] = []
         var childEnds: [Int32] = []
@@ -71,7 +78,7 @@ struct ProcessLauncher {
                     withCStrings(envStrings) { envPointers in
                         groups.withUnsafeBufferPointer { groupList in
                             clade_spawn_child(
-                                program, argvPointers, envPointers, descriptors[0], descriptors[1], descriptors[2], controllingTerminal, cwd,
+                                program, argvPointers, envPointers, descriptors[0], descriptors[1], descriptors[2], controllingTerminal, root, cwd,
                                 account == nil ? 0 : 1, account?.uid ?? 0, account?.gid ?? 0, groupList.baseAddress, Int32(groupList.count), &pid)
                         }
                     }

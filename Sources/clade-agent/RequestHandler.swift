@@ -200,6 +200,7 @@ struct RequestHandler: Sendable {
         response.pong = true
         response.version = agentVersion
         response.protocolVersion = agentProtocolVersion
+        response.features = AgentFeature.all
         response.uptimeSeconds = readSmallFile("/proc/uptime").split(separator: " ").first.flatMap { Double($0) }
         response.bootID = trimmed(readSmallFile("/proc/sys/kernel/random/boot_id"))
         var name = [CChar](repeating: 0, count: 256)

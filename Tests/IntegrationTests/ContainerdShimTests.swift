@@ -157,6 +157,28 @@ import Testing
         expectNothingLeft("a forked container")
     }
 
+    @Test func aContainerRunsOnItsOwnImageInsideAForkedVMWhenAsked() throws {
+        let options = ["--annotation", "clade.dev/snapshot=\(Self.snapshot)", "--annotation", "clade.dev/container-root=image"]
+        let started = Date()
+        let run = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.clade.v2"] + options + [Self.image, "own", "/bin/sh", "-c", "sleep 1000"])
+        try #require(run.status == 0, "\(run.stderr)")
+        let seconds = Date().timeIntervalSince(started)
+        print("ContainerdShimTests: a container on its own image (busybox, ~1 MB) started in \(String(format: "%.2f", seconds)) s")
+        // The image's files, not the snapshot's: /etc/origin is only in the OCI image, /etc/baked only in the VM.
+        let inside = try containerd.ctr(["task", "exec", "--exec-id", "look", "own", "/bin/sh", "-c", "cat /etc/origin; test -e /etc/baked && echo vm-root-visible; echo /bin/*; cat /proc/1/comm >/dev/null && echo proc"])
+        #expect(inside.stdout == "from-the-oci-image\n/bin/busybox /bin/cat /bin/echo /bin/hostname /bin/ls /bin/sh /bin/sleep /bin/true /bin/tty\nproc\n", "\(inside.stdout) \(inside.stderr)")
+        #expect(try containerd.ctr(["task", "kill", "-s", "KILL", "own"]).status == 0)
+        try waitFor { (try? self.containerd.ctr(["task", "ls"]).stdout.contains("STOPPED")) == true }
+        #expect(try containerd.ctr(["task", "delete", "own"]).status == 0)
+        #expect(try containerd.ctr(["containers", "rm", "own"]).status == 0)
+        try waitFor { self.containerd.shims().isEmpty }
+        expectNothingLeft("a container on its own image")
+
+        let bogus = try containerd.run(Self.image, "bogus", options: ["--annotation", "clade.dev/container-root=elsewhere"], ["/bin/true"])
+        #expect(bogus.status != 0)
+        #expect(bogus.stderr.contains("use 'image'"), "\(bogus.stderr)")
+    }
+
     @Test func badAnnotationsAreRefusedAndLeaveNothing() throws {
         let unknown = try containerd.run(Self.image, "unknown", options: ["--annotation", "clade.dev/snapshot=no-such-snapshot"], ["/bin/sh", "-c", "true"])
         #expect(unknown.status != 0)

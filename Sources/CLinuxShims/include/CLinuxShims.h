@@ -30,12 +30,13 @@ int clade_reseed_crng(int fd);
 int clade_spawn_as(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
                    const char *cwd, unsigned uid, unsigned gid, const unsigned *groups, int group_count, int *pid_out);
 /// Like `clade_spawn_as`, and more: `terminal_fd` (or -1) becomes the child's controlling terminal
-/// (it must also be one of the three descriptors); the user changes only when `change_user` is set.
+/// (it must also be one of the three descriptors); the user changes only when `change_user` is set;
+/// with `root` (or NULL) the child chroots there first, and `cwd` is then inside it.
 /// Every child spawned afterwards moves itself into the cgroup whose `cgroup.procs` is open as
 /// `procs_fd` (close-on-exec) before it runs its program; -1 turns that off.
 void clade_set_spawn_cgroup(int procs_fd);
 int clade_spawn_child(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
-                      int terminal_fd, const char *cwd, int change_user, unsigned uid, unsigned gid,
+                      int terminal_fd, const char *root, const char *cwd, int change_user, unsigned uid, unsigned gid,
                       const unsigned *groups, int group_count, int *pid_out);
 /// Opens a pseudo-terminal pair of the given size, both ends close-on-exec. 0, or -1 + errno.
 int clade_open_pty(int *controller, int *terminal, unsigned short rows, unsigned short columns);
