@@ -93,6 +93,12 @@ public struct RuntimeResources: Decodable, Sendable {
         return Int(limit >> 20)
     }
 
+    /// The CPU quota as a number of cores (1.5 for 150 ms per 100 ms), when one is set.
+    var cpuCores: Double? {
+        guard let quota = cpu?.quota, quota > 0, let period = cpu?.period, period > 0 else { return nil }
+        return Double(quota) / Double(period)
+    }
+
     /// vCPUs for a CPU quota (rounded up), when one is set.
     var cpus: Int? {
         guard let quota = cpu?.quota, quota > 0, let period = cpu?.period, period > 0 else { return nil }

@@ -142,10 +142,7 @@ extension ShimPod {
         if let limit = resources.memory?.limit, limit > 0, limit < Int64(record.memoryMiB) << 20 {
             throw TTRPCError.status(.invalidArgument, "a memory limit of \(limit >> 20) MiB is below the pod VM's \(record.memoryMiB) MiB of guest memory; give at least that")
         }
-        let cores = resources.cpu.flatMap { cpu -> Double? in
-            guard let quota = cpu.quota, quota > 0, let period = cpu.period, period > 0 else { return nil }
-            return Double(quota) / Double(period)
-        }
+        let cores = resources.cpuCores
         do {
             try ControlGroups(hierarchy: ControlGroups.detect()).adjust(
                 sandbox: sandboxID, memoryBytes: resources.memory?.limit.flatMap { $0 > 0 ? $0 : nil }, cpuCores: cores)

@@ -26,6 +26,15 @@ extension ShimPod {
                 throw TTRPCError.status(.unavailable, "cannot fork snapshot '\(requested)' for container \(request.id): \(outcomes.first?.error ?? "no child started")")
             }
             record = forked
+            // A fork's memory size is the snapshot's; its host CPU ceiling follows the spec.
+            if let cores = spec.linux?.resources?.cpuCores {
+                do {
+                    try ControlGroups(hierarchy: ControlGroups.detect()).adjust(sandbox: forked.id, memoryBytes: nil, cpuCores: cores)
+                } catch {
+                    try? await engine.sandboxes.kill(id: forked.id)
+                    throw ShimErrors.translate(error, doing: "apply container \(request.id)'s CPU limit to its VM")
+                }
+            }
         } else {
             let image = try imageForRootfs(request, spec: spec)
             var options = BootOptions(image: image)
