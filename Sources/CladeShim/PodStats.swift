@@ -15,10 +15,8 @@ enum PodStats {
             metrics.pids.limit = number(directory, "pids.max") ?? 0
             metrics.memory.usage = number(directory, "memory.current") ?? 0
             metrics.memory.usageLimit = number(directory, "memory.max") ?? 0
-            for line in lines(directory, "cpu.stat") {
-                let words = line.split(separator: " ")
-                guard words.count == 2, let value = UInt64(words[1]) else { continue }
-                switch words[0] {
+            for (key, value) in pairs(directory, "cpu.stat") {
+                switch key {
                 case "usage_usec": metrics.cpu.usageUsec = value
                 case "user_usec": metrics.cpu.userUsec = value
                 case "system_usec": metrics.cpu.systemUsec = value
@@ -33,10 +31,8 @@ enum PodStats {
             metrics.memory.usage.usage = number(memory, "memory.usage_in_bytes") ?? 0
             metrics.memory.usage.limit = number(memory, "memory.limit_in_bytes") ?? 0
             metrics.memory.usage.max = number(memory, "memory.max_usage_in_bytes") ?? 0
-            for line in lines(memory, "memory.stat") {
-                let words = line.split(separator: " ")
-                guard words.count == 2, let value = UInt64(words[1]) else { continue }
-                switch words[0] {
+            for (key, value) in pairs(memory, "memory.stat") {
+                switch key {
                 case "rss": metrics.memory.rss = value
                 case "cache": metrics.memory.cache = value
                 case "total_inactive_file": metrics.memory.totalInactiveFile = value
@@ -55,6 +51,15 @@ enum PodStats {
 
     private static func lines(_ directory: URL, _ file: String) -> [Substring] {
         ((try? String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)) ?? "").split(separator: "\n")
+    }
+
+    /// The `key value` lines of a cgroup statistics file.
+    private static func pairs(_ directory: URL, _ file: String) -> [(Substring, UInt64)] {
+        lines(directory, file).compactMap { line in
+            let words = line.split(separator: " ")
+            guard words.count == 2, let value = UInt64(words[1]) else { return nil }
+            return (words[0], value)
+        }
     }
 
     private static func number(_ directory: URL, _ file: String) -> UInt64? {

@@ -9,13 +9,14 @@ import Testing
     let containerd: ContainerdProcess
     let cli: CLIHarness
     let image = ContainerdShimTests.image
+    static let store = ContainerdShimTests.bakedStore("cri")
 
     init() throws {
         if let missing = ContainerdProcess.missingForCRI {
             print("ContainerdCRITests skipped: \(missing)")
             throw HarnessError("skipped: \(missing)")
         }
-        cli = try ContainerdShimTests.store.get()
+        cli = try Self.store.get()
         containerd = ContainerdProcess(cli: cli)
         try containerd.start(sandboxImage: image)
         try ContainerdShimTests.importTestImage(into: containerd, namespace: "k8s.io")
@@ -45,14 +46,14 @@ import Testing
         #expect(exec.json["exit_code"] as? Int == 2)
         #expect(cli.qemuProcesses().count == 1, "the container and the exec ran in the pod's VM")
 
-        let exited = try waitFor { try self.containerd.cri(["status", container]).json["state"] as? String == "CONTAINER_EXITED" }
+        let exited = try ContainerdProcess.waitFor { try self.containerd.cri(["status", container]).json["state"] as? String == "CONTAINER_EXITED" }
         #expect(exited)
         #expect(try containerd.cri(["status", container]).json["exit_code"] as? Int == 7, "ContainerStatus carries the exit code")
 
         #expect(try containerd.cri(["stop-pod", podID]).status == 0)
         #expect(try containerd.cri(["stop-pod", podID]).status == 0, "stopping a pod twice is harmless")
         #expect(try containerd.cri(["remove-pod", podID]).status == 0)
-        try waitFor { self.containerd.shims().isEmpty && self.cli.qemuProcesses().isEmpty }
+        try ContainerdProcess.waitFor { self.containerd.shims().isEmpty && self.cli.qemuProcesses().isEmpty }
         #expect(cli.qemuProcesses().isEmpty, "no VM left")
         #expect(cli.sandboxDirectories().isEmpty, "no clade sandbox left")
         #expect(containerd.shims().isEmpty, "no shim left")
@@ -74,17 +75,7 @@ import Testing
         #expect((missingImage.json["error"] as? String ?? "").contains("not-here"), "\(missingImage.json)")
         #expect(try containerd.cri(["stop-pod", podID]).status == 0)
         #expect(try containerd.cri(["remove-pod", podID]).status == 0)
-        try waitFor { self.containerd.shims().isEmpty && self.cli.qemuProcesses().isEmpty }
+        try ContainerdProcess.waitFor { self.containerd.shims().isEmpty && self.cli.qemuProcesses().isEmpty }
         #expect(cli.qemuProcesses().isEmpty && cli.sandboxDirectories().isEmpty, "refused pods leave no VM")
-    }
-
-    @discardableResult
-    func waitFor(_ condition: @escaping () throws -> Bool) throws -> Bool {
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            if try condition() { return true }
-            Thread.sleep(forTimeInterval: 0.1)
-        }
-        return false
     }
 }

@@ -136,6 +136,17 @@ final class ContainerdProcess: @unchecked Sendable {
         try ctr(["run", "--rm", "--runtime", "io.containerd.clade.v2"] + options + [image, id] + command)
     }
 
+    /// Polls `condition` (each poll a real query of containerd or /proc) until it holds or 60 s pass.
+    @discardableResult
+    static func waitFor(_ condition: @escaping () throws -> Bool) throws -> Bool {
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if try condition() { return true }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        return false
+    }
+
     /// The shim processes serving this containerd.
     func shims() -> [Int32] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []

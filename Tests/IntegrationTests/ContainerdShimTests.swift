@@ -10,8 +10,12 @@ import Testing
     static let image = "docker.io/library/clade-shim-test:1"
     static let snapshot = "ctd-baked"
     /// The store every test's containerd hands its shims, with the snapshot baked once.
-    static let store: Result<CLIHarness, HarnessError> = {
-        let cli = CLIHarness(home: CLIHarness.privateHome("ctd"))
+    static let store = bakedStore("ctd")
+
+    /// A store of its own with the test snapshot baked: each suite counts the VMs in its store,
+    /// so suites that run side by side in one process must not share one.
+    static func bakedStore(_ name: String) -> Result<CLIHarness, HarnessError> {
+        let cli = CLIHarness(home: CLIHarness.privateHome(name))
         do {
             let bake = try cli.run(["bake", "--tag", snapshot, "--warm", "echo baked-into-the-snapshot > /etc/baked"])
             guard bake.status == 0 else { return .failure(HarnessError("bake failed: \(bake.stderr)")) }
@@ -19,7 +23,7 @@ import Testing
         } catch {
             return .failure(HarnessError("\(error)"))
         }
-    }()
+    }
 
     let containerd: ContainerdProcess
     let cli: CLIHarness
@@ -85,7 +89,7 @@ import Testing
         #expect(passing.stdout == "ok\n")
         expectNothingLeft("a passing container")
         let topics = ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
-        let forwarded = try waitFor {
+        let forwarded = try ContainerdProcess.waitFor {
             let text = (try? String(contentsOf: eventLog, encoding: .utf8)) ?? ""
             return topics.allSatisfy { text.contains($0) }
         }
@@ -139,12 +143,12 @@ import Testing
         _ = try cli.run(["rmi", tag])
 
         #expect(try containerd.ctr(["task", "kill", "long"]).status == 0)
-        let stopped = try waitFor { try self.containerd.ctr(["task", "ls"]).stdout.contains("STOPPED") }
+        let stopped = try ContainerdProcess.waitFor { try self.containerd.ctr(["task", "ls"]).stdout.contains("STOPPED") }
         #expect(stopped, "SIGTERM stops the task")
         #expect(try containerd.ctr(["task", "kill", "-s", "KILL", "long"]).status == 0, "killing a stopped task succeeds")
         #expect(try containerd.ctr(["task", "delete", "long"]).status == 0)
         #expect(try containerd.ctr(["containers", "rm", "long"]).status == 0)
-        try waitFor { self.containerd.shims().isEmpty }
+        try ContainerdProcess.waitFor { self.containerd.shims().isEmpty }
         expectNothingLeft("exec, kill and delete")
     }
 
@@ -168,10 +172,10 @@ import Testing
         let inside = try containerd.ctr(["task", "exec", "--exec-id", "look", "own", "/bin/sh", "-c", "cat /etc/origin; test -e /etc/baked && echo vm-root-visible; echo /bin/*; cat /proc/1/comm >/dev/null && echo proc"])
         #expect(inside.stdout == "from-the-oci-image\n/bin/busybox /bin/cat /bin/echo /bin/hostname /bin/ls /bin/sh /bin/sleep /bin/true /bin/tty\nproc\n", "\(inside.stdout) \(inside.stderr)")
         #expect(try containerd.ctr(["task", "kill", "-s", "KILL", "own"]).status == 0)
-        try waitFor { (try? self.containerd.ctr(["task", "ls"]).stdout.contains("STOPPED")) == true }
+        try ContainerdProcess.waitFor { (try? self.containerd.ctr(["task", "ls"]).stdout.contains("STOPPED")) == true }
         #expect(try containerd.ctr(["task", "delete", "own"]).status == 0)
         #expect(try containerd.ctr(["containers", "rm", "own"]).status == 0)
-        try waitFor { self.containerd.shims().isEmpty }
+        try ContainerdProcess.waitFor { self.containerd.shims().isEmpty }
         expectNothingLeft("a container on its own image")
 
         let bogus = try containerd.run(Self.image, "bogus", options: ["--annotation", "clade.dev/container-root=elsewhere"], ["/bin/true"])
@@ -193,7 +197,7 @@ import Testing
         #expect(registry.status != 0)
         #expect(registry.stderr.contains("cannot pull snapshot"), "\(registry.stderr)")
         #expect(try containerd.ctr(["containers", "ls", "-q"]).stdout.isEmpty)
-        try waitFor { self.containerd.shims().isEmpty }
+        try ContainerdProcess.waitFor { self.containerd.shims().isEmpty }
         expectNothingLeft("refused containers")
     }
 
@@ -207,21 +211,10 @@ import Testing
         let shims = containerd.shims()
         try #require(shims.count == 1)
         kill(shims[0], SIGKILL)
-        let gone = try waitFor { !(try self.containerd.ctr(["task", "ls"]).stdout.contains("doomed")) }
+        let gone = try ContainerdProcess.waitFor { !(try self.containerd.ctr(["task", "ls"]).stdout.contains("doomed")) }
         #expect(gone, "containerd reports the task gone")
-        try waitFor { self.cli.qemuProcesses().isEmpty }
+        try ContainerdProcess.waitFor { self.cli.qemuProcesses().isEmpty }
         #expect(try containerd.ctr(["containers", "rm", "doomed"]).status == 0)
         expectNothingLeft("a killed shim")
-    }
-
-    /// Polls `condition` (each poll is a real query of containerd or /proc) until it holds or 60 s pass.
-    @discardableResult
-    func waitFor(_ condition: @escaping () throws -> Bool) throws -> Bool {
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            if try condition() { return true }
-            Thread.sleep(forTimeInterval: 0.1)
-        }
-        return false
     }
 }
