@@ -16,7 +16,7 @@ final class HostAgent: @unchecked Sendable {
         guard FileManager.default.isExecutableFile(atPath: binary.path) else {
             throw HarnessError("\(binary.path) is missing: run scripts/build.sh before the integration tests")
         }
-        port = Int.random(in: 50001...60000)
+        port = Int.random(in: 10000...11999)
         process.executableURL = binary
         process.arguments = ["--port", "\(port)"]
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }

@@ -38,7 +38,7 @@ final class DaemonProcess: @unchecked Sendable {
         let tokenFile = home.appendingPathComponent("token")
         try token.write(to: tokenFile, atomically: true, encoding: .utf8)
         for _ in 0..<5 {
-            port = Int.random(in: 20000...40000)
+            port = Int.random(in: 20000...26999)
             let listen = e2bOnlyPort == nil ? "127.0.0.1:\(port)" : "none"
             let health = e2bOnlyPort.map { "http://127.0.0.1:\($0)/health" } ?? "http://127.0.0.1:\(port)/healthz"
             let process = try cli.process(["serve", "--listen", listen, "--token-file", tokenFile.path] + extraArguments)

@@ -17,7 +17,7 @@ import Testing
         let keyFile = Self.cli.home.appendingPathComponent("e2b-keys")
         try "# test keys\n\(key)\n".write(to: keyFile, atomically: true, encoding: .utf8)
         let daemon = DaemonProcess(home: Self.cli.home)
-        let port = Int.random(in: 40001...50000)
+        let port = Int.random(in: 16000...19999)
         daemon.extraArguments = ["--e2b-listen", "127.0.0.1:\(port)", "--e2b-api-key-file", keyFile.path]
         daemon.e2bOnlyPort = port
         try daemon.start()

@@ -170,9 +170,19 @@ import Testing
         #expect(started.status == 0, "\(started.stderr)")
 
         let daemon = DaemonProcess(home: cli.home)
-        let proxyPort = Int.random(in: 40001...50000)
-        daemon.extraArguments = ["--proxy-domain", "sandbox.test", "--proxy-listen", "127.0.0.1:\(proxyPort)"]
-        try daemon.start()
+        // Outside the kernel's ephemeral range (32768-60999), where a client socket could hold
+        // it; another suite's listener still could, so a taken port is tried again elsewhere.
+        var proxyPort = 0
+        for attempt in 1...3 {
+            proxyPort = Int.random(in: 12000...15999)
+            daemon.extraArguments = ["--proxy-domain", "sandbox.test", "--proxy-listen", "127.0.0.1:\(proxyPort)"]
+            do {
+                try daemon.start()
+                break
+            } catch where attempt < 3 {
+                continue
+            }
+        }
         defer { daemon.stop() }
         let python = CLIHarness.packageRoot.appendingPathComponent(".build/pyclients/bin/python")
         try #require(FileManager.default.isExecutableFile(atPath: python.path), "the websockets client is not installed: run scripts/python-clients.sh (scripts/test.sh does)")

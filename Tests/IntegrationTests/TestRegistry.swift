@@ -24,7 +24,7 @@ final class TestRegistry: @unchecked Sendable {
         }
         var lastError = ""
         for _ in 0..<5 {
-            let port = Int.random(in: 20000...40000)
+            let port = Int.random(in: 27000...31999)
             let config = """
             version: 0.1
             log:
