@@ -11,7 +11,8 @@ import Foundation
 extension Engine {
     var jailIdentities: JailIdentityPool { JailIdentityPool() }
     var firewall: HostFirewall { HostFirewall(logger: logger) }
-    var controlGroups: ControlGroups { ControlGroups(hierarchy: ControlGroups.detect()) }
+    /// The host's control groups, as clade confines its VMMs in them.
+    public var controlGroups: ControlGroups { ControlGroups(hierarchy: ControlGroups.detect()) }
 
     /// What confinement a new VM can get on this host, and why not where it cannot.
     package func confinementPlan() -> ConfinementPlan {

@@ -5,8 +5,7 @@ import SwiftProtobuf
 /// The VMM's cgroup figures in the form containerd's `Stats` carries: cgroups v1 or v2
 /// `Metrics`, whichever hierarchy clade confines its VMMs in.
 enum PodStats {
-    static func metrics(sandbox: String, vmmPid: Int32) throws -> Google_Protobuf_Any {
-        let groups = ControlGroups(hierarchy: ControlGroups.detect())
+    static func metrics(sandbox: String, vmmPid: Int32, in groups: ControlGroups) throws -> Google_Protobuf_Any {
         switch groups.hierarchy {
         case .unified(let root):
             let directory = root.appendingPathComponent("clade/\(sandbox)")

@@ -16,12 +16,16 @@ public enum ShimLauncher {
         "\(socketDirectory)/" + Digest.of(Data("\(address)/\(namespace)/\(group)".utf8)).hex
     }
 
+    /// The pod a container belongs to: the CRI's sandbox id, else the container on its own.
+    static func group(of spec: RuntimeSpec?, id: String) -> String {
+        spec?.annotations?[Annotations.sandboxID].flatMap { $0.isEmpty ? nil : $0 } ?? id
+    }
+
     /// Runs `start` in `bundle`: prints `unix://PATH` of a running shim for the pod, starting
     /// one (this executable with `serve`, holding the listening socket as fd 3) if none answers.
     public static func start(_ arguments: ShimArguments, bundle: String, executable: String) throws -> String {
         let spec = try RuntimeSpec.load(bundle: bundle)
-        let group = spec.annotations?[Annotations.sandboxID].flatMap { $0.isEmpty ? nil : $0 } ?? arguments.id
-        let path = socketPath(address: arguments.address, namespace: arguments.namespace, group: group)
+        let path = socketPath(address: arguments.address, namespace: arguments.namespace, group: group(of: spec, id: arguments.id))
         let address = "unix://" + path
         if canConnect(path) {
             try? Data(address.utf8).write(to: URL(fileURLWithPath: bundle).appendingPathComponent("address"))

@@ -144,7 +144,7 @@ extension ShimPod {
         }
         let cores = resources.cpuCores
         do {
-            try ControlGroups(hierarchy: ControlGroups.detect()).adjust(
+            try engine.controlGroups.adjust(
                 sandbox: sandboxID, memoryBytes: resources.memory?.limit.flatMap { $0 > 0 ? $0 : nil }, cpuCores: cores)
         } catch {
             throw ShimErrors.translate(error, doing: "apply container \(request.id)'s new limits")

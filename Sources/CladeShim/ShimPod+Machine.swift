@@ -29,7 +29,7 @@ extension ShimPod {
             // A fork's memory size is the snapshot's; its host CPU ceiling follows the spec.
             if let cores = spec.linux?.resources?.cpuCores {
                 do {
-                    try ControlGroups(hierarchy: ControlGroups.detect()).adjust(sandbox: forked.id, memoryBytes: nil, cpuCores: cores)
+                    try engine.controlGroups.adjust(sandbox: forked.id, memoryBytes: nil, cpuCores: cores)
                 } catch {
                     try? await engine.sandboxes.kill(id: forked.id)
                     throw ShimErrors.translate(error, doing: "apply container \(request.id)'s CPU limit to its VM")

@@ -64,7 +64,7 @@ extension ShimPod {
     /// Tells containerd of an OOM kill when the kernel ended the VMM for passing its memory
     /// ceiling (the guest's processes then end with it).
     func reportOutOfMemory(sandboxID: String, container: String) async {
-        guard ControlGroups(hierarchy: ControlGroups.detect()).wasOutOfMemory(sandbox: sandboxID), !oomReported else { return }
+        guard engine.controlGroups.wasOutOfMemory(sandbox: sandboxID), !oomReported else { return }
         oomReported = true
         var event = Containerd_Events_TaskOOM()
         event.containerID = container

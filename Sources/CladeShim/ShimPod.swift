@@ -50,6 +50,11 @@ public actor ShimPod {
         let annotations = spec.annotations ?? [:]
         let kind = annotations[Annotations.containerType]
         let imageRoot = try Self.wantsImageRoot(spec)
+        // Checked before any VM exists, so a bad spec leaves nothing to clean up.
+        let runsInGuest = kind != Annotations.sandboxKind
+        if runsInGuest, spec.process?.args?.isEmpty ?? true {
+            throw TTRPCError.status(.invalidArgument, "container \(request.id) has no process args in its config.json")
+        }
         if sandboxID == nil {
             guard kind != Annotations.containerKind else {
                 throw TTRPCError.status(.failedPrecondition, "container \(request.id) joins a pod whose sandbox this shim did not create")
@@ -60,7 +65,7 @@ public actor ShimPod {
                 throw TTRPCError.status(.failedPrecondition, "a Kubernetes pod on clade's runtime needs the \(Annotations.snapshot) annotation naming the snapshot its VM forks (a tag on this node or a registry reference); pods without it are not supported yet")
             }
             // Reserve the slot so a concurrent Create for the same pod waits for this machine.
-            processes[key] = placeholder(key, request, spec: spec, runsInGuest: kind != Annotations.sandboxKind)
+            processes[key] = placeholder(key, request, spec: spec, runsInGuest: runsInGuest)
             do {
                 try await makeMachine(for: request, spec: spec)
             } catch {
@@ -68,12 +73,8 @@ public actor ShimPod {
                 throw error
             }
         }
-        var entry = placeholder(key, request, spec: spec, runsInGuest: kind != Annotations.sandboxKind)
-        if entry.runsInGuest, entry.spec.args?.isEmpty ?? true {
-            processes[key] = nil
-            throw TTRPCError.status(.invalidArgument, "container \(request.id) has no process args in its config.json")
-        }
-        if entry.runsInGuest, imageRoot, let sandboxID {
+        var entry = placeholder(key, request, spec: spec, runsInGuest: runsInGuest)
+        if runsInGuest, imageRoot, let sandboxID {
             do {
                 entry.root = try await bringInImageRoot(request, sandboxID: sandboxID)
             } catch {

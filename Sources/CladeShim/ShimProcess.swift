@@ -1,3 +1,4 @@
+import CladeStore
 import Foundation
 import SwiftProtobuf
 
@@ -12,7 +13,7 @@ struct ProcessKey: Hashable, Sendable, CustomStringConvertible {
     var agentTag: String {
         let tag = exec.isEmpty ? "ctr-\(container)" : "ctr-\(container)-exec-\(exec)"
         guard tag.utf8.count > 128 else { return tag }
-        return "ctr-" + String(Data(tag.utf8).base64EncodedString().filter { $0.isLetter || $0.isNumber }.suffix(120))
+        return "ctr-" + Digest.of(Data(tag.utf8)).hex
     }
 }
 

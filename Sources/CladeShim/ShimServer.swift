@@ -16,7 +16,7 @@ public enum ShimServer {
         let events = ShimEvents(address: ProcessInfo.processInfo.environment["TTRPC_ADDRESS"], namespace: arguments.namespace, logger: logger)
         let pod = ShimPod(engine: engine, events: events, logger: logger)
         var router = ShimTaskService.router(pod: pod)
-        let socket = ShimLauncher.socketPath(address: arguments.address, namespace: arguments.namespace, group: groupOf(arguments))
+        let socket = ShimLauncher.socketPath(address: arguments.address, namespace: arguments.namespace, group: ShimLauncher.group(of: arguments.bundle.isEmpty ? nil : try? RuntimeSpec.load(bundle: arguments.bundle), id: arguments.id))
         router.afterAnswer = { method in
             guard method == "Shutdown", await pod.shuttingDown else { return }
             logger.info("shim exiting: the pod is empty")
@@ -30,13 +30,6 @@ public enum ShimServer {
         let (never, _) = AsyncStream.makeStream(of: Void.self)
         for await _ in never {}
         exit(0)
-    }
-
-    private static func groupOf(_ arguments: ShimArguments) -> String {
-        guard !arguments.bundle.isEmpty, let spec = try? RuntimeSpec.load(bundle: arguments.bundle),
-              let group = spec.annotations?[Annotations.sandboxID], !group.isEmpty
-        else { return arguments.id }
-        return group
     }
 
     /// The `delete` action: cleans up after a shim that died. Ends the VM the bundle's marker

@@ -83,7 +83,7 @@ public enum ShimTaskService {
         router.add(name, "Stats") { (request: Containerd_Task_V2_StatsRequest, _) in
             guard let vmm = await pod.vmm else { throw TTRPCError.status(.failedPrecondition, "container \(request.id) has no VM") }
             var response = Containerd_Task_V2_StatsResponse()
-            response.stats = try PodStats.metrics(sandbox: vmm.sandbox, vmmPid: vmm.pid)
+            response.stats = try PodStats.metrics(sandbox: vmm.sandbox, vmmPid: vmm.pid, in: pod.engine.controlGroups)
             return response
         }
         router.add(name, "Update") { (request: Containerd_Task_V2_UpdateTaskRequest, _) in
