@@ -49,6 +49,7 @@ let package = Package(
         .target(
             name: "CladeVMM",
             dependencies: [
+                "CLinuxShims",
                 "CladeStore",
                 "CladeModel",
                 .product(name: "Logging", package: "swift-log"),

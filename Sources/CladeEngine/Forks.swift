@@ -69,7 +69,7 @@ public struct Forks: EngineCapability {
     /// With `lifetime`, every child gets that end time (see `Lifetimes`).
     public func fork(
         tag: String, count: Int, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder, lifetime: Lifetime? = nil,
-        network: NetworkPolicy? = nil, limits: LimitRequest? = nil
+        network: NetworkPolicy? = nil, limits: LimitRequest? = nil, attachment: GuestNetworkAttachment? = nil
     ) async throws -> [ForkOutcome] {
         let ramTier = memoryOrder.first == .ramTier
         if ramTier, geteuid() != 0 {
@@ -78,6 +78,9 @@ public struct Forks: EngineCapability {
         }
         guard (1...Self.maxForkCount).contains(count) else {
             throw EngineError.badInput("-n must be between 1 and \(Self.maxForkCount) (got \(count))")
+        }
+        if attachment != nil, count != 1 {
+            throw EngineError.badInput("a network attachment carries one guest; fork one child with it (got -n \(count))")
         }
         try lifetime?.validate()
         let metadata = try snapshotCatalog.require(tag)
@@ -105,8 +108,8 @@ public struct Forks: EngineCapability {
                     let start = Date()
                     do {
                         let (record, method) = try await self.startChild(
-                            of: metadata, id: id, port: nil, mac: nil, memoryOrder: memoryOrder, lifetime: lifetime, network: network, limits: limits,
-                            isolation: isolation)
+                            of: metadata, id: id, port: attachment?.agentPort, mac: nil, memoryOrder: memoryOrder, lifetime: lifetime, network: network, limits: limits,
+                            isolation: isolation, attachment: attachment)
                         return ForkOutcome(record: record, error: nil, milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: method)
                     } catch {
                         return ForkOutcome(record: nil, error: "\(error)", milliseconds: Date().timeIntervalSince(start) * 1000, memoryMethod: nil)
@@ -127,7 +130,7 @@ public struct Forks: EngineCapability {
     package func startChild(
         of metadata: SnapshotMetadata, id: String, port: Int?, mac: String?, memoryOrder: [MaterializeMethod] = Materializer.fanoutOrder,
         lifetime: Lifetime? = nil, network: NetworkPolicy? = nil, keepingOptOutOf previous: SandboxConfinement? = nil, limits: LimitRequest? = nil,
-        isolation: Engine.IsolationCheck? = nil
+        isolation: Engine.IsolationCheck? = nil, attachment: GuestNetworkAttachment? = nil
     ) async throws -> (SandboxRecord, MaterializeMethod) {
         let directory = snapshotCatalog.directory(metadata.tag)
         let paths = sandboxCatalog.paths(id)
@@ -187,6 +190,7 @@ public struct Forks: EngineCapability {
                 spec.restoring = true
                 spec.restoredStateKind = stateKind
                 spec.confinement = confinement
+                spec.guestNetworkDescriptor = attachment?.tapDescriptor
                 guard backend.deviceLayout(for: spec) == metadata.machine.devices else {
                     throw EngineError.unsupported("snapshot '\(metadata.tag)' was taken with devices \(metadata.machine.devices), which this clade does not build; use the clade version that made it")
                 }

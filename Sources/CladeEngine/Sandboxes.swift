@@ -21,6 +21,8 @@ public struct BootOptions: Sendable {
     public var network: NetworkPolicy?
     /// Host CPU, memory and process limits beyond the defaults (see ``SandboxLimits``).
     public var limits: LimitRequest?
+    /// A network the caller made for this guest (a pod's), instead of user-mode networking.
+    public var attachment: GuestNetworkAttachment?
 
     public init(image: String = "default", memoryMiB: Int = 256, cpus: Int = 1, readyTimeout: Double = 90) {
         self.image = image
@@ -89,11 +91,12 @@ public struct Sandboxes: EngineCapability {
             let confinement = try confine(&record, policy: isolation.policy, limits: options.limits, checked: isolation)
             try sandboxCatalog.put(record)
             let mac = record.mac
-            let launched = try await launchWithAgentPort(nil) { port in
+            let launched = try await launchWithAgentPort(options.attachment?.agentPort) { port in
                 var spec = machineSpec(
                     memoryMiB: options.memoryMiB, cpus: options.cpus, accelerator: choice.accelerator, kernel: files.kernel,
                     initrd: files.initrd, commandLine: commandLine, paths: paths, port: port, mac: mac)
                 spec.confinement = confinement
+                spec.guestNetworkDescriptor = options.attachment?.tapDescriptor
                 return spec
             }
             record.pid = launched.machine.pid

@@ -30,9 +30,9 @@ public enum QEMUCommandLine {
             "-no-reboot",
             "-drive", "id=root,file=\(spec.rootDisk.path),format=qcow2,if=none,discard=unmap",
             "-device", "virtio-blk-device,drive=root",
-            "-netdev", "user,id=net0,hostfwd=tcp:\(forwardingAddress(spec.confinement)):\(spec.agentPort)-:\(MachineSpec.guestAgentPort)"
-                + (spec.confinement.noOutboundNetwork ? ",restrict=on" : ""),
-            "-device", "virtio-net-device,netdev=net0,mac=\(spec.mac)",
+        ]
+        arguments += networkArguments(for: spec)
+        arguments += [
             "-device", "virtio-serial-device",
             "-chardev", "socket,id=agent,path=\(files.agentSocket.path),server=on,wait=off",
             "-device", "virtserialport,chardev=agent,name=clade.agent",
@@ -47,6 +47,28 @@ public enum QEMUCommandLine {
         arguments += extra
         return arguments
     }
+
+    /// The guest's NIC and its backend. User-mode networking is always there, since a snapshot's
+    /// state carries its section; with a tap of a pod's namespace (kept open as descriptor 4, see
+    /// `QEMUDriver`) the NIC moves to the tap and user-mode networking is left with no peer, no
+    /// forward and no way out.
+    static func networkArguments(for spec: MachineSpec) -> [String] {
+        if spec.guestNetworkDescriptor != nil {
+            return [
+                "-netdev", "user,id=net0,restrict=on",
+                "-netdev", "tap,id=pod0,fd=\(keptDescriptorNumber)",
+                "-device", "virtio-net-device,netdev=pod0,mac=\(spec.mac)",
+            ]
+        }
+        return [
+            "-netdev", "user,id=net0,hostfwd=tcp:\(forwardingAddress(spec.confinement)):\(spec.agentPort)-:\(MachineSpec.guestAgentPort)"
+                + (spec.confinement.noOutboundNetwork ? ",restrict=on" : ""),
+            "-device", "virtio-net-device,netdev=net0,mac=\(spec.mac)",
+        ]
+    }
+
+    /// The descriptor number a kept descriptor has in QEMU (`clade_spawn_vmm`).
+    static let keptDescriptorNumber = 4
 
     /// The seccomp filter denies obsolete system calls, resource control (priorities, affinity)
     /// and spawning (fork, exec): QEMU runs without `-daemonize` and moves state through

@@ -72,13 +72,24 @@ public struct QEMUDriver: VMBackend {
             guard clade_pipe_cloexec(&exitPipe) == 0 else { throw StoreError.systemCall("pipe", path: spec.runtimeDirectory.path, errno: errno) }
         }
         defer { exitPipe.filter { $0 >= 0 }.forEach { close($0) } }
+        if spec.guestNetworkDescriptor != nil, spec.confinement.userNamespace {
+            throw VMMError.confinementFailed(
+                what: "attach the guest to a pod's network namespace", reason: "an unprivileged VMM's one kept descriptor is its network helper's",
+                fix: "run the containerd shim as root, as containerd does")
+        }
+        // QEMU keeps one descriptor of ours: the pod's tap, or the network helper's exit pipe.
+        let kept = spec.guestNetworkDescriptor ?? exitPipe[1]
         let begun = Date()
         func elapsed() -> String { "\(Int(Date().timeIntervalSince(begun) * 1000))ms" }
         let pid: Int32
         do {
             if spec.confinement.privateMountView {
-                let view = try QEMUMountView.jail(for: spec, keeping: exitPipe[1])
+                let view = try QEMUMountView.jail(for: spec, keeping: kept)
                 pid = try DetachedLauncher.start(qemu, arguments: arguments + view.arguments, log: files.launchLog, jail: view.jail)
+            } else if kept >= 0 {
+                var jail = DetachedLauncher.Jail()
+                jail.keptDescriptor = kept
+                pid = try DetachedLauncher.start(qemu, arguments: arguments, log: files.launchLog, jail: jail)
             } else {
                 pid = try DetachedLauncher.start(qemu, arguments: arguments, log: files.launchLog)
             }

@@ -32,10 +32,10 @@ enum QEMUMountView {
         jail.machineDirectory = machineDirectory
         jail.systemDirectories = systemDirectories
         jail.devices = deviceNodes
+        jail.keptDescriptor = descriptor
         guard spec.confinement.userNamespace else { return (jail, ["-chroot", root.path]) }
         jail.userNamespace = true
         jail.pivot = true
-        jail.keptDescriptor = descriptor
         let inside = machineDirectory.path + "/"
         let outside = ([spec.kernel, spec.initrd] + (try QCOW2Chain.files(below: spec.rootDisk)))
             .map(\.standardizedFileURL).filter { !$0.path.hasPrefix(inside) }

@@ -7,6 +7,8 @@ public struct RuntimeSpec: Decodable, Sendable {
     public var root: Root?
     public var annotations: [String: String]?
     public var linux: Linux?
+    public var hostname: String?
+    public var mounts: [Mount]?
 
     public struct Root: Decodable, Sendable {
         public var path: String?
@@ -14,6 +16,28 @@ public struct RuntimeSpec: Decodable, Sendable {
 
     public struct Linux: Decodable, Sendable {
         public var resources: RuntimeResources?
+        public var namespaces: [Namespace]?
+    }
+
+    /// A namespace the container joins (`path`) or gets anew (no path).
+    public struct Namespace: Decodable, Sendable {
+        public var type: String
+        public var path: String?
+    }
+
+    public struct Mount: Decodable, Sendable {
+        public var destination: String
+        public var source: String?
+    }
+
+    /// The network namespace the container joins: under the CRI, the pod's, made by CNI.
+    var networkNamespacePath: String? {
+        linux?.namespaces?.first { $0.type == "network" }?.path.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// The host file bound at `destination` (the CRI binds a pod's `/etc/resolv.conf`).
+    func mountSource(for destination: String) -> String? {
+        mounts?.first { $0.destination == destination }?.source
     }
 
     /// Reads `<bundle>/config.json`.

@@ -16,16 +16,34 @@ extension ShimPod {
         let record: SandboxRecord
         if let requested = spec.annotations?[Annotations.snapshot] {
             let tag = try await localSnapshot(for: requested)
+            let policy = try podPolicy(spec)
+            let kept = await snapshotPolicy(tag)
+            let attachment = try attachPodNetwork(spec, policy: policy ?? kept)
             let outcomes: [ForkOutcome]
             do {
-                outcomes = try await engine.forks.fork(tag: tag, count: 1, memoryOrder: engine.forks.serviceMemoryOrder)
+                defer { attachment.map { close($0.tap) } }
+                outcomes = try await engine.forks.fork(
+                    tag: tag, count: 1, memoryOrder: engine.forks.serviceMemoryOrder, network: policy,
+                    attachment: attachment.map { GuestNetworkAttachment(tapDescriptor: $0.tap, agentPort: $0.relay.port) })
             } catch {
+                attachment?.relay.stop()
                 throw ShimErrors.translate(error, doing: "fork snapshot '\(requested)' for container \(request.id)")
             }
             guard let outcome = outcomes.first, let forked = outcome.record else {
+                attachment?.relay.stop()
                 throw TTRPCError.status(.unavailable, "cannot fork snapshot '\(requested)' for container \(request.id): \(outcomes.first?.error ?? "no child started")")
             }
             record = forked
+            if let attachment {
+                do {
+                    try await configureGuest(forked.id, attachment: attachment, spec: spec)
+                } catch {
+                    try? await engine.sandboxes.kill(id: forked.id)
+                    attachment.relay.stop()
+                    throw error
+                }
+                podAttachment = attachment
+            }
             // A fork's memory size is the snapshot's; its host CPU ceiling follows the spec.
             if let cores = spec.linux?.resources?.cpuCores {
                 do {
@@ -38,12 +56,27 @@ extension ShimPod {
         } else {
             let image = try imageForRootfs(request, spec: spec)
             var options = BootOptions(image: image)
+            options.network = try podPolicy(spec)
             if let memory = spec.linux?.resources?.memoryMiB { options.memoryMiB = max(MachineSpec.memoryRange.lowerBound, min(memory, MachineSpec.memoryRange.upperBound)) }
             if let cpus = spec.linux?.resources?.cpus { options.cpus = max(MachineSpec.cpuRange.lowerBound, min(cpus, MachineSpec.cpuRange.upperBound)) }
+            let attachment = try attachPodNetwork(spec, policy: options.network ?? .standard)
+            options.attachment = attachment.map { GuestNetworkAttachment(tapDescriptor: $0.tap, agentPort: $0.relay.port) }
             do {
+                defer { attachment.map { close($0.tap) } }
                 record = try await engine.sandboxes.boot(options)
             } catch {
+                attachment?.relay.stop()
                 throw ShimErrors.translate(error, doing: "boot a VM from container \(request.id)'s image")
+            }
+            if let attachment {
+                do {
+                    try await configureGuest(record.id, attachment: attachment, spec: spec)
+                } catch {
+                    try? await engine.sandboxes.kill(id: record.id)
+                    attachment.relay.stop()
+                    throw error
+                }
+                podAttachment = attachment
             }
         }
         sandboxID = record.id
@@ -148,6 +181,8 @@ extension ShimPod {
             logger.warning("the pod's VM was already gone", metadata: ["sandbox": "\(sandboxID)", "error": "\(error)"])
         }
         self.sandboxID = nil
+        podAttachment?.relay.stop()
+        podAttachment = nil
         if let owner = machineOwner, let bundle = processes[ProcessKey(container: owner, exec: "")]?.bundle ?? ownerBundle {
             try? FileManager.default.removeItem(at: URL(fileURLWithPath: bundle).appendingPathComponent(Self.sandboxMarker))
         }

@@ -83,6 +83,7 @@ extension ShimPod {
         let targets = all && key.exec.isEmpty
             ? processes.values.filter { $0.key.container == key.container && $0.status == .running && $0.runsInGuest }.map(\.key)
             : [key]
+        for target in targets { killsInFlight[target, default: 0] += 1 }
         for target in targets {
             do {
                 try await engine.processes.agent(for: sandboxID).signal(tag: target.agentTag, String(signal))
@@ -90,6 +91,10 @@ extension ShimPod {
                 // Gone meanwhile: its exit is on its way.
                 logger.info("signal not delivered", metadata: ["process": "\(target)", "error": "\(error)"])
             }
+        }
+        for target in targets {
+            killsInFlight[target, default: 1] -= 1
+            if killsInFlight[target] == 0 { killsInFlight[target] = nil }
         }
     }
 

@@ -25,7 +25,14 @@ public actor ShimPod {
     public internal(set) var shuttingDown = false
     /// Whether the VMM's OOM kill was already reported (once per VM).
     var oomReported = false
+    /// The pod's network namespace, when the VM is attached to it, and the agent's relay.
+    var podAttachment: PodAttachment?
     private var waiters: [ProcessKey: [CheckedContinuation<Void, Never>]] = [:]
+    /// Kills being signalled, by process: the exit of a process killed by one is held until that
+    /// Kill is answered, since the CRI deletes the task (and drops the connection the answer
+    /// would come on) as soon as it sees the exit.
+    var killsInFlight: [ProcessKey: Int] = [:]
+    var heldExits: [(key: ProcessKey, event: Containerd_Events_TaskExit)] = []
     public init(engine: Engine, events: ShimEvents, logger: Logger) {
         self.engine = engine
         self.events = events
@@ -169,8 +176,19 @@ public actor ShimPod {
         event.pid = UInt32(vmmPid)
         event.exitStatus = status
         event.exitedAt = (entry.exitedAt ?? Date()).protobufTimestamp
-        await events.publish("/tasks/exit", event)
+        if killsInFlight[key, default: 0] > 0 {
+            heldExits.append((key, event))
+        } else {
+            await events.publish("/tasks/exit", event)
+        }
         for waiter in waiters.removeValue(forKey: key) ?? [] { waiter.resume() }
+    }
+
+    /// Publishes the exits held for Kills that have all been answered.
+    func killAnswered() async {
+        let ready = heldExits.filter { killsInFlight[$0.key, default: 0] == 0 }
+        heldExits.removeAll { killsInFlight[$0.key, default: 0] == 0 }
+        for held in ready { await events.publish("/tasks/exit", held.event) }
     }
 
     /// Returns once the process has ended.
@@ -192,4 +210,6 @@ enum Annotations {
     static let containerType = "io.kubernetes.cri.container-type"
     static let sandboxKind = "sandbox"
     static let containerKind = "container"
+    /// A clade network policy for the pod's guest (`none`, `outbound`, `allow:…`, `deny:…`).
+    static let network = "clade.dev/network"
 }

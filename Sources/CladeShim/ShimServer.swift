@@ -18,6 +18,7 @@ public enum ShimServer {
         var router = ShimTaskService.router(pod: pod)
         let socket = ShimLauncher.socketPath(address: arguments.address, namespace: arguments.namespace, group: ShimLauncher.group(of: arguments.bundle.isEmpty ? nil : try? RuntimeSpec.load(bundle: arguments.bundle), id: arguments.id))
         router.afterAnswer = { method in
+            if method == "Kill" { await pod.killAnswered() }
             guard method == "Shutdown", await pod.shuttingDown else { return }
             logger.info("shim exiting: the pod is empty")
             await events.close()

@@ -37,6 +37,11 @@ public struct MachineSpec: Sendable {
     /// How the hypervisor process is confined (none of it changes the device list, so a snapshot
     /// restores under any confinement).
     public var confinement = MachineConfinement.none
+    /// A tap device, open in this process, that carries the guest's NIC instead of user-mode
+    /// networking: a Kubernetes pod's network namespace (``PodNetwork``). The NIC keeps its
+    /// place in the device list, so any snapshot restores onto it; the agent is then reached at
+    /// ``agentPort`` through a relay the attachment's owner runs, not through a forward.
+    public var guestNetworkDescriptor: Int32?
 
     public init(
         name: String, memoryMiB: Int, cpus: Int, accelerator: Accelerator, kernel: URL, initrd: URL,

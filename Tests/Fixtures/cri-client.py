@@ -13,13 +13,14 @@ usage: cri-client.py SOCKET COMMAND [ARGS...]
   exec-sync CONTAINER TIMEOUT -- ARGS...               -> {"stdout", "stderr", "exit_code"}
   stop-pod POD | remove-pod POD
 """
-import json, os, sys, tempfile
+import atexit, json, os, shutil, sys, tempfile
 
 from grpc_tools import protoc
 import grpc
 
 here = os.path.dirname(os.path.abspath(__file__))
 generated = tempfile.mkdtemp(prefix="cri-stubs-")
+atexit.register(shutil.rmtree, generated, ignore_errors=True)
 if protoc.main(["protoc", f"-I{here}/cri", f"--python_out={generated}", f"--grpc_python_out={generated}", f"{here}/cri/runtime.proto"]) != 0:
     sys.exit("cannot generate the CRI stubs")
 sys.path.insert(0, generated)

@@ -42,6 +42,9 @@ final class ContainerdProcess: @unchecked Sendable {
 
     /// The bridge CNI's plugin makes for the CRI tests' pods (removed at ``stop()``).
     var bridge: String { "ctd\(directory.lastPathComponent.suffix(5))" }
+    /// The bridge's own address, the pods' gateway (host-local IPAM gives a gateway bridge the
+    /// subnet's first address); it exists once the first pod is networked.
+    private(set) var gateway = ""
 
     /// Starts containerd; with `sandboxImage`, its CRI plugin too: clade as the default runtime
     /// (`pod_annotations = ["clade.dev/*"]` passes the snapshot annotation on), pods networked by
@@ -64,7 +67,9 @@ final class ContainerdProcess: @unchecked Sendable {
         if let sandboxImage {
             let networks = directory.appendingPathComponent("net.d")
             try FileManager.default.createDirectory(at: networks, withIntermediateDirectories: true)
-            let subnet = "10.\(200 + Int.random(in: 0..<50)).\(Int.random(in: 0..<250)).0/24"
+            let network = "10.\(200 + Int.random(in: 0..<50)).\(Int.random(in: 0..<250))"
+            let subnet = network + ".0/24"
+            gateway = network + ".1"
             try """
                 {"cniVersion": "1.0.0", "name": "\(bridge)", "plugins": [
                   {"type": "bridge", "bridge": "\(bridge)", "isGateway": true, "ipMasq": false,
@@ -176,6 +181,9 @@ final class ContainerdProcess: @unchecked Sendable {
             let fields = mount.split(separator: " ")
             if fields.count > 4 { _ = try? ExternalCommand("umount", ["-l", String(fields[4])]).run() }
         }
+        let keptLog = FileManager.default.temporaryDirectory.appendingPathComponent("containerd-\(directory.lastPathComponent).log")
+        try? FileManager.default.removeItem(at: keptLog)
+        try? FileManager.default.moveItem(at: directory.appendingPathComponent("containerd.log"), to: keptLog)
         try? FileManager.default.removeItem(at: directory)
     }
 }

@@ -82,4 +82,10 @@ int clade_probe_mount_view(void);
 /// 1 when this process may make a user namespace, a network namespace with its loopback up and a
 /// mount namespace with a tmpfs in it, as `clade_spawn_vmm` does for an unprivileged clade; else 0.
 int clade_probe_user_namespace(void);
+/// Opens a tap device called `name` inside the network namespace `netns_fd` (no packet
+/// information, no virtio-net header) and returns its descriptor, close-on-exec, or -1 + errno.
+/// The device lives as long as a descriptor of it is open.
+int clade_netns_tap(int netns_fd, const char *name);
+/// A TCP socket (close-on-exec) that belongs to the network namespace `netns_fd`, or -1 + errno.
+int clade_netns_stream_socket(int netns_fd);
 #endif
