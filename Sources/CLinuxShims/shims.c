@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <errno.h>
 #include <sys/vfs.h>
@@ -59,7 +60,7 @@ int clade_reseed_crng(int fd) { return ioctl(fd, RNDRESEEDCRNG); }
 #include <errno.h>
 int clade_spawn_as(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
                    const char *cwd, unsigned uid, unsigned gid, const unsigned *groups, int group_count, int *pid_out) {
-    return clade_spawn_child(file, argv, envp, in_fd, out_fd, err_fd, -1, NULL, cwd, 1, uid, gid, groups, group_count, pid_out);
+    return clade_spawn_child(file, argv, envp, in_fd, out_fd, err_fd, -1, NULL, cwd, 1, uid, gid, groups, group_count, NULL, 0, pid_out);
 }
 
 static int spawn_cgroup_fd = -1;
@@ -68,7 +69,8 @@ void clade_set_spawn_cgroup(int procs_fd) { spawn_cgroup_fd = procs_fd; }
 
 int clade_spawn_child(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
                       int terminal_fd, const char *root, const char *cwd, int change_user, unsigned uid, unsigned gid,
-                      const unsigned *groups, int group_count, int *pid_out) {
+                      const unsigned *groups, int group_count, const struct clade_resource_limit *limits, int limit_count,
+                      int *pid_out) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) return errno;
     pid_t pid = fork();
@@ -91,6 +93,10 @@ int clade_spawn_child(const char *file, char *const argv[], char *const envp[], 
         if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) goto fail;
         // Before the user changes: only root may chroot.
         if (root && (chroot(root) != 0 || chdir("/") != 0)) goto fail;
+        for (int index = 0; index < limit_count; index++) {
+            struct rlimit limit = {.rlim_cur = limits[index].soft, .rlim_max = limits[index].hard};
+            if (setrlimit(limits[index].resource, &limit) != 0) goto fail;
+        }
         if (change_user) {
             if (setgroups((size_t)group_count, (const gid_t *)groups) != 0) goto fail;
             if (setgid(gid) != 0) goto fail;

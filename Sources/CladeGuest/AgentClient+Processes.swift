@@ -56,6 +56,8 @@ public struct ProcessSpec: Sendable {
     public var background: Bool
     /// The directory inside the guest the process runs chrooted in (a container's own root).
     public var root: String?
+    /// Resource limits the process starts with (an agent without ``AgentFeature/resourceLimits`` ignores them).
+    public var rlimits: [ResourceLimit]?
 
     /// `args` run as given; use `["/bin/sh", "-c", line]` for a shell command.
     public init(
@@ -79,6 +81,7 @@ public struct ProcessSpec: Sendable {
         request.tag = tag
         request.background = background ? true : nil
         request.root = root
+        request.rlimits = rlimits
         return request
     }
 }

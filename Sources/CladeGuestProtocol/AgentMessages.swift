@@ -14,8 +14,23 @@ public let agentProtocolVersion = 2
 public enum AgentFeature {
     /// `start` honours `root`: the process runs chrooted in that directory.
     public static let chrootedStart = "start-root"
+    /// `start` honours `rlimits`: the process starts with those resource limits.
+    public static let resourceLimits = "start-rlimits"
     /// Everything this agent can do.
-    public static let all = [chrootedStart]
+    public static let all = [chrootedStart, resourceLimits]
+}
+
+/// A POSIX resource limit, as the OCI runtime spec names one (`RLIMIT_NOFILE`).
+public struct ResourceLimit: Codable, Sendable, Equatable {
+    public var type: String
+    public var soft: UInt64
+    public var hard: UInt64
+
+    public init(type: String, soft: UInt64, hard: UInt64) {
+        self.type = type
+        self.soft = soft
+        self.hard = hard
+    }
 }
 
 /// The actions the guest agent understands.
@@ -125,6 +140,8 @@ public struct AgentRequest: Codable, Sendable, Equatable {
     /// For `start`: the directory the process sees as `/` (a container's own root inside the
     /// guest). Its user, working directory and program are looked up inside that root.
     public var root: String?
+    /// For `start`: resource limits the process starts with, set before its user changes.
+    public var rlimits: [ResourceLimit]?
     /// `attach`, `stdin`, `close_stdin`, `signal`, `resize`: the process, by pid (or `tag`).
     public var pid: Int32?
     /// `signal`: a name (`TERM`, `SIGKILL`) or number.
@@ -153,7 +170,7 @@ public struct AgentRequest: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case id, action, args, env, cwd, user, stdin, timeout, path, content, mode, hostname, entropy, generation, mac
         case command, tag, pty, detach, background, pid, signal, data, offset, length, depth, recursive, destination, commit, upload, code, metadata
-        case root
+        case root, rlimits
         case stdinBase64 = "stdin_b64"
         case timeNanoseconds = "time_ns"
     }

@@ -1,3 +1,4 @@
+import CladeGuestProtocol
 import Foundation
 
 /// The parts of an OCI runtime spec (`config.json`, runtime-spec 1.0) the shim acts on.
@@ -66,6 +67,8 @@ public struct RuntimeProcess: Decodable, Sendable {
     public var args: [String]?
     public var env: [String]?
     public var cwd: String?
+    /// `RLIMIT_*` limits, each with `type`, `soft` and `hard`, as the agent takes them.
+    public var rlimits: [ResourceLimit]?
 
     public struct ConsoleSize: Decodable, Sendable {
         public var height: UInt16

@@ -13,9 +13,10 @@ extension ShimPod {
         let tag = key.agentTag
         let size = entry.terminal ? TerminalSize(rows: entry.spec.consoleSize?.height ?? 24, cols: entry.spec.consoleSize?.width ?? 80) : nil
         let environment = entry.spec.environment
-        let spec = ProcessSpec(
+        var spec = ProcessSpec(
             args: entry.spec.args ?? [], env: environment.isEmpty ? nil : environment, cwd: entry.spec.cwd.flatMap { $0.isEmpty ? nil : $0 },
             user: entry.spec.agentUser, terminal: size, tag: tag, background: true, root: entry.root)
+        spec.rlimits = try await resourceLimits(for: entry, in: sandboxID)
         let processes = engine.processes
         let agent = try processes.agent(for: sandboxID)
         let (started, startedContinuation) = AsyncStream.makeStream(of: Result<Void, Error>.self)
@@ -113,5 +114,24 @@ extension ShimPod {
         } catch {
             throw ShimErrors.translate(error, doing: "resize \(key)'s terminal")
         }
+    }
+
+    /// The process's `rlimits`, when the pod's agent can apply them. An agent baked before it
+    /// could is told none, and the pod's log says so: a container then runs with the guest's
+    /// defaults, as it did before, rather than not at all.
+    func resourceLimits(for entry: ShimProcess, in sandboxID: String) async throws -> [ResourceLimit]? {
+        guard let limits = entry.spec.rlimits, !limits.isEmpty else { return nil }
+        if agentFeatures == nil {
+            do {
+                agentFeatures = try await engine.processes.agent(for: sandboxID).call(AgentRequest(action: .ping)).features ?? []
+            } catch {
+                throw ShimErrors.translate(error, doing: "ask the pod's agent what it can do")
+            }
+        }
+        guard agentFeatures?.contains(AgentFeature.resourceLimits) == true else {
+            logger.warning("the pod's agent predates resource limits; bake the snapshot again with this clade to apply them", metadata: ["process": "\(entry.key)", "rlimits": "\(limits.map(\.type))"])
+            return nil
+        }
+        return limits
     }
 }

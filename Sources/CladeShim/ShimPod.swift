@@ -27,6 +27,8 @@ public actor ShimPod {
     var oomReported = false
     /// The pod's network namespace, when the VM is attached to it, and the agent's relay.
     var podAttachment: PodAttachment?
+    /// What the pod's agent announced it can do, once asked.
+    var agentFeatures: [String]?
     private var waiters: [ProcessKey: [CheckedContinuation<Void, Never>]] = [:]
     /// Kills being signalled, by process: the exit of a process killed by one is held until that
     /// Kill is answered, since the CRI deletes the task (and drops the connection the answer

@@ -33,9 +33,19 @@ struct ProcessLauncher {
         return merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
     }
 
-    func launch(argv: [String], environment: [String: String], cwd: String?, user: String?, terminal: TerminalSize?, root: String? = nil) throws -> LaunchedProcess {
+    func launch(
+        argv: [String], environment: [String: String], cwd: String?, user: String?, terminal: TerminalSize?, root: String? = nil,
+        limits: [ResourceLimit] = []
+    ) throws -> LaunchedProcess {
         guard let program = argv.first, !program.isEmpty else {
             throw CommandError(description: "start needs a non-empty args list or a command")
+        }
+        let resourceLimits = try limits.map { limit -> clade_resource_limit in
+            guard let resource = Self.resourceNumbers[limit.type] else {
+                throw CommandError(description: "\(limit.type) is not a resource limit this guest knows (one of \(Self.resourceNumbers.keys.sorted().joined(separator: ", ")))")
+            }
+            guard limit.soft <= limit.hard else { throw CommandError(description: "\(limit.type)'s soft limit \(limit.soft) is above its hard limit \(limit.hard)") }
+            return clade_resource_limit(resource: resource, soft: limit.soft, hard: limit.hard)
         }
         if let root {
             var status = stat()
@@ -77,9 +87,12 @@ struct ProcessLauncher {
                 let result = withCStrings(argv) { argvPointers in
                     withCStrings(envStrings) { envPointers in
                         groups.withUnsafeBufferPointer { groupList in
-                            clade_spawn_child(
-                                program, argvPointers, envPointers, descriptors[0], descriptors[1], descriptors[2], controllingTerminal, root, cwd,
-                                account == nil ? 0 : 1, account?.uid ?? 0, account?.gid ?? 0, groupList.baseAddress, Int32(groupList.count), &pid)
+                            resourceLimits.withUnsafeBufferPointer { limitList in
+                                clade_spawn_child(
+                                    program, argvPointers, envPointers, descriptors[0], descriptors[1], descriptors[2], controllingTerminal, root, cwd,
+                                    account == nil ? 0 : 1, account?.uid ?? 0, account?.gid ?? 0, groupList.baseAddress, Int32(groupList.count),
+                                    limitList.baseAddress, Int32(limitList.count), &pid)
+                            }
                         }
                     }
                 }
@@ -95,4 +108,11 @@ struct ProcessLauncher {
         }
         return launched
     }
+
+    /// The resource limits the OCI runtime spec names, by their Linux numbers (asm-generic).
+    static let resourceNumbers: [String: Int32] = [
+        "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4, "RLIMIT_RSS": 5,
+        "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9, "RLIMIT_LOCKS": 10,
+        "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13, "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+    ]
 }

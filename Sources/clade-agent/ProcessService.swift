@@ -29,7 +29,7 @@ struct ProcessService: Sendable {
         let launched: LaunchedProcess
         do {
             launched = try ProcessLauncher(reaper: reaper).launch(
-                argv: argv, environment: request.env ?? [:], cwd: request.cwd, user: request.user, terminal: request.pty, root: request.root)
+                argv: argv, environment: request.env ?? [:], cwd: request.cwd, user: request.user, terminal: request.pty, root: request.root, limits: request.rlimits ?? [])
         } catch {
             if let tag = request.tag { table.release(tag: tag) }
             throw error

@@ -153,11 +153,14 @@ import Testing
     }
 
     @Test func aPodForksABakedSnapshotAndSeesItsState() throws {
-        let forked = try containerd.run(Self.image, "forked", options: ["--annotation", "clade.dev/snapshot=\(Self.snapshot)"], ["/bin/sh", "-c", "cat /etc/baked; hostname"])
+        let forked = try containerd.run(Self.image, "forked", options: ["--annotation", "clade.dev/snapshot=\(Self.snapshot)"], ["/bin/sh", "-c", "cat /etc/baked; hostname; ulimit -Sn; ulimit -Hn"])
         #expect(forked.status == 0, "\(forked.stderr)")
         let lines = forked.stdout.split(separator: "\n")
         #expect(lines.first == "baked-into-the-snapshot")
-        #expect(lines.count == 2 && lines[1].count == 12, "a fork gets its own hostname, its sandbox id: \(forked.stdout)")
+        #expect(lines.count == 4 && lines[1].count == 12, "a fork gets its own hostname, its sandbox id: \(forked.stdout)")
+        // containerd's default spec gives every container RLIMIT_NOFILE 1024/1024; the guest's
+        // own hard limit is 4096.
+        #expect(lines.suffix(2) == ["1024", "1024"], "the spec's rlimits apply in the guest: \(forked.stdout)")
         expectNothingLeft("a forked container")
     }
 

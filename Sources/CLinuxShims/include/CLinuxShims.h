@@ -31,13 +31,22 @@ int clade_spawn_as(const char *file, char *const argv[], char *const envp[], int
                    const char *cwd, unsigned uid, unsigned gid, const unsigned *groups, int group_count, int *pid_out);
 /// Like `clade_spawn_as`, and more: `terminal_fd` (or -1) becomes the child's controlling terminal
 /// (it must also be one of the three descriptors); the user changes only when `change_user` is set;
-/// with `root` (or NULL) the child chroots there first, and `cwd` is then inside it.
+/// with `root` (or NULL) the child chroots there first, and `cwd` is then inside it; the
+/// `limit_count` resource limits in `limits` (or NULL) are set before the user changes, so a
+/// hard limit may be raised.
 /// Every child spawned afterwards moves itself into the cgroup whose `cgroup.procs` is open as
 /// `procs_fd` (close-on-exec) before it runs its program; -1 turns that off.
 void clade_set_spawn_cgroup(int procs_fd);
+/// One resource limit for `clade_spawn_child`: `resource` is an RLIMIT_ number.
+struct clade_resource_limit {
+    int resource;
+    unsigned long long soft;
+    unsigned long long hard;
+};
 int clade_spawn_child(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
                       int terminal_fd, const char *root, const char *cwd, int change_user, unsigned uid, unsigned gid,
-                      const unsigned *groups, int group_count, int *pid_out);
+                      const unsigned *groups, int group_count, const struct clade_resource_limit *limits, int limit_count,
+                      int *pid_out);
 /// Opens a pseudo-terminal pair of the given size, both ends close-on-exec. 0, or -1 + errno.
 int clade_open_pty(int *controller, int *terminal, unsigned short rows, unsigned short columns);
 /// Sets a terminal's window size (TIOCSWINSZ), which also signals SIGWINCH to its foreground group.
