@@ -34,16 +34,7 @@ extension ShimPod {
                 throw TTRPCError.status(.unavailable, "cannot fork snapshot '\(requested)' for container \(request.id): \(outcomes.first?.error ?? "no child started")")
             }
             record = forked
-            if let attachment {
-                do {
-                    try await configureGuest(forked.id, attachment: attachment, spec: spec)
-                } catch {
-                    try? await engine.sandboxes.kill(id: forked.id)
-                    attachment.relay.stop()
-                    throw error
-                }
-                podAttachment = attachment
-            }
+            try await adopt(attachment, for: forked.id, spec: spec)
             // A fork's memory size is the snapshot's; its host CPU ceiling follows the spec.
             if let cores = spec.linux?.resources?.cpuCores {
                 do {
@@ -68,16 +59,7 @@ extension ShimPod {
                 attachment?.relay.stop()
                 throw ShimErrors.translate(error, doing: "boot a VM from container \(request.id)'s image")
             }
-            if let attachment {
-                do {
-                    try await configureGuest(record.id, attachment: attachment, spec: spec)
-                } catch {
-                    try? await engine.sandboxes.kill(id: record.id)
-                    attachment.relay.stop()
-                    throw error
-                }
-                podAttachment = attachment
-            }
+            try await adopt(attachment, for: record.id, spec: spec)
         }
         sandboxID = record.id
         vmmPid = record.pid ?? 0
@@ -112,7 +94,8 @@ extension ShimPod {
         let tag = "node-" + String(Digest.of(Data(reference.description.utf8)).hex.prefix(20))
         if (try? await engine.snapshots.info(tag)) != nil { return tag }
         do {
-            _ = try await engine.packs.pull(reference, options: UnpackOptions(tag: tag))
+            let access = NodeRegistryAccess.access(for: reference, environment: ProcessInfo.processInfo.environment)
+            _ = try await engine.packs.pull(reference, options: UnpackOptions(tag: tag), access: access)
         } catch {
             // Another shim on this node may have pulled it meanwhile.
             if (try? await engine.snapshots.info(tag)) != nil { return tag }

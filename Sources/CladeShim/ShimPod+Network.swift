@@ -51,7 +51,21 @@ extension ShimPod {
         }
     }
 
-    /// Gives the forked guest the pod's address and route, its hostname and its resolver.
+    /// Moves the new VM's guest onto the pod's network and keeps the attachment for the pod's
+    /// lifetime; a guest that cannot be moved is ended, so no VM runs off its pod's network.
+    func adopt(_ attachment: PodAttachment?, for sandbox: String, spec: RuntimeSpec) async throws {
+        guard let attachment else { return }
+        do {
+            try await configureGuest(sandbox, attachment: attachment, spec: spec)
+        } catch {
+            try? await engine.sandboxes.kill(id: sandbox)
+            attachment.relay.stop()
+            throw error
+        }
+        podAttachment = attachment
+    }
+
+    /// Gives the guest the pod's address and route, its hostname and its resolver.
     func configureGuest(_ sandbox: String, attachment: PodAttachment, spec: RuntimeSpec) async throws {
         var commands = [attachment.network.guestCommand]
         if let hostname = spec.hostname, !hostname.isEmpty {

@@ -75,6 +75,10 @@ extension ShimPod {
     /// Sends `signal` to a process. A process that has ended, or a sandbox container with no
     /// guest process, is handled here: Kill of a stopped task succeeds, as the CRI expects.
     func kill(_ key: ProcessKey, signal: UInt32, all: Bool) async throws {
+        // First, before anything can throw: every Kill that reaches the pod is answered, and its
+        // answer (``killAnswered()``) releases the exit this one holds.
+        unansweredKills.append(key)
+        killsInFlight[key, default: 0] += 1
         let entry = try process(key)
         if entry.status == .stopped { return }
         guard entry.runsInGuest, entry.status != .created, let sandboxID else {
@@ -84,7 +88,6 @@ extension ShimPod {
         let targets = all && key.exec.isEmpty
             ? processes.values.filter { $0.key.container == key.container && $0.status == .running && $0.runsInGuest }.map(\.key)
             : [key]
-        for target in targets { killsInFlight[target, default: 0] += 1 }
         for target in targets {
             do {
                 try await engine.processes.agent(for: sandboxID).signal(tag: target.agentTag, String(signal))
@@ -92,10 +95,6 @@ extension ShimPod {
                 // Gone meanwhile: its exit is on its way.
                 logger.info("signal not delivered", metadata: ["process": "\(target)", "error": "\(error)"])
             }
-        }
-        for target in targets {
-            killsInFlight[target, default: 1] -= 1
-            if killsInFlight[target] == 0 { killsInFlight[target] = nil }
         }
     }
 

@@ -30,10 +30,12 @@ public actor ShimPod {
     /// What the pod's agent announced it can do, once asked.
     var agentFeatures: [String]?
     private var waiters: [ProcessKey: [CheckedContinuation<Void, Never>]] = [:]
-    /// Kills being signalled, by process: the exit of a process killed by one is held until that
-    /// Kill is answered, since the CRI deletes the task (and drops the connection the answer
-    /// would come on) as soon as it sees the exit.
+    /// Kills not yet answered, by process: the exit of a process killed by one (its event and
+    /// its `Wait` answers) is held until that Kill's answer is written, since the CRI deletes the
+    /// task (and drops the connection the answer would come on) as soon as it sees the exit. `unansweredKills` keeps them in
+    /// arrival order, the order their answers are written in.
     var killsInFlight: [ProcessKey: Int] = [:]
+    var unansweredKills: [ProcessKey] = []
     var heldExits: [(key: ProcessKey, event: Containerd_Events_TaskExit)] = []
     public init(engine: Engine, events: ShimEvents, logger: Logger) {
         self.engine = engine
@@ -181,22 +183,33 @@ public actor ShimPod {
         if killsInFlight[key, default: 0] > 0 {
             heldExits.append((key, event))
         } else {
-            await events.publish("/tasks/exit", event)
+            await announceExit(key, event)
         }
+    }
+
+    /// Tells containerd a process ended: its exit event, and the answers of its waiting `Wait`s
+    /// (from which the CRI learns of the exit as well).
+    private func announceExit(_ key: ProcessKey, _ event: Containerd_Events_TaskExit) async {
+        await events.publish("/tasks/exit", event)
         for waiter in waiters.removeValue(forKey: key) ?? [] { waiter.resume() }
     }
 
-    /// Publishes the exits held for Kills that have all been answered.
+    /// A Kill's answer was written: publishes the exits no unanswered Kill holds any more.
     func killAnswered() async {
+        if !unansweredKills.isEmpty {
+            let answered = unansweredKills.removeFirst()
+            killsInFlight[answered, default: 1] -= 1
+            if killsInFlight[answered] == 0 { killsInFlight[answered] = nil }
+        }
         let ready = heldExits.filter { killsInFlight[$0.key, default: 0] == 0 }
         heldExits.removeAll { killsInFlight[$0.key, default: 0] == 0 }
-        for held in ready { await events.publish("/tasks/exit", held.event) }
+        for held in ready { await announceExit(held.key, held.event) }
     }
 
     /// Returns once the process has ended.
     func wait(_ key: ProcessKey) async throws -> ShimProcess {
         let entry = try process(key)
-        if entry.status != .stopped {
+        if entry.status != .stopped || heldExits.contains(where: { $0.key == key }) {
             await withCheckedContinuation { continuation in waiters[key, default: []].append(continuation) }
         }
         return try process(key)

@@ -42,12 +42,7 @@ struct PodNetworkTests {
     }
 
     @Test func aPodNetworkMovesTheNICToTheTapAndLeavesUserModeNetworkingWithoutAWayOut() {
-        let directory = URL(fileURLWithPath: "/store/sandboxes/abc")
-        var spec = MachineSpec(
-            name: "clade-abc", memoryMiB: 256, cpus: 2, accelerator: .tcg,
-            kernel: URL(fileURLWithPath: "/k"), initrd: URL(fileURLWithPath: "/i"), kernelCommandLine: "console=ttyS0",
-            rootDisk: directory.appendingPathComponent("disk.qcow2"), memoryFile: directory.appendingPathComponent("memory"),
-            runtimeDirectory: directory, agentPort: 40000, mac: "52:54:00:00:00:01")
+        var spec = QMPCodecTests.sampleSpec()
         let plain = QEMUCommandLine.deviceDrivers(for: spec)
         spec.guestNetworkDescriptor = 9
         let joined = QEMUCommandLine.arguments(for: spec).joined(separator: " ")

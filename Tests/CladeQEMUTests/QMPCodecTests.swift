@@ -49,13 +49,18 @@ import CladeVMM
         #expect(text == #"{"arguments":{"uri":"exec:cat > f"},"execute":"migrate","id":"clade-9"}"# + "\n")
     }
 
-    @Test func commandLineKeepsRAMInASharedFileAndAFixedDeviceOrder() {
+    /// A machine in `/store/sandboxes/abc` with agent port 40000, for the command-line tests.
+    static func sampleSpec() -> MachineSpec {
         let directory = URL(fileURLWithPath: "/store/sandboxes/abc")
-        let spec = MachineSpec(
+        return MachineSpec(
             name: "clade-abc", memoryMiB: 256, cpus: 2, accelerator: .tcg,
             kernel: URL(fileURLWithPath: "/k"), initrd: URL(fileURLWithPath: "/i"), kernelCommandLine: "console=ttyS0",
             rootDisk: directory.appendingPathComponent("disk.qcow2"), memoryFile: directory.appendingPathComponent("memory"),
             runtimeDirectory: directory, agentPort: 40000, mac: "52:54:00:00:00:01")
+    }
+
+    @Test func commandLineKeepsRAMInASharedFileAndAFixedDeviceOrder() {
+        let spec = Self.sampleSpec()
         let arguments = QEMUCommandLine.arguments(for: spec)
         let joined = arguments.joined(separator: " ")
         #expect(joined.contains("memory-backend-file,id=ram,size=256M,mem-path=/store/sandboxes/abc/memory,share=on"))

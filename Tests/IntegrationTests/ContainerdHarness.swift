@@ -98,6 +98,8 @@ final class ContainerdProcess: @unchecked Sendable {
         var environment = ProcessInfo.processInfo.environment
         environment["PATH"] = CLIHarness.binary.deletingLastPathComponent().path + ":" + (environment["PATH"] ?? "/usr/bin:/bin")
         environment["CLADE_HOME"] = cli.home.path
+        // The tests' registries serve plain HTTP on loopback.
+        environment["CLADE_INSECURE_REGISTRIES"] = "127.0.0.1"
         process.environment = environment
         let log = directory.appendingPathComponent("containerd.log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)

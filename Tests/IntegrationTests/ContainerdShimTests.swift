@@ -164,6 +164,23 @@ import Testing
         expectNothingLeft("a forked container")
     }
 
+    @Test func aPodForksASnapshotFromARegistryReferencePulledOncePerNode() throws {
+        let registry = try TestRegistry()
+        let reference = "\(registry.address)/snapshots/ctd:1"
+        let pushed = try cli.run(["push", Self.snapshot, reference, "--insecure"])
+        try #require(pushed.status == 0, "push: \(pushed.stderr)")
+        func nodeCopies() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: cli.home.appendingPathComponent("snapshots").path)) ?? []).filter { $0.hasPrefix("node-") }
+        }
+        #expect(nodeCopies().isEmpty)
+        for name in ["pulled", "cached"] {
+            let run = try containerd.run(Self.image, name, options: ["--annotation", "clade.dev/snapshot=\(reference)"], ["/bin/cat", "/etc/baked"])
+            #expect(run.status == 0 && run.stdout == "baked-into-the-snapshot\n", "\(name): \(run.stdout) \(run.stderr)")
+            #expect(nodeCopies().count == 1, "the node keeps one copy of the pulled snapshot: \(nodeCopies())")
+        }
+        expectNothingLeft("pods forked from a registry reference")
+    }
+
     @Test func aContainerRunsOnItsOwnImageInsideAForkedVMWhenAsked() throws {
         let options = ["--annotation", "clade.dev/snapshot=\(Self.snapshot)", "--annotation", "clade.dev/container-root=image"]
         let started = Date()
