@@ -82,6 +82,13 @@ release_stores() {
         [ -d "$home/sandboxes" ] || continue
         CLADE_HOME="$home" .build/release/clade kill --all >/dev/null 2>&1 || true
     done
+    # A store's memory tier (snapshot memory placed in RAM, for forks the shim and the daemon
+    # start) lives on /dev/shm, outside the store; its owner file names the store.
+    local tier
+    for tier in /dev/shm/clade-*/; do
+        [ -f "$tier/store" ] || continue
+        case "$(cat "$tier/store")" in "$scratch"/*) rm -rf "$tier" ;; esac
+    done
     rm -rf "$scratch"
 }
 trap 'if [ "${CLADE_TEST_KEEP_STORES:-0}" = 1 ]; then rmdir "$stores" 2>/dev/null || true; else rm -rf "$stores"; fi' EXIT
