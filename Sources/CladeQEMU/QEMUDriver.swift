@@ -103,8 +103,9 @@ public struct QEMUDriver: VMBackend {
         let spawned = elapsed()
         let machine = QEMUMachine(files: files, pid: pid, logger: logger)
         guard await machine.waitUntilReady() else {
+            let directoryGone = (try? FileSystem.status(of: spec.runtimeDirectory)) == nil
             await machine.stop()
-            throw launchFailure("QEMU exited before its monitor answered")
+            throw launchFailure(Self.silentExitReason(pid: pid, after: elapsed(), directoryGone: directoryGone))
         }
         let ready = elapsed()
         if let helper {
@@ -132,6 +133,16 @@ public struct QEMUDriver: VMBackend {
         // start until its monitor answers, then the network helper and the control group.
         logger.debug("qemu launched", metadata: ["vm": "\(spec.name)", "spawned": "\(spawned)", "monitor_ready": "\(ready)", "confined": "\(elapsed())"])
         return machine
+    }
+
+    /// Why a QEMU that wrote nothing is gone before its monitor answered, with where to look: a
+    /// process that exits on an error says so on stderr, so silence means a signal.
+    static func silentExitReason(pid: Int32, after elapsed: String, directoryGone: Bool) -> String {
+        if directoryGone {
+            return "QEMU (pid \(pid)) lost its machine directory \(elapsed) after starting, before its monitor answered: something removed the sandbox while it was being set up"
+        }
+        return "QEMU (pid \(pid)) exited \(elapsed) after starting, before its monitor answered, and wrote nothing: a signal ended it "
+            + "(the kernel log, `dmesg`, names a crash, a seccomp kill or the OOM killer)"
     }
 
     /// QEMU opens its files as root, then drops to the sandbox's uid; it reopens the root disk

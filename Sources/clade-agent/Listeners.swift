@@ -149,11 +149,27 @@ func serveSerial(name: String, handler: RequestHandler) {
 /// One host connection on the open port `fd`, until the host leaves (true) or the port fails
 /// (false: reopen it). Whatever the connection's requests started hears that it closed; a late
 /// answer to it is dropped rather than sent to the next host.
+///
+/// End of file alone does not prove the host left. The driver learns of a new host on its control
+/// queue, after the host's first bytes may already have been read: until then a read returns end
+/// of file although a host is there, and ending the session would drop the answers to what it
+/// sent. So a session that has carried requests ends only when reads keep finding no host for
+/// ``hostGoneAfterQuietReads`` tries in a row.
 private func serveSerialSession(fd: Int32, handler: RequestHandler) -> Bool {
     let peer = Connection(fd: fd, ownsDescriptor: false)
     var reader = LineReader(fd: fd)
-    while let line = reader.nextLine() {
+    var carriedRequests = false
+    var quietReads = 0
+    while true {
+        guard let line = reader.nextLine() else {
+            if reader.failed || !carriedRequests || quietReads >= hostGoneAfterQuietReads { break }
+            quietReads += 1
+            usleep(20_000)
+            continue
+        }
+        quietReads = 0
         if line.isEmpty { continue }
+        carriedRequests = true
         startThread {
             if let response = handler.handle(line: line, on: peer) { peer.send(response) }
         }
@@ -161,6 +177,10 @@ private func serveSerialSession(fd: Int32, handler: RequestHandler) -> Bool {
     peer.close()
     return !reader.failed
 }
+
+/// Consecutive end-of-file reads, 20 ms apart, after which a host that sent requests is taken to
+/// have left: a second, far longer than the guest's driver needs to hear of a host that came.
+private let hostGoneAfterQuietReads = 50
 
 /// Probes an idle connection now and then, so that one whose host end vanished (a fork restored
 /// from a snapshot taken while it was open has no such connection on the host) is noticed and

@@ -72,7 +72,8 @@ import Testing
             #"{"id":"slow","action":"exec","args":["sh","-c","sleep 1; echo done"]}"#,
             #"{"id":"fast","action":"ping"}"#,
         ])
-        #expect(replies.map { $0["id"] as? String } == ["fast", "slow"])
+        let console = (try? String(contentsOf: cli.home.appendingPathComponent("sandboxes/\(id)/console.log"), encoding: .utf8)) ?? ""
+        #expect(replies.map { $0["id"] as? String } == ["fast", "slow"], "the guest's console ends: \(console.suffix(1500))")
         #expect(replies.last?["stdout"] as? String == "done\n")
 
         let listed = try cli.run(["ls", "--json"])

@@ -234,6 +234,9 @@ import Testing
         let gone = try ContainerdProcess.waitFor { !(try self.containerd.ctr(["task", "ls"]).stdout.contains("doomed")) }
         #expect(gone, "containerd reports the task gone")
         try ContainerdProcess.waitFor { self.cli.qemuProcesses().isEmpty }
+        // containerd cleans up after a dead shim by running the shim binary's `delete`, which may
+        // still be finishing (it stops the VM first, then removes the sandbox) when the task is gone.
+        try ContainerdProcess.waitFor { self.containerd.shims().isEmpty }
         #expect(try containerd.ctr(["containers", "rm", "doomed"]).status == 0)
         expectNothingLeft("a killed shim")
     }

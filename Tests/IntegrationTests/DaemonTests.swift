@@ -75,6 +75,16 @@ final class DaemonProcess: @unchecked Sendable {
         self.process = nil
     }
 
+    /// What to read when a request failed inside the daemon: its warnings and errors, and what
+    /// the kernel said about VMMs (crashes, seccomp kills, the OOM killer).
+    func failureContext() -> String {
+        let log = (try? String(contentsOf: home.appendingPathComponent("daemon.log"), encoding: .utf8)) ?? ""
+        let complaints = log.split(separator: "\n").filter { $0.contains(" warning ") || $0.contains(" error ") || $0.contains(" critical ") }.suffix(12)
+        let kernel = ((try? ExternalCommand("dmesg", []).run().stdout) ?? "").split(separator: "\n")
+            .filter { $0.contains("qemu") || $0.contains("audit") || $0.contains("segfault") }.suffix(8)
+        return "daemon log:\n" + complaints.joined(separator: "\n") + "\nkernel log:\n" + kernel.joined(separator: "\n")
+    }
+
     var openFileDescriptors: Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
     }
@@ -268,7 +278,7 @@ struct HTTPResult: Sendable {
             }
             let statuses = try await load(daemon, ids: ids)
             for (kind, status, detail) in statuses {
-                #expect(status < 500 || status == 503, "\(kind) got \(status): \(detail)")
+                #expect(status < 500 || status == 503, "\(kind) got \(status): \(detail)\n\(status >= 500 && status != 503 ? daemon.failureContext() : "")")
                 #expect(detail != "wrong output", "\(kind) returned another request's output")
             }
         }
