@@ -28,11 +28,10 @@ extension ShimPod {
         guard !request.rootfs.isEmpty else {
             throw TTRPCError.status(.invalidArgument, "container \(request.id) asks for its own image as its root, but containerd gave it no rootfs mounts")
         }
-        let agent = try engine.processes.agent(for: sandboxID)
-        let ping = try await agent.call(AgentRequest(action: .ping))
-        guard ping.features?.contains(AgentFeature.chrootedStart) == true else {
-            throw TTRPCError.status(.failedPrecondition, "the pod's VM runs an agent (\(ping.version ?? "unknown version")) that cannot start a process in a root of its own; bake the snapshot again with this clade to use \(Self.containerRootAnnotation): image")
+        guard try await podAgentFeatures(sandboxID).contains(AgentFeature.chrootedStart) else {
+            throw TTRPCError.status(.failedPrecondition, "the pod's VM runs an agent that cannot start a process in a root of its own; bake the snapshot again with this clade to use \(Self.containerRootAnnotation): image")
         }
+        let agent = try engine.processes.agent(for: sandboxID)
         let started = Date()
         let bundle = URL(fileURLWithPath: request.bundle)
         let directory = bundle.appendingPathComponent("rootfs")

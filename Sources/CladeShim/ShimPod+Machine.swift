@@ -17,8 +17,9 @@ extension ShimPod {
         if let requested = spec.annotations?[Annotations.snapshot] {
             let tag = try await localSnapshot(for: requested)
             let policy = try podPolicy(spec)
-            let kept = await snapshotPolicy(tag)
-            let attachment = try attachPodNetwork(spec, policy: policy ?? kept)
+            let effectivePolicy: NetworkPolicy
+            if let policy { effectivePolicy = policy } else { effectivePolicy = await snapshotPolicy(tag) }
+            let attachment = try attachPodNetwork(spec, policy: effectivePolicy)
             let outcomes: [ForkOutcome]
             do {
                 defer { attachment.map { close($0.tap) } }

@@ -78,7 +78,6 @@ extension ShimPod {
         // First, before anything can throw: every Kill that reaches the pod is answered, and its
         // answer (``killAnswered()``) releases the exit this one holds.
         unansweredKills.append(key)
-        killsInFlight[key, default: 0] += 1
         let entry = try process(key)
         if entry.status == .stopped { return }
         guard entry.runsInGuest, entry.status != .created, let sandboxID else {
@@ -120,17 +119,22 @@ extension ShimPod {
     /// defaults, as it did before, rather than not at all.
     func resourceLimits(for entry: ShimProcess, in sandboxID: String) async throws -> [ResourceLimit]? {
         guard let limits = entry.spec.rlimits, !limits.isEmpty else { return nil }
-        if agentFeatures == nil {
-            do {
-                agentFeatures = try await engine.processes.agent(for: sandboxID).call(AgentRequest(action: .ping)).features ?? []
-            } catch {
-                throw ShimErrors.translate(error, doing: "ask the pod's agent what it can do")
-            }
-        }
-        guard agentFeatures?.contains(AgentFeature.resourceLimits) == true else {
+        guard try await podAgentFeatures(sandboxID).contains(AgentFeature.resourceLimits) else {
             logger.warning("the pod's agent predates resource limits; bake the snapshot again with this clade to apply them", metadata: ["process": "\(entry.key)", "rlimits": "\(limits.map(\.type))"])
             return nil
         }
         return limits
+    }
+
+    /// What the pod's agent announced it can do; asked once per pod (a pod's agent never changes).
+    func podAgentFeatures(_ sandboxID: String) async throws -> [String] {
+        if let agentFeatures { return agentFeatures }
+        do {
+            let features = try await engine.processes.agent(for: sandboxID).call(AgentRequest(action: .ping)).features ?? []
+            agentFeatures = features
+            return features
+        } catch {
+            throw ShimErrors.translate(error, doing: "ask the pod's agent what it can do")
+        }
     }
 }

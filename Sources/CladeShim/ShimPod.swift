@@ -30,11 +30,10 @@ public actor ShimPod {
     /// What the pod's agent announced it can do, once asked.
     var agentFeatures: [String]?
     private var waiters: [ProcessKey: [CheckedContinuation<Void, Never>]] = [:]
-    /// Kills not yet answered, by process: the exit of a process killed by one (its event and
-    /// its `Wait` answers) is held until that Kill's answer is written, since the CRI deletes the
-    /// task (and drops the connection the answer would come on) as soon as it sees the exit. `unansweredKills` keeps them in
-    /// arrival order, the order their answers are written in.
-    var killsInFlight: [ProcessKey: Int] = [:]
+    /// Kills not yet answered, in arrival order (the order their answers are written in): the
+    /// exit of a process one of them targets (its event and its `Wait` answers) is held until
+    /// that Kill's answer is written, since the CRI deletes the task (and drops the connection the
+    /// answer would come on) as soon as it sees the exit.
     var unansweredKills: [ProcessKey] = []
     var heldExits: [(key: ProcessKey, event: Containerd_Events_TaskExit)] = []
     public init(engine: Engine, events: ShimEvents, logger: Logger) {
@@ -180,7 +179,7 @@ public actor ShimPod {
         event.pid = UInt32(vmmPid)
         event.exitStatus = status
         event.exitedAt = (entry.exitedAt ?? Date()).protobufTimestamp
-        if killsInFlight[key, default: 0] > 0 {
+        if unansweredKills.contains(key) {
             heldExits.append((key, event))
         } else {
             await announceExit(key, event)
@@ -196,13 +195,9 @@ public actor ShimPod {
 
     /// A Kill's answer was written: publishes the exits no unanswered Kill holds any more.
     func killAnswered() async {
-        if !unansweredKills.isEmpty {
-            let answered = unansweredKills.removeFirst()
-            killsInFlight[answered, default: 1] -= 1
-            if killsInFlight[answered] == 0 { killsInFlight[answered] = nil }
-        }
-        let ready = heldExits.filter { killsInFlight[$0.key, default: 0] == 0 }
-        heldExits.removeAll { killsInFlight[$0.key, default: 0] == 0 }
+        if !unansweredKills.isEmpty { unansweredKills.removeFirst() }
+        let ready = heldExits.filter { !unansweredKills.contains($0.key) }
+        heldExits.removeAll { !unansweredKills.contains($0.key) }
         for held in ready { await announceExit(held.key, held.event) }
     }
 
