@@ -42,6 +42,7 @@ struct RequestHandler: Sendable {
             let known = AgentAction.allCases.map(\.rawValue).joined(separator: ", ")
             return AgentResponse(id: request.id, error: "unknown action '\(request.action)'; known: \(known)")
         }
+        if action != .ping && action != .identity { IdentityFollowUp.waitUntilDone() }
         var response: AgentResponse
         do {
             switch action {
@@ -233,7 +234,6 @@ struct RequestHandler: Sendable {
         }
         if let hostname = request.hostname {
             if sethostname(hostname, hostname.utf8.count) != 0 { warnings.append("cannot set the hostname: \(String(cString: strerror(errno)))") }
-            if let problem = HostsFile.update() { warnings.append(problem) }
         }
         if let mac = request.mac {
             let octets = mac.split(separator: ":").compactMap { UInt8($0, radix: 16) }
@@ -244,8 +244,9 @@ struct RequestHandler: Sendable {
             }
         }
         if let generation = request.generation { GuestIdentity.generation.withLock { $0 = generation } }
-        // Only now, with a fresh seed and name, may processes frozen for the snapshot run.
-        UserFreezer.thaw()
+        // Only now, with a fresh seed and name, may processes frozen for the snapshot run; they
+        // wake once /etc/hosts names the new host, after this answer (see IdentityFollowUp).
+        IdentityFollowUp.start(rewriteHosts: request.hostname != nil)
         var response = ping()
         if !warnings.isEmpty { response.warnings = warnings }
         return response

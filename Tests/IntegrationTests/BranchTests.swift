@@ -13,7 +13,7 @@ import Testing
 
     func forkOne(_ tag: String) throws -> String {
         let result = try cli.run(["fork", tag, "-n", "1", "--json"])
-        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.status == 0, "\(result.stdout) \(result.stderr)")
         return try #require(try json(result)["id"] as? String)
     }
 

@@ -74,7 +74,10 @@ import Testing
         #expect(children.count == 4)
         #expect(try FileSystem.status(of: Self.home.appendingPathComponent("snapshots/iso/memory"))?.linkCount == 5)
         for id in children {
-            _ = try exec(id, "echo \(id) > /tmp/who; echo \(id) > /root/who; sync")
+            // The first command after the fork already finds the new hostname in /etc/hosts (the
+            // agent rewrites it just after confirming the identity; commands wait for that).
+            let first = try exec(id, "grep '^127.0.1.1' /etc/hosts; echo \(id) > /tmp/who; echo \(id) > /root/who; sync")
+            #expect(first.stdout == "127.0.1.1\t\(id)\n", "/etc/hosts of a fresh fork: \(first.stdout) \(first.stderr)")
         }
         var hostnames: Set<String> = [], macs: Set<String> = [], randoms: Set<String> = [], generations: Set<String> = []
         for id in children {
