@@ -117,7 +117,7 @@ public struct QEMUMachine: VMHandle {
     /// (files opened, chroot entered, uid dropped); false when the process ends first or `timeout` passes.
     func waitUntilReady(timeout: Double = 60) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline, isAlive {
+        while Date() < deadline, ProcessControl.isStarting(pid, marker: files.processMarker) {
             let answered = (try? await withQMP(timeout: 5) { client in try await client.execute("query-status") }) != nil
             if answered { return true }
             try? await Task.sleep(nanoseconds: 5_000_000)

@@ -15,6 +15,22 @@ public enum ProcessControl {
         return commandLine.contains(marker)
     }
 
+    /// ``isAlive(_:marker:)`` for a process clade has just started: also true while it is still
+    /// inside the `execve` that gives it `marker`. The exec closes the descriptor clade's spawner
+    /// waits on before the new command line is in place, and in that window `/proc/<pid>/cmdline`
+    /// reads empty, as a zombie's does; only the process state tells them apart.
+    public static func isStarting(_ pid: Int32, marker: String) -> Bool {
+        if isAlive(pid, marker: marker) { return true }
+        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM,
+              let command = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"), command.isEmpty,
+              let stat = FileManager.default.contents(atPath: "/proc/\(pid)/stat"),
+              let close = stat.lastIndex(of: UInt8(ascii: ")")), close + 2 < stat.count
+        else { return false }
+        // After the parenthesised name: a space, then the state letter (Z zombie, X dead).
+        let state = stat[close + 2]
+        return state != UInt8(ascii: "Z") && state != UInt8(ascii: "X")
+    }
+
     /// Waits until the process is gone or `timeout` passes; returns whether it is gone.
     public static func waitForExit(_ pid: Int32, marker: String, timeout: Double) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
