@@ -84,6 +84,10 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        // The lazy-memory FUSE server's request loop, on libfuse3's low-level API (C, because
+        // the loop's entry points are macros Swift cannot call).
+        .target(name: "CLazyFuse", dependencies: ["CFuse"]),
         // The Store layer's tar reader: one libarchive setup for image layers and packs.
         .target(name: "CladeArchive", dependencies: ["CArchive"]),
         .target(
@@ -95,6 +99,7 @@ let package = Package(
                 "CladeVMM",
                 "CZstd",
                 "CArchive",
+                "CLazyFuse",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -13,5 +13,5 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     qemu-system-x86 qemu-utils e2fsprogs busybox-static cpio libzstd-dev zstd libarchive-dev libsqlite3-dev xfsprogs \
     mmdebstrap debian-archive-keyring uidmap docker-registry skopeo apache2-utils python3 \
-    python3-venv ca-certificates binutils zlib1g-dev libssl-dev slirp4netns >/dev/null
+    python3-venv ca-certificates binutils zlib1g-dev libssl-dev slirp4netns libfuse3-dev fuse3 >/dev/null
 "$here/provision-kernel.sh" "${CLADE_KERNEL_DIR:-/usr/local/lib/clade/kernel}"

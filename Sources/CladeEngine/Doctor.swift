@@ -93,6 +93,7 @@ extension Engine {
         checks.append(catalogCheck())
         checks.append(confinementCheck())
         checks.append(await weakerIsolationCheck())
+        checks.append(lazyForkCheck())
         return checks
     }
 

@@ -4,6 +4,7 @@ import Glibc
 import CladeGuest
 import CladeGuestProtocol
 import CladeModel
+import CladePack
 import CladeStore
 import CladeVMM
 import Foundation
@@ -31,7 +32,11 @@ public struct Forks: EngineCapability {
         func damaged(_ what: String) -> EngineError {
             .damaged("snapshot '\(metadata.tag)' is damaged: \(what); remove it with `clade rmi \(metadata.tag)` and bake it again")
         }
-        let memory = directory.appendingPathComponent(metadata.memory.file)
+        var memory = directory.appendingPathComponent(metadata.memory.file)
+        if let plan = try lazyMemoryPlan(metadata) {
+            try ensureLazyMemoryServed(metadata, plan: plan)
+            memory = LazyMemoryPaths(home: home, snapshotID: plan.snapshotID).servedFile
+        }
         guard let memoryStatus = try FileSystem.status(of: memory) else { throw damaged("its memory file \(memory.path) is missing") }
         let expected = Int64(metadata.machine.memoryMiB) << 20
         guard memoryStatus.size == expected else {
@@ -158,7 +163,13 @@ public struct Forks: EngineCapability {
             let materializer = Materializer(logger: logger)
             let method: MaterializeMethod
             let snapshotMemory = directory.appendingPathComponent(metadata.memory.file)
-            if memoryOrder.first == .ramTier {
+            if let plan = try lazyMemoryPlan(metadata) {
+                // Not the RAM tier: copying the file there would fetch all of it first.
+                try ensureLazyMemoryServed(metadata, plan: plan)
+                let served = LazyMemoryPaths(home: home, snapshotID: plan.snapshotID).servedFile
+                guard symlink(served.path, paths.memory.path) == 0 else { throw StoreError.systemCall("symlink", path: paths.memory.path, errno: errno) }
+                method = .lazyFetch
+            } else if memoryOrder.first == .ramTier {
                 let placed = try engine.memoryTier.place(snapshotMemory, snapshotID: metadata.id)
                 guard symlink(placed.path, paths.memory.path) == 0 else { throw StoreError.systemCall("symlink", path: paths.memory.path, errno: errno) }
                 method = .ramTier

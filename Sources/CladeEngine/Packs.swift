@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CladeModel
 import CladePack
 import CladeStore
@@ -38,10 +41,18 @@ public struct Packs: EngineCapability {
 
     /// Downloads a snapshot from a registry (only blobs this store lacks), verifies and registers it.
     /// A tag that already holds the same snapshot is reported up to date.
-    public func pull(_ reference: RegistryReference, options: UnpackOptions = UnpackOptions(), access: RegistryAccess = .init(), progress: PackProgress? = nil) async throws -> UnpackReport {
+    /// With `lazyMemory`, the snapshot's memory stays in the registry until its forks touch it
+    /// (see ``Forks``); everything else is fetched and verified as for any pull.
+    public func pull(
+        _ reference: RegistryReference, options: UnpackOptions = UnpackOptions(), access: RegistryAccess = .init(), lazyMemory: Bool = false,
+        progress: PackProgress? = nil
+    ) async throws -> UnpackReport {
+        if lazyMemory, geteuid() != 0 {
+            throw EngineError.unsupported("a lazy pull serves memory through a FUSE mount that confined QEMUs of other uids must open, which needs clade running as root; pull it whole instead (without --lazy)")
+        }
         let storeLock = try FileLock.shared(home: home, .blobStore)
         defer { storeLock.unlock() }
-        return try await transfer(access).pull(reference, options: options, progress: progress)
+        return try await transfer(access).pull(reference, options: options, lazyMemory: lazyMemory, progress: progress)
     }
 
     private func transfer(_ access: RegistryAccess) -> RegistryTransfer {

@@ -196,6 +196,8 @@ public struct Sandboxes: EngineCapability {
                     record.state = .dead
                     if record.confinement?.controlGroups != nil, engine.controlGroups.wasOutOfMemory(sandbox: id) {
                         record.deathCause = "the kernel killed its VM for passing its host memory limit of \(record.limits?.memoryMiB ?? 0) MiB"
+                    } else if let failure = lazyMemoryFailure(sandbox: id) {
+                        record.deathCause = failure
                     } else if let panic = consoleTail(id, lines: 40).split(whereSeparator: \.isNewline).last(where: { $0.contains("Kernel panic") }) {
                         // `panic=-1` turns a guest panic into a reboot, which `-no-reboot` turns into QEMU's exit.
                         let reason = panic.range(of: "not syncing: ").map { String(panic[$0.upperBound...]) } ?? String(panic)
@@ -241,7 +243,8 @@ public struct Sandboxes: EngineCapability {
         if isAlive(id, pid: record.pid) { return record }
         if setupInProgress(id) { return record }
         record.state = .dead
-        logger.warning("sandbox's VM is gone; cleaning up", metadata: ["id": "\(id)"])
+        record.deathCause = lazyMemoryFailure(sandbox: id)
+        logger.warning("sandbox's VM is gone; cleaning up", metadata: ["id": "\(id)", "cause": "\(record.deathCause ?? "unknown")"])
         await destroy(id: id, pid: record.pid)
         return record
     }

@@ -104,7 +104,7 @@ struct MemoryChunker {
 }
 
 /// Hands out chunk indices to worker threads.
-private struct ChunkCursor: Sendable {
+struct ChunkCursor: Sendable {
     private let nextIndex = Locked(0)
 
     func next(below count: Int) -> Int? {

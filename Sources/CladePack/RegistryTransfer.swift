@@ -82,8 +82,14 @@ public struct RegistryTransfer: Sendable {
     }
 
     /// Downloads `reference` into a resumable cache in the store (only blobs the store lacks),
-    /// then unpacks it with every check `clade unpack` makes.
-    public func pull(_ reference: RegistryReference, options: UnpackOptions = UnpackOptions(), progress: PackProgress? = nil) async throws -> UnpackReport {
+    /// then unpacks it with every check `clade unpack` makes. With `lazyMemory`, the snapshot's
+    /// own memory chunks stay in the registry: it is registered with a chunk table instead, for
+    /// the FUSE server to fetch as guests touch it (ancestors are pulled whole).
+    public func pull(
+        _ reference: RegistryReference, options: UnpackOptions = UnpackOptions(), lazyMemory: Bool = false, progress: PackProgress? = nil
+    ) async throws -> UnpackReport {
+        var options = options
+        if lazyMemory { options.lazyMemory = LazyMemorySource(reference: reference.description, insecure: insecure) }
         let start = Date()
         try home.prepare()
         let key = Digest.of(Data(reference.description.utf8)).short
@@ -110,7 +116,7 @@ public struct RegistryTransfer: Sendable {
         }
         let downloaded: [String: Int64]
         do {
-            downloaded = try await fetch(reference, leaf: leaf, into: layout, with: client, tagOverride: options.tag, progress: progress)
+            downloaded = try await fetch(reference, leaf: leaf, into: layout, with: client, tagOverride: options.tag, skippingLeafMemory: lazyMemory, progress: progress)
             await client.shutdown()
         } catch {
             // The cache holds only verified blobs, so it is kept for a rerun to resume from.
@@ -159,7 +165,7 @@ public struct RegistryTransfer: Sendable {
 
     /// Walks the chain from `leaf` (already fetched by `pull`) through its parents.
     private func fetch(
-        _ reference: RegistryReference, leaf: FetchedManifest, into layout: LayoutWriter, with client: RegistryClient, tagOverride: String?,
+        _ reference: RegistryReference, leaf: FetchedManifest, into layout: LayoutWriter, with client: RegistryClient, tagOverride: String?, skippingLeafMemory: Bool,
         progress: PackProgress?
     ) async throws -> [String: Int64] {
         let localIDs = Set(try SnapshotCatalog(home: home).list().map(\.id))
@@ -188,6 +194,7 @@ public struct RegistryTransfer: Sendable {
             let present = position > 0 && entry.manifest.annotations?[AnnotationKey.snapshotID].map(localIDs.contains) == true
             if present { continue }
             for layer in entry.manifest.layers {
+                if skippingLeafMemory, position == 0, layer.mediaType == MediaType.memoryChunk { continue }
                 if [MediaType.kernel, MediaType.initrd, MediaType.rootfs].contains(layer.mediaType),
                     let content = layer.annotation(AnnotationKey.contentDigest).flatMap({ try? Digest(parsing: $0) }),
                     try blobs.contains(content)

@@ -24,6 +24,8 @@ struct SnapshotPlan {
     var deviceState: PlannedPiece
     /// Chunks present in the pack, by offset; the rest of memory is zero.
     var memoryChunks: [(offset: Int64, piece: PlannedPiece)]
+    /// The manifest's memory chunk size (every chunk but the last has exactly this many bytes).
+    var memoryChunkSize = PackFormat.memoryChunkSize
 
     static let maxMemoryBytes: Int64 = 1 << 40
     static let maxDiskBytes: Int64 = 1 << 40
@@ -84,6 +86,7 @@ struct SnapshotPlan {
         var disks: [Int: PlannedPiece] = [:]
         var chunks: [Int64: PlannedPiece] = [:]
         let chunkSize = try Self.chunkSize(of: manifest, what: what)
+        memoryChunkSize = chunkSize
         for (position, layer) in manifest.layers.enumerated() {
             let layerWhat = "layer \(position) (\(layer.digest.short)) of \(what)"
             guard MediaType.cladeLayers.contains(layer.mediaType) else {

@@ -15,11 +15,15 @@ public struct UnpackOptions: Sendable {
     public var force: Bool
     /// Which snapshot of a layout holding several: its `org.opencontainers.image.ref.name`.
     public var ref: String?
+    /// Leave the requested snapshot's memory in the registry, to be fetched as guests touch it
+    /// (`clade pull --lazy`, and `clade fork REFERENCE`): set by the registry transfer.
+    public var lazyMemory: LazyMemorySource?
 
-    public init(tag: String? = nil, force: Bool = false, ref: String? = nil) {
+    public init(tag: String? = nil, force: Bool = false, ref: String? = nil, lazyMemory: LazyMemorySource? = nil) {
         self.tag = tag
         self.force = force
         self.ref = ref
+        self.lazyMemory = lazyMemory
     }
 }
 
@@ -173,9 +177,13 @@ public struct Unpacker: Sendable {
                     compressedToRead += piece.descriptor.size
                 }
             }
+            let lazy = options.lazyMemory != nil && plan.metadata.id == leafPlan.metadata.id
             for piece in plan.diskLayers + [plan.deviceState] + plan.memoryChunks.map(\.piece) {
+                // Lazy memory still needs its room: the background fill writes all of it.
                 bytesNeeded += piece.contentSize
-                compressedToRead += piece.descriptor.size
+                if !lazy || !plan.memoryChunks.contains(where: { $0.piece.descriptor.digest == piece.descriptor.digest }) {
+                    compressedToRead += piece.descriptor.size
+                }
             }
         }
         try home.prepare()
@@ -224,8 +232,13 @@ public struct Unpacker: Sendable {
             }
             try Self.decompress(plan.deviceState, from: reader, to: directory.appendingPathComponent("devices.state"), counter: counter)
             let memory = directory.appendingPathComponent("memory")
+            bytesWritten += plan.deviceState.contentSize
+            if let source = options.lazyMemory, position == toWrite.count - 1 {
+                try Self.stageLazyMemory(plan, source: source, home: home, in: directory)
+                continue
+            }
             jobs.append { try MemoryAssembler.assemble(plan, from: reader, into: memory, counter: counter) }
-            bytesWritten += plan.deviceState.contentSize + plan.memoryChunks.reduce(0) { $0 + $1.piece.contentSize }
+            bytesWritten += plan.memoryChunks.reduce(0) { $0 + $1.piece.contentSize }
         }
         counter.step = "verifying and writing"
         try Self.runConcurrently(jobs)
@@ -235,7 +248,9 @@ public struct Unpacker: Sendable {
             let directory = directories[position]
             var metadata = plan.metadata
             if position == toWrite.count - 1 { metadata.tag = leafTag }
-            if let memoryStatus = try FileSystem.status(of: directory.appendingPathComponent("memory")) {
+            if options.lazyMemory == nil || position < toWrite.count - 1,
+                let memoryStatus = try FileSystem.status(of: directory.appendingPathComponent("memory"))
+            {
                 metadata.memory.physicalSize = memoryStatus.allocatedBytes
             }
             try JSONFiles.write(metadata, to: directory.appendingPathComponent(SnapshotMetadata.fileName))

@@ -15,6 +15,8 @@ public struct LockName: Sendable, Hashable, CustomStringConvertible {
     /// Held while a sandbox is being created, so a concurrent listing never mistakes it for dead.
     public static func sandboxSetup(_ id: String) -> LockName { LockName("sandbox-setup-\(id)") }
     public static func image(_ name: String) -> LockName { LockName("image-\(name)") }
+    /// Held while a lazily pulled snapshot's FUSE server is checked and started, so one starts.
+    public static func lazyServer(_ snapshotID: String) -> LockName { LockName("lazy-\(snapshotID)") }
     /// Held by a pull of one reference (its resumable cache).
     public static func pull(_ key: String) -> LockName { LockName("pull-\(key)") }
 

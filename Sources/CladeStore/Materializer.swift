@@ -17,6 +17,9 @@ public enum MaterializeMethod: String, Codable, Sendable, CaseIterable {
     /// A symbolic link to the snapshot's copy in the memory tier (``MemoryTier``), made by the
     /// engine, never by ``Materializer``.
     case ramTier = "ram-tier"
+    /// A symbolic link to the file a lazily pulled snapshot's FUSE server serves, made by the
+    /// engine: pages arrive from the registry as the guest touches them.
+    case lazyFetch = "lazy-fetch"
 }
 
 /// Puts files in place by the cheapest method that works, and keeps shared inodes safe.
@@ -120,8 +123,8 @@ public struct Materializer: Sendable {
             try Self.copy(from: source, to: destination, mode: mode, sparse: true)
         case .copy:
             try Self.copy(from: source, to: destination, mode: mode, sparse: false)
-        case .ramTier:
-            throw StoreError.systemCall("materialize into the memory tier (MemoryTier places it)", path: destination.path, errno: EINVAL)
+        case .ramTier, .lazyFetch:
+            throw StoreError.systemCall("materialize by \(method.rawValue) (the engine places those links)", path: destination.path, errno: EINVAL)
         }
     }
 

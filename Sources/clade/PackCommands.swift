@@ -114,6 +114,8 @@ struct PullCommand: AsyncParsableCommand {
     @OptionGroup var registry: RegistryOptions
     @Option(help: "Register the snapshot under this tag instead of its own.") var tag: String?
     @Flag(help: "Replace a snapshot that already has the tag.") var force = false
+    @Flag(help: "Leave the snapshot's memory in the registry: forks fetch each chunk when their guest first touches it, and a background fill completes the pull.")
+    var lazy = false
     @Flag(help: "Print the report as JSON.") var json = false
     @Argument(help: "Registry reference, HOST[:PORT]/REPOSITORY:TAG or @sha256:DIGEST.") var reference: String
 
@@ -121,7 +123,7 @@ struct PullCommand: AsyncParsableCommand {
         let source = try RegistryReference(parsing: reference)
         let progress = ProgressReporter(quiet: json)
         let access = RegistryAccess(insecure: registry.insecure, credentials: try registry.credentials())
-        let report = try await global.makeEngine().packs.pull(source, options: UnpackOptions(tag: tag, force: force), access: access) { step, done, total in
+        let report = try await global.makeEngine().packs.pull(source, options: UnpackOptions(tag: tag, force: force), access: access, lazyMemory: lazy) { step, done, total in
             progress.update(step, done: done, total: total)
         }
         progress.finish()

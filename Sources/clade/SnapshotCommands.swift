@@ -1,6 +1,7 @@
 import ArgumentParser
 import CladeEngine
 import CladeModel
+import CladePack
 import CladeStore
 import Foundation
 
@@ -135,12 +136,28 @@ struct Fork: AsyncParsableCommand {
     @Option(help: "What the children may reach: none, outbound or allow:CIDR[:PORT],... (default: the snapshot's policy).")
     var network: NetworkPolicy?
     @OptionGroup var limits: LimitOptions
+    @OptionGroup var registry: RegistryOptions
     @Flag(help: "Print one JSON object per child.") var json = false
-    @Argument(help: "Snapshot tag.") var tag: String
+    @Argument(help: "Snapshot tag, or a registry reference HOST[:PORT]/REPOSITORY:TAG to fork from before the snapshot's memory has arrived.")
+    var tag: String
 
     func run() async throws {
         let start = Date()
-        let outcomes = try await global.makeEngine().forks.fork(tag: tag, count: n, memoryOrder: memoryPlacement.order, lifetime: lifetime.lifetime, network: network, limits: limits.request)
+        let engine = await global.makeEngine()
+        var tag = tag
+        if tag.contains("/") {
+            // A registry reference: pull all but the memory (verified), then fork at once; each
+            // child's pages come from the registry as it touches them.
+            let reference = try RegistryReference(parsing: tag)
+            let access = RegistryAccess(insecure: registry.insecure, credentials: try registry.credentials())
+            let progress = ProgressReporter(quiet: json)
+            let report = try await engine.packs.pull(reference, access: access, lazyMemory: true) { step, done, total in
+                progress.update(step, done: done, total: total)
+            }
+            progress.finish()
+            tag = report.tag
+        }
+        let outcomes = try await engine.forks.fork(tag: tag, count: n, memoryOrder: memoryPlacement.order, lifetime: lifetime.lifetime, network: network, limits: limits.request)
         let total = Date().timeIntervalSince(start) * 1000
         let views = outcomes.map { outcome in
             ForkView(

@@ -1,0 +1,82 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CladeModel
+import CladePack
+import CladeStore
+import Foundation
+
+/// Forks of a snapshot pulled lazily (`clade pull --lazy`, `clade fork REFERENCE`): its memory
+/// file is served by a FUSE server of its own, which fetches each chunk from the registry when a
+/// guest first touches it.
+extension Forks {
+    /// The chunk table of `metadata`'s snapshot while its memory is still being fetched, else nil.
+    func lazyMemoryPlan(_ metadata: SnapshotMetadata) throws -> LazyMemoryPlan? {
+        try LazyMemoryPlan.load(in: snapshotCatalog.directory(metadata.tag))
+    }
+
+    /// Makes sure the snapshot's FUSE server is serving, starting it detached (so it outlives
+    /// this process and a `clade serve` restart) when it is not; waits until it has mounted.
+    func ensureLazyMemoryServed(_ metadata: SnapshotMetadata, plan: LazyMemoryPlan) throws {
+        guard geteuid() == 0 else {
+            throw EngineError.unsupported(
+                "snapshot '\(metadata.tag)' is still being fetched lazily, and its FUSE server needs clade running as root (a confined QEMU of another uid must open the mount); run `clade pull --force \(plan.reference)` to fetch it whole, or fork as root")
+        }
+        let paths = LazyMemoryPaths(home: home, snapshotID: plan.snapshotID)
+        if LazyMemoryServer.isServing(paths.mountPoint) { return }
+        let lock = try FileLock(home: home, .lazyServer(plan.snapshotID))
+        defer { lock.unlock() }
+        if LazyMemoryServer.isServing(paths.mountPoint) { return }
+        try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        let executable = Self.cladeExecutable()
+        let pid = try DetachedLauncher.start(executable, arguments: ["lazy-serve", "--home", home.root.path, metadata.tag], log: paths.log)
+        logger.info("started the lazy memory server", metadata: ["tag": "\(metadata.tag)", "pid": "\(pid)"])
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if LazyMemoryServer.isServing(paths.mountPoint) { return }
+            if kill(pid, 0) != 0, errno == ESRCH { break }
+            usleep(10_000)
+        }
+        let log = (try? String(contentsOf: paths.log, encoding: .utf8)) ?? ""
+        throw EngineError.unsupported(
+            "the lazy memory server of snapshot '\(metadata.tag)' did not mount \(paths.mountPoint.path) (see `clade doctor` for FUSE): \(log.suffix(600))")
+    }
+
+    /// The `clade` executable beside this process's own (the CLI, the daemon and the containerd
+    /// shim are installed together), or `$CLADE_EXECUTABLE`.
+    static func cladeExecutable() -> URL {
+        if let given = ProcessInfo.processInfo.environment["CLADE_EXECUTABLE"], !given.isEmpty { return URL(fileURLWithPath: given) }
+        let own = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return own.lastPathComponent == "clade" ? own : own.deletingLastPathComponent().appendingPathComponent("clade")
+    }
+}
+
+extension Sandboxes {
+    /// Why a sandbox forked from a lazily pulled snapshot died, when its memory server could not
+    /// fetch or verify a chunk it faulted on (QEMU then dies of SIGBUS, with nothing in its log).
+    func lazyMemoryFailure(sandbox id: String) -> String? {
+        let memory = sandboxCatalog.paths(id).memory
+        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: memory.path), target.hasSuffix("/mnt/memory") else { return nil }
+        let directory = URL(fileURLWithPath: target).deletingLastPathComponent().deletingLastPathComponent()
+        guard let reason = try? String(contentsOf: directory.appendingPathComponent("failure"), encoding: .utf8) else { return nil }
+        return "its memory could not be fetched lazily, so its VM stopped: \(reason.trimmingCharacters(in: .whitespacesAndNewlines))"
+    }
+}
+
+extension Engine {
+    /// What lazy forks from a registry need: root (the FUSE mount must admit confined VMMs of
+    /// other uids) and /dev/fuse. A host without them still pulls snapshots whole.
+    func lazyForkCheck() -> DoctorCheck {
+        guard geteuid() == 0 else {
+            return DoctorCheck(
+                name: "lazy forks", status: .warning, detail: "not as this user: the FUSE mount that serves memory must admit confined VMMs of other uids, which needs root",
+                fix: "run clade as root for `clade fork REGISTRY/REPO:TAG`; otherwise `clade pull` fetches snapshots whole")
+        }
+        guard access("/dev/fuse", R_OK | W_OK) == 0 else {
+            return DoctorCheck(
+                name: "lazy forks", status: .warning, detail: "/dev/fuse is missing or not usable (\(String(cString: strerror(errno))))",
+                fix: "modprobe fuse (or give the container /dev/fuse); until then `clade pull` fetches snapshots whole")
+        }
+        return DoctorCheck(name: "lazy forks", status: .ok, detail: "/dev/fuse is usable; forks from a registry fetch memory on demand")
+    }
+}

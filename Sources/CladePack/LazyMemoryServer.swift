@@ -1,0 +1,205 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLazyFuse
+import CladeModel
+import CladeStore
+import Foundation
+import Logging
+
+/// Serves a lazily pulled snapshot's memory file over FUSE: a guest's page fault becomes a read
+/// here, answered once the chunk holding it has been fetched from the registry, verified against
+/// the pack's digest and written into the file being assembled. A background fill fetches the
+/// rest; when every chunk is in, the assembled file becomes the snapshot's own memory file, and
+/// the server leaves once nothing maps its file any more.
+///
+/// Writes never reach it: QEMU maps the file private, so a guest's writes stay in its own pages,
+/// and siblings share the kernel's page cache of this one file.
+public final class LazyMemoryServer: @unchecked Sendable {
+    enum ChunkState: Equatable {
+        case absent, fetching, present
+        case failed(String)
+    }
+
+    let home: CladeHome
+    let tag: String
+    let snapshotDirectory: URL
+    let plan: LazyMemoryPlan
+    let paths: LazyMemoryPaths
+    let client: RegistryClient
+    let logger: Logger
+    /// How long the file must be unused, once whole (or given up on), before the server leaves.
+    let idleGrace: TimeInterval
+
+    /// Guards everything below; waiters on a chunk being fetched wait on it.
+    let condition = NSCondition()
+    var states: [ChunkState]
+    var statistics: LazyMemoryStatistics
+    var openCount = 0
+    var lastOpenChange = Date()
+    var backgroundDone = false
+    var finalized = false
+    /// Indices into `plan.chunks` by chunk number (offset / chunk size); holes have none.
+    let chunkIndex: [Int64: Int]
+    var dataDescriptor: Int32 = -1
+    var session: OpaquePointer?
+
+    /// Attempts per chunk before a fault fails with EIO (and its guest stops).
+    static let attempts = 3
+
+    public init(home: CladeHome, tag: String, credentials: RegistryCredentials?, idleGrace: TimeInterval = 10, logger: Logger) throws {
+        self.home = home
+        self.tag = tag
+        self.logger = logger
+        self.idleGrace = idleGrace
+        snapshotDirectory = SnapshotCatalog(home: home).directory(tag)
+        guard let plan = try LazyMemoryPlan.load(in: snapshotDirectory) else {
+            throw PackError.noSnapshot("snapshot '\(tag)' has no lazily fetched memory (its memory file is whole)")
+        }
+        self.plan = plan
+        paths = LazyMemoryPaths(home: home, snapshotID: plan.snapshotID)
+        let reference = try RegistryReference(parsing: plan.reference)
+        client = RegistryClient(reference: reference, insecure: plan.insecure, credentials: credentials, logger: logger)
+        states = Array(repeating: .absent, count: plan.chunks.count)
+        chunkIndex = Dictionary(uniqueKeysWithValues: plan.chunks.enumerated().map { ($0.element.offset / plan.chunkSize, $0.offset) })
+        statistics = LazyMemoryStatistics(
+            chunks: plan.chunks.count, chunksPresent: 0, fetches: 0, bytesFetched: 0, demandFetches: 0, complete: plan.chunks.isEmpty, failure: nil)
+    }
+
+    // MARK: - Faults
+
+    /// Makes `[offset, offset + size)` readable from the assembled file: 0, or a negative errno.
+    func ensure(offset: UInt64, size: UInt64) -> Int32 {
+        guard size > 0 else { return 0 }
+        let first = Int64(offset) / plan.chunkSize
+        let last = (Int64(offset) + Int64(size) - 1) / plan.chunkSize
+        for number in first...last {
+            guard let index = chunkIndex[number] else { continue }  // a hole: zeros
+            do {
+                try obtain(index, onDemand: true)
+            } catch {
+                return -EIO
+            }
+        }
+        return 0
+    }
+
+    /// Returns once chunk `index` is in the assembled file, fetching it unless another thread is.
+    func obtain(_ index: Int, onDemand: Bool) throws {
+        condition.lock()
+        while true {
+            switch states[index] {
+            case .present:
+                condition.unlock()
+                return
+            case .fetching:
+                condition.wait()
+                continue
+            case .failed(let reason) where !onDemand:
+                // The background fill leaves a failed chunk to a fault or its next pass.
+                condition.unlock()
+                throw PackError.malformed(what: "memory chunk at \(plan.chunks[index].offset)", reason: reason)
+            case .absent, .failed:
+                states[index] = .fetching
+            }
+            break
+        }
+        condition.unlock()
+        do {
+            let fetched = try fetchWithRetries(index)
+            condition.lock()
+            states[index] = .present
+            statistics.chunksPresent += 1
+            statistics.fetches += 1
+            statistics.bytesFetched += fetched
+            if onDemand { statistics.demandFetches += 1 }
+            statistics.complete = statistics.chunksPresent == statistics.chunks
+            condition.broadcast()
+            condition.unlock()
+        } catch {
+            let reason = "memory chunk at offset \(plan.chunks[index].offset) of snapshot '\(tag)' could not be fetched from \(plan.reference) after \(Self.attempts) attempts: \(error)"
+            condition.lock()
+            states[index] = .failed(reason)
+            statistics.failure = reason
+            condition.broadcast()
+            condition.unlock()
+            logger.error("memory chunk unavailable", metadata: ["offset": "\(plan.chunks[index].offset)", "error": "\(error)"])
+            try? FileSystem.writeAtomically(Data((reason + "\n").utf8), to: paths.failure)
+            throw error
+        }
+        writeStatistics()
+    }
+
+    private func fetchWithRetries(_ index: Int) throws -> Int64 {
+        var lastError: Error = PackError.malformed(what: "memory chunk", reason: "not attempted")
+        for attempt in 0..<Self.attempts {
+            if attempt > 0 { usleep(UInt32(250_000 << attempt)) }
+            do {
+                return try fetchOnce(index)
+            } catch {
+                lastError = error
+                logger.warning("memory chunk fetch failed", metadata: ["offset": "\(plan.chunks[index].offset)", "attempt": "\(attempt + 1)", "error": "\(error)"])
+            }
+        }
+        throw lastError
+    }
+
+    /// Downloads one chunk (verified against its digest by the download), decompresses it into
+    /// memory, checks its size, and only then writes its non-zero pages into the assembled file:
+    /// no unverified byte is ever readable by a guest.
+    private func fetchOnce(_ index: Int) throws -> Int64 {
+        let chunk = plan.chunks[index]
+        let digest = try plan.digest(of: chunk, what: "memory chunk at \(chunk.offset)")
+        let download = paths.downloads.appendingPathComponent("\(index)-\(digest.hex)")
+        defer { unlink(download.path) }
+        let client = client
+        let size = chunk.size
+        let fetched = try Self.waitFor { try await client.downloadBlob(digest, size: size, to: download) }
+        let fd = try FileSystem.open(download, flags: O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        defer { close(fd) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunk.contentSize), alignment: 4096)
+        defer { buffer.deallocate() }
+        var filled = 0
+        let what = "memory chunk at \(chunk.offset) of \(tag)"
+        try LayoutReader.decompress(
+            fd: fd, descriptor: Descriptor(mediaType: MediaType.memoryChunk, digest: digest, size: size), what: what,
+            contentSize: chunk.contentSize, onRead: { _ in }
+        ) { piece in
+            UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<(filled + piece.count)]).copyMemory(from: piece)
+            filled += piece.count
+        }
+        guard filled == Int(chunk.contentSize) else { throw PackError.sizeMismatch(what: what, declared: chunk.contentSize, actual: Int64(filled)) }
+        try MemoryAssembler.writeNonZeroPages(fd: dataDescriptor, UnsafeRawBufferPointer(buffer), at: chunk.offset, path: paths.assembling.path)
+        return max(fetched, size)
+    }
+
+    /// Runs async work from one of libfuse's threads (not a Swift concurrency thread), blocking it.
+    static func waitFor<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
+        let outcome = Outcome<T>()
+        let done = DispatchSemaphore(value: 0)
+        Task.detached {
+            do { outcome.set(.success(try await work())) } catch { outcome.set(.failure(error)) }
+            done.signal()
+        }
+        done.wait()
+        return try outcome.get()
+    }
+
+    final class Outcome<T: Sendable>: @unchecked Sendable {
+        private let lock = NSLock()
+        private var result: Result<T, Error>?
+        func set(_ value: Result<T, Error>) { lock.withLock { result = value } }
+        func get() throws -> T {
+            guard let result = lock.withLock({ result }) else { throw PackError.malformed(what: "a fetch", reason: "it ended without a result") }
+            return try result.get()
+        }
+    }
+
+    /// The counters as they are now.
+    public var currentStatistics: LazyMemoryStatistics { condition.withLock { statistics } }
+
+    func writeStatistics() {
+        let snapshot = currentStatistics
+        try? JSONFiles.write(snapshot, to: paths.statistics)
+    }
+}

@@ -1,0 +1,128 @@
+import CladeStore
+import Foundation
+import Testing
+
+/// Lazy forks from a registry, with real VMs, a real registry and two stores: children start in an
+/// empty store before the snapshot's memory has arrived, siblings fetch each chunk once, the
+/// background fill completes the snapshot byte for byte, and a chunk the registry corrupted is
+/// never served.
+extension PackTransferTests {
+    /// The lazily pulled snapshot's server directory in `home`, by the snapshot's id.
+    func lazyDirectory(_ home: URL, tag: String) throws -> URL {
+        let data = try Data(contentsOf: home.appendingPathComponent("snapshots/\(tag)/snapshot.json"))
+        let id = try #require((try JSONSerialization.jsonObject(with: data) as? [String: Any])?["id"] as? String)
+        return home.appendingPathComponent("lazy/\(id)")
+    }
+
+    func statistics(_ directory: URL) -> [String: Any] {
+        guard let data = try? Data(contentsOf: directory.appendingPathComponent("stats.json")) else { return [:] }
+        return (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+    }
+
+    func mounted(_ path: URL) -> Bool {
+        ((try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? "").contains(" \(path.path) ")
+    }
+
+    /// Polls `condition` every 100 ms until it holds or `seconds` pass.
+    func eventually(_ seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        return condition()
+    }
+
+    @Test func childrenStartInAnEmptyStoreBeforeTheMemoryArrivesAndTheFillCompletesIt() throws {
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        try bake(Self.source, "first")
+        let reference = "\(registry.address)/clade/lazy:first"
+        try #require(try Self.source.run(["push", "first", reference, "--insecure"]).status == 0)
+
+        let receiver = CLIHarness(home: CLIHarness.privateHome("lazy-receiver"), environment: ["CLADE_LAZY_IDLE_SECONDS": "1"])
+        let fork = try receiver.run(["fork", reference, "-n", "2", "--insecure", "--json"])
+        try #require(fork.status == 0, "lazy fork failed: \(fork.stderr)")
+        let children = fork.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(children.count == 2 && children.allSatisfy { $0["memory"] as? String == "lazy-fetch" && $0["error"] == nil }, "\(fork.stdout)")
+        let ids = children.compactMap { $0["id"] as? String }
+        let lazy = try lazyDirectory(receiver.home, tag: "first")
+        #expect(mounted(lazy.appendingPathComponent("mnt")), "the FUSE server is not mounted at \(lazy.path)/mnt")
+        for id in ids {
+            let read = try receiver.run(["exec", id, "--", "cat", "/root/sentinel"])
+            #expect(read.stdout == "packed-sentinel\n", "lazy child \(id): \(read.stderr)")
+        }
+
+        // The fill completes the snapshot: the memory file becomes the source's, byte for byte,
+        // and every chunk was fetched once, whichever sibling touched it first.
+        let memory = receiver.home.appendingPathComponent("snapshots/first/memory")
+        #expect(eventually(180) { (try? FileSystem.status(of: memory))?.isRegularFile == true }, "the background fill never completed: \(statistics(lazy))")
+        let stats = statistics(lazy)
+        #expect(stats["complete"] as? Bool == true && stats["fetches"] as? Int == stats["chunks"] as? Int, "\(stats)")
+        let compare = try ExternalCommand("cmp", [Self.source.home.appendingPathComponent("snapshots/first/memory").path, memory.path]).run()
+        #expect(compare.status == 0, "the assembled memory differs from the source's: \(compare.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: receiver.home.appendingPathComponent("snapshots/first/lazy-memory.json").path))
+
+        // Later forks map the store's own file; the running lazy children are unharmed.
+        let later = try receiver.run(["fork", "first", "--json"])
+        try #require(later.status == 0, "fork after the fill failed: \(later.stderr)")
+        #expect(later.stdout.contains("\"memory\":\"hardlink\""), "\(later.stdout)")
+        for id in ids {
+            #expect(try receiver.run(["exec", id, "--", "true"]).status == 0, "lazy child \(id) died after the fill")
+        }
+
+        // With nothing left mapping it, the server unmounts and leaves no files behind.
+        let laterID = (try JSONSerialization.jsonObject(with: Data(later.stdout.utf8)) as? [String: Any])?["id"] as? String
+        for id in ids + [laterID].compactMap({ $0 }) { #expect(try receiver.run(["kill", id]).status == 0) }
+        #expect(eventually(30) { !mounted(lazy.appendingPathComponent("mnt")) }, "the lazy mount outlived its last user")
+        #expect(eventually(10) { !FileManager.default.fileExists(atPath: lazy.path) }, "the server left \(lazy.path) behind")
+        let pull = try receiver.run(["pull", reference, "--insecure", "--json"])
+        let upToDate = (try? JSONSerialization.jsonObject(with: Data(pull.stdout.utf8)) as? [String: Any])?["up_to_date"] as? Bool
+        #expect(pull.status == 0 && upToDate == true, "a pull after the fill: \(pull.stdout) \(pull.stderr)")
+    }
+
+    @Test func aChunkTheRegistryCorruptedIsNeverServed() throws {
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        try bake(Self.source, "first")
+        let reference = "\(registry.address)/clade/corrupt:first"
+        try #require(try Self.source.run(["push", "first", reference, "--insecure"]).status == 0)
+        // Corrupt one memory chunk in the registry's storage; the registry serves it as it is.
+        let layout = FileManager.default.temporaryDirectory.appendingPathComponent("clade-lazy-layout-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: layout) }
+        try #require(try Self.source.run(["pack", "first", "-o", layout.path]).status == 0)
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: layout.appendingPathComponent("index.json"))) as? [String: Any]
+        let manifestDigest = try #require(((index?["manifests"] as? [[String: Any]])?.first?["digest"] as? String)?.replacingOccurrences(of: "sha256:", with: ""))
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: layout.appendingPathComponent("blobs/sha256/\(manifestDigest)"))) as? [String: Any]
+        let chunks = (manifest?["layers"] as? [[String: Any]] ?? []).filter { ($0["mediaType"] as? String)?.contains("memory") == true }
+        let victim = try #require(chunks.last)
+        let victimDigest = try #require((victim["digest"] as? String)?.replacingOccurrences(of: "sha256:", with: ""))
+        let victimOffset = try #require(Int((victim["annotations"] as? [String: String])?["org.clade.memory.offset"] ?? ""))
+        let stored = registry.root.appendingPathComponent("data/docker/registry/v2/blobs/sha256/\(victimDigest.prefix(2))/\(victimDigest)/data")
+        var bytes = try Data(contentsOf: stored)
+        bytes[bytes.count / 2] ^= 0xff
+        try bytes.write(to: stored)
+
+        let receiver = CLIHarness(home: CLIHarness.privateHome("lazy-corrupt"), environment: ["CLADE_LAZY_IDLE_SECONDS": "1"])
+        let pull = try receiver.run(["pull", "--lazy", reference, "--insecure"])
+        try #require(pull.status == 0, "lazy pull failed: \(pull.stderr)")
+        let fork = try receiver.run(["fork", "first", "--json"])
+        let lazy = try lazyDirectory(receiver.home, tag: "first")
+        let served = lazy.appendingPathComponent("mnt/memory")
+        // Reading the bad chunk through the server fails; its bytes never reach a reader.
+        let read = try ExternalCommand("dd", ["if=\(served.path)", "of=/dev/null", "bs=4096", "count=1", "skip=\(victimOffset / 4096)"]).run()
+        #expect(read.status != 0 && read.stderr.contains("Input/output error"), "reading the corrupted chunk: \(read.stderr)")
+        let failure = (try? String(contentsOf: lazy.appendingPathComponent("failure"), encoding: .utf8)) ?? ""
+        #expect(failure.contains("offset \(victimOffset)") && failure.contains("digest"), "failure: \(failure)")
+        #expect(try FileSystem.status(of: receiver.home.appendingPathComponent("snapshots/first/memory"))?.isSymbolicLink == true, "an incomplete snapshot was sealed")
+        if let id = (try? JSONSerialization.jsonObject(with: Data(fork.stdout.utf8)) as? [String: Any])?["id"] as? String {
+            _ = try receiver.run(["kill", id])
+        }
+        #expect(eventually(60) { !mounted(lazy.appendingPathComponent("mnt")) }, "the lazy mount outlived its last user")
+        // Once the registry holds the right bytes, a pull completes the snapshot.
+        try Data(contentsOf: layout.appendingPathComponent("blobs/sha256/\(victimDigest)")).write(to: stored)
+        let repaired = try receiver.run(["pull", "--force", reference, "--insecure"])
+        #expect(repaired.status == 0, "pull after repair: \(repaired.stderr)")
+        #expect(try FileSystem.status(of: receiver.home.appendingPathComponent("snapshots/first/memory"))?.isRegularFile == true)
+    }
+}
