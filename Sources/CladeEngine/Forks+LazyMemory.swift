@@ -29,7 +29,7 @@ extension Forks {
         if LazyMemoryServer.isServing(paths.mountPoint) { return }
         try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         let executable = Self.cladeExecutable()
-        let pid = try DetachedLauncher.start(executable, arguments: ["lazy-serve", "--home", home.root.path, metadata.tag], log: paths.log)
+        let pid = try DetachedLauncher.start(executable, arguments: ["lazy-serve", "-v", "--home", home.root.path, metadata.tag], log: paths.log)
         logger.info("started the lazy memory server", metadata: ["tag": "\(metadata.tag)", "pid": "\(pid)"])
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {

@@ -134,6 +134,10 @@ public struct Packer: Sendable {
             directory.appendingPathComponent(metadata.deviceState.file), kind: "device-state", mediaType: MediaType.deviceState,
             knownDigest: metadata.deviceState.sha256)
 
+        if let lazy = try LazyMemoryPlan.load(in: directory) {
+            throw PackError.noSnapshot(
+                "snapshot '\(metadata.tag)' was pulled lazily and its memory is still arriving from \(lazy.reference); pack it once its forks' background fill has completed it, or `clade pull --force` it whole first")
+        }
         let memory = try MemoryChunker(level: level, workers: max(1, workers))
             .pack(directory.appendingPathComponent(metadata.memory.file), into: layout, counter: counter)
         layers += memory.layers
