@@ -223,7 +223,9 @@ public struct Forks: EngineCapability {
             return (record, method)
         } catch {
             let tail = consoleTail(id)
+            let lazyFailure = engine.sandboxes.lazyMemoryFailure(sandbox: id)
             await destroy(id: id, pid: record.pid)
+            if let lazyFailure { throw EngineError.bootFailed(id: id, reason: lazyFailure, consoleTail: tail) }
             if tail.isEmpty { throw error }
             throw EngineError.bootFailed(id: id, reason: "\(error)", consoleTail: tail)
         }
@@ -252,6 +254,10 @@ public struct Forks: EngineCapability {
                 throw error
             } catch {
                 lastError = error
+                // A VM that died (a lazy memory chunk it faulted on failed, say) never answers.
+                if !isAlive(record.id, pid: record.pid) {
+                    throw GuestError.agent("the restored guest's VM exited before its agent answered (last error: \(error))")
+                }
                 try await Task.sleep(nanoseconds: 20_000_000)
             }
         }

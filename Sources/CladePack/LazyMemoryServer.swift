@@ -114,8 +114,12 @@ public final class LazyMemoryServer: @unchecked Sendable {
             statistics.bytesFetched += fetched
             if onDemand { statistics.demandFetches += 1 }
             statistics.complete = statistics.chunksPresent == statistics.chunks
+            // A failure that retries have since overcome no longer explains anything.
+            let recovered = statistics.failure != nil && !states.contains { if case .failed = $0 { return true } else { return false } }
+            if recovered { statistics.failure = nil }
             condition.broadcast()
             condition.unlock()
+            if recovered { unlink(paths.failure.path) }
         } catch {
             let reason = "memory chunk at offset \(plan.chunks[index].offset) of snapshot '\(tag)' could not be fetched from \(plan.reference) after \(Self.attempts) attempts: \(error)"
             condition.lock()
