@@ -47,7 +47,7 @@ extension Forks {
     static func cladeExecutable() -> URL {
         if let given = ProcessInfo.processInfo.environment["CLADE_EXECUTABLE"], !given.isEmpty { return URL(fileURLWithPath: given) }
         let own = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        return own.lastPathComponent == "clade" ? own : own.deletingLastPathComponent().appendingPathComponent("clade")
+        return own.lastPathComponent == "clade" ? own : own.deletingLastPathComponent().appendingPathComponent("clade", isDirectory: false)
     }
 }
 
@@ -58,7 +58,7 @@ extension Sandboxes {
         let memory = sandboxCatalog.paths(id).memory
         guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: memory.path), target.hasSuffix("/mnt/memory") else { return nil }
         let directory = URL(fileURLWithPath: target).deletingLastPathComponent().deletingLastPathComponent()
-        guard let reason = try? String(contentsOf: directory.appendingPathComponent("failure"), encoding: .utf8) else { return nil }
+        guard let reason = try? String(contentsOf: directory.appendingPathComponent("failure", isDirectory: false), encoding: .utf8) else { return nil }
         return "its memory could not be fetched lazily, so its VM stopped: \(reason.trimmingCharacters(in: .whitespacesAndNewlines))"
     }
 }

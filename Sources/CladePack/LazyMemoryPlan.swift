@@ -61,7 +61,7 @@ public struct LazyMemoryPlan: Codable, Sendable, Equatable {
 
     /// Reads and validates the plan in a snapshot directory, or nil when the snapshot's memory is whole.
     public static func load(in snapshotDirectory: URL) throws -> LazyMemoryPlan? {
-        let file = snapshotDirectory.appendingPathComponent(fileName)
+        let file = snapshotDirectory.appendingPathComponent(fileName, isDirectory: false)
         guard try FileSystem.exists(file) else { return nil }
         guard let plan = try JSONFiles.read(LazyMemoryPlan.self, from: file) else { return nil }
         try plan.validate(what: file.path)
@@ -70,25 +70,28 @@ public struct LazyMemoryPlan: Codable, Sendable, Equatable {
 }
 
 /// Where a lazily pulled snapshot's FUSE server keeps its files: `<store>/lazy/<snapshot id>/`.
+///
+/// Every path says whether it is a directory: without that, Foundation stats the path to find
+/// out, and a stat of the mount before the server's loop answers FUSE's INIT blocks forever.
 public struct LazyMemoryPaths: Sendable {
     public let directory: URL
 
     public init(home: CladeHome, snapshotID: String) {
-        directory = home.root.appendingPathComponent("lazy").appendingPathComponent(snapshotID)
+        directory = home.root.appendingPathComponent("lazy", isDirectory: true).appendingPathComponent(snapshotID, isDirectory: true)
     }
 
     /// The mount point; the served file is `mountPoint/memory`.
-    public var mountPoint: URL { directory.appendingPathComponent("mnt") }
-    public var servedFile: URL { mountPoint.appendingPathComponent("memory") }
+    public var mountPoint: URL { directory.appendingPathComponent("mnt", isDirectory: true) }
+    public var servedFile: URL { mountPoint.appendingPathComponent("memory", isDirectory: false) }
     /// The memory file being assembled as chunks arrive (sparse; holes read as zeros).
-    public var assembling: URL { directory.appendingPathComponent("memory.assembling") }
+    public var assembling: URL { directory.appendingPathComponent("memory.assembling", isDirectory: false) }
     /// Verified compressed chunks between download and decompression.
-    public var downloads: URL { directory.appendingPathComponent("downloads") }
-    public var pidFile: URL { directory.appendingPathComponent("server.pid") }
-    public var log: URL { directory.appendingPathComponent("server.log") }
+    public var downloads: URL { directory.appendingPathComponent("downloads", isDirectory: true) }
+    public var pidFile: URL { directory.appendingPathComponent("server.pid", isDirectory: false) }
+    public var log: URL { directory.appendingPathComponent("server.log", isDirectory: false) }
     /// The last chunk failure, in words, for the sandboxes it stopped.
-    public var failure: URL { directory.appendingPathComponent("failure") }
-    public var statistics: URL { directory.appendingPathComponent("stats.json") }
+    public var failure: URL { directory.appendingPathComponent("failure", isDirectory: false) }
+    public var statistics: URL { directory.appendingPathComponent("stats.json", isDirectory: false) }
 }
 
 /// The server's counters, written to `stats.json` as they change.

@@ -56,7 +56,7 @@ extension LazyMemoryServer {
         condition.withLock { backgroundDone = true }
         unlink(paths.pidFile.path)
         logger.info("lazy memory server stopped", metadata: ["tag": "\(tag)", "loop": "\(result)", "complete": "\(currentStatistics.complete)"])
-        let snapshotGone = (try? FileSystem.exists(snapshotDirectory.appendingPathComponent(LazyMemoryPlan.fileName))) != true
+        let snapshotGone = (try? FileSystem.exists(snapshotDirectory.appendingPathComponent(LazyMemoryPlan.fileName, isDirectory: false))) != true
         if condition.withLock({ finalized }) || snapshotGone {
             // The snapshot owns the memory now, or is gone: nothing here is needed any more.
             rmdir(paths.mountPoint.path)
@@ -112,7 +112,7 @@ extension LazyMemoryServer {
         }
         let lock = try FileLock(home: home, .snapshot(tag))
         defer { lock.unlock() }
-        guard let metadata = try JSONFiles.read(SnapshotMetadata.self, from: snapshotDirectory.appendingPathComponent(SnapshotMetadata.fileName)),
+        guard let metadata = try JSONFiles.read(SnapshotMetadata.self, from: snapshotDirectory.appendingPathComponent(SnapshotMetadata.fileName, isDirectory: false)),
             metadata.id == plan.snapshotID
         else {
             logger.warning("snapshot was replaced while its memory was fetched; leaving it alone", metadata: ["tag": "\(tag)"])
@@ -121,12 +121,12 @@ extension LazyMemoryServer {
         let staged = snapshotDirectory.appendingPathComponent(".memory.lazy-\(getpid())")
         unlink(staged.path)
         guard link(paths.assembling.path, staged.path) == 0 else { throw StoreError.systemCall("link", path: staged.path, errno: errno) }
-        let memory = snapshotDirectory.appendingPathComponent(metadata.memory.file)
+        let memory = snapshotDirectory.appendingPathComponent(metadata.memory.file, isDirectory: false)
         guard rename(staged.path, memory.path) == 0 else {
             unlink(staged.path)
             throw StoreError.systemCall("rename", path: memory.path, errno: errno)
         }
-        unlink(snapshotDirectory.appendingPathComponent(LazyMemoryPlan.fileName).path)
+        unlink(snapshotDirectory.appendingPathComponent(LazyMemoryPlan.fileName, isDirectory: false).path)
         try? FileSystem.sync(snapshotDirectory)
         condition.withLock { finalized = true }
         writeStatistics()

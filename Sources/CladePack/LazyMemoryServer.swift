@@ -154,7 +154,7 @@ public final class LazyMemoryServer: @unchecked Sendable {
     private func fetchOnce(_ index: Int) throws -> Int64 {
         let chunk = plan.chunks[index]
         let digest = try plan.digest(of: chunk, what: "memory chunk at \(chunk.offset)")
-        let download = paths.downloads.appendingPathComponent("\(index)-\(digest.hex)")
+        let download = paths.downloads.appendingPathComponent("\(index)-\(digest.hex)", isDirectory: false)
         defer { unlink(download.path) }
         let client = client
         let size = chunk.size

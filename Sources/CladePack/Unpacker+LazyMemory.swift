@@ -27,9 +27,9 @@ extension Unpacker {
                 LazyMemoryPlan.Chunk(offset: offset, digest: piece.descriptor.digest.description, size: piece.descriptor.size, contentSize: piece.contentSize)
             })
         try lazyPlan.validate(what: "the memory chunk table of \(plan.metadata.tag)")
-        try JSONFiles.write(lazyPlan, to: directory.appendingPathComponent(LazyMemoryPlan.fileName))
+        try JSONFiles.write(lazyPlan, to: directory.appendingPathComponent(LazyMemoryPlan.fileName, isDirectory: false))
         let served = LazyMemoryPaths(home: home, snapshotID: plan.metadata.id).servedFile
-        let memory = directory.appendingPathComponent("memory")
+        let memory = directory.appendingPathComponent("memory", isDirectory: false)
         guard symlink(served.path, memory.path) == 0 else { throw StoreError.systemCall("symlink", path: memory.path, errno: errno) }
     }
 }
