@@ -11,6 +11,17 @@ public struct RegistryReference: Sendable, Equatable, CustomStringConvertible {
     public var isDigest: Bool { reference.hasPrefix("sha256:") }
     public var description: String { "\(host)/\(repository)\(isDigest ? "@" : ":")\(reference)" }
 
+    /// Whether `text` names a registry rather than a local tag: a scheme, or a first path
+    /// component that is a host (has a '.' or a ':', or is `localhost`), as Docker tells them
+    /// apart. `../x` and `a/b` are not references; they stay (invalid) local names.
+    public static func namesRegistry(_ text: String) -> Bool {
+        if ["https://", "http://", "docker://", "oci://"].contains(where: text.hasPrefix) { return true }
+        guard let slash = text.firstIndex(of: "/") else { return false }
+        let first = text[..<slash]
+        if first == "." || first == ".." { return false }
+        return first.contains(".") || first.contains(":") || first == "localhost"
+    }
+
     public init(parsing text: String) throws {
         var rest = text
         for scheme in ["https://", "http://", "docker://", "oci://"] where rest.hasPrefix(scheme) { rest.removeFirst(scheme.count) }

@@ -138,14 +138,14 @@ struct Fork: AsyncParsableCommand {
     @OptionGroup var limits: LimitOptions
     @OptionGroup var registry: RegistryOptions
     @Flag(help: "Print one JSON object per child.") var json = false
-    @Argument(help: "Snapshot tag, or a registry reference HOST[:PORT]/REPOSITORY:TAG to fork from before the snapshot's memory has arrived.")
+    @Argument(help: "Snapshot tag, or a registry reference HOST[:PORT]/REPOSITORY:TAG (a host has a dot or a port, or is localhost) to fork from before the snapshot's memory has arrived.")
     var tag: String
 
     func run() async throws {
         let start = Date()
         let engine = await global.makeEngine()
         var tag = tag
-        if tag.contains("/") {
+        if RegistryReference.namesRegistry(tag) {
             // A registry reference: pull all but the memory (verified), then fork at once; each
             // child's pages come from the registry as it touches them.
             let reference = try RegistryReference(parsing: tag)

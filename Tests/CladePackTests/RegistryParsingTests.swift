@@ -19,6 +19,16 @@ import Testing
         }
     }
 
+    /// `clade fork X` forks a local tag unless X names a registry; a path-like local name is
+    /// refused as a name, never sent to DNS as a host.
+    @Test(arguments: [
+        ("127.0.0.1:5000/team/py:v1", true), ("registry.example.com/py", true), ("localhost/py", true),
+        ("docker://reg/py", true), ("../iso", false), ("./iso", false), ("a/b", false), ("iso", false),
+    ])
+    func registryReferencesAreToldFromLocalTags(_ text: String, _ isReference: Bool) {
+        #expect(RegistryReference.namesRegistry(text) == isReference, "\(text)")
+    }
+
     @Test func challengesParseBearerAndBasic() {
         let bearer = AuthChallenge(header: #"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:team/py:pull,push""#)
         #expect(bearer?.scheme == "bearer")
