@@ -118,7 +118,7 @@ extension LazyMemoryServer {
             logger.warning("snapshot was replaced while its memory was fetched; leaving it alone", metadata: ["tag": "\(tag)"])
             return
         }
-        let staged = snapshotDirectory.appendingPathComponent(".memory.lazy-\(getpid())")
+        let staged = snapshotDirectory.appendingPathComponent(".memory.lazy-\(getpid())", isDirectory: false)
         unlink(staged.path)
         guard link(paths.assembling.path, staged.path) == 0 else { throw StoreError.systemCall("link", path: staged.path, errno: errno) }
         let memory = snapshotDirectory.appendingPathComponent(metadata.memory.file, isDirectory: false)

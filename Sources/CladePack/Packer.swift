@@ -41,6 +41,13 @@ public struct Packer: Sendable {
     public func pack(tag: String, ancestors: Bool = true, into output: URL, progress: PackProgress? = nil) throws -> PackReport {
         let start = Date()
         let snapshots = try chain(of: tag, ancestors: ancestors)
+        // Refused before the layout is touched: a pack stopped half-way would leave its blobs behind.
+        for metadata in snapshots {
+            if let lazy = try LazyMemoryPlan.load(in: SnapshotCatalog(home: home).directory(metadata.tag)) {
+                throw PackError.noSnapshot(
+                    "snapshot '\(metadata.tag)' was pulled lazily and its memory is still arriving from \(lazy.reference); pack it once its forks' background fill has completed it, or `clade pull --force` it whole first")
+            }
+        }
         let layout = try LayoutWriter(root: output)
         let total = try snapshots.reduce(Int64(0)) { sum, metadata in sum + (try contentBytes(of: metadata)) }
         let counter = ProgressCounter(total: total, progress: progress)
@@ -134,10 +141,6 @@ public struct Packer: Sendable {
             directory.appendingPathComponent(metadata.deviceState.file), kind: "device-state", mediaType: MediaType.deviceState,
             knownDigest: metadata.deviceState.sha256)
 
-        if let lazy = try LazyMemoryPlan.load(in: directory) {
-            throw PackError.noSnapshot(
-                "snapshot '\(metadata.tag)' was pulled lazily and its memory is still arriving from \(lazy.reference); pack it once its forks' background fill has completed it, or `clade pull --force` it whole first")
-        }
         let memory = try MemoryChunker(level: level, workers: max(1, workers))
             .pack(directory.appendingPathComponent(metadata.memory.file), into: layout, counter: counter)
         layers += memory.layers

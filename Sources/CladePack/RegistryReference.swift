@@ -11,11 +11,14 @@ public struct RegistryReference: Sendable, Equatable, CustomStringConvertible {
     public var isDigest: Bool { reference.hasPrefix("sha256:") }
     public var description: String { "\(host)/\(repository)\(isDigest ? "@" : ":")\(reference)" }
 
+    /// Prefixes a reference may carry, as skopeo and other tools write them; each is dropped.
+    static let schemes = ["https://", "http://", "docker://", "oci://"]
+
     /// Whether `text` names a registry rather than a local tag: a scheme, or a first path
     /// component that is a host (has a '.' or a ':', or is `localhost`), as Docker tells them
     /// apart. `../x` and `a/b` are not references; they stay (invalid) local names.
     public static func namesRegistry(_ text: String) -> Bool {
-        if ["https://", "http://", "docker://", "oci://"].contains(where: text.hasPrefix) { return true }
+        if schemes.contains(where: text.hasPrefix) { return true }
         guard let slash = text.firstIndex(of: "/") else { return false }
         let first = text[..<slash]
         if first == "." || first == ".." { return false }
@@ -24,7 +27,7 @@ public struct RegistryReference: Sendable, Equatable, CustomStringConvertible {
 
     public init(parsing text: String) throws {
         var rest = text
-        for scheme in ["https://", "http://", "docker://", "oci://"] where rest.hasPrefix(scheme) { rest.removeFirst(scheme.count) }
+        for scheme in Self.schemes where rest.hasPrefix(scheme) { rest.removeFirst(scheme.count) }
         guard let slash = rest.firstIndex(of: "/") else { throw PackError.invalidReference(text, reason: "no repository after the host") }
         host = String(rest[..<slash])
         var path = String(rest[rest.index(after: slash)...])

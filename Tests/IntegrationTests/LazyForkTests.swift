@@ -106,6 +106,12 @@ extension PackTransferTests {
         let receiver = CLIHarness(home: CLIHarness.privateHome("lazy-corrupt"), environment: ["CLADE_LAZY_IDLE_SECONDS": "1"])
         let pull = try receiver.run(["pull", "--lazy", reference, "--insecure"])
         try #require(pull.status == 0, "lazy pull failed: \(pull.stderr)")
+        // A snapshot whose memory is still in the registry cannot be packed, and the refusal
+        // comes before any blob is written.
+        let refusedLayout = layout.appendingPathExtension("refused")
+        let refusedPack = try receiver.run(["pack", "first", "-o", refusedLayout.path])
+        #expect(refusedPack.status != 0 && refusedPack.stderr.contains("still arriving"), "pack of a lazy snapshot: \(refusedPack.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: refusedLayout.path), "a refused pack wrote \(refusedLayout.path)")
         // The guest may touch the bad chunk while it restores: then its VM stops, and the fork
         // says why; either way the server is still retrying the chunk when the fork returns.
         let fork = try receiver.run(["fork", "first", "--json"])
