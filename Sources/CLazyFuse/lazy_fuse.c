@@ -116,7 +116,8 @@ static void on_read(fuse_req_t request, fuse_ino_t inode, size_t size, off_t off
         return;
     }
     if ((uint64_t)offset + size > server->size) size = (size_t)(server->size - (uint64_t)offset);
-    int ready = server->callbacks.ensure(server->callbacks.context, (uint64_t)offset, (uint64_t)size);
+    const struct fuse_ctx *caller = fuse_req_ctx(request);
+    int ready = server->callbacks.ensure(server->callbacks.context, (uint64_t)offset, (uint64_t)size, caller ? (int32_t)caller->pid : 0);
     if (ready < 0) {
         fuse_reply_err(request, -ready);
         return;

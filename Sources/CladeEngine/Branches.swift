@@ -159,6 +159,12 @@ public struct Branches: EngineCapability {
             } else {
                 undoDiskPreparation()
             }
+            if let reason = engine.sandboxes.lazyMemoryFailureReason(sandbox: id) {
+                // Reading the guest's memory met a chunk the registry could not give: the guest
+                // never saw it, so it runs on; only the copy failed.
+                throw EngineError.guestFailed(
+                    "sandbox \(id) could not be branched: part of its memory is still in the registry and could not be fetched lazily (\(reason)); it keeps running. Branch it with --mode diff, or again once `clade pull` of its snapshot has completed")
+            }
             throw error
         }
         // The source continues as itself: its processes run on with its own RNG state.

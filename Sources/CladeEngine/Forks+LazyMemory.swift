@@ -42,6 +42,50 @@ extension Forks {
             "the lazy memory server of snapshot '\(metadata.tag)' did not mount \(paths.mountPoint.path) (see `clade doctor` for FUSE): \(log.suffix(600))")
     }
 
+    /// Completes a lazily pulled snapshot's memory (an eager `clade pull` of a snapshot the store
+    /// holds lazily): makes sure its server serves it, asks its fill to try at once, and waits
+    /// until the memory file is the snapshot's own. Fails, saying why, once no chunk has arrived
+    /// for `stallSeconds`; whatever arrived stays for the next try. Returns the bytes the server
+    /// fetched meanwhile (as far as its counters tell: a server restarted meanwhile counts anew).
+    @discardableResult
+    func completeLazyMemory(tag: String, stallSeconds: TimeInterval = 60, progress: (@Sendable (Int, Int) -> Void)? = nil) async throws -> Int64 {
+        let directory = snapshotCatalog.directory(tag)
+        guard let metadata = try snapshotCatalog.get(tag), let plan = try LazyMemoryPlan.load(in: directory) else { return 0 }
+        try ensureLazyMemoryServed(metadata, plan: plan)
+        let paths = LazyMemoryPaths(home: home, snapshotID: plan.snapshotID)
+        let fetchedBefore = (try? JSONFiles.read(LazyMemoryStatistics.self, from: paths.statistics))?.bytesFetched ?? 0
+        var fetchedLast = fetchedBefore
+        var kicked = false
+        var lastPresent = -1
+        var lastProgress = Date()
+        while try LazyMemoryPlan.load(in: directory) != nil {
+            if !LazyMemoryServer.isServing(paths.mountPoint) {
+                // It left (idle after failing passes, or died): a new server starts a new fill.
+                try ensureLazyMemoryServed(metadata, plan: plan)
+                kicked = false
+            }
+            if !kicked, let pid = Self.serverPid(paths), kill(pid, SIGUSR1) == 0 { kicked = true }
+            let statistics = try? JSONFiles.read(LazyMemoryStatistics.self, from: paths.statistics)
+            if let statistics { fetchedLast = statistics.bytesFetched }
+            if let statistics, statistics.chunksPresent != lastPresent {
+                lastPresent = statistics.chunksPresent
+                lastProgress = Date()
+                progress?(statistics.chunksPresent, statistics.chunks)
+            }
+            if Date().timeIntervalSince(lastProgress) > stallSeconds {
+                throw PackError.registry(
+                    "the memory of snapshot '\(tag)' stopped arriving from \(plan.reference): no chunk in \(Int(stallSeconds)) s (\(max(lastPresent, 0)) of \(plan.chunks.count) are in; \(statistics?.failure ?? "no failure reported")); what arrived is kept, so run `clade pull \(plan.reference)` again once the registry answers")
+            }
+            try await Task.sleep(nanoseconds: 200_000_000)
+        }
+        return max(0, fetchedLast - fetchedBefore)
+    }
+
+    static func serverPid(_ paths: LazyMemoryPaths) -> pid_t? {
+        guard let text = try? String(contentsOf: paths.pidFile, encoding: .utf8) else { return nil }
+        return pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
     /// The `clade` executable beside this process's own (the CLI, the daemon and the containerd
     /// shim are installed together), or `$CLADE_EXECUTABLE`.
     static func cladeExecutable() -> URL {
@@ -55,11 +99,16 @@ extension Sandboxes {
     /// Why a sandbox forked from a lazily pulled snapshot died, when its memory server could not
     /// fetch or verify a chunk it faulted on (QEMU then dies of SIGBUS, with nothing in its log).
     func lazyMemoryFailure(sandbox id: String) -> String? {
+        lazyMemoryFailureReason(sandbox: id).map { "its memory could not be fetched lazily, so its VM stopped: \($0)" }
+    }
+
+    /// The memory server's last chunk failure, when sandbox `id` maps a lazily served memory file.
+    func lazyMemoryFailureReason(sandbox id: String) -> String? {
         let memory = sandboxCatalog.paths(id).memory
         guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: memory.path), target.hasSuffix("/mnt/memory") else { return nil }
         let directory = URL(fileURLWithPath: target).deletingLastPathComponent().deletingLastPathComponent()
         guard let reason = try? String(contentsOf: directory.appendingPathComponent("failure", isDirectory: false), encoding: .utf8) else { return nil }
-        return "its memory could not be fetched lazily, so its VM stopped: \(reason.trimmingCharacters(in: .whitespacesAndNewlines))"
+        return reason.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
 

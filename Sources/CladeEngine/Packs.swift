@@ -50,9 +50,19 @@ public struct Packs: EngineCapability {
         if lazyMemory, geteuid() != 0 {
             throw EngineError.unsupported("a lazy pull serves memory through a FUSE mount that confined QEMUs of other uids must open, which needs clade running as root; pull it whole instead (without --lazy)")
         }
+        let started = Date()
         let storeLock = try FileLock.shared(home: home, .blobStore)
         defer { storeLock.unlock() }
-        return try await transfer(access).pull(reference, options: options, lazyMemory: lazyMemory, progress: progress)
+        var report = try await transfer(access).pull(reference, options: options, lazyMemory: lazyMemory, progress: progress)
+        if !lazyMemory, report.upToDate, try LazyMemoryPlan.load(in: SnapshotCatalog(home: home).directory(report.tag)) != nil {
+            // The store holds this snapshot lazily: a whole pull means waiting for the rest of
+            // its memory, fetched by the one server that also serves its running forks.
+            report.bytesDownloaded = try await engine.forks.completeLazyMemory(tag: report.tag) { present, total in progress?("memory chunks", Int64(present), Int64(total)) }
+            report.upToDate = false
+            report.completedLazyMemory = true
+            report.seconds = Date().timeIntervalSince(started)
+        }
+        return report
     }
 
     private func transfer(_ access: RegistryAccess) -> RegistryTransfer {

@@ -28,9 +28,9 @@ extension LazyMemoryServer {
         }
         var callbacks = clade_lazy_callbacks(
             context: Unmanaged.passUnretained(self).toOpaque(),
-            ensure: { context, offset, size in
+            ensure: { context, offset, size, requester in
                 guard let context else { return -EIO }
-                return Unmanaged<LazyMemoryServer>.fromOpaque(context).takeUnretainedValue().ensure(offset: offset, size: size)
+                return Unmanaged<LazyMemoryServer>.fromOpaque(context).takeUnretainedValue().ensure(offset: offset, size: size, requester: requester)
             },
             opens_changed: { context, count in
                 guard let context else { return }
@@ -48,6 +48,12 @@ extension LazyMemoryServer {
         try FileSystem.writeAtomically(Data("\(getpid())\n".utf8), to: paths.pidFile)
         writeStatistics()
         logger.info("serving lazy memory", metadata: ["tag": "\(tag)", "chunks": "\(plan.chunks.count)", "mount": "\(paths.mountPoint.path)"])
+        // An eager pull of this snapshot asks the fill to try at once (see ``kickFill()``).
+        signal(SIGUSR1, SIG_IGN)
+        let kicks = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
+        kicks.setEventHandler { [self] in kickFill() }
+        kicks.resume()
+        defer { kicks.cancel() }
         let fill = Thread { [self] in backgroundFill() }
         fill.start()
         let watch = Thread { [self] in watchForIdle() }
@@ -72,8 +78,17 @@ extension LazyMemoryServer {
     }
 
     /// Fetches every chunk no fault has asked for yet, a few at a time, in passes until all are
-    /// in; a pass that meets failures waits and tries again, and gives up after a few.
+    /// in. A pass that meets failures waits, longer each time up to a minute, and tries again: a
+    /// registry that comes back completes the snapshot without anyone asking. A kick (SIGUSR1,
+    /// sent by an eager `clade pull` of this snapshot) ends the wait at once. Once the fill has
+    /// failed a few passes in a row it no longer keeps an unused server alive.
     func backgroundFill() {
+        if fillHeld {
+            logger.info("background fill held until kicked", metadata: ["tag": "\(tag)"])
+            condition.withLock { fillStalled = true }
+            fillKick.wait()
+            condition.withLock { fillStalled = false }
+        }
         let workers = 4
         var failedPasses = 0
         while true {
@@ -88,13 +103,17 @@ extension LazyMemoryServer {
             }
             if failures.value == 0 { continue }
             failedPasses += 1
-            if failedPasses >= 5 {
-                logger.error("background fill gave up; faults still retry", metadata: ["tag": "\(tag)"])
-                condition.withLock { backgroundDone = true }
-                return
+            if failedPasses == 5 {
+                logger.error("background fill is failing; faults still retry, and the fill keeps trying less often", metadata: ["tag": "\(tag)"])
+                condition.withLock { fillStalled = true }
             }
             condition.withLock { for index in states.indices { if case .failed = states[index] { states[index] = .absent } } }
-            sleep(2)
+            let pause = min(60, 1 << min(failedPasses, 6))
+            if fillKick.wait(timeout: .now() + .seconds(pause)) == .success {
+                logger.info("background fill kicked; retrying now", metadata: ["tag": "\(tag)"])
+                failedPasses = 0
+                condition.withLock { fillStalled = false }
+            }
         }
         do {
             try finalize()
@@ -102,6 +121,11 @@ extension LazyMemoryServer {
             logger.error("the whole memory could not be placed in the snapshot", metadata: ["tag": "\(tag)", "error": "\(error)"])
         }
         condition.withLock { backgroundDone = true }
+    }
+
+    /// Ends the fill's wait (its hold, or its pause after a failed pass) so it tries at once.
+    public func kickFill() {
+        fillKick.signal()
     }
 
     /// Makes the assembled file the snapshot's own memory file, replacing the link to this
@@ -133,12 +157,12 @@ extension LazyMemoryServer {
         logger.info("snapshot memory complete", metadata: ["tag": "\(tag)", "bytes_fetched": "\(currentStatistics.bytesFetched)"])
     }
 
-    /// Stops the server once its background work is over and nothing has had the file open for
+    /// Stops the server once its background work is over (or failing) and nothing has had the file open for
     /// `idleGrace` seconds (a mapping keeps it open, so a running guest keeps the server).
     func watchForIdle() {
         while true {
             sleep(1)
-            let idle = condition.withLock { backgroundDone && openCount == 0 && Date().timeIntervalSince(lastOpenChange) >= idleGrace }
+            let idle = condition.withLock { (backgroundDone || fillStalled) && openCount == 0 && Date().timeIntervalSince(lastOpenChange) >= idleGrace }
             if idle, let session {
                 logger.info("nothing maps the lazy memory file; unmounting", metadata: ["tag": "\(tag)"])
                 clade_lazy_stop(session)

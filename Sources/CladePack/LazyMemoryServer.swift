@@ -38,6 +38,13 @@ public final class LazyMemoryServer: @unchecked Sendable {
     var openCount = 0
     var lastOpenChange = Date()
     var backgroundDone = false
+    /// The fill has failed several passes in a row: it must not keep an unused server alive.
+    var fillStalled = false
+    /// Whether the fill waits for a kick before its first pass (tests hold it to keep chunks
+    /// absent while they cut the registry off: `CLADE_LAZY_FILL=held`).
+    let fillHeld: Bool
+    /// Signalled by ``kickFill()``.
+    let fillKick = DispatchSemaphore(value: 0)
     var finalized = false
     /// Indices into `plan.chunks` by chunk number (offset / chunk size); holes have none.
     let chunkIndex: [Int64: Int]
@@ -46,9 +53,16 @@ public final class LazyMemoryServer: @unchecked Sendable {
 
     /// Attempts per chunk before a fault fails with EIO (and its guest stops).
     static let attempts = 3
+    /// How long a chunk that failed its attempts fails again without a new fetch.
+    static let failureMemory: TimeInterval = 10
+    /// When each failed chunk last failed.
+    var failedAt: [Int: Date] = [:]
+    /// The chunk each reading thread last failed on.
+    var failedRequests: [Int32: Int] = [:]
 
-    public init(home: CladeHome, tag: String, credentials: RegistryCredentials?, idleGrace: TimeInterval = 10, logger: Logger) throws {
+    public init(home: CladeHome, tag: String, credentials: RegistryCredentials?, idleGrace: TimeInterval = 10, fillHeld: Bool = false, logger: Logger) throws {
         self.home = home
+        self.fillHeld = fillHeld
         self.tag = tag
         self.logger = logger
         self.idleGrace = idleGrace
@@ -59,7 +73,8 @@ public final class LazyMemoryServer: @unchecked Sendable {
         self.plan = plan
         paths = LazyMemoryPaths(home: home, snapshotID: plan.snapshotID)
         let reference = try RegistryReference(parsing: plan.reference)
-        client = RegistryClient(reference: reference, insecure: plan.insecure, credentials: credentials, logger: logger)
+        // A guest waits on every fetch, so a registry that refuses connections must fail fast.
+        client = RegistryClient(reference: reference, insecure: plan.insecure, credentials: credentials, connectTimeout: .seconds(2), logger: logger)
         states = Array(repeating: .absent, count: plan.chunks.count)
         chunkIndex = Dictionary(uniqueKeysWithValues: plan.chunks.enumerated().map { ($0.element.offset / plan.chunkSize, $0.offset) })
         statistics = LazyMemoryStatistics(
@@ -69,7 +84,9 @@ public final class LazyMemoryServer: @unchecked Sendable {
     // MARK: - Faults
 
     /// Makes `[offset, offset + size)` readable from the assembled file: 0, or a negative errno.
-    func ensure(offset: UInt64, size: UInt64) -> Int32 {
+    /// When a chunk cannot be had and a VMM faulted on it, that VMM is stopped: the kernel
+    /// retries a failed fault of a mapped file for ever, so its guest would hang, not crash.
+    func ensure(offset: UInt64, size: UInt64, requester: Int32) -> Int32 {
         guard size > 0 else { return 0 }
         let first = Int64(offset) / plan.chunkSize
         let last = (Int64(offset) + Int64(size) - 1) / plan.chunkSize
@@ -78,10 +95,28 @@ public final class LazyMemoryServer: @unchecked Sendable {
             do {
                 try obtain(index, onDemand: true)
             } catch {
+                // A read-around that strays into a missing chunk fails harmlessly: the kernel
+                // then reads the faulted page alone. A one-page read, or a second failure of
+                // one thread on one chunk, is a fault that cannot be satisfied.
+                let repeated = condition.withLock { failedRequests.updateValue(index, forKey: requester) == index }
+                if size <= 4096 || repeated { stopFaultingMachine(thread: requester) }
                 return -EIO
             }
         }
         return 0
+    }
+
+    /// Kills the VMM whose thread `thread` faulted on memory that cannot be had; its sandbox then
+    /// reads as dead with the reason in `failure`. Any other reader (a branch reading a guest's
+    /// memory through procfs) only gets the error.
+    func stopFaultingMachine(thread: Int32) {
+        guard thread > 0, let status = try? String(contentsOfFile: "/proc/\(thread)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Tgid:") }),
+            let process = Int32(line.dropFirst(5).trimmingCharacters(in: .whitespaces)), process > 1,
+            let name = try? String(contentsOfFile: "/proc/\(process)/comm", encoding: .utf8), name.hasPrefix("qemu-system")
+        else { return }
+        logger.error("stopping the VMM that needs memory which cannot be fetched", metadata: ["pid": "\(process)", "tag": "\(tag)"])
+        kill(process, SIGKILL)
     }
 
     /// Returns once chunk `index` is in the assembled file, fetching it unless another thread is.
@@ -95,6 +130,10 @@ public final class LazyMemoryServer: @unchecked Sendable {
             case .fetching:
                 condition.wait()
                 continue
+            case .failed(let reason) where onDemand && Date().timeIntervalSince(failedAt[index] ?? .distantPast) < Self.failureMemory:
+                // Just retried and failed: a fault's repeats are answered at once, not refetched.
+                condition.unlock()
+                throw PackError.registry(reason)
             case .failed(let reason) where !onDemand:
                 // The background fill leaves a failed chunk to a fault or its next pass.
                 condition.unlock()
@@ -124,6 +163,7 @@ public final class LazyMemoryServer: @unchecked Sendable {
             let reason = "memory chunk at offset \(plan.chunks[index].offset) of snapshot '\(tag)' could not be fetched from \(plan.reference) after \(Self.attempts) attempts: \(error)"
             condition.lock()
             states[index] = .failed(reason)
+            failedAt[index] = Date()
             statistics.failure = reason
             condition.broadcast()
             condition.unlock()

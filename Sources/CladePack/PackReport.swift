@@ -99,9 +99,13 @@ public struct UnpackReport: Codable, Sendable {
     public var seconds: Double
     /// The tag already held this very snapshot; nothing was downloaded or written.
     public var upToDate: Bool = false
+    /// The tag held this snapshot with its memory still arriving lazily; the pull waited for the
+    /// rest of it (fetched by the snapshot's FUSE server) instead of downloading anything itself.
+    public var completedLazyMemory: Bool = false
 
     enum CodingKeys: String, CodingKey {
         case tag, registered, seconds
+        case completedLazyMemory = "completed_lazy_memory"
         case alreadyPresent = "already_present"
         case upToDate = "up_to_date"
         case blobsWritten = "blobs_written"

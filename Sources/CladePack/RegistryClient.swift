@@ -32,12 +32,18 @@ public actor RegistryClient {
     static let chunkSize = 8 << 20
     static let manifestLimit = 4 << 20
 
-    public init(reference: RegistryReference, insecure: Bool, credentials: RegistryCredentials?, logger: Logger = Logger(label: "clade.registry")) {
+    /// `connectTimeout` bounds each attempt to connect (the HTTP client retries refused
+    /// connections until it passes); the default suits transfers nobody waits on byte by byte.
+    public init(
+        reference: RegistryReference, insecure: Bool, credentials: RegistryCredentials?, connectTimeout: TimeAmount = .seconds(10),
+        logger: Logger = Logger(label: "clade.registry")
+    ) {
         self.reference = reference
         self.base = "\(insecure ? "http" : "https")://\(reference.host)/v2/\(reference.repository)"
         self.credentials = credentials
         self.logger = logger
-        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(redirectConfiguration: .follow(max: 5, allowCycles: false)))
+        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(
+                redirectConfiguration: .follow(max: 5, allowCycles: false), timeout: .init(connect: connectTimeout)))
     }
 
     public func shutdown() async {

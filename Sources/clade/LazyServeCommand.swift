@@ -21,7 +21,7 @@ struct LazyServe: ParsableCommand {
         }
         let idle = environment["CLADE_LAZY_IDLE_SECONDS"].flatMap(TimeInterval.init) ?? 10
         let server = try LazyMemoryServer(
-            home: engine.home, tag: tag, credentials: credentials, idleGrace: idle, logger: Logger(label: "clade.lazy-memory"))
+            home: engine.home, tag: tag, credentials: credentials, idleGrace: idle, fillHeld: environment["CLADE_LAZY_FILL"] == "held", logger: Logger(label: "clade.lazy-memory"))
         try server.run()
     }
 }

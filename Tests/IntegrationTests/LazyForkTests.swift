@@ -136,4 +136,58 @@ extension PackTransferTests {
         #expect(repaired.status == 0, "pull after repair: \(repaired.stderr)")
         #expect(try FileSystem.status(of: receiver.home.appendingPathComponent("snapshots/first/memory"))?.isRegularFile == true)
     }
+
+    /// The registry dies while a lazy child runs with part of its memory still in it: the child
+    /// that needs a missing chunk is stopped and says why, another sandbox runs on, the store
+    /// stays whole, and once the registry is back a plain pull completes the snapshot.
+    @Test func aRegistryLostMidRunStopsOnlyTheSandboxThatNeededTheMissingMemory() throws {
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        try bake(Self.source, "first")
+        let reference = "\(registry.address)/clade/lost:first"
+        try #require(try Self.source.run(["push", "first", reference, "--insecure"]).status == 0)
+
+        let receiver = CLIHarness(home: CLIHarness.privateHome("lazy-lost"), environment: ["CLADE_LAZY_IDLE_SECONDS": "1"])
+        // A bystander whose memory is whole: the same snapshot pulled eagerly under another tag.
+        try #require(try receiver.run(["pull", reference, "--tag", "whole", "--insecure"]).status == 0)
+        let bystander = try receiver.run(["fork", "whole", "--json"])
+        let bystanderID = try #require((try? JSONSerialization.jsonObject(with: Data(bystander.stdout.utf8)) as? [String: Any])?["id"] as? String, "\(bystander.stderr)")
+        // The fill is held, so the chunks the guest has not touched stay in the registry.
+        var holding = receiver
+        holding.environment["CLADE_LAZY_FILL"] = "held"
+        let fork = try holding.run(["fork", reference, "--insecure", "--json"])
+        let id = try #require((try? JSONSerialization.jsonObject(with: Data(fork.stdout.utf8)) as? [String: Any])?["id"] as? String, "lazy fork failed: \(fork.stderr)")
+        #expect(try receiver.run(["exec", id, "--", "true"]).status == 0)
+        let lazy = try lazyDirectory(receiver.home, tag: "first")
+        let before = statistics(lazy)
+        try #require((before["chunksPresent"] as? Int ?? 0) < (before["chunks"] as? Int ?? 0), "every chunk arrived although the fill was held: \(before)")
+
+        registry.halt()
+        // A full branch reads all of its guest's memory: the copy fails and says why, and the
+        // guest, which never touched the missing chunks, runs on.
+        let branch = try receiver.run(["branch", id, "--tag", "lost-branch", "--mode", "full", "--json"], timeout: 120)
+        #expect(branch.status != 0 && branch.stderr.contains("could not be fetched lazily") && branch.stderr.contains("keeps running"), "\(branch.stdout) \(branch.stderr)")
+        #expect(try receiver.run(["exec", id, "--", "true"]).status == 0, "a failed branch stopped its sandbox")
+        #expect(try receiver.run(["snapshot-info", "lost-branch"]).status != 0, "a failed branch left a snapshot")
+        // The kernel's BTF sits in guest memory that nothing touches after a restore: reading
+        // it faults on a chunk nobody can fetch now, so the VM is stopped and the sandbox says why.
+        _ = try receiver.run(["exec", id, "--", "sh", "-c", "cat /sys/kernel/btf/vmlinux > /dev/null"], timeout: 120)
+        let rows = (try? JSONSerialization.jsonObject(with: Data(try receiver.run(["ls", "--json"]).stdout.utf8)) as? [[String: Any]]) ?? []
+        let row = rows.first { $0["id"] as? String == id }
+        let cause = row?["death_cause"] as? String ?? ""
+        #expect(row?["state"] as? String == "dead" && cause.contains("could not be fetched lazily") && cause.contains(registry.address), "the child that lost its memory: \(row ?? [:])")
+        #expect(try receiver.run(["exec", bystanderID, "--", "true"]).status == 0, "another sandbox died with the registry")
+        try expectBlobsIntact(receiver.home)
+
+        try registry.resume()
+        let pull = try receiver.run(["pull", reference, "--insecure", "--json"], timeout: 240)
+        let report = (try? JSONSerialization.jsonObject(with: Data(pull.stdout.utf8)) as? [String: Any]) ?? [:]
+        #expect(pull.status == 0 && report["completed_lazy_memory"] as? Bool == true, "a pull after the registry came back: \(pull.stdout) \(pull.stderr)")
+        let memory = receiver.home.appendingPathComponent("snapshots/first/memory")
+        #expect(try FileSystem.status(of: memory)?.isRegularFile == true, "the pull returned before the memory was whole")
+        let compare = try ExternalCommand("cmp", [Self.source.home.appendingPathComponent("snapshots/first/memory").path, memory.path]).run()
+        #expect(compare.status == 0, "the completed memory differs from the source's: \(compare.stdout)")
+        _ = try receiver.run(["kill", bystanderID])
+        #expect(eventually(30) { !mounted(lazy.appendingPathComponent("mnt")) }, "the lazy mount outlived its last user")
+    }
 }

@@ -6,7 +6,8 @@ import Foundation
 final class TestRegistry: @unchecked Sendable {
     let port: Int
     let root: URL
-    private let process: Process
+    private var process: Process
+    private let binary: URL
 
     var address: String { "127.0.0.1:\(port)" }
 
@@ -14,6 +15,7 @@ final class TestRegistry: @unchecked Sendable {
         guard let binary = ExternalCommand.locate("docker-registry") else {
             throw HarnessError("docker-registry is not installed; run scripts/install-deps.sh (Debian package docker-registry)")
         }
+        self.binary = binary
         root = FileManager.default.temporaryDirectory.appendingPathComponent("clade-registry-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         var auth = ""
@@ -56,6 +58,28 @@ final class TestRegistry: @unchecked Sendable {
             lastError = "docker-registry did not listen on port \(port)"
         }
         throw HarnessError(lastError)
+    }
+
+    /// Kills the registry as a crash would, keeping its storage for ``resume()``.
+    func halt() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// Starts the registry again on the same port with the same storage; waits until it listens.
+    func resume() throws {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["serve", root.appendingPathComponent("config.yml").path]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        for _ in 0..<100 where process.isRunning {
+            if (try? ExternalCommand("bash", ["-c", "exec 3<>/dev/tcp/127.0.0.1/\(port)"]).run().status) == 0 { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw HarnessError("docker-registry did not listen again on port \(port)")
     }
 
     func stop() {

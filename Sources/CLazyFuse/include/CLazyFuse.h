@@ -8,8 +8,9 @@
 typedef struct clade_lazy_callbacks {
     void *context;
     /// Makes bytes [offset, offset + size) of the file readable from the data descriptor:
-    /// 0 once they are, or a negative errno (the guest's fault then fails with it).
-    int (*ensure)(void *context, uint64_t offset, uint64_t size);
+    /// 0 once they are, or a negative errno (the guest's fault then fails with it). `requester`
+    /// is the thread that asked (a VMM's vCPU thread when a guest faulted).
+    int (*ensure)(void *context, uint64_t offset, uint64_t size, int32_t requester);
     /// The open count changed (an open or a final release of the file).
     void (*opens_changed)(void *context, int open_count);
 } clade_lazy_callbacks;
