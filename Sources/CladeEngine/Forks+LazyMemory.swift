@@ -15,31 +15,59 @@ extension Forks {
         try LazyMemoryPlan.load(in: snapshotCatalog.directory(metadata.tag))
     }
 
+    /// Starts the FUSE server of snapshot `tag` if its memory is still being fetched lazily and no
+    /// server serves it, and waits until it has mounted and, with `prefetch`, fetched the
+    /// working set the pack recorded. Nothing happens for a snapshot whose memory is whole.
+    /// `fork` does this itself, prefetching; call it first to choose.
+    public func serveLazyMemory(tag: String, prefetch: Bool) throws {
+        let metadata = try snapshotCatalog.require(tag)
+        guard let plan = try lazyMemoryPlan(metadata) else { return }
+        try ensureLazyMemoryServed(metadata, plan: plan, prefetch: prefetch)
+    }
+
     /// Makes sure the snapshot's FUSE server is serving, starting it detached (so it outlives
-    /// this process and a `clade serve` restart) when it is not; waits until it has mounted.
-    func ensureLazyMemoryServed(_ metadata: SnapshotMetadata, plan: LazyMemoryPlan) throws {
+    /// this process and a `clade serve` restart) when it is not; waits until it has mounted and
+    /// has done its prefetch.
+    func ensureLazyMemoryServed(_ metadata: SnapshotMetadata, plan: LazyMemoryPlan, prefetch: Bool = true) throws {
         guard geteuid() == 0 else {
             throw EngineError.unsupported(
                 "snapshot '\(metadata.tag)' is still being fetched lazily, and its FUSE server needs clade running as root (a confined QEMU of another uid must open the mount); run `clade pull --force \(plan.reference)` to fetch it whole, or fork as root")
         }
         let paths = LazyMemoryPaths(home: home, snapshotID: plan.snapshotID)
-        if LazyMemoryServer.isServing(paths.mountPoint) { return }
+        if LazyMemoryServer.isServing(paths.mountPoint) { return try awaitPrefetch(paths, plan: plan) }
         let lock = try FileLock(home: home, .lazyServer(plan.snapshotID))
         defer { lock.unlock() }
-        if LazyMemoryServer.isServing(paths.mountPoint) { return }
+        if LazyMemoryServer.isServing(paths.mountPoint) { return try awaitPrefetch(paths, plan: plan) }
         try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         let executable = Self.cladeExecutable()
-        let pid = try DetachedLauncher.start(executable, arguments: ["lazy-serve", "-v", "--home", home.root.path, metadata.tag], log: paths.log)
+        // A server left by an earlier run leaves its counters; this one writes its own.
+        try? FileSystem.remove(paths.statistics)
+        let pid = try DetachedLauncher.start(
+            executable, arguments: ["lazy-serve", "-v", "--home", home.root.path, metadata.tag] + (prefetch ? [] : ["--no-prefetch"]), log: paths.log)
         logger.info("started the lazy memory server", metadata: ["tag": "\(metadata.tag)", "pid": "\(pid)"])
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            if LazyMemoryServer.isServing(paths.mountPoint) { return }
+            if LazyMemoryServer.isServing(paths.mountPoint) { return try awaitPrefetch(paths, plan: plan) }
             if kill(pid, 0) != 0, errno == ESRCH { break }
             usleep(10_000)
         }
         let log = (try? String(contentsOf: paths.log, encoding: .utf8)) ?? ""
         throw EngineError.unsupported(
             "the lazy memory server of snapshot '\(metadata.tag)' did not mount \(paths.mountPoint.path) (see `clade doctor` for FUSE): \(log.suffix(600))")
+    }
+
+    /// Waits until the server has prefetched the working set (when the pack recorded one), so
+    /// children start with it in the page cache. A prefetch that outlasts the bound is left to
+    /// finish on its own: faults fetch whatever it has not.
+    func awaitPrefetch(_ paths: LazyMemoryPaths, plan: LazyMemoryPlan, bound: TimeInterval = 300) throws {
+        guard !(plan.workingSet ?? []).isEmpty else { return }
+        let deadline = Date().addingTimeInterval(bound)
+        while Date() < deadline {
+            if let statistics = try? JSONFiles.read(LazyMemoryStatistics.self, from: paths.statistics), statistics.prefetchDone == true { return }
+            if !LazyMemoryServer.isServing(paths.mountPoint) { return }
+            usleep(10_000)
+        }
+        logger.warning("the working-set prefetch is still running; starting children anyway", metadata: ["snapshot": "\(plan.snapshotID)"])
     }
 
     /// Completes a lazily pulled snapshot's memory (an eager `clade pull` of a snapshot the store

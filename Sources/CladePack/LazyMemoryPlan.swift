@@ -26,6 +26,9 @@ public struct LazyMemoryPlan: Codable, Sendable, Equatable {
     public var logicalSize: Int64
     public var chunkSize: Int64
     public var chunks: [Chunk]
+    /// Offsets of the chunks to prefetch before children resume (the pack's working set, less
+    /// chunks it does not hold, which are zeros); nil when the pack recorded none.
+    public var workingSet: [Int64]?
 
     /// Checks every bound a hostile plan (or pack) could break before the server trusts it:
     /// chunks on chunk boundaries inside the file, no two at one offset, sizes as the pack format
@@ -49,6 +52,9 @@ public struct LazyMemoryPlan: Codable, Sendable, Equatable {
                 throw PackError.malformed(what: what, reason: "memory chunk at \(chunk.offset) is \(chunk.size) bytes compressed, more than a chunk can need")
             }
             _ = try digest(of: chunk, what: what)
+        }
+        for offset in workingSet ?? [] where !seen.contains(offset) {
+            throw PackError.malformed(what: what, reason: "working-set offset \(offset) is not one of the pack's memory chunks")
         }
     }
 
@@ -105,4 +111,10 @@ public struct LazyMemoryStatistics: Codable, Sendable {
     public var demandFetches: Int
     public var complete: Bool
     public var failure: String?
+    /// Working-set chunks to prefetch, how many reached the page cache, how long it took, and
+    /// whether it is over (the engine starts children once it is); nil without a working set.
+    public var prefetchChunks: Int?
+    public var prefetchedChunks: Int?
+    public var prefetchSeconds: Double?
+    public var prefetchDone: Bool?
 }

@@ -54,7 +54,10 @@ extension LazyMemoryServer {
         kicks.setEventHandler { [self] in kickFill() }
         kicks.resume()
         defer { kicks.cancel() }
-        let fill = Thread { [self] in backgroundFill() }
+        let fill = Thread { [self] in
+            prefetch()
+            backgroundFill()
+        }
         fill.start()
         let watch = Thread { [self] in watchForIdle() }
         watch.start()
@@ -96,7 +99,7 @@ extension LazyMemoryServer {
             if missing.isEmpty { break }
             let cursor = ChunkCursor()
             let failures = FailureCount()
-            DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            Self.runWorkers(workers) { [self] in
                 while let position = cursor.next(below: missing.count) {
                     do { try obtain(missing[position], onDemand: false) } catch { failures.add() }
                 }

@@ -43,6 +43,8 @@ public final class LazyMemoryServer: @unchecked Sendable {
     /// Whether the fill waits for a kick before its first pass (tests hold it to keep chunks
     /// absent while they cut the registry off: `CLADE_LAZY_FILL=held`).
     let fillHeld: Bool
+    /// Whether the working set, when the pack recorded one, is fetched before children start.
+    let prefetchEnabled: Bool
     /// Signalled by ``kickFill()``.
     let fillKick = DispatchSemaphore(value: 0)
     var finalized = false
@@ -60,9 +62,11 @@ public final class LazyMemoryServer: @unchecked Sendable {
     /// The chunk each reading thread last failed on.
     var failedRequests: [Int32: Int] = [:]
 
-    public init(home: CladeHome, tag: String, credentials: RegistryCredentials?, idleGrace: TimeInterval = 10, fillHeld: Bool = false, logger: Logger) throws {
+    public init(home: CladeHome, tag: String, credentials: RegistryCredentials?, idleGrace: TimeInterval = 10, fillHeld: Bool = false, prefetch: Bool = true, logger: Logger
+    ) throws {
         self.home = home
         self.fillHeld = fillHeld
+        prefetchEnabled = prefetch
         self.tag = tag
         self.logger = logger
         self.idleGrace = idleGrace

@@ -42,6 +42,8 @@ public enum AnnotationKey {
     public static let memoryOffset = "org.clade.memory.offset"
     /// Chunk size of a snapshot's memory layers.
     public static let memoryChunkSize = "org.clade.memory.chunk-size"
+    /// The chunks a fresh fork touches first (``WorkingSet``), as ranges of chunk numbers.
+    public static let memoryWorkingSet = "org.clade.memory.working-set"
     /// Index of a disk layer in the chain (0 sits on the rootfs).
     public static let diskIndex = "org.clade.disk.index"
     /// `"true"` on a layer a reader may ignore when it does not know its media type.

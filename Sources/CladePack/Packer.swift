@@ -156,6 +156,9 @@ public struct Packer: Sendable {
             AnnotationKey.created: ISO8601DateFormatter().string(from: metadata.createdAt),
         ]
         if let parent { annotations[AnnotationKey.parentManifest] = parent.digest.description }
+        if let workingSet = try WorkingSet.load(in: directory), workingSet.chunkSize == Int64(PackFormat.memoryChunkSize), !workingSet.chunks.isEmpty {
+            annotations[AnnotationKey.memoryWorkingSet] = workingSet.encoded
+        }
         let manifest = Manifest(
             config: Descriptor(mediaType: MediaType.snapshotConfig, digest: config.digest, size: config.size),
             layers: layers, annotations: annotations)

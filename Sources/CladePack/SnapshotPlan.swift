@@ -26,6 +26,8 @@ struct SnapshotPlan {
     var memoryChunks: [(offset: Int64, piece: PlannedPiece)]
     /// The manifest's memory chunk size (every chunk but the last has exactly this many bytes).
     var memoryChunkSize = PackFormat.memoryChunkSize
+    /// The recorded working set, when the pack carries one.
+    var workingSet: WorkingSet?
 
     static let maxMemoryBytes: Int64 = 1 << 40
     static let maxDiskBytes: Int64 = 1 << 40
@@ -169,6 +171,10 @@ struct SnapshotPlan {
         self.deviceState = deviceState
         diskLayers = (0..<disks.count).compactMap { disks[$0] }
         memoryChunks = chunks.keys.sorted().compactMap { offset in chunks[offset].map { (offset, $0) } }
+        workingSet = try manifest.annotations?[AnnotationKey.memoryWorkingSet].map { text in
+            let chunkLimit = (metadata.memory.logicalSize + Int64(chunkSize) - 1) / Int64(chunkSize)
+            return try WorkingSet(encoded: text, chunkSize: Int64(chunkSize), chunkLimit: chunkLimit, what: "\(AnnotationKey.memoryWorkingSet) of \(what)")
+        }
     }
 
     private static func formatVersion(in config: Data) -> String {

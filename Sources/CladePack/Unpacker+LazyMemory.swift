@@ -25,6 +25,10 @@ extension Unpacker {
             logicalSize: plan.metadata.memory.logicalSize, chunkSize: Int64(plan.memoryChunkSize),
             chunks: plan.memoryChunks.map { offset, piece in
                 LazyMemoryPlan.Chunk(offset: offset, digest: piece.descriptor.digest.description, size: piece.descriptor.size, contentSize: piece.contentSize)
+            },
+            workingSet: plan.workingSet.map { recorded in
+                let held = Set(plan.memoryChunks.map(\.offset))
+                return recorded.chunks.map { $0 * Int64(plan.memoryChunkSize) }.filter { held.contains($0) }
             })
         try lazyPlan.validate(what: "the memory chunk table of \(plan.metadata.tag)")
         try JSONFiles.write(lazyPlan, to: directory.appendingPathComponent(LazyMemoryPlan.fileName, isDirectory: false))

@@ -254,6 +254,8 @@ public struct Unpacker: Sendable {
                 metadata.memory.physicalSize = memoryStatus.allocatedBytes
             }
             try JSONFiles.write(metadata, to: directory.appendingPathComponent(SnapshotMetadata.fileName))
+            // Kept with the snapshot, so a later push carries it on.
+            try plan.workingSet?.save(in: directory)
             stagedSnapshots.append((plan, directory, metadata.tag))
             FaultPoint.unpackStagedSnapshot.crashIfRequested()
         }

@@ -4,7 +4,7 @@ import CladeEngine
 import Foundation
 
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks, each measured against baselines in the same run.", subcommands: [ForkBench.self, BranchBench.self, PackBench.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks, each measured against baselines in the same run.", subcommands: [ForkBench.self, BranchBench.self, PackBench.self, PullBench.self])
 
     struct ForkBench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -105,6 +105,35 @@ struct Bench: AsyncParsableCommand {
             print("  sibling branch adds \(formatBytes(report.branchNewBytes))")
             for (name, value) in report.ratios.sorted(by: { $0.key < $1.key }) {
                 print(String(format: "  %-52@ %.3f", name as NSString, value))
+            }
+        }
+    }
+
+    struct PullBench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "pull",
+            abstract: "Children on a host without the snapshot: pull then fork vs lazy fork vs lazy fork with the working set prefetched, against one registry.")
+        @OptionGroup var global: GlobalOptions
+        @Option(help: "Registry HOST:PORT to push to and pull from (e.g. a docker-registry behind a throttle).") var registry: String
+        @Flag(help: "Plain HTTP to the registry.") var insecure = false
+        @Option(name: .short, help: "Children per arm.") var n = 4
+        @Option(help: "Guest memory of the snapshot baked for it, MiB.") var memory = 256
+        @Option(help: "Use this snapshot instead of baking one (its working set is recorded anew).") var tag: String?
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let progress = ProgressReporter(quiet: json)
+            let report = try await global.makeEngine().benchPull(registry: registry, insecure: insecure, count: n, memoryMiB: memory, tag: tag) { progress.update($0) }
+            progress.finish()
+            if json { return try printJSON(report) }
+            print("bench pull: \(report.children) children of a \(report.memoryMiB) MiB snapshot from \(report.registry); working set \(report.workingSetChunks) chunks")
+            for name in ["pull_then_fork", "lazy", "lazy_prefetch"] {
+                guard let arm = report.arms[name] else { continue }
+                print(String(format: "  %@ first answer %6.2f s   all %6.2f s   %@ before the first answer%@", name.padding(toLength: 15, withPad: " ", startingAt: 0) as NSString, arm.firstAnswerSeconds, arm.allAnswersSeconds,
+                    formatBytes(arm.bytesBeforeFirstAnswer) as NSString, arm.demandFetches.map { ", \($0) chunks waited on" } as NSString? ?? ""))
+            }
+            for (name, value) in report.ratios.sorted(by: { $0.key < $1.key }) {
+                print(String(format: "  %@ %.3f", name.padding(toLength: 72, withPad: " ", startingAt: 0) as NSString, value))
             }
         }
     }

@@ -16,7 +16,7 @@ struct Clade: AsyncParsableCommand {
             Bake.self, SnapshotCommand.self, Snapshots.self, SnapshotInfoCommand.self, Fork.self, RemoveSnapshot.self,
             Bench.self, Branch.self, Compact.self, Standby.self, Resume.self, Pause.self, Unpause.self, SetTimeout.self, NetworkCommand.self, Port.self,
             ProcessList.self, SignalCommand.self, Attach.self, Eval.self, Files.self,
-            PackCommand.self, UnpackCommand.self, PushCommand.self, PullCommand.self, GarbageCollect.self, Serve.self, E2BCommand.self, LazyServe.self,
+            PackCommand.self, UnpackCommand.self, PushCommand.self, PullCommand.self, RecordWorkingSet.self, GarbageCollect.self, Serve.self, E2BCommand.self, LazyServe.self,
         ])
 
     /// Runs the command; a failure exits with its category's code (the README's error table),

@@ -11,6 +11,7 @@ struct LazyServe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lazy-serve", abstract: "Serve a lazily pulled snapshot's memory over FUSE (started by clade itself).", shouldDisplay: false)
     @OptionGroup var global: GlobalOptions
+    @Flag(help: "Do not fetch the recorded working set before faults ask for it.") var noPrefetch = false
     @Argument(help: "Snapshot tag.") var tag: String
 
     func run() throws {
@@ -21,7 +22,8 @@ struct LazyServe: ParsableCommand {
         }
         let idle = environment["CLADE_LAZY_IDLE_SECONDS"].flatMap(TimeInterval.init) ?? 10
         let server = try LazyMemoryServer(
-            home: engine.home, tag: tag, credentials: credentials, idleGrace: idle, fillHeld: environment["CLADE_LAZY_FILL"] == "held", logger: Logger(label: "clade.lazy-memory"))
+            home: engine.home, tag: tag, credentials: credentials, idleGrace: idle, fillHeld: environment["CLADE_LAZY_FILL"] == "held", prefetch: !noPrefetch,
+            logger: Logger(label: "clade.lazy-memory"))
         try server.run()
     }
 }

@@ -137,6 +137,8 @@ struct Fork: AsyncParsableCommand {
     var network: NetworkPolicy?
     @OptionGroup var limits: LimitOptions
     @OptionGroup var registry: RegistryOptions
+    @Flag(help: "For a snapshot whose memory is still in the registry: do not fetch its recorded working set before the children start.")
+    var noPrefetch = false
     @Flag(help: "Print one JSON object per child.") var json = false
     @Argument(help: "Snapshot tag, or a registry reference HOST[:PORT]/REPOSITORY:TAG (a host has a dot or a port, or is localhost) to fork from before the snapshot's memory has arrived.")
     var tag: String
@@ -157,6 +159,7 @@ struct Fork: AsyncParsableCommand {
             progress.finish()
             tag = report.tag
         }
+        try engine.forks.serveLazyMemory(tag: tag, prefetch: !noPrefetch)
         let outcomes = try await engine.forks.fork(tag: tag, count: n, memoryOrder: memoryPlacement.order, lifetime: lifetime.lifetime, network: network, limits: limits.request)
         let total = Date().timeIntervalSince(start) * 1000
         let views = outcomes.map { outcome in
