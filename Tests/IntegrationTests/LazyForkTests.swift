@@ -38,6 +38,11 @@ extension PackTransferTests {
         defer { registry.stop() }
         try bake(Self.source, "first")
         let reference = "\(registry.address)/clade/lazy:first"
+        // The working set a fresh fork touches travels with the pack and is prefetched.
+        let recorded = try Self.source.run(["record-working-set", "first", "--json"])
+        try #require(recorded.status == 0, "record-working-set failed: \(recorded.stderr)")
+        let recordedChunks = (try? JSONSerialization.jsonObject(with: Data(recorded.stdout.utf8)) as? [String: Any])?["chunks"] as? Int ?? 0
+        #expect(recordedChunks > 0, "\(recorded.stdout)")
         try #require(try Self.source.run(["push", "first", reference, "--insecure"]).status == 0)
 
         let receiver = CLIHarness(home: CLIHarness.privateHome("lazy-receiver"), environment: ["CLADE_LAZY_IDLE_SECONDS": "1"])
@@ -48,6 +53,12 @@ extension PackTransferTests {
         let ids = children.compactMap { $0["id"] as? String }
         let lazy = try lazyDirectory(receiver.home, tag: "first")
         #expect(mounted(lazy.appendingPathComponent("mnt")), "the FUSE server is not mounted at \(lazy.path)/mnt")
+        // The children started after the prefetch, which pushed every working-set chunk the pack
+        // holds into the page cache.
+        let prefetched = statistics(lazy)
+        #expect(prefetched["prefetchDone"] as? Bool == true && (prefetched["prefetchChunks"] as? Int ?? 0) > 0, "\(prefetched)")
+        #expect(prefetched["prefetchedChunks"] as? Int == prefetched["prefetchChunks"] as? Int, "not every prefetched chunk reached the page cache: \(prefetched)")
+        #expect(FileManager.default.fileExists(atPath: receiver.home.appendingPathComponent("snapshots/first/working-set.json").path), "the pulled snapshot lost its working set")
         for id in ids {
             let read = try receiver.run(["exec", id, "--", "cat", "/root/sentinel"])
             #expect(read.stdout == "packed-sentinel\n", "lazy child \(id): \(read.stderr)")
@@ -155,7 +166,8 @@ extension PackTransferTests {
         // The fill is held, so the chunks the guest has not touched stay in the registry.
         var holding = receiver
         holding.environment["CLADE_LAZY_FILL"] = "held"
-        let fork = try holding.run(["fork", reference, "--insecure", "--json"])
+        // No prefetch either: the working set, if one was recorded, would fetch every chunk.
+        let fork = try holding.run(["fork", reference, "--insecure", "--no-prefetch", "--json"])
         let id = try #require((try? JSONSerialization.jsonObject(with: Data(fork.stdout.utf8)) as? [String: Any])?["id"] as? String, "lazy fork failed: \(fork.stderr)")
         #expect(try receiver.run(["exec", id, "--", "true"]).status == 0)
         let lazy = try lazyDirectory(receiver.home, tag: "first")

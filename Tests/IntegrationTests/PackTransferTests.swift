@@ -254,6 +254,24 @@ import Testing
         try forkAndCheckSentinel(resumer, "first", count: 1)
     }
 
+    @Test func benchPullReportsEveryArmFromOneRun() throws {
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        try bake(Self.source, "first")
+        let bench = try Self.source.run(["bench", "pull", "--registry", registry.address, "--insecure", "-n", "1", "--tag", "first", "--json"], timeout: 600)
+        try #require(bench.status == 0, "bench pull failed: \(bench.stderr)")
+        let report = try json(bench)
+        let arms = report["arms"] as? [String: [String: Any]] ?? [:]
+        for arm in ["pull_then_fork", "lazy", "lazy_prefetch"] {
+            #expect((arms[arm]?["first_answer_s"] as? Double ?? 0) > 0 && (arms[arm]?["bytes_before_first_answer"] as? Int ?? 0) > 0, "\(arm): \(arms[arm] ?? [:])")
+        }
+        #expect(arms["lazy_prefetch"]?["demand_fetches"] != nil && (report["working_set_chunks"] as? Int ?? 0) > 0, "\(report)")
+        let ratios = report["ratios"] as? [String: Double] ?? [:]
+        #expect(ratios.count == 2 && ratios.values.allSatisfy { $0 > 0 }, "\(ratios)")
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: Self.source.home.deletingLastPathComponent().path)) ?? []
+        #expect(!leftovers.contains { $0.hasPrefix(".clade-benchpull-") }, "bench pull left its stores behind")
+    }
+
     @Test func benchPackReportsEveryRatioFromOneRun() throws {
         let bench = try Self.source.run(["bench", "pack", "--json"], timeout: 600)
         try #require(bench.status == 0, "bench pack failed: \(bench.stderr)")
