@@ -12,16 +12,24 @@ public struct PullBenchArm: Codable, Sendable {
     /// From the start of the pull to the first child's first `exec` answer, and to the last's.
     public var firstAnswerSeconds: Double
     public var allAnswersSeconds: Double
+    /// The pull alone: everything but the memory for the lazy arms (disk, kernel, initrd, device state).
+    public var pullSeconds: Double
     /// Bytes taken from the registry by the time the first answer came (pull plus FUSE server).
     public var bytesBeforeFirstAnswer: Int64
     /// Chunks guests waited on (lazy arms only).
     public var demandFetches: Int?
+    /// With `--eval`: to the first child's first answer from its resident interpreter, and the last's.
+    public var firstEvalSeconds: Double?
+    public var allEvalsSeconds: Double?
 
     enum CodingKeys: String, CodingKey {
+        case pullSeconds = "pull_s"
         case firstAnswerSeconds = "first_answer_s"
         case allAnswersSeconds = "all_answers_s"
         case bytesBeforeFirstAnswer = "bytes_before_first_answer"
         case demandFetches = "demand_fetches"
+        case firstEvalSeconds = "first_eval_s"
+        case allEvalsSeconds = "all_evals_s"
     }
 }
 
@@ -48,7 +56,7 @@ extension Engine {
     /// Bakes (or takes `tag`), records its working set, pushes it to `registry`, and measures
     /// the three ways of starting `count` children in stores that have none of it.
     public func benchPull(
-        registry: String, insecure: Bool, count: Int, memoryMiB: Int, tag given: String?, progress: @Sendable (String) -> Void = { _ in }
+        registry: String, insecure: Bool, count: Int, memoryMiB: Int, tag given: String?, eval code: String? = nil, progress: @Sendable (String) -> Void = { _ in }
     ) async throws -> PullBenchReport {
         guard geteuid() == 0 else { throw EngineError.unsupported("`clade bench pull` compares lazy forks, which need clade running as root") }
         guard (1...16).contains(count) else { throw EngineError.badInput("-n must be between 1 and 16 (got \(count))") }
@@ -68,7 +76,7 @@ extension Engine {
         do {
             for arm in ["pull_then_fork", "lazy", "lazy_prefetch"] {
                 progress("\(arm): \(count) children in an empty store")
-                arms[arm] = try await measurePullArm(arm, reference: reference, insecure: insecure, count: count)
+                arms[arm] = try await measurePullArm(arm, reference: reference, insecure: insecure, count: count, eval: code)
             }
         } catch {
             if given == nil { _ = try? await snapshots.remove(tag, cascade: true) }
@@ -87,7 +95,7 @@ extension Engine {
             ])
     }
 
-    private func measurePullArm(_ arm: String, reference: RegistryReference, insecure: Bool, count: Int) async throws -> PullBenchArm {
+    private func measurePullArm(_ arm: String, reference: RegistryReference, insecure: Bool, count: Int, eval code: String?) async throws -> PullBenchArm {
         // A store of its own beside this one, not inside its private temporary directory: a
         // confined QEMU (another uid) must be able to reach its files.
         let root = home.root.deletingLastPathComponent().appendingPathComponent(".clade-benchpull-\(arm)-\(Names.newSandboxID())", isDirectory: true)
@@ -95,7 +103,7 @@ extension Engine {
         let receiver = Engine(home: CladeHome(root: root), backend: backend, logger: logger, allowsWeakerIsolation: allowsWeakerIsolation)
         let children = Locked<[String]>([])
         do {
-            let arm = try await runPullArm(arm, receiver: receiver, reference: reference, insecure: insecure, count: count, children: children)
+            let arm = try await runPullArm(arm, receiver: receiver, reference: reference, insecure: insecure, count: count, eval: code, children: children)
             await Self.dismantle(receiver, children: children.withLock { $0 }, root: root)
             return arm
         } catch {
@@ -105,11 +113,12 @@ extension Engine {
     }
 
     private func runPullArm(
-        _ arm: String, receiver: Engine, reference: RegistryReference, insecure: Bool, count: Int, children launched: Locked<[String]>
+        _ arm: String, receiver: Engine, reference: RegistryReference, insecure: Bool, count: Int, eval code: String?, children launched: Locked<[String]>
     ) async throws -> PullBenchArm {
         let started = Date()
         let lazy = arm != "pull_then_fork"
         let pulled = try await receiver.packs.pull(reference, access: RegistryAccess(insecure: insecure), lazyMemory: lazy)
+        let pullSeconds = Date().timeIntervalSince(started)
         try receiver.forks.serveLazyMemory(tag: pulled.tag, prefetch: arm == "lazy_prefetch")
         let outcomes = try await receiver.forks.fork(tag: pulled.tag, count: count)
         let children = outcomes.compactMap { $0.record?.id }
@@ -118,6 +127,7 @@ extension Engine {
             throw EngineError.guestFailed("\(arm): \(count - children.count) of \(count) children failed: \(outcomes.compactMap(\.error).first ?? "")")
         }
         let first = Locked<(Double, Int64)?>(nil)
+        let evals = Locked<[Double]>([])
         let statistics = LazyMemoryPaths(home: receiver.home, snapshotID: try receiver.snapshotCatalog.require(pulled.tag).id).statistics
         try await withThrowingTaskGroup(of: Void.self) { group in
             for id in children {
@@ -126,6 +136,12 @@ extension Engine {
                     let elapsed = Date().timeIntervalSince(started)
                     let served = lazy ? ((try? JSONFiles.read(LazyMemoryStatistics.self, from: statistics))?.bytesFetched ?? 0) : 0
                     first.withLock { if $0 == nil { $0 = (elapsed, served) } }
+                    if let code {
+                        let result = try await receiver.processes.eval(id: id, code: code, timeout: 300)
+                        if let error = result.error { throw EngineError.guestFailed("eval in \(id) raised: \(error)") }
+                        let evaluated = Date().timeIntervalSince(started)
+                        evals.withLock { $0.append(evaluated) }
+                    }
                 }
             }
             try await group.waitForAll()
@@ -133,7 +149,10 @@ extension Engine {
         let all = Date().timeIntervalSince(started)
         let (firstSeconds, served) = first.withLock { $0 } ?? (all, 0)
         let demand = lazy ? (try? JSONFiles.read(LazyMemoryStatistics.self, from: statistics))?.demandFetches : nil
-        return PullBenchArm(firstAnswerSeconds: firstSeconds, allAnswersSeconds: all, bytesBeforeFirstAnswer: pulled.bytesDownloaded + served, demandFetches: demand)
+        let evaluated = evals.withLock { $0 }
+        return PullBenchArm(
+            firstAnswerSeconds: firstSeconds, allAnswersSeconds: all, pullSeconds: pullSeconds, bytesBeforeFirstAnswer: pulled.bytesDownloaded + served, demandFetches: demand,
+            firstEvalSeconds: evaluated.min(), allEvalsSeconds: evaluated.max())
     }
 
     /// Kills the arm's children, unmounts its FUSE server (which then exits) and removes its store.

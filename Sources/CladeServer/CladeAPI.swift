@@ -147,12 +147,21 @@ public struct CladeAPI: Sendable {
         guard (1...limits.maxChildrenPerRequest).contains(count) else {
             throw APIError(.badRequest, "n must be between 1 and \(limits.maxChildrenPerRequest), not \(count)")
         }
-        do { try Names.validate(body.snapshotTag, kind: "tag") } catch { throw APIError(.badRequest, "\(error)") }
-        _ = try SnapshotCatalog(home: engine.home).require(body.snapshotTag)
+        var tag = body.snapshotTag
         let start = Date()
+        if RegistryReference.namesRegistry(tag) {
+            // A registry reference: pulled once (lazily where this host can serve memory over
+            // FUSE) under a tag derived from it, so the children start before the memory arrives.
+            let reference: RegistryReference
+            do { reference = try RegistryReference(parsing: tag) } catch { throw APIError(.badRequest, "snapshot_tag '\(tag)': \(error)") }
+            tag = try await withSlot { try await engine.packs.snapshotForFork(reference, access: .fromEnvironment(for: reference)) }
+        } else {
+            do { try Names.validate(tag, kind: "tag") } catch { throw APIError(.badRequest, "\(error)") }
+        }
+        _ = try SnapshotCatalog(home: engine.home).require(tag)
         let lifetime = body.timeoutSecs.map { Lifetime(seconds: $0, action: body.onTimeout ?? .kill) }
         let network = try networkPolicy(body.network)
-        let outcomes = try await withSlot { try await engine.forks.fork(tag: body.snapshotTag, count: count, memoryOrder: engine.forks.serviceMemoryOrder, lifetime: lifetime, network: network, limits: body.limits) }
+        let outcomes = try await withSlot { try await engine.forks.fork(tag: tag, count: count, memoryOrder: engine.forks.serviceMemoryOrder, lifetime: lifetime, network: network, limits: body.limits) }
         Timer(label: "clade_fork_duration_seconds").recordSeconds(Date().timeIntervalSince(start))
         let started = outcomes.compactMap(\.record)
         guard !started.isEmpty else {

@@ -15,7 +15,7 @@ extension ShimPod {
     func makeMachine(for request: Containerd_Task_V2_CreateTaskRequest, spec: RuntimeSpec) async throws {
         let record: SandboxRecord
         if let requested = spec.annotations?[Annotations.snapshot] {
-            let tag = try await localSnapshot(for: requested)
+            let tag = try await localSnapshot(for: requested, lazy: spec.annotations?[Annotations.lazy] != "false")
             let policy = try podPolicy(spec)
             let effectivePolicy: NetworkPolicy
             if let policy { effectivePolicy = policy } else { effectivePolicy = await snapshotPolicy(tag) }
@@ -72,8 +72,10 @@ extension ShimPod {
     }
 
     /// A snapshot tag in this node's store for what the annotation names. A registry reference
-    /// is pulled once per node, under a tag derived from the reference, and reused after.
-    func localSnapshot(for requested: String) async throws -> String {
+    /// is pulled once per node, under a tag derived from the reference, and reused after; lazily
+    /// (the pod starts before the memory has arrived) where the node can serve memory over FUSE,
+    /// unless `lazy` is false.
+    func localSnapshot(for requested: String, lazy: Bool = true) async throws -> String {
         let trimmed = requested.trimmingCharacters(in: .whitespaces)
         guard !trimmed.isEmpty else {
             throw TTRPCError.status(.invalidArgument, "the \(Annotations.snapshot) annotation is empty; give a snapshot tag or a registry reference")
@@ -92,17 +94,12 @@ extension ShimPod {
         } catch {
             throw TTRPCError.status(.invalidArgument, "the \(Annotations.snapshot) annotation '\(requested)' is not a registry reference: \(error)")
         }
-        let tag = "node-" + String(Digest.of(Data(reference.description.utf8)).hex.prefix(20))
-        if (try? await engine.snapshots.info(tag)) != nil { return tag }
         do {
-            let access = NodeRegistryAccess.access(for: reference, environment: ProcessInfo.processInfo.environment)
-            _ = try await engine.packs.pull(reference, options: UnpackOptions(tag: tag), access: access)
+            // Lazily where the node can: the pod starts before the snapshot's memory has arrived.
+            return try await engine.packs.snapshotForFork(reference, access: .fromEnvironment(for: reference), lazy: lazy)
         } catch {
-            // Another shim on this node may have pulled it meanwhile.
-            if (try? await engine.snapshots.info(tag)) != nil { return tag }
             throw ShimErrors.translate(error, doing: "pull snapshot \(reference)")
         }
-        return tag
     }
 
     /// The clade image for a container's root filesystem, built on first use and named by what

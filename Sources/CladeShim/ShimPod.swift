@@ -222,4 +222,6 @@ enum Annotations {
     static let containerKind = "container"
     /// A clade network policy for the pod's guest (`none`, `outbound`, `allow:…`, `deny:…`).
     static let network = "clade.dev/network"
+    /// `false`: pull a registry reference whole before the pod starts, instead of lazily.
+    static let lazy = "clade.dev/lazy"
 }

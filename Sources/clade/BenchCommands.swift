@@ -119,18 +119,22 @@ struct Bench: AsyncParsableCommand {
         @Option(name: .short, help: "Children per arm.") var n = 4
         @Option(help: "Guest memory of the snapshot baked for it, MiB.") var memory = 256
         @Option(help: "Use this snapshot instead of baking one (its working set is recorded anew).") var tag: String?
+        @Option(help: "Code each child then evaluates in the snapshot's resident interpreter (a snapshot baked with --interpreter).") var eval: String?
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
             let progress = ProgressReporter(quiet: json)
-            let report = try await global.makeEngine().benchPull(registry: registry, insecure: insecure, count: n, memoryMiB: memory, tag: tag) { progress.update($0) }
+            let report = try await global.makeEngine().benchPull(registry: registry, insecure: insecure, count: n, memoryMiB: memory, tag: tag, eval: eval) { progress.update($0) }
             progress.finish()
             if json { return try printJSON(report) }
             print("bench pull: \(report.children) children of a \(report.memoryMiB) MiB snapshot from \(report.registry); working set \(report.workingSetChunks) chunks")
             for name in ["pull_then_fork", "lazy", "lazy_prefetch"] {
                 guard let arm = report.arms[name] else { continue }
-                print(String(format: "  %@ first answer %6.2f s   all %6.2f s   %@ before the first answer%@", name.padding(toLength: 15, withPad: " ", startingAt: 0) as NSString, arm.firstAnswerSeconds, arm.allAnswersSeconds,
+                print(String(format: "  %@ pull %6.2f s   first answer %6.2f s   all %6.2f s   %@ before the first answer%@", name.padding(toLength: 15, withPad: " ", startingAt: 0) as NSString, arm.pullSeconds, arm.firstAnswerSeconds, arm.allAnswersSeconds,
                     formatBytes(arm.bytesBeforeFirstAnswer) as NSString, arm.demandFetches.map { ", \($0) chunks waited on" } as NSString? ?? ""))
+                if let firstEval = arm.firstEvalSeconds, let allEvals = arm.allEvalsSeconds {
+                    print(String(format: "  %@                 first eval   %6.2f s   all %6.2f s", "".padding(toLength: 15, withPad: " ", startingAt: 0) as NSString, firstEval, allEvals))
+                }
             }
             for (name, value) in report.ratios.sorted(by: { $0.key < $1.key }) {
                 print(String(format: "  %@ %.3f", name.padding(toLength: 72, withPad: " ", startingAt: 0) as NSString, value))

@@ -202,4 +202,37 @@ extension PackTransferTests {
         _ = try receiver.run(["kill", bystanderID])
         #expect(eventually(30) { !mounted(lazy.appendingPathComponent("mnt")) }, "the lazy mount outlived its last user")
     }
+
+    /// The daemon's `POST /v1/sandboxes` takes a registry reference where a tag goes: the
+    /// snapshot is pulled lazily under a tag derived from the reference, once, and the child
+    /// answers before the memory has arrived.
+    @Test func theDaemonForksARegistryReferenceLazily() throws {
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        try bake(Self.source, "first")
+        let reference = "\(registry.address)/clade/api:first"
+        try #require(try Self.source.run(["push", "first", reference, "--insecure"]).status == 0)
+        let receiver = CLIHarness(
+            home: CLIHarness.privateHome("lazy-api"), environment: ["CLADE_LAZY_IDLE_SECONDS": "1", "CLADE_INSECURE_REGISTRIES": registry.address])
+        let daemon = DaemonProcess(receiver)
+        try daemon.start()
+        defer { daemon.stop() }
+        let body = #"{"snapshot_tag": "\#(reference)", "n": 1}"#
+        let spawn = try ExternalCommand("curl", [
+            "-s", "-w", "\n%{http_code}", "-X", "POST", "-H", "Authorization: Bearer \(daemon.token)", "-H", "Content-Type: application/json",
+            "-d", body, "http://127.0.0.1:\(daemon.port)/v1/sandboxes",
+        ]).run()
+        let lines = spawn.stdout.split(separator: "\n")
+        #expect(lines.last == "201", "spawn from a registry reference: \(spawn.stdout)")
+        let children = (try? JSONSerialization.jsonObject(with: Data((lines.first ?? "").utf8)) as? [[String: Any]]) ?? []
+        let id = try #require(children.first?["id"] as? String, "\(spawn.stdout)")
+        let tag = children.first?["snapshot_tag"] as? String ?? children.first?["snapshot"] as? String ?? ""
+        #expect(tag.hasPrefix("node-"), "the child's snapshot: \(children)")
+        let snapshots = (try? FileManager.default.contentsOfDirectory(atPath: receiver.home.appendingPathComponent("snapshots").path)) ?? []
+        let pulled = try #require(snapshots.first { $0.hasPrefix("node-") }, "no node copy in \(snapshots)")
+        #expect(FileManager.default.fileExists(atPath: try lazyDirectory(receiver.home, tag: pulled).path), "the daemon pulled the reference whole, not lazily")
+        let read = try receiver.run(["exec", id, "--", "cat", "/root/sentinel"])
+        #expect(read.stdout == "packed-sentinel\n", "\(read.stderr)")
+        #expect(try receiver.run(["kill", id]).status == 0)
+    }
 }
