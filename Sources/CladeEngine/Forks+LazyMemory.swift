@@ -130,6 +130,18 @@ extension Sandboxes {
         lazyMemoryFailureReason(sandbox: id).map { "its memory could not be fetched lazily, so its VM stopped: \($0)" }
     }
 
+    /// Why sandbox `id` can no longer read its memory, when it maps a lazily served file whose
+    /// FUSE server is gone (killed, or crashed); nil while the server serves, or for a sandbox
+    /// whose memory is local.
+    func lazyServerLost(sandbox id: String) -> String? {
+        let memory = sandboxCatalog.paths(id).memory
+        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: memory.path), target.hasSuffix("/mnt/memory") else { return nil }
+        let mount = URL(fileURLWithPath: target, isDirectory: false).deletingLastPathComponent()
+        if LazyMemoryServer.isServing(mount) { return nil }
+        let directory = mount.deletingLastPathComponent()
+        return "the FUSE server that served its memory lazily stopped (see \(directory.path)/server.log), so the rest of its memory could not be read and its VM was stopped; the snapshot's next fork starts a new server"
+    }
+
     /// The memory server's last chunk failure, when sandbox `id` maps a lazily served memory file.
     func lazyMemoryFailureReason(sandbox id: String) -> String? {
         let memory = sandboxCatalog.paths(id).memory

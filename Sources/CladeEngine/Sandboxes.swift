@@ -178,6 +178,16 @@ public struct Sandboxes: EngineCapability {
                     result.append(record)
                     continue
                 }
+                if record.state == .running || record.state == .paused, alive, !setupInProgress(id), let lost = lazyServerLost(sandbox: id) {
+                    // Its memory can no longer be read: a guest touching a page not yet in would
+                    // wait for ever, so it is stopped, and says why.
+                    record.state = .dead
+                    record.deathCause = lost
+                    logger.warning("sandbox's lazy memory server is gone; stopping it", metadata: ["id": "\(id)", "cause": "\(lost)"])
+                    await destroy(id: id, pid: pid)
+                    result.append(record)
+                    continue
+                }
                 if record.state == .running, alive, let pid {
                     await engine.recovery.continueIfAbandoned(id: id, machine: machine(id, pid: pid), paths: paths)
                 }
@@ -240,10 +250,11 @@ public struct Sandboxes: EngineCapability {
             throw ModelError.notFound(kind: "sandbox", name: id, hint: "list sandboxes with `clade ls`")
         }
         guard record.state == .running || record.state == .paused else { return record }
-        if isAlive(id, pid: record.pid) { return record }
+        let lost = lazyServerLost(sandbox: id)
+        if isAlive(id, pid: record.pid), lost == nil { return record }
         if setupInProgress(id) { return record }
         record.state = .dead
-        record.deathCause = lazyMemoryFailure(sandbox: id)
+        record.deathCause = lost ?? lazyMemoryFailure(sandbox: id)
         logger.warning("sandbox's VM is gone; cleaning up", metadata: ["id": "\(id)", "cause": "\(record.deathCause ?? "unknown")"])
         await destroy(id: id, pid: record.pid)
         return record

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CladeModel
+import CladePack
 import CladeStore
 import Foundation
 
@@ -72,8 +73,42 @@ public struct Storage: EngineCapability {
             report.bytes += Self.allocatedBytes(under: url)
             if !dryRun { try FileSystem.remove(url) }
         }
+        try sweepLazyServers(into: &report, dryRun: dryRun)
         logger.info("garbage collected", metadata: ["blobs": "\(report.blobs.count)", "bytes": "\(report.bytes)", "dry_run": "\(dryRun)"])
         return report
+    }
+
+    /// Removes what lazy memory servers left (`lazy/<snapshot id>/`): a directory no server
+    /// serves or is starting, and no sandbox maps, with its mount detached if a killed server
+    /// left one. A snapshot still arriving gets a new server, and a new directory, on its next fork.
+    func sweepLazyServers(into report: inout GarbageReport, dryRun: Bool) throws {
+        let root = home.root.appendingPathComponent("lazy", isDirectory: true)
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: root.path) else { return }
+        var mapped = Set<String>()
+        for id in try sandboxCatalog.ids() {
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: sandboxCatalog.paths(id).memory.path), target.hasSuffix("/mnt/memory") else { continue }
+            mapped.insert(URL(fileURLWithPath: target, isDirectory: false).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent)
+        }
+        for name in names.sorted() where !mapped.contains(name) {
+            let paths = LazyMemoryPaths(directory: root.appendingPathComponent(name, isDirectory: true))
+            if LazyMemoryServer.isServing(paths.mountPoint) { continue }
+            if let text = try? String(contentsOf: paths.pidFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), Self.runs(pid) { continue }
+            guard let lock = try? FileLock.attempt(home: home, .lazyServer(name)) else { continue }
+            defer { lock.unlock() }
+            report.temporaries.append("lazy/\(name)")
+            report.bytes += (try? FileSystem.status(of: paths.assembling))?.allocatedBytes ?? 0
+            if dryRun { continue }
+            umount2(paths.mountPoint.path, Int32(MNT_DETACH))
+            try FileSystem.remove(paths.directory)
+        }
+    }
+
+    /// Whether process `pid` exists and is not a zombie (a killed server whose parent has not
+    /// reaped it yet still answers `kill(pid, 0)`).
+    static func runs(_ pid: Int32) -> Bool {
+        guard pid > 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+        let state = stat[stat.index(after: close)...].split(separator: " ").first ?? ""
+        return state != "Z" && state != "X"
     }
 
     /// Bytes that `collectGarbage` would now free of `candidates` (the blobs something just

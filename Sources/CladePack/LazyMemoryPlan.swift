@@ -86,6 +86,11 @@ public struct LazyMemoryPaths: Sendable {
         directory = home.root.appendingPathComponent("lazy", isDirectory: true).appendingPathComponent(snapshotID, isDirectory: true)
     }
 
+    /// The paths of a server directory found on disk.
+    public init(directory: URL) {
+        self.directory = directory
+    }
+
     /// The mount point; the served file is `mountPoint/memory`.
     public var mountPoint: URL { directory.appendingPathComponent("mnt", isDirectory: true) }
     public var servedFile: URL { mountPoint.appendingPathComponent("memory", isDirectory: false) }

@@ -233,6 +233,22 @@ extension PackTransferTests {
         #expect(FileManager.default.fileExists(atPath: try lazyDirectory(receiver.home, tag: pulled).path), "the daemon pulled the reference whole, not lazily")
         let read = try receiver.run(["exec", id, "--", "cat", "/root/sentinel"])
         #expect(read.stdout == "packed-sentinel\n", "\(read.stderr)")
-        #expect(try receiver.run(["kill", id]).status == 0)
+
+        // A server that dies (here, killed) cannot be replaced under a running guest's mapping:
+        // its sandbox is stopped and says why, and gc removes what the server left.
+        let lazy = try lazyDirectory(receiver.home, tag: pulled)
+        let serverPid = try #require(Int32((try? String(contentsOf: lazy.appendingPathComponent("server.pid"), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""))
+        kill(serverPid, SIGKILL)
+        let rows = (try? JSONSerialization.jsonObject(with: Data(try receiver.run(["ls", "--json"]).stdout.utf8)) as? [[String: Any]]) ?? []
+        let row = rows.first { $0["id"] as? String == id }
+        #expect(row?["state"] as? String == "dead" && (row?["death_cause"] as? String ?? "").contains("FUSE server that served its memory lazily stopped"), "\(row ?? [:])")
+        let gc = try receiver.run(["gc", "--json"])
+        #expect(gc.status == 0 && gc.stdout.contains("lazy/"), "gc after a dead server: \(gc.stdout) \(gc.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: lazy.path) && !mounted(lazy.appendingPathComponent("mnt")), "gc left the dead server's directory or mount")
+        // The next fork works: through a new server while the snapshot is lazy, else its own file.
+        let again = try receiver.run(["fork", pulled, "--json"])
+        let againID = try #require((try? JSONSerialization.jsonObject(with: Data(again.stdout.utf8)) as? [String: Any])?["id"] as? String, "fork after gc: \(again.stderr)")
+        #expect(try receiver.run(["exec", againID, "--", "cat", "/root/sentinel"]).stdout == "packed-sentinel\n")
+        #expect(try receiver.run(["kill", againID]).status == 0)
     }
 }
