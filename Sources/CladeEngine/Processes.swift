@@ -34,7 +34,11 @@ public struct Processes: EngineCapability {
         onEvent: @escaping @Sendable (ProcessEvent) async throws -> Void
     ) async throws -> ProcessExit {
         let (agent, filled) = try prepare(id: id, spec)
-        return try await agent.run(filled, session: session, onEvent: onEvent)
+        do {
+            return try await agent.run(filled, session: session, onEvent: onEvent)
+        } catch {
+            throw await engine.sandboxes.explainingDeath(of: id, error)
+        }
     }
 
     /// Starts a process that keeps running on its own; returns its pid.

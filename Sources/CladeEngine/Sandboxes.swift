@@ -138,7 +138,22 @@ public struct Sandboxes: EngineCapability {
         guard !argv.isEmpty else { throw EngineError.badInput("give the command to run after --") }
         if let timeout, !(timeout > 0) { throw EngineError.badInput("--timeout must be a positive number of seconds") }
         let resolved = ExecDefaults(record.imageConfig).apply(env: env, cwd: cwd, user: user)
-        return try await AgentClient(port: record.agentPort, sandbox: record.id).exec(argv, env: resolved.env, cwd: resolved.cwd, user: resolved.user, stdin: stdin, timeout: timeout)
+        do {
+            return try await AgentClient(port: record.agentPort, sandbox: record.id).exec(argv, env: resolved.env, cwd: resolved.cwd, user: resolved.user, stdin: stdin, timeout: timeout)
+        } catch {
+            throw await explainingDeath(of: id, error)
+        }
+    }
+
+    /// `error`, or, when sandbox `id` died meanwhile (its VM stopped under the command), an error
+    /// that says so and why, instead of the agent's closed connection. It only looks: cleaning
+    /// up stays with whoever lists or stops the sandbox (the containerd shim tears its own down).
+    func explainingDeath(of id: String, _ error: Error) async -> Error {
+        guard let record = try? sandboxCatalog.get(id), record.state == .running || record.state == .paused else { return error }
+        let lost = lazyServerLost(sandbox: id)
+        guard lost != nil || !isAlive(id, pid: record.pid) else { return error }
+        let cause = lost ?? lazyMemoryFailure(sandbox: id) ?? "its VM exited"
+        return EngineError.guestFailed("sandbox \(id) stopped while the command ran: \(cause)")
     }
 
     /// Continues sandbox `id` if an operation that died left it paused or its processes held,

@@ -118,6 +118,8 @@ public struct LazyMemoryStatistics: Codable, Sendable {
     public var failure: String?
     /// Working-set chunks to prefetch, how many reached the page cache, how long it took, and
     /// whether it is over (the engine starts children once it is); nil without a working set.
+    /// Chunks taken from the store's blob directory instead of the registry.
+    public var reusedChunks: Int?
     public var prefetchChunks: Int?
     public var prefetchedChunks: Int?
     public var prefetchSeconds: Double?

@@ -16,6 +16,9 @@ extension LazyMemoryServer {
     /// Mounts the file and serves it until it is whole and unused; blocks. Started detached by
     /// the engine (`clade lazy-serve`), so it outlives the command that forked the sandboxes.
     public func run() throws {
+        // A registry connection or the FUSE device closed under a write must fail that write,
+        // not end the server silently: every guest mapping its file would then be stopped.
+        signal(SIGPIPE, SIG_IGN)
         try FileManager.default.createDirectory(at: paths.downloads, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         // A previous server that died leaves a dead mount behind; it serves nobody.
         umount2(paths.mountPoint.path, Int32(MNT_DETACH))
@@ -106,7 +109,7 @@ extension LazyMemoryServer {
             }
             if failures.value == 0 { continue }
             failedPasses += 1
-            if failedPasses == 5 {
+            if failedPasses == 2 {
                 logger.error("background fill is failing; faults still retry, and the fill keeps trying less often", metadata: ["tag": "\(tag)"])
                 condition.withLock { fillStalled = true }
             }

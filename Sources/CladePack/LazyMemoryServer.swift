@@ -153,9 +153,13 @@ public final class LazyMemoryServer: @unchecked Sendable {
             condition.lock()
             states[index] = .present
             statistics.chunksPresent += 1
-            statistics.fetches += 1
-            statistics.bytesFetched += fetched
-            if onDemand { statistics.demandFetches += 1 }
+            if fetched > 0 {
+                statistics.fetches += 1
+                statistics.bytesFetched += fetched
+                if onDemand { statistics.demandFetches += 1 }
+            } else {
+                statistics.reusedChunks = (statistics.reusedChunks ?? 0) + 1
+            }
             statistics.complete = statistics.chunksPresent == statistics.chunks
             // A failure that retries have since overcome no longer explains anything.
             let recovered = statistics.failure != nil && !states.contains { if case .failed = $0 { return true } else { return false } }
@@ -194,23 +198,34 @@ public final class LazyMemoryServer: @unchecked Sendable {
 
     /// Downloads one chunk (verified against its digest by the download), decompresses it into
     /// memory, checks its size, and only then writes its non-zero pages into the assembled file:
-    /// no unverified byte is ever readable by a guest.
+    /// no unverified byte is ever readable by a guest. The verified compressed chunk is kept in
+    /// the store's blob directory under its digest, where a later lazy fork or a pull of any
+    /// snapshot that shares it takes it instead of the registry (until `clade gc`, which finds
+    /// nothing referencing it); a chunk already there is not fetched at all.
     private func fetchOnce(_ index: Int) throws -> Int64 {
         let chunk = plan.chunks[index]
         let digest = try plan.digest(of: chunk, what: "memory chunk at \(chunk.offset)")
-        let download = paths.downloads.appendingPathComponent("\(index)-\(digest.hex)", isDirectory: false)
-        defer { unlink(download.path) }
-        let client = client
-        let size = chunk.size
-        let fetched = try Self.waitFor { try await client.downloadBlob(digest, size: size, to: download) }
-        let fd = try FileSystem.open(download, flags: O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        let kept = BlobStore(home: home).url(for: digest)
+        var fetched: Int64 = 0
+        var fd = open(kept.path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        if fd < 0 {
+            let download = paths.downloads.appendingPathComponent("\(index)-\(digest.hex)", isDirectory: false)
+            defer { unlink(download.path) }
+            let client = client
+            let size = chunk.size
+            fetched = max(try Self.waitFor { try await client.downloadBlob(digest, size: size, to: download) }, size)
+            fd = try FileSystem.open(download, flags: O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+            fchmod(fd, 0o444)
+            // Another server may have kept the same chunk meanwhile; either copy is the same bytes.
+            _ = link(download.path, kept.path)
+        }
         defer { close(fd) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunk.contentSize), alignment: 4096)
         defer { buffer.deallocate() }
         var filled = 0
         let what = "memory chunk at \(chunk.offset) of \(tag)"
         try LayoutReader.decompress(
-            fd: fd, descriptor: Descriptor(mediaType: MediaType.memoryChunk, digest: digest, size: size), what: what,
+            fd: fd, descriptor: Descriptor(mediaType: MediaType.memoryChunk, digest: digest, size: chunk.size), what: what,
             contentSize: chunk.contentSize, onRead: { _ in }
         ) { piece in
             UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<(filled + piece.count)]).copyMemory(from: piece)
@@ -218,7 +233,7 @@ public final class LazyMemoryServer: @unchecked Sendable {
         }
         guard filled == Int(chunk.contentSize) else { throw PackError.sizeMismatch(what: what, declared: chunk.contentSize, actual: Int64(filled)) }
         try MemoryAssembler.writeNonZeroPages(fd: dataDescriptor, UnsafeRawBufferPointer(buffer), at: chunk.offset, path: paths.assembling.path)
-        return max(fetched, size)
+        return fetched
     }
 
     /// Runs async work from one of libfuse's threads (not a Swift concurrency thread), blocking it.

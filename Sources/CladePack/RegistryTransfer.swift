@@ -218,6 +218,12 @@ public struct RegistryTransfer: Sendable {
         counter.step = "pulling \(reference)"
         var downloaded: [String: Int64] = [:]
         for descriptor in missing {
+            // A pack blob kept in the store (a memory chunk a lazy server verified) is not
+            // fetched again; it was verified against this digest when it was kept.
+            if link(blobs.url(for: descriptor.digest).path, layout.blobs.appendingPathComponent(descriptor.digest.hex).path) == 0 {
+                counter.add(descriptor.size)
+                continue
+            }
             let fetched = try await client.downloadBlob(descriptor.digest, size: descriptor.size, to: layout.blobs.appendingPathComponent(descriptor.digest.hex)) { counter.add($0) }
             downloaded[MediaType.kind(of: descriptor.mediaType), default: 0] += fetched
             FaultPoint.pullBlobDownloaded.crashIfRequested()
