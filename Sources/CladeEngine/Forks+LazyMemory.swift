@@ -4,6 +4,7 @@ import Glibc
 import CladeModel
 import CladePack
 import CladeStore
+import CladeVMM
 import Foundation
 
 /// Forks of a snapshot pulled lazily (`clade pull --lazy`, `clade fork REFERENCE`): its memory
@@ -92,7 +93,7 @@ extension Forks {
                 try ensureLazyMemoryServed(metadata, plan: plan)
                 kicked = false
             }
-            if !kicked, let pid = Self.serverPid(paths), kill(pid, SIGUSR1) == 0 { kicked = true }
+            if !kicked, let pid = ProcessControl.readPidFile(paths.pidFile), kill(pid, SIGUSR1) == 0 { kicked = true }
             let statistics = try? JSONFiles.read(LazyMemoryStatistics.self, from: paths.statistics)
             if let statistics { fetchedLast = statistics.bytesFetched }
             if let statistics, statistics.chunksPresent != lastPresent {
@@ -109,11 +110,6 @@ extension Forks {
         return max(0, fetchedLast - fetchedBefore)
     }
 
-    static func serverPid(_ paths: LazyMemoryPaths) -> pid_t? {
-        guard let text = try? String(contentsOf: paths.pidFile, encoding: .utf8) else { return nil }
-        return pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
-    }
-
     /// The `clade` executable beside this process's own (the CLI, the daemon and the containerd
     /// shim are installed together), or `$CLADE_EXECUTABLE`.
     static func cladeExecutable() -> URL {
@@ -125,7 +121,7 @@ extension Forks {
 
 extension Sandboxes {
     /// Why a sandbox forked from a lazily pulled snapshot died, when its memory server could not
-    /// fetch or verify a chunk it faulted on (QEMU then dies of SIGBUS, with nothing in its log).
+    /// fetch or verify a chunk it faulted on (the server then stopped its QEMU, which logs nothing).
     func lazyMemoryFailure(sandbox id: String) -> String? {
         lazyMemoryFailureReason(sandbox: id).map { "its memory could not be fetched lazily, so its VM stopped: \($0)" }
     }
@@ -134,21 +130,26 @@ extension Sandboxes {
     /// FUSE server is gone (killed, or crashed); nil while the server serves, or for a sandbox
     /// whose memory is local.
     func lazyServerLost(sandbox id: String) -> String? {
-        let memory = sandboxCatalog.paths(id).memory
-        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: memory.path), target.hasSuffix("/mnt/memory") else { return nil }
-        let mount = URL(fileURLWithPath: target, isDirectory: false).deletingLastPathComponent()
-        if LazyMemoryServer.isServing(mount) { return nil }
-        let directory = mount.deletingLastPathComponent()
+        guard let directory = lazyServerDirectory(sandbox: id) else { return nil }
+        if LazyMemoryServer.isServing(LazyMemoryPaths(directory: directory).mountPoint) { return nil }
         return "the FUSE server that served its memory lazily stopped (see \(directory.path)/server.log), so the rest of its memory could not be read and its VM was stopped; the snapshot's next fork starts a new server"
     }
 
     /// The memory server's last chunk failure, when sandbox `id` maps a lazily served memory file.
     func lazyMemoryFailureReason(sandbox id: String) -> String? {
-        let memory = sandboxCatalog.paths(id).memory
-        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: memory.path), target.hasSuffix("/mnt/memory") else { return nil }
-        let directory = URL(fileURLWithPath: target).deletingLastPathComponent().deletingLastPathComponent()
-        guard let reason = try? String(contentsOf: directory.appendingPathComponent("failure", isDirectory: false), encoding: .utf8) else { return nil }
+        guard let directory = lazyServerDirectory(sandbox: id),
+            let reason = try? String(contentsOf: LazyMemoryPaths(directory: directory).failure, encoding: .utf8)
+        else { return nil }
         return reason.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The lazy memory server directory (`lazy/<snapshot id>/`) whose file sandbox `id` maps,
+    /// or nil when its memory is local.
+    func lazyServerDirectory(sandbox id: String) -> URL? {
+        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: sandboxCatalog.paths(id).memory.path), target.hasSuffix("/mnt/memory") else {
+            return nil
+        }
+        return URL(fileURLWithPath: target, isDirectory: false).deletingLastPathComponent().deletingLastPathComponent()
     }
 }
 

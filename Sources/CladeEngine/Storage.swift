@@ -4,6 +4,7 @@ import Glibc
 import CladeModel
 import CladePack
 import CladeStore
+import CladeVMM
 import Foundation
 
 /// What `clade gc` found or removed.
@@ -86,13 +87,13 @@ public struct Storage: EngineCapability {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: root.path) else { return }
         var mapped = Set<String>()
         for id in try sandboxCatalog.ids() {
-            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: sandboxCatalog.paths(id).memory.path), target.hasSuffix("/mnt/memory") else { continue }
-            mapped.insert(URL(fileURLWithPath: target, isDirectory: false).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent)
+            if let directory = engine.sandboxes.lazyServerDirectory(sandbox: id) { mapped.insert(directory.lastPathComponent) }
         }
         for name in names.sorted() where !mapped.contains(name) {
             let paths = LazyMemoryPaths(directory: root.appendingPathComponent(name, isDirectory: true))
             if LazyMemoryServer.isServing(paths.mountPoint) { continue }
-            if let text = try? String(contentsOf: paths.pidFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), Self.runs(pid) { continue }
+            // A zombie or a reused pid is no server (a killed one stays a zombie until reaped).
+            if let pid = ProcessControl.readPidFile(paths.pidFile), ProcessControl.isAlive(pid, marker: "lazy-serve") { continue }
             guard let lock = try? FileLock.attempt(home: home, .lazyServer(name)) else { continue }
             defer { lock.unlock() }
             report.temporaries.append("lazy/\(name)")
@@ -101,14 +102,6 @@ public struct Storage: EngineCapability {
             umount2(paths.mountPoint.path, Int32(MNT_DETACH))
             try FileSystem.remove(paths.directory)
         }
-    }
-
-    /// Whether process `pid` exists and is not a zombie (a killed server whose parent has not
-    /// reaped it yet still answers `kill(pid, 0)`).
-    static func runs(_ pid: Int32) -> Bool {
-        guard pid > 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
-        let state = stat[stat.index(after: close)...].split(separator: " ").first ?? ""
-        return state != "Z" && state != "X"
     }
 
     /// Bytes that `collectGarbage` would now free of `candidates` (the blobs something just
