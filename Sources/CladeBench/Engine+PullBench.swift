@@ -128,13 +128,13 @@ extension Engine {
         }
         let first = Locked<(Double, Int64)?>(nil)
         let evals = Locked<[Double]>([])
-        let statistics = LazyMemoryPaths(home: receiver.home, snapshotID: try receiver.snapshotCatalog.require(pulled.tag).id).statistics
+        let statistics = LazyFilePaths(home: receiver.home, snapshotID: try receiver.snapshotCatalog.require(pulled.tag).id).statistics
         try await withThrowingTaskGroup(of: Void.self) { group in
             for id in children {
                 group.addTask {
                     _ = try await receiver.sandboxes.exec(id: id, argv: ["true"], timeout: 300)
                     let elapsed = Date().timeIntervalSince(started)
-                    let served = lazy ? ((try? JSONFiles.read(LazyMemoryStatistics.self, from: statistics))?.bytesFetched ?? 0) : 0
+                    let served = lazy ? ((try? JSONFiles.read(LazyFileStatistics.self, from: statistics))?.bytesFetched ?? 0) : 0
                     first.withLock { if $0 == nil { $0 = (elapsed, served) } }
                     if let code {
                         let result = try await receiver.processes.eval(id: id, code: code, timeout: 300)
@@ -148,7 +148,7 @@ extension Engine {
         }
         let all = Date().timeIntervalSince(started)
         let (firstSeconds, served) = first.withLock { $0 } ?? (all, 0)
-        let demand = lazy ? (try? JSONFiles.read(LazyMemoryStatistics.self, from: statistics))?.demandFetches : nil
+        let demand = lazy ? (try? JSONFiles.read(LazyFileStatistics.self, from: statistics))?.demandFetches : nil
         let evaluated = evals.withLock { $0 }
         return PullBenchArm(
             firstAnswerSeconds: firstSeconds, allAnswersSeconds: all, pullSeconds: pullSeconds, bytesBeforeFirstAnswer: pulled.bytesDownloaded + served, demandFetches: demand,

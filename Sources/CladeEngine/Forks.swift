@@ -35,7 +35,7 @@ public struct Forks: EngineCapability {
         var memory = directory.appendingPathComponent(metadata.memory.file)
         if let plan = try lazyMemoryPlan(metadata) {
             try ensureLazyMemoryServed(metadata, plan: plan)
-            memory = LazyMemoryPaths(home: home, snapshotID: plan.snapshotID).servedFile
+            memory = LazyFilePaths(home: home, snapshotID: plan.snapshotID).servedFile
         }
         guard let memoryStatus = try FileSystem.status(of: memory) else { throw damaged("its memory file \(memory.path) is missing") }
         let expected = Int64(metadata.machine.memoryMiB) << 20
@@ -51,6 +51,7 @@ public struct Forks: EngineCapability {
         for layer in metadata.diskLayers where try !FileSystem.exists(directory.appendingPathComponent(layer.file)) {
             throw damaged("its disk layer \(layer.file) is missing")
         }
+        try ensureLazyRootfsServed(metadata.rootfs)
         for (digest, what) in [(metadata.kernel, "kernel"), (metadata.initrd, "initrd"), (metadata.rootfs, "root filesystem")]
         where try !blobs.contains(digest) {
             throw damaged("its \(what) blob \(digest.short) is missing from the store")
@@ -166,7 +167,7 @@ public struct Forks: EngineCapability {
             if let plan = try lazyMemoryPlan(metadata) {
                 // Not the RAM tier: copying the file there would fetch all of it first.
                 try ensureLazyMemoryServed(metadata, plan: plan)
-                let served = LazyMemoryPaths(home: home, snapshotID: plan.snapshotID).servedFile
+                let served = LazyFilePaths(home: home, snapshotID: plan.snapshotID).servedFile
                 guard symlink(served.path, paths.memory.path) == 0 else { throw StoreError.systemCall("symlink", path: paths.memory.path, errno: errno) }
                 method = .lazyFetch
             } else if memoryOrder.first == .ramTier {

@@ -54,10 +54,10 @@ public struct Packs: EngineCapability {
         let storeLock = try FileLock.shared(home: home, .blobStore)
         defer { storeLock.unlock() }
         var report = try await transfer(access).pull(reference, options: options, lazyMemory: lazyMemory, progress: progress)
-        if !lazyMemory, report.upToDate, try LazyMemoryPlan.load(in: SnapshotCatalog(home: home).directory(report.tag)) != nil {
-            // The store holds this snapshot lazily: a whole pull means waiting for the rest of
-            // its memory, fetched by the one server that also serves its running forks.
-            report.bytesDownloaded = try await engine.forks.completeLazyMemory(tag: report.tag) { present, total in progress?("memory chunks", Int64(present), Int64(total)) }
+        if !lazyMemory, try engine.forks.holdsLazily(tag: report.tag) {
+            // The store holds this snapshot (or the root filesystem it shares) lazily: a whole
+            // pull means waiting for the rest, fetched by the servers that also serve its forks.
+            report.bytesDownloaded += try await engine.forks.completeLazyMemory(tag: report.tag) { present, total in progress?("lazily held chunks", Int64(present), Int64(total)) }
             report.upToDate = false
             report.completedLazyMemory = true
             report.seconds = Date().timeIntervalSince(started)

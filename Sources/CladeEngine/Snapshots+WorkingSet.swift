@@ -33,7 +33,7 @@ extension Snapshots {
         let started = Date()
         let metadata = try snapshotCatalog.require(tag)
         let directory = snapshotCatalog.directory(tag)
-        if try LazyMemoryPlan.load(in: directory) != nil {
+        if try LazyFilePlan.load(in: directory) != nil {
             throw EngineError.wrongState("snapshot '\(tag)' is still arriving from its registry; record a working set where it was baked, or once `clade pull` has completed it")
         }
         let memory = directory.appendingPathComponent(metadata.memory.file, isDirectory: false)

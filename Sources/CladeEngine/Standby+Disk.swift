@@ -44,6 +44,8 @@ extension Standby {
     func bootFromDisk(_ record: inout SandboxRecord, isolation: Engine.IsolationCheck) async throws -> SandboxRecord {
         let id = record.id
         let boot = try bootFiles(of: record)
+        // A root filesystem still arriving lazily needs its server before QEMU opens it.
+        try engine.forks.ensureLazyRootfsServed(boot.rootfs)
         let paths = sandboxCatalog.paths(id)
         try? FileSystem.remove(paths.memory)
         // A fork's command line is its snapshot's, naming the machine it was baked on.

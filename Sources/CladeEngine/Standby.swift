@@ -111,6 +111,8 @@ public struct Standby: EngineCapability {
         defer { setup.unlock() }
         if record.standbyDiskOnly == true { return try await bootFromDisk(&record, isolation: isolation) }
         let boot = try bootFiles(of: record)
+        // A root filesystem still arriving lazily needs its server before QEMU opens it.
+        try engine.forks.ensureLazyRootfsServed(boot.rootfs)
         let paths = sandboxCatalog.paths(id)
         let forked = record.snapshot != nil
         var spec = machineSpec(

@@ -79,7 +79,7 @@ public struct Storage: EngineCapability {
         return report
     }
 
-    /// Removes what lazy memory servers left (`lazy/<snapshot id>/`): a directory no server
+    /// Removes what lazy file servers left (`lazy/<snapshot id>/`, `lazy/rootfs-<hex>/`): a directory no server
     /// serves or is starting, and no sandbox maps, with its mount detached if a killed server
     /// left one. A snapshot still arriving gets a new server, and a new directory, on its next fork.
     func sweepLazyServers(into report: inout GarbageReport, dryRun: Bool) throws {
@@ -87,11 +87,18 @@ public struct Storage: EngineCapability {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: root.path) else { return }
         var mapped = Set<String>()
         for id in try sandboxCatalog.ids() {
-            if let directory = engine.sandboxes.lazyServerDirectory(sandbox: id) { mapped.insert(directory.lastPathComponent) }
+            for directory in engine.sandboxes.lazyServerDirectories(sandbox: id) { mapped.insert(directory.lastPathComponent) }
         }
         for name in names.sorted() where !mapped.contains(name) {
-            let paths = LazyMemoryPaths(directory: root.appendingPathComponent(name, isDirectory: true))
-            if LazyMemoryServer.isServing(paths.mountPoint) { continue }
+            let paths = LazyFilePaths(directory: root.appendingPathComponent(name, isDirectory: true))
+            if LazyFileServer.isServing(paths.mountPoint) { continue }
+            // A rootfs still arriving keeps its plan while the blob store links to its file (the
+            // blob sweep above removed the link if nothing references the rootfs any more).
+            if paths.servesRootfs, let link = try? FileManager.default.destinationOfSymbolicLink(atPath: home.blobs.appendingPathComponent(String(name.dropFirst(7))).path),
+                link == paths.servedFile.path
+            {
+                continue
+            }
             // A zombie or a reused pid is no server (a killed one stays a zombie until reaped).
             if let pid = ProcessControl.readPidFile(paths.pidFile), ProcessControl.isAlive(pid, marker: "lazy-serve") { continue }
             guard let lock = try? FileLock.attempt(home: home, .lazyServer(name)) else { continue }

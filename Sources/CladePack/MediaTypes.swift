@@ -13,7 +13,12 @@ public enum MediaType {
     /// One fixed-size chunk of guest memory, zstd-compressed; absent chunks are all zero.
     public static let memoryChunk = "application/vnd.clade.memory.chunk.v1+zstd"
     /// The raw base disk (deterministic ext4), zstd-compressed, addressed by its content digest.
+    /// Since format 1.1 it is a run of independent frames, one per ``PackFormat/rootfsChunkSize``
+    /// of content: still one zstd stream to a reader that decompresses it whole.
     public static let rootfs = "application/vnd.clade.disk.rootfs.v1.raw+zstd"
+    /// ``RootfsIndex`` as JSON: where each chunk's frame sits in the rootfs blob (format 1.1,
+    /// optional), for lazy forks that fetch the rootfs by range.
+    public static let rootfsIndex = "application/vnd.clade.disk.rootfs.index.v1+json"
     /// One qcow2 overlay of the disk chain, zstd-compressed.
     public static let diskLayer = "application/vnd.clade.disk.layer.v1.qcow2+zstd"
     /// The guest kernel, zstd-compressed.
@@ -53,10 +58,14 @@ public enum AnnotationKey {
 /// Version of the pack format this build writes and the newest major it reads.
 public enum PackFormat {
     public static let major = 1
-    public static let minor = 0
+    /// 1.1: the rootfs blob is framed per chunk, with an optional ``RootfsIndex`` layer.
+    public static let minor = 1
     public static var current: String { "\(major).\(minor)" }
     /// Memory chunk size: small enough that a branch which dirties a few pages shares most chunks
     /// with its parent, large enough that zstd sees long zero runs and a pack holds tens, not
     /// thousands, of blobs (each a registry round trip).
     public static let memoryChunkSize = 512 << 10
+    /// Rootfs chunk size: the largest read FUSE hands a server in one request (256 pages), so a
+    /// disk read a guest waits on costs one range request.
+    public static let rootfsChunkSize = 1 << 20
 }

@@ -156,6 +156,7 @@ extension MediaType {
         case deviceState: return "device-state"
         case memoryChunk: return "memory"
         case rootfs: return "rootfs"
+        case rootfsIndex: return "rootfs-index"
         case diskLayer: return "disk-layer"
         case kernel: return "kernel"
         case initrd: return "initrd"

@@ -43,9 +43,15 @@ public struct Packer: Sendable {
         let snapshots = try chain(of: tag, ancestors: ancestors)
         // Refused before the layout is touched: a pack stopped half-way would leave its blobs behind.
         for metadata in snapshots {
-            if let lazy = try LazyMemoryPlan.load(in: SnapshotCatalog(home: home).directory(metadata.tag)) {
+            if let lazy = try LazyFilePlan.load(in: SnapshotCatalog(home: home).directory(metadata.tag)) {
                 throw PackError.noSnapshot(
                     "snapshot '\(metadata.tag)' was pulled lazily and its memory is still arriving from \(lazy.reference); pack it once its forks' background fill has completed it, or `clade pull --force` it whole first")
+            }
+            if let lazy = try LazyFilePlan.loadRootfs(metadata.rootfs, home: home),
+                try FileSystem.status(of: BlobStore(home: home).url(for: metadata.rootfs))?.isSymbolicLink == true
+            {
+                throw PackError.noSnapshot(
+                    "snapshot '\(metadata.tag)' was pulled lazily and its root filesystem is still arriving from \(lazy.reference); pack it once that has completed, or `clade pull \(lazy.reference)` first to complete it")
             }
         }
         let layout = try LayoutWriter(root: output)
@@ -129,7 +135,7 @@ public struct Packer: Sendable {
 
         try packFile(blobs.url(for: metadata.kernel), kind: "kernel", mediaType: MediaType.kernel, knownDigest: metadata.kernel)
         try packFile(blobs.url(for: metadata.initrd), kind: "initrd", mediaType: MediaType.initrd, knownDigest: metadata.initrd)
-        try packFile(blobs.url(for: metadata.rootfs), kind: "rootfs", mediaType: MediaType.rootfs, knownDigest: metadata.rootfs)
+        try packRootfs(metadata, layout: layout, memo: &memo, counter: counter, layers: &layers, pieces: &pieces)
         for (index, layer) in metadata.diskLayers.enumerated() {
             let file = directory.appendingPathComponent(layer.file)
             // A layer shared with an ancestor is the same (sealed, read-only) inode: it reuses the
@@ -211,7 +217,35 @@ final class ProgressCounter: Sendable {
 /// again has the same content).
 struct PackMemo {
     var byContent: [Digest: Descriptor] = [:]
+    /// The rootfs index layer packed for each rootfs content digest.
+    var rootfsIndex: [Digest: Descriptor] = [:]
     var byFile: [String: Digest] = [:]
 
     static func key(_ status: FileSystem.Status) -> String { "\(status.device):\(status.inode)" }
+}
+
+extension Packer {
+    /// The rootfs as framed chunks plus its index layer, each packed once per pack.
+    fileprivate func packRootfs(
+        _ metadata: SnapshotMetadata, layout: LayoutWriter, memo: inout PackMemo, counter: ProgressCounter, layers: inout [Descriptor], pieces: inout [PackedPiece]
+    ) throws {
+        let rootfs = metadata.rootfs
+        if let descriptor = memo.byContent[rootfs], let index = memo.rootfsIndex[rootfs] {
+            counter.add(descriptor.annotation(AnnotationKey.contentSize).flatMap { Int64($0) } ?? 0)
+            layers += [descriptor, index]
+            pieces.append(PackedPiece(kind: "rootfs", snapshot: metadata.tag, contentBytes: Int64(descriptor.annotation(AnnotationKey.contentSize) ?? "") ?? 0, packedBytes: descriptor.size, newBytes: 0, blobs: 2))
+            return
+        }
+        let file = BlobStore(home: home).url(for: rootfs)
+        guard let status = try FileSystem.status(of: file) else {
+            throw PackError.snapshotIncomplete(tag: metadata.tag, reason: "\(file.path) is missing; the store is damaged (run `clade doctor`)")
+        }
+        let result = try RootfsFramer(level: level, workers: max(1, workers)).pack(file, expected: rootfs, tag: metadata.tag, into: layout, counter: counter)
+        memo.byContent[rootfs] = result.rootfs
+        memo.rootfsIndex[rootfs] = result.index
+        layers += [result.rootfs, result.index]
+        pieces.append(PackedPiece(
+            kind: "rootfs", snapshot: metadata.tag, contentBytes: status.size, packedBytes: result.rootfs.size + result.index.size,
+            newBytes: result.new ? result.rootfs.size + result.index.size : 0, blobs: 2))
+    }
 }

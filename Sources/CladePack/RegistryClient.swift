@@ -261,6 +261,27 @@ public actor RegistryClient {
         return received - offset
     }
 
+    /// Bytes `[offset, offset + length)` of blob `digest` (one frame of a framed rootfs). The
+    /// caller verifies what they decompress to; a registry that ignores the range is refused,
+    /// since the whole blob is not what was asked for.
+    public func downloadRange(_ digest: Digest, offset: Int64, length: Int64) async throws -> [UInt8] {
+        let what = "bytes \(offset)-\(offset + length - 1) of blob \(digest.short) from \(reference.host)"
+        let response = try await send(.GET, "\(base)/blobs/\(digest)", headers: [("Range", "bytes=\(offset)-\(offset + length - 1)")], timeout: .seconds(120))
+        guard response.status == .partialContent else {
+            if response.status == .ok {
+                _ = try? await response.body.collect(upTo: 0)
+                throw PackError.registry("\(reference.host) does not serve byte ranges of blobs, which lazy forks of a root filesystem need; pull the snapshot whole (`clade pull` without --lazy)")
+            }
+            throw await failure(response, "downloading \(what)")
+        }
+        guard response.headers.first(name: "Content-Range")?.hasPrefix("bytes \(offset)-\(offset + length - 1)/") == true else {
+            throw PackError.malformed(what: what, reason: "the registry answered a range this download did not ask for")
+        }
+        let body = try await response.body.collect(upTo: Int(length))
+        guard body.readableBytes == Int(length) else { throw PackError.sizeMismatch(what: what, declared: length, actual: Int64(body.readableBytes)) }
+        return Array(body.readableBytesView)
+    }
+
     /// A resumed download ended with the wrong digest: the kept bytes were bad, start over.
     private struct ResumedDownloadMismatch: Error {}
 

@@ -189,12 +189,23 @@ public struct RegistryTransfer: Sendable {
 
         var wanted: [Descriptor] = []
         var seen = Set<Digest>()
+        // A lazy pull leaves a framed rootfs in the registry and takes its index instead.
+        let lazyRootfs: String? = skippingLeafMemory ? chain.first.flatMap { leaf in
+            leaf.manifest.layers.contains { $0.mediaType == MediaType.rootfsIndex }
+                ? leaf.manifest.layers.first { $0.mediaType == MediaType.rootfs }?.annotation(AnnotationKey.contentDigest) : nil
+        } : nil
         for (position, entry) in chain.enumerated() {
             wanted.append(entry.manifest.config)
             let present = position > 0 && entry.manifest.annotations?[AnnotationKey.snapshotID].map(localIDs.contains) == true
             if present { continue }
             for layer in entry.manifest.layers {
                 if skippingLeafMemory, position == 0, layer.mediaType == MediaType.memoryChunk { continue }
+                if layer.mediaType == MediaType.rootfsIndex, lazyRootfs == nil || position > 0 { continue }
+                if layer.mediaType == MediaType.rootfs, let lazyRootfs, layer.annotation(AnnotationKey.contentDigest) == lazyRootfs,
+                    (try? Digest(parsing: lazyRootfs)).map({ !((try? blobs.contains($0)) ?? false) }) == true
+                {
+                    continue
+                }
                 if [MediaType.kernel, MediaType.initrd, MediaType.rootfs].contains(layer.mediaType),
                     let content = layer.annotation(AnnotationKey.contentDigest).flatMap({ try? Digest(parsing: $0) }),
                     try blobs.contains(content)

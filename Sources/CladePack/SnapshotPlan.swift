@@ -28,6 +28,8 @@ struct SnapshotPlan {
     var memoryChunkSize = PackFormat.memoryChunkSize
     /// The recorded working set, when the pack carries one.
     var workingSet: WorkingSet?
+    /// The rootfs's frame index (format 1.1), which a lazy pull needs; an eager one does not.
+    var rootfsIndex: Descriptor?
 
     static let maxMemoryBytes: Int64 = 1 << 40
     static let maxDiskBytes: Int64 = 1 << 40
@@ -87,10 +89,17 @@ struct SnapshotPlan {
         var deviceState: PlannedPiece?
         var disks: [Int: PlannedPiece] = [:]
         var chunks: [Int64: PlannedPiece] = [:]
+        var indexLayer: Descriptor?
         let chunkSize = try Self.chunkSize(of: manifest, what: what)
         memoryChunkSize = chunkSize
         for (position, layer) in manifest.layers.enumerated() {
             let layerWhat = "layer \(position) (\(layer.digest.short)) of \(what)"
+            if layer.mediaType == MediaType.rootfsIndex {
+                guard indexLayer == nil else { throw PackError.malformed(what: what, reason: "it has more than one rootfs index layer") }
+                try Self.limit(layer.size, RootfsIndex.maxBytes, what: layerWhat)
+                indexLayer = layer
+                continue
+            }
             guard MediaType.cladeLayers.contains(layer.mediaType) else {
                 if layer.annotation(AnnotationKey.optional) == "true" { continue }
                 throw PackError.unknownMediaType(blob: layerWhat, mediaType: layer.mediaType)
@@ -169,6 +178,7 @@ struct SnapshotPlan {
         self.initrd = initrd
         self.rootfs = rootfs
         self.deviceState = deviceState
+        rootfsIndex = indexLayer
         diskLayers = (0..<disks.count).compactMap { disks[$0] }
         memoryChunks = chunks.keys.sorted().compactMap { offset in chunks[offset].map { (offset, $0) } }
         workingSet = try manifest.annotations?[AnnotationKey.memoryWorkingSet].map { text in

@@ -167,10 +167,18 @@ public struct Unpacker: Sendable {
         var skippedBlobs = 0
         var bytesNeeded: Int64 = 0
         var compressedToRead: Int64 = 0
+        // A lazy pull leaves a framed rootfs the store lacks in the registry, for its own server.
+        let lazyRootfs = try options.lazyMemory.flatMap { source in
+            try leafPlan.rootfs.contentDigest.map(blobs.contains) == false ? try Self.lazyRootfsPlan(leafPlan, source: source, from: reader) : nil
+        }
         for plan in toWrite {
             for piece in [plan.kernel, plan.initrd, plan.rootfs] {
                 guard let digest = piece.contentDigest else { continue }
                 if try blobs.contains(digest) { skippedBlobs += 1; continue }
+                if let lazyRootfs, lazyRootfs.contentDigest == digest.description {
+                    bytesNeeded += piece.contentSize  // the background fill writes all of it
+                    continue
+                }
                 if neededBlobs[digest] == nil {
                     neededBlobs[digest] = piece
                     bytesNeeded += piece.contentSize
@@ -285,6 +293,7 @@ public struct Unpacker: Sendable {
         for (digest, _) in neededBlobs {
             try blobs.adoptVerified(stagedBlobs.appendingPathComponent(digest.hex), as: digest)
         }
+        if let lazyRootfs { try Self.stageLazyRootfs(lazyRootfs, home: home) }
         FaultPoint.unpackBlobsPlaced.crashIfRequested()
         for item in publish {
             let final = catalog.directory(item.tag)

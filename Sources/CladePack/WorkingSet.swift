@@ -51,7 +51,7 @@ public struct WorkingSet: Codable, Sendable, Equatable {
         for part in text.split(separator: ",", omittingEmptySubsequences: false) where !text.isEmpty {
             let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
             guard (1...2).contains(bounds.count), let first = Int64(bounds[0]), let last = Int64(bounds[bounds.count - 1]),
-                first >= 0, first <= last, last < chunkLimit, Int64(numbers.count) + (last - first) < Int64(LazyMemoryPlan.maxChunks)
+                first >= 0, first <= last, last < chunkLimit, Int64(numbers.count) + (last - first) < Int64(LazyFilePlan.maxChunks)
             else {
                 throw PackError.malformed(what: what, reason: "working-set range '\(part.prefix(40))' is not N or N-M of chunk numbers below \(chunkLimit)")
             }

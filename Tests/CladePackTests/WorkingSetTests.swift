@@ -19,8 +19,8 @@ struct WorkingSetTests {
     }
 
     @Test func aPlanRefusesWorkingSetOffsetsOutsideItsChunks() throws {
-        let chunk = LazyMemoryPlan.Chunk(offset: 0, digest: "sha256:" + String(repeating: "a", count: 64), size: 100, contentSize: 524_288)
-        var plan = LazyMemoryPlan(reference: "r/x:y", insecure: true, snapshotID: "s", logicalSize: 1 << 20, chunkSize: 524_288, chunks: [chunk], workingSet: [0])
+        let chunk = LazyFilePlan.Chunk(offset: 0, digest: "sha256:" + String(repeating: "a", count: 64), size: 100, contentSize: 524_288)
+        var plan = LazyFilePlan(reference: "r/x:y", insecure: true, snapshotID: "s", logicalSize: 1 << 20, chunkSize: 524_288, chunks: [chunk], workingSet: [0])
         try plan.validate(what: "plan")
         plan.workingSet = [524_288]
         #expect(throws: PackError.self) { try plan.validate(what: "plan") }

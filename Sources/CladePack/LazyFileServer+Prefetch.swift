@@ -5,7 +5,7 @@ import CLazyFuse
 import CladeStore
 import Foundation
 
-extension LazyMemoryServer {
+extension LazyFileServer {
     /// Parallel fetches for the prefetch: enough to keep a distant registry's pipe full, where
     /// one chunk at a time would pay a round trip each.
     static let prefetchWorkers = 8
@@ -51,7 +51,7 @@ extension LazyMemoryServer {
             statistics.prefetchSeconds = seconds
             statistics.prefetchDone = true
         }
-        logger.info("prefetched the working set", metadata: ["tag": "\(tag)", "chunks": "\(indices.count)", "stored": "\(stored)", "seconds": "\(seconds)"])
+        logger.info("prefetched the working set", metadata: ["serving": "\(subject)", "chunks": "\(indices.count)", "stored": "\(stored)", "seconds": "\(seconds)"])
     }
 
     /// Runs `body` on `count` threads of its own and waits for all of them: fetches block on the

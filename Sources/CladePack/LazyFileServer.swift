@@ -7,25 +7,30 @@ import CladeStore
 import Foundation
 import Logging
 
-/// Serves a lazily pulled snapshot's memory file over FUSE: a guest's page fault becomes a read
-/// here, answered once the chunk holding it has been fetched from the registry, verified against
-/// the pack's digest and written into the file being assembled. A background fill fetches the
-/// rest; when every chunk is in, the assembled file becomes the snapshot's own memory file, and
-/// the server leaves once nothing maps its file any more.
+/// Serves a lazily pulled file over FUSE, a snapshot's memory or its image's root filesystem: a
+/// guest's page fault (memory) or QEMU's read of the disk's base (rootfs) becomes a read here,
+/// answered once the chunk holding it has been fetched from the registry, verified against the
+/// pack's digest and written into the file being assembled. A background fill fetches the rest;
+/// when every chunk is in, the assembled file becomes the snapshot's own memory file (or the
+/// store's rootfs blob, once the whole file matches its digest), and the server leaves once
+/// nothing has its file open any more.
 ///
-/// Writes never reach it: QEMU maps the file private, so a guest's writes stay in its own pages,
-/// and siblings share the kernel's page cache of this one file.
-public final class LazyMemoryServer: @unchecked Sendable {
+/// Writes never reach it: QEMU maps memory private and opens a backing file read-only, so a
+/// guest's writes stay its own, and siblings share the kernel's page cache of this one file.
+public final class LazyFileServer: @unchecked Sendable {
     enum ChunkState: Equatable {
         case absent, fetching, present
         case failed(String)
     }
 
     let home: CladeHome
-    let tag: String
-    let snapshotDirectory: URL
-    let plan: LazyMemoryPlan
-    let paths: LazyMemoryPaths
+    /// What is served, in messages: `snapshot 'TAG'` or `root filesystem sha256:…`.
+    let subject: String
+    /// The snapshot whose memory is served; nil for a rootfs.
+    let snapshotTag: String?
+    let snapshotDirectory: URL?
+    let plan: LazyFilePlan
+    let paths: LazyFilePaths
     let client: RegistryClient
     let logger: Logger
     /// How long the file must be unused, once whole (or given up on), before the server leaves.
@@ -34,7 +39,7 @@ public final class LazyMemoryServer: @unchecked Sendable {
     /// Guards everything below; waiters on a chunk being fetched wait on it.
     let condition = NSCondition()
     var states: [ChunkState]
-    var statistics: LazyMemoryStatistics
+    var statistics: LazyFileStatistics
     var openCount = 0
     var lastOpenChange = Date()
     var backgroundDone = false
@@ -62,26 +67,53 @@ public final class LazyMemoryServer: @unchecked Sendable {
     /// The chunk each reading thread last failed on.
     var failedRequests: [Int32: Int] = [:]
 
-    public init(home: CladeHome, tag: String, credentials: RegistryCredentials?, idleGrace: TimeInterval = 10, fillHeld: Bool = false, prefetch: Bool = true, logger: Logger
+    /// The server of snapshot `tag`'s memory.
+    public convenience init(
+        home: CladeHome, tag: String, credentials: RegistryCredentials?, idleGrace: TimeInterval = 10, fillHeld: Bool = false, prefetch: Bool = true, logger: Logger
+    ) throws {
+        let directory = SnapshotCatalog(home: home).directory(tag)
+        guard let plan = try LazyFilePlan.load(in: directory) else {
+            throw PackError.noSnapshot("snapshot '\(tag)' has no lazily fetched memory (its memory file is whole)")
+        }
+        try self.init(
+            home: home, plan: plan, subject: "snapshot '\(tag)'", snapshotTag: tag, snapshotDirectory: directory,
+            paths: LazyFilePaths(home: home, snapshotID: plan.snapshotID), credentials: credentials, idleGrace: idleGrace, fillHeld: fillHeld,
+            prefetch: prefetch, logger: logger)
+    }
+
+    /// The server of root filesystem `rootfs`, shared by every snapshot of its image.
+    public convenience init(
+        home: CladeHome, rootfs: Digest, credentials: RegistryCredentials?, idleGrace: TimeInterval = 10, fillHeld: Bool = false, logger: Logger
+    ) throws {
+        guard let plan = try LazyFilePlan.loadRootfs(rootfs, home: home) else {
+            throw PackError.noSnapshot("root filesystem \(rootfs) is not being fetched lazily (it is whole in the store, or was never pulled lazily)")
+        }
+        try self.init(
+            home: home, plan: plan, subject: "root filesystem \(rootfs.short)", snapshotTag: nil, snapshotDirectory: nil,
+            paths: LazyFilePaths(home: home, rootfs: rootfs), credentials: credentials, idleGrace: idleGrace, fillHeld: fillHeld, prefetch: false,
+            logger: logger)
+    }
+
+    init(
+        home: CladeHome, plan: LazyFilePlan, subject: String, snapshotTag: String?, snapshotDirectory: URL?, paths: LazyFilePaths,
+        credentials: RegistryCredentials?, idleGrace: TimeInterval, fillHeld: Bool, prefetch: Bool, logger: Logger
     ) throws {
         self.home = home
         self.fillHeld = fillHeld
         prefetchEnabled = prefetch
-        self.tag = tag
+        self.subject = subject
+        self.snapshotTag = snapshotTag
+        self.snapshotDirectory = snapshotDirectory
         self.logger = logger
         self.idleGrace = idleGrace
-        snapshotDirectory = SnapshotCatalog(home: home).directory(tag)
-        guard let plan = try LazyMemoryPlan.load(in: snapshotDirectory) else {
-            throw PackError.noSnapshot("snapshot '\(tag)' has no lazily fetched memory (its memory file is whole)")
-        }
         self.plan = plan
-        paths = LazyMemoryPaths(home: home, snapshotID: plan.snapshotID)
+        self.paths = paths
         let reference = try RegistryReference(parsing: plan.reference)
         // A guest waits on every fetch, so a registry that refuses connections must fail fast.
         client = RegistryClient(reference: reference, insecure: plan.insecure, credentials: credentials, connectTimeout: .seconds(2), logger: logger)
         states = Array(repeating: .absent, count: plan.chunks.count)
         chunkIndex = Dictionary(uniqueKeysWithValues: plan.chunks.enumerated().map { ($0.element.offset / plan.chunkSize, $0.offset) })
-        statistics = LazyMemoryStatistics(
+        statistics = LazyFileStatistics(
             chunks: plan.chunks.count, chunksPresent: 0, fetches: 0, bytesFetched: 0, demandFetches: 0, complete: plan.chunks.isEmpty, failure: nil)
     }
 
@@ -102,8 +134,9 @@ public final class LazyMemoryServer: @unchecked Sendable {
                 // A read-around that strays into a missing chunk fails harmlessly: the kernel
                 // then reads the faulted page alone. A one-page read, or a second failure of
                 // one thread on one chunk, is a fault that cannot be satisfied.
+                // A disk read is QEMU's own, never a read-around: the guest would see an I/O error.
                 let repeated = condition.withLock { failedRequests.updateValue(index, forKey: requester) == index }
-                if size <= 4096 || repeated { stopFaultingMachine(thread: requester) }
+                if size <= 4096 || repeated || plan.servesRootfs { stopFaultingMachine(thread: requester) }
                 return -EIO
             }
         }
@@ -119,7 +152,7 @@ public final class LazyMemoryServer: @unchecked Sendable {
             let process = Int32(line.dropFirst(5).trimmingCharacters(in: .whitespaces)), process > 1,
             let name = try? String(contentsOfFile: "/proc/\(process)/comm", encoding: .utf8), name.hasPrefix("qemu-system")
         else { return }
-        logger.error("stopping the VMM that needs memory which cannot be fetched", metadata: ["pid": "\(process)", "tag": "\(tag)"])
+        logger.error("stopping the VMM that needs a chunk which cannot be fetched", metadata: ["pid": "\(process)", "serving": "\(subject)"])
         kill(process, SIGKILL)
     }
 
@@ -141,7 +174,7 @@ public final class LazyMemoryServer: @unchecked Sendable {
             case .failed(let reason) where !onDemand:
                 // The background fill leaves a failed chunk to a fault or its next pass.
                 condition.unlock()
-                throw PackError.malformed(what: "memory chunk at \(plan.chunks[index].offset)", reason: reason)
+                throw PackError.malformed(what: "\(plan.fileWhat) chunk at \(plan.chunks[index].offset)", reason: reason)
             case .absent, .failed:
                 states[index] = .fetching
             }
@@ -168,14 +201,14 @@ public final class LazyMemoryServer: @unchecked Sendable {
             condition.unlock()
             if recovered { unlink(paths.failure.path) }
         } catch {
-            let reason = "memory chunk at offset \(plan.chunks[index].offset) of snapshot '\(tag)' could not be fetched from \(plan.reference) after \(Self.attempts) attempts: \(error)"
+            let reason = "\(plan.fileWhat) chunk at offset \(plan.chunks[index].offset) of \(subject) could not be fetched from \(plan.reference) after \(Self.attempts) attempts: \(error)"
             condition.lock()
             states[index] = .failed(reason)
             failedAt[index] = Date()
             statistics.failure = reason
             condition.broadcast()
             condition.unlock()
-            logger.error("memory chunk unavailable", metadata: ["offset": "\(plan.chunks[index].offset)", "error": "\(error)"])
+            logger.error("chunk unavailable", metadata: ["offset": "\(plan.chunks[index].offset)", "error": "\(error)"])
             try? FileSystem.writeAtomically(Data((reason + "\n").utf8), to: paths.failure)
             throw error
         }
@@ -183,14 +216,14 @@ public final class LazyMemoryServer: @unchecked Sendable {
     }
 
     private func fetchWithRetries(_ index: Int) throws -> Int64 {
-        var lastError: Error = PackError.malformed(what: "memory chunk", reason: "not attempted")
+        var lastError: Error = PackError.malformed(what: "\(plan.fileWhat) chunk", reason: "not attempted")
         for attempt in 0..<Self.attempts {
             if attempt > 0 { usleep(UInt32(250_000 << attempt)) }
             do {
                 return try fetchOnce(index)
             } catch {
                 lastError = error
-                logger.warning("memory chunk fetch failed", metadata: ["offset": "\(plan.chunks[index].offset)", "attempt": "\(attempt + 1)", "error": "\(error)"])
+                logger.warning("chunk fetch failed", metadata: ["offset": "\(plan.chunks[index].offset)", "attempt": "\(attempt + 1)", "error": "\(error)"])
             }
         }
         throw lastError
@@ -203,6 +236,7 @@ public final class LazyMemoryServer: @unchecked Sendable {
     /// snapshot that shares it takes it instead of the registry (until `clade gc`, which finds
     /// nothing referencing it); a chunk already there is not fetched at all.
     private func fetchOnce(_ index: Int) throws -> Int64 {
+        if plan.servesRootfs { return try fetchFrame(index) }
         let chunk = plan.chunks[index]
         let digest = try plan.digest(of: chunk, what: "memory chunk at \(chunk.offset)")
         let kept = BlobStore(home: home).url(for: digest)
@@ -223,7 +257,7 @@ public final class LazyMemoryServer: @unchecked Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunk.contentSize), alignment: 4096)
         defer { buffer.deallocate() }
         var filled = 0
-        let what = "memory chunk at \(chunk.offset) of \(tag)"
+        let what = "memory chunk at \(chunk.offset) of \(subject)"
         try LayoutReader.decompress(
             fd: fd, descriptor: Descriptor(mediaType: MediaType.memoryChunk, digest: digest, size: chunk.size), what: what,
             contentSize: chunk.contentSize, onRead: { _ in }
@@ -259,7 +293,7 @@ public final class LazyMemoryServer: @unchecked Sendable {
     }
 
     /// The counters as they are now.
-    public var currentStatistics: LazyMemoryStatistics { condition.withLock { statistics } }
+    public var currentStatistics: LazyFileStatistics { condition.withLock { statistics } }
 
     func writeStatistics() {
         let snapshot = currentStatistics

@@ -6,7 +6,7 @@ import CladeModel
 import CladeStore
 import Foundation
 
-extension LazyMemoryServer {
+extension LazyFileServer {
     /// Whether a live FUSE filesystem is mounted at `mountPoint` (a dead server's mount reports
     /// "transport endpoint is not connected" instead).
     public static func isServing(_ mountPoint: URL) -> Bool {
@@ -33,24 +33,24 @@ extension LazyMemoryServer {
             context: Unmanaged.passUnretained(self).toOpaque(),
             ensure: { context, offset, size, requester in
                 guard let context else { return -EIO }
-                return Unmanaged<LazyMemoryServer>.fromOpaque(context).takeUnretainedValue().ensure(offset: offset, size: size, requester: requester)
+                return Unmanaged<LazyFileServer>.fromOpaque(context).takeUnretainedValue().ensure(offset: offset, size: size, requester: requester)
             },
             opens_changed: { context, count in
                 guard let context else { return }
-                Unmanaged<LazyMemoryServer>.fromOpaque(context).takeUnretainedValue().opensChanged(Int(count))
+                Unmanaged<LazyFileServer>.fromOpaque(context).takeUnretainedValue().opensChanged(Int(count))
             })
         var error = [CChar](repeating: 0, count: 512)
         // As root the mount admits every uid, so a confined VMM (its sandbox's uid) can open it.
         guard let server = clade_lazy_mount(
-            paths.mountPoint.path, "memory", UInt64(plan.logicalSize), dataDescriptor, geteuid() == 0 ? 1 : 0, &callbacks, &error, error.count)
+            paths.mountPoint.path, paths.fileName, UInt64(plan.logicalSize), dataDescriptor, geteuid() == 0 ? 1 : 0, &callbacks, &error, error.count)
         else {
-            throw PackError.malformed(what: "the lazy memory server", reason: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw PackError.malformed(what: "the lazy \(plan.fileWhat) server", reason: String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         }
         session = server
         defer { clade_lazy_destroy(server) }
         try FileSystem.writeAtomically(Data("\(getpid())\n".utf8), to: paths.pidFile)
         writeStatistics()
-        logger.info("serving lazy memory", metadata: ["tag": "\(tag)", "chunks": "\(plan.chunks.count)", "mount": "\(paths.mountPoint.path)"])
+        logger.info("serving lazily", metadata: ["serving": "\(subject)", "chunks": "\(plan.chunks.count)", "mount": "\(paths.mountPoint.path)"])
         // An eager pull of this snapshot asks the fill to try at once (see ``kickFill()``).
         signal(SIGUSR1, SIG_IGN)
         let kicks = DispatchSource.makeSignalSource(signal: SIGUSR1, queue: .global())
@@ -67,10 +67,11 @@ extension LazyMemoryServer {
         let result = clade_lazy_run(server, 16)
         condition.withLock { backgroundDone = true }
         unlink(paths.pidFile.path)
-        logger.info("lazy memory server stopped", metadata: ["tag": "\(tag)", "loop": "\(result)", "complete": "\(currentStatistics.complete)"])
-        let snapshotGone = (try? FileSystem.exists(snapshotDirectory.appendingPathComponent(LazyMemoryPlan.fileName, isDirectory: false))) != true
-        if condition.withLock({ finalized }) || snapshotGone {
-            // The snapshot owns the memory now, or is gone: nothing here is needed any more.
+        logger.info("lazy server stopped", metadata: ["serving": "\(subject)", "loop": "\(result)", "complete": "\(currentStatistics.complete)"])
+        let planFile = snapshotDirectory?.appendingPathComponent(LazyFilePlan.fileName, isDirectory: false) ?? paths.rootfsPlan
+        let planGone = (try? FileSystem.exists(planFile)) != true
+        if condition.withLock({ finalized }) || planGone {
+            // The snapshot (or the blob store) owns the file now, or it is gone: nothing here is needed any more.
             rmdir(paths.mountPoint.path)
             try? FileSystem.remove(paths.directory)
         }
@@ -90,7 +91,7 @@ extension LazyMemoryServer {
     /// failed a few passes in a row it no longer keeps an unused server alive.
     func backgroundFill() {
         if fillHeld {
-            logger.info("background fill held until kicked", metadata: ["tag": "\(tag)"])
+            logger.info("background fill held until kicked", metadata: ["serving": "\(subject)"])
             condition.withLock { fillStalled = true }
             fillKick.wait()
             condition.withLock { fillStalled = false }
@@ -110,21 +111,21 @@ extension LazyMemoryServer {
             if failures.value == 0 { continue }
             failedPasses += 1
             if failedPasses == 2 {
-                logger.error("background fill is failing; faults still retry, and the fill keeps trying less often", metadata: ["tag": "\(tag)"])
+                logger.error("background fill is failing; faults still retry, and the fill keeps trying less often", metadata: ["serving": "\(subject)"])
                 condition.withLock { fillStalled = true }
             }
             condition.withLock { for index in states.indices { if case .failed = states[index] { states[index] = .absent } } }
             let pause = min(60, 1 << min(failedPasses, 6))
             if fillKick.wait(timeout: .now() + .seconds(pause)) == .success {
-                logger.info("background fill kicked; retrying now", metadata: ["tag": "\(tag)"])
+                logger.info("background fill kicked; retrying now", metadata: ["serving": "\(subject)"])
                 failedPasses = 0
                 condition.withLock { fillStalled = false }
             }
         }
         do {
-            try finalize()
+            if plan.servesRootfs { try finalizeRootfs() } else { try finalize() }
         } catch {
-            logger.error("the whole memory could not be placed in the snapshot", metadata: ["tag": "\(tag)", "error": "\(error)"])
+            logger.error("the whole file could not be placed in the store", metadata: ["serving": "\(subject)", "error": "\(error)"])
         }
         condition.withLock { backgroundDone = true }
     }
@@ -137,15 +138,16 @@ extension LazyMemoryServer {
     /// Makes the assembled file the snapshot's own memory file, replacing the link to this
     /// server's file: later forks map it directly, and a later pull finds the snapshot whole.
     func finalize() throws {
+        guard let snapshotTag, let snapshotDirectory else { return }
         guard fsync(dataDescriptor) == 0, fchmod(dataDescriptor, 0o444) == 0 else {
             throw StoreError.systemCall("fsync", path: paths.assembling.path, errno: errno)
         }
-        let lock = try FileLock(home: home, .snapshot(tag))
+        let lock = try FileLock(home: home, .snapshot(snapshotTag))
         defer { lock.unlock() }
         guard let metadata = try JSONFiles.read(SnapshotMetadata.self, from: snapshotDirectory.appendingPathComponent(SnapshotMetadata.fileName, isDirectory: false)),
             metadata.id == plan.snapshotID
         else {
-            logger.warning("snapshot was replaced while its memory was fetched; leaving it alone", metadata: ["tag": "\(tag)"])
+            logger.warning("snapshot was replaced while its memory was fetched; leaving it alone", metadata: ["serving": "\(subject)"])
             return
         }
         let staged = snapshotDirectory.appendingPathComponent(".memory.lazy-\(getpid())", isDirectory: false)
@@ -156,11 +158,11 @@ extension LazyMemoryServer {
             unlink(staged.path)
             throw StoreError.systemCall("rename", path: memory.path, errno: errno)
         }
-        unlink(snapshotDirectory.appendingPathComponent(LazyMemoryPlan.fileName, isDirectory: false).path)
+        unlink(snapshotDirectory.appendingPathComponent(LazyFilePlan.fileName, isDirectory: false).path)
         try? FileSystem.sync(snapshotDirectory)
         condition.withLock { finalized = true }
         writeStatistics()
-        logger.info("snapshot memory complete", metadata: ["tag": "\(tag)", "bytes_fetched": "\(currentStatistics.bytesFetched)"])
+        logger.info("snapshot memory complete", metadata: ["serving": "\(subject)", "bytes_fetched": "\(currentStatistics.bytesFetched)"])
     }
 
     /// Stops the server once its background work is over (or failing) and nothing has had the file open for
@@ -170,7 +172,7 @@ extension LazyMemoryServer {
             sleep(1)
             let idle = condition.withLock { (backgroundDone || fillStalled) && openCount == 0 && Date().timeIntervalSince(lastOpenChange) >= idleGrace }
             if idle, let session {
-                logger.info("nothing maps the lazy memory file; unmounting", metadata: ["tag": "\(tag)"])
+                logger.info("nothing has the lazily served file open; unmounting", metadata: ["serving": "\(subject)"])
                 clade_lazy_stop(session)
                 return
             }
