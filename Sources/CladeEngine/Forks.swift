@@ -33,6 +33,7 @@ public struct Forks: EngineCapability {
             .damaged("snapshot '\(metadata.tag)' is damaged: \(what); remove it with `clade rmi \(metadata.tag)` and bake it again")
         }
         var memory = directory.appendingPathComponent(metadata.memory.file)
+        try ensureLazyRootfsServed(metadata.rootfs)
         if let plan = try lazyMemoryPlan(metadata) {
             try ensureLazyMemoryServed(metadata, plan: plan)
             memory = LazyFilePaths(home: home, snapshotID: plan.snapshotID).servedFile
@@ -51,7 +52,6 @@ public struct Forks: EngineCapability {
         for layer in metadata.diskLayers where try !FileSystem.exists(directory.appendingPathComponent(layer.file)) {
             throw damaged("its disk layer \(layer.file) is missing")
         }
-        try ensureLazyRootfsServed(metadata.rootfs)
         for (digest, what) in [(metadata.kernel, "kernel"), (metadata.initrd, "initrd"), (metadata.rootfs, "root filesystem")]
         where try !blobs.contains(digest) {
             throw damaged("its \(what) blob \(digest.short) is missing from the store")

@@ -496,7 +496,7 @@ async def run_async():
     finally:
         await sb.kill()
     check(not await sb.is_running(), "async kill")
-    step("AsyncSandbox: create, run, stream, files, kill")
+    step(f"AsyncSandbox from {TEMPLATE}: create, run, stream, files, kill")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ import Testing
     static let cli = CLIHarness(home: CLIHarness.privateHome("e2b"))
 
     /// The daemon with only the E2B listener (`--listen none`), its port and API key.
-    func startDaemon() throws -> (DaemonProcess, port: Int, key: String) {
+    func startDaemon(environment: [String: String] = [:]) throws -> (DaemonProcess, port: Int, key: String) {
         let key = "e2b_test_\(UUID().uuidString.prefix(8).lowercased())"
         let keyFile = Self.cli.home.appendingPathComponent("e2b-keys")
         try "# test keys\n\(key)\n".write(to: keyFile, atomically: true, encoding: .utf8)
-        let daemon = DaemonProcess(home: Self.cli.home)
+        let daemon = DaemonProcess(CLIHarness(home: Self.cli.home, environment: environment))
         let port = Int.random(in: 16000...19999)
         daemon.extraArguments = ["--e2b-listen", "127.0.0.1:\(port)", "--e2b-api-key-file", keyFile.path]
         daemon.e2bOnlyPort = port
@@ -29,7 +29,7 @@ import Testing
     static let peer = PeerNetwork(namespace: "clade-e2bpeer", link: "cladee2b", hostCIDR: "10.231.9.1/29", peerCIDRs: ["10.231.9.2/29", "10.231.9.3/29"])
     static let peerPort = 8080
 
-    func scenarios(_ mode: String, port: Int, key: String, httpVersion: String? = nil, peers: [String] = []) throws -> ExternalCommand.Output {
+    func scenarios(_ mode: String, port: Int, key: String, httpVersion: String? = nil, peers: [String] = [], template: String? = nil) throws -> ExternalCommand.Output {
         let python = CLIHarness.packageRoot.appendingPathComponent(".build/e2bclient/bin/python")
         try #require(FileManager.default.isExecutableFile(atPath: python.path), "the e2b SDK is not installed: run scripts/python-clients.sh (scripts/test.sh does)")
         let script = CLIHarness.packageRoot.appendingPathComponent("Tests/E2BScenarios/scenarios.py")
@@ -38,6 +38,7 @@ import Testing
             "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
         ]
         if let httpVersion { environment["E2B_HTTP_VERSION"] = httpVersion }
+        if let template { environment["CLADE_E2B_TEMPLATE"] = template }
         if !peers.isEmpty { environment["CLADE_TEST_PEERS"] = peers.map { "\($0):\(Self.peerPort)" }.joined(separator: ",") }
         // A bound on a hung run, not a speed target.
         return try ExternalCommand("timeout", ["1800", python.path, script.path, mode], environment: environment).run()
@@ -46,7 +47,16 @@ import Testing
     @Test func theE2BSDKDrivesCladeThroughEveryScenario() throws {
         let initialized = try Self.cli.run(["e2b", "init"], timeout: 1200)
         try #require(initialized.status == 0, "clade e2b init: \(initialized.stderr)")
-        let (daemon, port, key) = try startDaemon()
+        // The async scenarios start from the same template pushed to a registry: a template id
+        // may be a registry reference, pulled lazily (the fill held, so it stays lazy here).
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        let remoteTemplate = "\(registry.address)/clade/e2b-base:v1"
+        let pushed = try Self.cli.run(["push", "base", remoteTemplate, "--insecure"], timeout: 600)
+        try #require(pushed.status == 0, "push of the base template: \(pushed.stderr)")
+        let (daemon, port, key) = try startDaemon(environment: [
+            "CLADE_INSECURE_REGISTRIES": registry.address, "CLADE_LAZY_FILL": "held", "CLADE_LAZY_IDLE_SECONDS": "1",
+        ])
         defer { daemon.stop() }
         // The peers need root (`ip netns`); without them the egress scenario says it skipped.
         var peers: [String] = []
@@ -66,8 +76,13 @@ import Testing
             }
         }
         withExtendedLifetime(servers) {}
-        let async = try scenarios("async", port: port, key: key)
+        let async = try scenarios("async", port: port, key: key, template: remoteTemplate)
         #expect(async.status == 0 && async.stdout.hasSuffix("all scenarios passed\n"), "AsyncSandbox scenarios, status \(async.status):\n\(async.stdout)\n\(async.stderr)")
+        let snapshots = (try? FileManager.default.contentsOfDirectory(atPath: Self.cli.home.appendingPathComponent("snapshots").path)) ?? []
+        let pulled = snapshots.first { $0.hasPrefix("node-") }
+        #expect(
+            pulled.map { FileManager.default.fileExists(atPath: Self.cli.home.appendingPathComponent("snapshots/\($0)/lazy-memory.json").path) } == true,
+            "the registry template was not pulled lazily: \(snapshots)")
         // Every sandbox the scenarios started is gone, and fork snapshots with them.
         let listed = try Self.cli.run(["ls", "--json"])
         let sandboxes = try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]] ?? []

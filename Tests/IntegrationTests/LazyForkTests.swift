@@ -46,7 +46,11 @@ extension PackTransferTests {
         try #require(try Self.source.run(["push", "first", reference, "--insecure"]).status == 0)
 
         let receiver = CLIHarness(home: CLIHarness.privateHome("lazy-receiver"), environment: ["CLADE_LAZY_IDLE_SECONDS": "1"])
-        let fork = try receiver.run(["fork", reference, "-n", "2", "--insecure", "--json"])
+        // The fill is held until the children run: this small guest's working set is all of its
+        // memory, so a free fill could otherwise complete it before they start.
+        var holding = receiver
+        holding.environment["CLADE_LAZY_FILL"] = "held"
+        let fork = try holding.run(["fork", reference, "-n", "2", "--insecure", "--json"])
         try #require(fork.status == 0, "lazy fork failed: \(fork.stderr)")
         let children = fork.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         #expect(children.count == 2 && children.allSatisfy { $0["memory"] as? String == "lazy-fetch" && $0["error"] == nil }, "\(fork.stdout)")
@@ -64,8 +68,16 @@ extension PackTransferTests {
             #expect(read.stdout == "packed-sentinel\n", "lazy child \(id): \(read.stderr)")
         }
 
-        // The fill completes the snapshot: the memory file becomes the source's, byte for byte,
-        // and every chunk was fetched once, whichever sibling touched it first.
+        // Let go (SIGUSR1, as a pull does), the fill completes the snapshot: the memory file
+        // becomes the source's, byte for byte, and every chunk was fetched once, whichever
+        // sibling touched it first.
+        // The rootfs has a server of its own, held too.
+        let servers = try FileManager.default.contentsOfDirectory(atPath: receiver.home.appendingPathComponent("lazy").path)
+        #expect(servers.contains { $0.hasPrefix("rootfs-") }, "the rootfs was not left to a lazy server: \(servers)")
+        for name in servers {
+            let pidFile = receiver.home.appendingPathComponent("lazy/\(name)/server.pid")
+            if let pid = Int32((try? String(contentsOf: pidFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") { kill(pid, SIGUSR1) }
+        }
         let memory = receiver.home.appendingPathComponent("snapshots/first/memory")
         #expect(eventually(180) { (try? FileSystem.status(of: memory))?.isRegularFile == true }, "the background fill never completed: \(statistics(lazy))")
         let stats = statistics(lazy)
@@ -77,6 +89,10 @@ extension PackTransferTests {
         let compare = try ExternalCommand("cmp", [Self.source.home.appendingPathComponent("snapshots/first/memory").path, memory.path]).run()
         #expect(compare.status == 0, "the assembled memory differs from the source's: \(compare.stdout)")
         #expect(!FileManager.default.fileExists(atPath: receiver.home.appendingPathComponent("snapshots/first/lazy-memory.json").path))
+        let rootfsName = try #require(servers.first { $0.hasPrefix("rootfs-") }?.dropFirst(7))
+        let rootfs = receiver.home.appendingPathComponent("blobs/sha256/\(rootfsName)")
+        #expect(eventually(60) { (try? FileSystem.status(of: rootfs))?.isRegularFile == true }, "the rootfs fill never completed")
+        #expect(try ExternalCommand("cmp", [Self.source.home.appendingPathComponent("blobs/sha256/\(rootfsName)").path, rootfs.path]).run().status == 0)
 
         // Later forks map the store's own file; the running lazy children are unharmed.
         let later = try receiver.run(["fork", "first", "--json"])
@@ -252,6 +268,8 @@ extension PackTransferTests {
         let lazy = try lazyDirectory(receiver.home, tag: pulled)
         let serverPid = try #require(Int32((try? String(contentsOf: lazy.appendingPathComponent("server.pid"), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""))
         kill(serverPid, SIGKILL)
+        // Its mount stops answering once the process is gone, not when the signal is sent.
+        #expect(eventually(10) { !FileManager.default.fileExists(atPath: "/proc/\(serverPid)") }, "the killed server \(serverPid) lingers")
         let rows = (try? JSONSerialization.jsonObject(with: Data(try receiver.run(["ls", "--json"]).stdout.utf8)) as? [[String: Any]]) ?? []
         let row = rows.first { $0["id"] as? String == id }
         #expect(row?["state"] as? String == "dead" && (row?["death_cause"] as? String ?? "").contains("FUSE server that served its memory lazily stopped"), "\(row ?? [:])")

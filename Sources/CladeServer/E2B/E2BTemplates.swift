@@ -1,10 +1,12 @@
 import CladeEngine
 import CladeModel
+import CladePack
 import Foundation
 import Logging
 
-/// E2B templates in clade: a template id names a snapshot (forked on create). An image of that
-/// name with no snapshot yet is baked on first use; `base` is built first if there is no such
+/// E2B templates in clade: a template id names a snapshot (forked on create), or a snapshot in an
+/// OCI registry (`HOST/REPO:TAG`), pulled lazily on first use so the sandbox starts before its
+/// memory and disk have arrived. An image of that name with no snapshot yet is baked on first use; `base` is built first if there is no such
 /// image: Debian with `user` (`/home/user`, bash, passwordless sudo), `python` (python3), pip,
 /// curl and git, as E2B documents its own `base`.
 public actor E2BTemplates {
@@ -29,8 +31,16 @@ public actor E2BTemplates {
     /// Concurrent first uses of one template wait for the same bake.
     public func snapshotTag(for templateID: String, progress: @escaping @Sendable (String) -> Void = { _ in }) async throws -> String {
         if let existing = inFlight[templateID] { return try await existing.value }
-        if try await engine.snapshots.list().contains(where: { $0.tag == templateID }) { return templateID }
         let engine = engine
+        if RegistryReference.namesRegistry(templateID) {
+            let reference: RegistryReference
+            do { reference = try RegistryReference(parsing: templateID) } catch { throw E2BError(400, "template '\(templateID)': \(error)") }
+            let task = Task<String, Error> { try await engine.packs.snapshotForFork(reference, access: .fromEnvironment(for: reference)) }
+            inFlight[templateID] = task
+            defer { inFlight[templateID] = nil }
+            return try await task.value
+        }
+        if try await engine.snapshots.list().contains(where: { $0.tag == templateID }) { return templateID }
         let logger = logger
         let task = Task<String, Error> {
             let images = try engine.images.list()
