@@ -2,8 +2,9 @@
 """A docker-registry reached through a throttle, as a fleet's registry is.
 
 This machine's kernel has no netem, so the throttle is a TCP relay in front of the registry:
-every byte waits half the round-trip time in each direction, and each direction is paced to the
-given rate. Run it, then point clade at the address it prints:
+every byte waits half the round-trip time in each direction, and each direction of the link is
+paced to the given rate, shared by every connection (as one network link is: parallel requests
+divide it, they do not multiply it). Run it, then point clade at the address it prints:
 
     python3 scripts/throttled-registry.py --rate-mbit 100 --rtt-ms 20 --port 29600 &
     clade bench pull --registry 127.0.0.1:29600 --insecure -n 4
@@ -28,9 +29,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-async def pump(reader, writer, delay, rate_bytes):
-    """Copies one direction: each piece is released `delay` seconds after it arrived, and the
-    direction never sends faster than `rate_bytes` per second."""
+class Direction:
+    """One direction of the link: when it is next free to send, for every connection."""
+
+    def __init__(self, rate_bytes):
+        self.rate_bytes = rate_bytes
+        self.next_free = time.monotonic()
+
+    def reserve(self, size):
+        """The time a piece of `size` bytes may go, given what is already queued on the link."""
+        start = max(self.next_free, time.monotonic())
+        self.next_free = start + size / self.rate_bytes
+        return self.next_free
+
+
+async def pump(reader, writer, delay, link):
+    """Copies one direction of one connection: each piece is released `delay` seconds after it
+    arrived, and not before the shared link direction has room for it."""
     queue: asyncio.Queue = asyncio.Queue()
 
     async def receive():
@@ -41,7 +56,6 @@ async def pump(reader, writer, delay, rate_bytes):
                 return
 
     async def send():
-        next_free = time.monotonic()
         while True:
             due, data = await queue.get()
             now = time.monotonic()
@@ -50,10 +64,9 @@ async def pump(reader, writer, delay, rate_bytes):
             if not data:
                 writer.close()
                 return
-            start = max(next_free, time.monotonic())
-            next_free = start + len(data) / rate_bytes
-            if next_free > time.monotonic():
-                await asyncio.sleep(next_free - time.monotonic())
+            free = link.reserve(len(data))
+            if free > time.monotonic():
+                await asyncio.sleep(free - time.monotonic())
             writer.write(data)
             await writer.drain()
 
@@ -63,6 +76,7 @@ async def pump(reader, writer, delay, rate_bytes):
 async def relay(args, upstream_port):
     delay = args.rtt_ms / 2000.0
     rate_bytes = args.rate_mbit * 1_000_000 / 8
+    towards_registry, towards_clients = Direction(rate_bytes), Direction(rate_bytes)
 
     async def handle(client_reader, client_writer):
         try:
@@ -71,8 +85,8 @@ async def relay(args, upstream_port):
             client_writer.close()
             return
         await asyncio.gather(
-            pump(client_reader, upstream_writer, delay, rate_bytes),
-            pump(upstream_reader, client_writer, delay, rate_bytes),
+            pump(client_reader, upstream_writer, delay, towards_registry),
+            pump(upstream_reader, client_writer, delay, towards_clients),
             return_exceptions=True,
         )
 

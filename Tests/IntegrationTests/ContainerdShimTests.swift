@@ -166,6 +166,7 @@ import Testing
 
     @Test func aPodForksASnapshotFromARegistryReferencePulledOncePerNode() throws {
         let registry = try TestRegistry()
+        defer { registry.stop() }
         let reference = "\(registry.address)/snapshots/ctd:1"
         let pushed = try cli.run(["push", Self.snapshot, reference, "--insecure"])
         try #require(pushed.status == 0, "push: \(pushed.stderr)")
@@ -177,6 +178,12 @@ import Testing
             let run = try containerd.run(Self.image, name, options: ["--annotation", "clade.dev/snapshot=\(reference)"], ["/bin/cat", "/etc/baked"])
             #expect(run.status == 0 && run.stdout == "baked-into-the-snapshot\n", "\(name): \(run.stdout) \(run.stderr)")
             #expect(nodeCopies().count == 1, "the node keeps one copy of the pulled snapshot: \(nodeCopies())")
+            if name == "pulled" {
+                // Pulled lazily: its memory had a FUSE server of its own, which stays a few
+                // seconds after its last user (10 s of idle grace).
+                let servers = (try? FileManager.default.contentsOfDirectory(atPath: cli.home.appendingPathComponent("lazy").path)) ?? []
+                #expect(!servers.isEmpty, "the shim pulled the reference whole, not lazily")
+            }
         }
         expectNothingLeft("pods forked from a registry reference")
     }
