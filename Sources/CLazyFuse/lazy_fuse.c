@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 #include "CLazyFuse.h"
 
@@ -253,8 +252,3 @@ void clade_lazy_destroy(clade_lazy_server *server) {
     free(server);
 }
 
-int clade_lazy_is_fuse_mount(const char *path) {
-    struct statfs info;
-    if (statfs(path, &info) != 0) return 0;
-    return info.f_type == 0x65735546 ? 1 : 0;
-}

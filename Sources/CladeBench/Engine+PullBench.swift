@@ -16,8 +16,10 @@ public struct PullBenchArm: Codable, Sendable {
     public var pullSeconds: Double
     /// Bytes taken from the registry by the time the first answer came (pull plus FUSE server).
     public var bytesBeforeFirstAnswer: Int64
-    /// Chunks guests waited on (lazy arms only).
+    /// Memory chunks guests waited on (lazy arms only).
     public var demandFetches: Int?
+    /// Root filesystem chunks QEMU read before they had arrived (lazy arms of a framed rootfs).
+    public var rootfsDemandFetches: Int?
     /// With `--eval`: to the first child's first answer from its resident interpreter, and the last's.
     public var firstEvalSeconds: Double?
     public var allEvalsSeconds: Double?
@@ -28,6 +30,7 @@ public struct PullBenchArm: Codable, Sendable {
         case allAnswersSeconds = "all_answers_s"
         case bytesBeforeFirstAnswer = "bytes_before_first_answer"
         case demandFetches = "demand_fetches"
+        case rootfsDemandFetches = "rootfs_demand_fetches"
         case firstEvalSeconds = "first_eval_s"
         case allEvalsSeconds = "all_evals_s"
     }
@@ -128,13 +131,16 @@ extension Engine {
         }
         let first = Locked<(Double, Int64)?>(nil)
         let evals = Locked<[Double]>([])
-        let statistics = LazyFilePaths(home: receiver.home, snapshotID: try receiver.snapshotCatalog.require(pulled.tag).id).statistics
+        let metadata = try receiver.snapshotCatalog.require(pulled.tag)
+        let statistics = LazyFilePaths(home: receiver.home, snapshotID: metadata.id).statistics
+        let rootfsStatistics = LazyFilePaths(home: receiver.home, rootfs: metadata.rootfs).statistics
+        @Sendable func read(_ file: URL) -> LazyFileStatistics? { try? JSONFiles.read(LazyFileStatistics.self, from: file) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for id in children {
                 group.addTask {
                     _ = try await receiver.sandboxes.exec(id: id, argv: ["true"], timeout: 300)
                     let elapsed = Date().timeIntervalSince(started)
-                    let served = lazy ? ((try? JSONFiles.read(LazyFileStatistics.self, from: statistics))?.bytesFetched ?? 0) : 0
+                    let served = lazy ? (read(statistics)?.bytesFetched ?? 0) + (read(rootfsStatistics)?.bytesFetched ?? 0) : 0
                     first.withLock { if $0 == nil { $0 = (elapsed, served) } }
                     if let code {
                         let result = try await receiver.processes.eval(id: id, code: code, timeout: 300)
@@ -148,11 +154,12 @@ extension Engine {
         }
         let all = Date().timeIntervalSince(started)
         let (firstSeconds, served) = first.withLock { $0 } ?? (all, 0)
-        let demand = lazy ? (try? JSONFiles.read(LazyFileStatistics.self, from: statistics))?.demandFetches : nil
+        let demand = lazy ? read(statistics)?.demandFetches : nil
+        let rootfsDemand = lazy ? read(rootfsStatistics)?.demandFetches : nil
         let evaluated = evals.withLock { $0 }
         return PullBenchArm(
             firstAnswerSeconds: firstSeconds, allAnswersSeconds: all, pullSeconds: pullSeconds, bytesBeforeFirstAnswer: pulled.bytesDownloaded + served, demandFetches: demand,
-            firstEvalSeconds: evaluated.min(), allEvalsSeconds: evaluated.max())
+            rootfsDemandFetches: rootfsDemand, firstEvalSeconds: evaluated.min(), allEvalsSeconds: evaluated.max())
     }
 
     /// Kills the arm's children, unmounts its FUSE server (which then exits) and removes its store.

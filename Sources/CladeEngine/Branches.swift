@@ -88,6 +88,7 @@ public struct Branches: EngineCapability {
             throw EngineError.unsupported("sandbox \(id) cannot be branched live: \(liveBlocker); branch it with --mode diff (auto does)")
         }
         try backend.require(mode == .live ? [.liveMemoryCopy] : [.devicesOnlyState, .liveDiskFreeze, Self.memoryCapability(mode)])
+        try await fetchLazyMemoryBeforeBranching(id, progress: progress)
         let machine = machine(id, pid: pid)
         let paths = sandboxCatalog.paths(id)
         let staging = try makeStagingDirectory(for: tag)

@@ -65,10 +65,10 @@ extension Forks {
 
     /// Starts the server of `paths` detached unless one serves there, and waits until it mounts.
     private func ensureServed(_ paths: LazyFilePaths, lock name: LockName, arguments: [String], what: String) throws {
-        if LazyFileServer.isServing(paths.mountPoint) { return }
+        if LazyFileServer.isServing(paths) { return }
         let lock = try FileLock(home: home, name)
         defer { lock.unlock() }
-        if LazyFileServer.isServing(paths.mountPoint) { return }
+        if LazyFileServer.isServing(paths) { return }
         try FileManager.default.createDirectory(at: paths.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         // A server left by an earlier run leaves its counters; this one writes its own.
         try? FileSystem.remove(paths.statistics)
@@ -76,7 +76,7 @@ extension Forks {
         logger.info("started a lazy file server", metadata: ["serving": "\(what)", "pid": "\(pid)"])
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
-            if LazyFileServer.isServing(paths.mountPoint) { return }
+            if LazyFileServer.isServing(paths) { return }
             if kill(pid, 0) != 0, errno == ESRCH { break }
             usleep(10_000)
         }
@@ -92,7 +92,7 @@ extension Forks {
         let deadline = Date().addingTimeInterval(bound)
         while Date() < deadline {
             if let statistics = try? JSONFiles.read(LazyFileStatistics.self, from: paths.statistics), statistics.prefetchDone == true { return }
-            if !LazyFileServer.isServing(paths.mountPoint) { return }
+            if !LazyFileServer.isServing(paths) { return }
             usleep(10_000)
         }
         logger.warning("the working-set prefetch is still running; starting children anyway", metadata: ["snapshot": "\(plan.snapshotID)"])
@@ -138,7 +138,7 @@ extension Forks {
         var lastPresent = -1
         var lastProgress = Date()
         while try !done() {
-            if !LazyFileServer.isServing(paths.mountPoint) {
+            if !LazyFileServer.isServing(paths) {
                 // It left (idle after failing passes, or died): a new server starts a new fill.
                 try start()
                 kicked = false
@@ -180,7 +180,7 @@ extension Sandboxes {
     /// Why sandbox `id` can no longer read its memory or disk, when a FUSE server that serves it
     /// is gone (killed, or crashed); nil while they serve, or for a sandbox whose files are local.
     func lazyServerLost(sandbox id: String) -> String? {
-        for directory in lazyServerDirectories(sandbox: id) where !LazyFileServer.isServing(LazyFilePaths(directory: directory).mountPoint) {
+        for directory in lazyServerDirectories(sandbox: id) where !LazyFileServer.isServing(LazyFilePaths(directory: directory)) {
             let paths = LazyFilePaths(directory: directory)
             return "the FUSE server that served its \(paths.servesRootfs ? "root filesystem" : "memory") lazily stopped (see \(directory.path)/server.log), so the rest could not be read and its VM was stopped; the snapshot's next fork starts a new server"
         }

@@ -91,7 +91,7 @@ public struct Storage: EngineCapability {
         }
         for name in names.sorted() where !mapped.contains(name) {
             let paths = LazyFilePaths(directory: root.appendingPathComponent(name, isDirectory: true))
-            if LazyFileServer.isServing(paths.mountPoint) { continue }
+            if LazyFileServer.isServing(paths) { continue }
             // A rootfs still arriving keeps its plan while the blob store links to its file (the
             // blob sweep above removed the link if nothing references the rootfs any more).
             if paths.servesRootfs, let link = try? FileManager.default.destinationOfSymbolicLink(atPath: home.blobs.appendingPathComponent(String(name.dropFirst(7))).path),

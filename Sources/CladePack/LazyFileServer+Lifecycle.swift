@@ -4,13 +4,29 @@ import Glibc
 import CLazyFuse
 import CladeModel
 import CladeStore
+import CladeVMM
 import Foundation
 
 extension LazyFileServer {
-    /// Whether a live FUSE filesystem is mounted at `mountPoint` (a dead server's mount reports
-    /// "transport endpoint is not connected" instead).
-    public static func isServing(_ mountPoint: URL) -> Bool {
-        clade_lazy_is_fuse_mount(mountPoint.path) == 1
+    /// Whether the server of `paths` is alive with its FUSE filesystem mounted. Asked without a
+    /// request to the filesystem (the mount table and the server's process), so a server that
+    /// hangs cannot hang `clade ls` with it; a dead server's mount stays in the table, but its
+    /// process is gone (or a zombie, or its pid now another program's).
+    public static func isServing(_ paths: LazyFilePaths) -> Bool {
+        guard let pid = ProcessControl.readPidFile(paths.pidFile), ProcessControl.isAlive(pid, marker: "lazy-serve") else { return false }
+        return isMounted(paths.mountPoint)
+    }
+
+    /// Whether a FUSE filesystem is mounted at `mountPoint`, from `/proc/self/mountinfo`.
+    static func isMounted(_ mountPoint: URL) -> Bool {
+        guard let table = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+        // Field 5 is the mount point (spaces escaped as \040); the type follows the " - " separator.
+        let wanted = mountPoint.standardizedFileURL.path.replacingOccurrences(of: " ", with: "\\040")
+        return table.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ")
+            guard fields.count > 4, fields[4] == wanted, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { return false }
+            return fields[dash + 1].hasPrefix("fuse")
+        }
     }
 
     /// Mounts the file and serves it until it is whole and unused; blocks. Started detached by
@@ -96,7 +112,9 @@ extension LazyFileServer {
             fillKick.wait()
             condition.withLock { fillStalled = false }
         }
-        let workers = 4
+        // A rootfs is mostly what guests do not read soon (their page cache came with the
+        // snapshot): one fetch at a time leaves the link to the memory guests are faulting on.
+        let workers = plan.servesRootfs ? 1 : 4
         var failedPasses = 0
         while true {
             let missing = condition.withLock { states.indices.filter { states[$0] != .present } }

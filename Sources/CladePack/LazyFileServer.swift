@@ -64,8 +64,10 @@ public final class LazyFileServer: @unchecked Sendable {
     static let failureMemory: TimeInterval = 10
     /// When each failed chunk last failed.
     var failedAt: [Int: Date] = [:]
-    /// The chunk each reading thread last failed on.
-    var failedRequests: [Int32: Int] = [:]
+    /// The read each thread last failed (its offset and size): the kernel retries a fault that
+    /// cannot be satisfied with the same read, while read-arounds of different faults that stray
+    /// into one failed chunk differ.
+    var failedRequests: [Int32: [UInt64]] = [:]
 
     /// The server of snapshot `tag`'s memory.
     public convenience init(
@@ -132,11 +134,11 @@ public final class LazyFileServer: @unchecked Sendable {
                 try obtain(index, onDemand: true)
             } catch {
                 // A read-around that strays into a missing chunk fails harmlessly: the kernel
-                // then reads the faulted page alone. A one-page read, or a second failure of
-                // one thread on one chunk, is a fault that cannot be satisfied.
-                // A disk read is QEMU's own, never a read-around: the guest would see an I/O error.
-                let repeated = condition.withLock { failedRequests.updateValue(index, forKey: requester) == index }
-                if size <= 4096 || repeated || plan.servesRootfs { stopFaultingMachine(thread: requester) }
+                // then reads the faulted page alone. A one-page read, or one thread's same read
+                // failing twice, is a fault that cannot be satisfied. A disk read is QEMU's own,
+                // never a read-around: the guest would see an I/O error.
+                let repeated = condition.withLock { failedRequests.updateValue([offset, size], forKey: requester) == [offset, size] }
+                if size <= 4096 || repeated || plan.servesRootfs { stopFaultingMachine(thread: requester, offset: offset, size: size) }
                 return -EIO
             }
         }
@@ -146,13 +148,13 @@ public final class LazyFileServer: @unchecked Sendable {
     /// Kills the VMM whose thread `thread` faulted on memory that cannot be had; its sandbox then
     /// reads as dead with the reason in `failure`. Any other reader (a branch reading a guest's
     /// memory through procfs) only gets the error.
-    func stopFaultingMachine(thread: Int32) {
+    func stopFaultingMachine(thread: Int32, offset: UInt64, size: UInt64) {
         guard thread > 0, let status = try? String(contentsOfFile: "/proc/\(thread)/status", encoding: .utf8),
             let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Tgid:") }),
             let process = Int32(line.dropFirst(5).trimmingCharacters(in: .whitespaces)), process > 1,
             let name = try? String(contentsOfFile: "/proc/\(process)/comm", encoding: .utf8), name.hasPrefix("qemu-system")
         else { return }
-        logger.error("stopping the VMM that needs a chunk which cannot be fetched", metadata: ["pid": "\(process)", "serving": "\(subject)"])
+        logger.error("stopping the VMM that needs a chunk which cannot be fetched", metadata: ["pid": "\(process)", "thread": "\(thread)", "offset": "\(offset)", "size": "\(size)", "serving": "\(subject)"])
         kill(process, SIGKILL)
     }
 

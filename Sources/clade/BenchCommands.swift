@@ -131,7 +131,7 @@ struct Bench: AsyncParsableCommand {
             for name in ["pull_then_fork", "lazy", "lazy_prefetch"] {
                 guard let arm = report.arms[name] else { continue }
                 print(String(format: "  %@ pull %6.2f s   first answer %6.2f s   all %6.2f s   %@ before the first answer%@", name.padding(toLength: 15, withPad: " ", startingAt: 0) as NSString, arm.pullSeconds, arm.firstAnswerSeconds, arm.allAnswersSeconds,
-                    formatBytes(arm.bytesBeforeFirstAnswer) as NSString, arm.demandFetches.map { ", \($0) chunks waited on" } as NSString? ?? ""))
+                    formatBytes(arm.bytesBeforeFirstAnswer) as NSString, ((arm.demandFetches.map { ", \($0) chunks waited on" } ?? "") + (arm.rootfsDemandFetches.map { ", \($0) rootfs chunks read on demand" } ?? "")) as NSString))
                 if let firstEval = arm.firstEvalSeconds, let allEvals = arm.allEvalsSeconds {
                     print(String(format: "  %@                 first eval   %6.2f s   all %6.2f s", "".padding(toLength: 15, withPad: " ", startingAt: 0) as NSString, firstEval, allEvals))
                 }

@@ -202,10 +202,25 @@ extension PackTransferTests {
         let before = statistics(lazy)
         try #require((before["chunksPresent"] as? Int ?? 0) < (before["chunks"] as? Int ?? 0), "every chunk arrived although the fill was held: \(before)")
 
+        // A fresh fork keeps touching memory for a moment after its first answer (its agent's
+        // follow-up work): the registry goes only once the guest has settled, so what it needs
+        // next is what this test makes it need.
+        var last = -1, stableSince = Date()
+        let settled = eventually(30) {
+            let now = statistics(lazy)["demandFetches"] as? Int ?? 0
+            if now != last { (last, stableSince) = (now, Date()) }
+            return Date().timeIntervalSince(stableSince) >= 3
+        }
+        #expect(settled, "the lazy child kept fetching memory: \(statistics(lazy))")
         registry.halt()
-        // A full branch reads all of its guest's memory: the copy fails and says why, and the
-        // guest, which never touched the missing chunks, runs on.
+        // A branch reads all of its guest's memory, so it has the rest fetched before it touches
+        // the guest: that fails and says why, and the guest, never held, runs on.
+        // The guest's QEMU is stopped meanwhile: a running guest may need a missing chunk of its
+        // own accord at any moment (and is then rightly stopped); this checks the branch alone.
+        let qemu = try #require((try? JSONSerialization.jsonObject(with: Data(fork.stdout.utf8)) as? [String: Any])?["pid"] as? Int)
+        kill(Int32(qemu), SIGSTOP)
         let branch = try receiver.run(["branch", id, "--tag", "lost-branch", "--mode", "full", "--json"], timeout: 120)
+        kill(Int32(qemu), SIGCONT)
         #expect(branch.status != 0 && branch.stderr.contains("could not be fetched lazily") && branch.stderr.contains("keeps running"), "\(branch.stdout) \(branch.stderr)")
         #expect(try receiver.run(["exec", id, "--", "true"]).status == 0, "a failed branch stopped its sandbox")
         #expect(try receiver.run(["snapshot-info", "lost-branch"]).status != 0, "a failed branch left a snapshot")
@@ -267,6 +282,11 @@ extension PackTransferTests {
         // its sandbox is stopped and says why, and gc removes what the server left.
         let lazy = try lazyDirectory(receiver.home, tag: pulled)
         let serverPid = try #require(Int32((try? String(contentsOf: lazy.appendingPathComponent("server.pid"), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""))
+        // A server that hangs (here, stopped) must not hang a look at the sandboxes: liveness
+        // comes from the mount table and the process, never from a request to the mount.
+        kill(serverPid, SIGSTOP)
+        let look = try receiver.run(["ls", "--json"], timeout: 30)
+        #expect(look.status == 0 && look.stdout.contains(id), "clade ls beside a stopped lazy server: \(look.stderr)")
         kill(serverPid, SIGKILL)
         // Its mount stops answering once the process is gone, not when the signal is sent.
         #expect(eventually(10) { !FileManager.default.fileExists(atPath: "/proc/\(serverPid)") }, "the killed server \(serverPid) lingers")

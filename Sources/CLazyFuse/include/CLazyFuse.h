@@ -35,9 +35,6 @@ void clade_lazy_stop(clade_lazy_server *server);
 /// faults there are served without a request. 0, or a negative errno.
 int clade_lazy_store(clade_lazy_server *server, uint64_t offset, const void *bytes, size_t size);
 
-/// 1 when a live FUSE filesystem is mounted at `path`, else 0 (a dead server's mount fails statfs
-/// with ENOTCONN).
-int clade_lazy_is_fuse_mount(const char *path);
 
 /// Frees the server once `clade_lazy_run` has returned.
 void clade_lazy_destroy(clade_lazy_server *server);
