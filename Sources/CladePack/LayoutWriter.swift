@@ -47,6 +47,28 @@ struct LayoutWriter {
         defer { close(input) }
         var status = stat()
         guard fstat(input, &status) == 0 else { throw StoreError.systemCall("fstat", path: file.path, errno: errno) }
+        var contentHasher = DigestHasher()
+        var contentSize: Int64 = 0
+        let blob = try putStreamed { append in
+            try compressor.compressStream(
+                totalSize: Int64(status.st_size),
+                read: { buffer in
+                    let count = Glibc.read(input, buffer.baseAddress, buffer.count)
+                    guard count >= 0 else { throw StoreError.systemCall("read", path: file.path, errno: errno) }
+                    contentHasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+                    contentSize += Int64(count)
+                    progress(Int64(count))
+                    return count
+                },
+                write: append)
+        }
+        return (blob.digest, blob.size, contentHasher.finalize(), contentSize, blob.new)
+    }
+
+    /// Writes a blob whose bytes `produce` hands to the closure it is given, in order: through a
+    /// temporary file, hashed as it goes, synced, and renamed to its digest only when complete.
+    /// Returns the digest, the size and whether the blob was new to the layout.
+    func putStreamed(_ produce: (_ append: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> (digest: Digest, size: Int64, new: Bool) {
         let temporary = blobs.appendingPathComponent(".partial-\(getpid())-\(UUID().uuidString.prefix(8))")
         let output = try FileSystem.open(temporary, flags: O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o444)
         var closed = false
@@ -54,34 +76,21 @@ struct LayoutWriter {
             if !closed { close(output) }
             try? FileSystem.remove(temporary)
         }
-        var contentHasher = DigestHasher()
-        var blobHasher = DigestHasher()
-        var contentSize: Int64 = 0
-        var blobSize: Int64 = 0
-        try compressor.compressStream(
-            totalSize: Int64(status.st_size),
-            read: { buffer in
-                let count = Glibc.read(input, buffer.baseAddress, buffer.count)
-                guard count >= 0 else { throw StoreError.systemCall("read", path: file.path, errno: errno) }
-                contentHasher.update( UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-                contentSize += Int64(count)
-                progress(Int64(count))
-                return count
-            },
-            write: { chunk in
-                try writeAll(output, chunk, path: temporary.path)
-                blobHasher.update( chunk)
-                blobSize += Int64(chunk.count)
-            })
+        var hasher = DigestHasher()
+        var size: Int64 = 0
+        try produce { bytes in
+            try writeAll(output, bytes, path: temporary.path)
+            hasher.update(bytes)
+            size += Int64(bytes.count)
+        }
         guard fsync(output) == 0 else { throw StoreError.systemCall("fsync", path: temporary.path, errno: errno) }
         close(output)
         closed = true
-        let digest = blobHasher.finalize()
-        let content = contentHasher.finalize()
+        let digest = hasher.finalize()
         let destination = blobs.appendingPathComponent(digest.hex)
-        if try FileSystem.exists(destination) { return (digest, blobSize, content, contentSize, false) }
+        if try FileSystem.exists(destination) { return (digest, size, false) }
         guard rename(temporary.path, destination.path) == 0 else { throw StoreError.systemCall("rename", path: destination.path, errno: errno) }
-        return (digest, blobSize, content, contentSize, true)
+        return (digest, size, true)
     }
 
     /// Replaces `index.json`.

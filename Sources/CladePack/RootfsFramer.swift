@@ -27,46 +27,29 @@ struct RootfsFramer {
         let size = Int64(status.st_size)
         let chunkSize = Int64(PackFormat.rootfsChunkSize)
         let count = Int((size + chunkSize - 1) / chunkSize)
-        let temporary = layout.blobs.appendingPathComponent(".partial-\(getpid())-\(UUID().uuidString.prefix(8))")
-        let output = try FileSystem.open(temporary, flags: O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o444)
-        var closed = false
-        defer {
-            if !closed { close(output) }
-            try? FileSystem.remove(temporary)
-        }
-        var blobHasher = DigestHasher()
         var contentHasher = DigestHasher()
         var frames: [RootfsIndex.Frame] = []
         frames.reserveCapacity(count)
-        var blobSize: Int64 = 0
-        var first = 0
-        while first < count {
-            let batch = try compressBatch(input, path: file.path, first: first, count: min(Self.batchChunks, count - first), size: size)
-            for piece in batch {
-                piece.content.withUnsafeBytes { contentHasher.update($0) }
-                try piece.frame.withUnsafeBytes { bytes in
-                    try writeAll(output, bytes, path: temporary.path)
-                    blobHasher.update(bytes)
+        let blob = try layout.putStreamed { append in
+            var blobSize: Int64 = 0
+            var first = 0
+            while first < count {
+                let batch = try compressBatch(input, path: file.path, first: first, count: min(Self.batchChunks, count - first), size: size)
+                for piece in batch {
+                    piece.content.withUnsafeBytes { contentHasher.update($0) }
+                    try piece.frame.withUnsafeBytes { try append($0) }
+                    frames.append(RootfsIndex.Frame(offset: blobSize, size: Int64(piece.frame.count), digest: piece.zero ? nil : Digest.of(piece.content).description))
+                    blobSize += Int64(piece.frame.count)
+                    counter.add(Int64(piece.content.count))
                 }
-                frames.append(RootfsIndex.Frame(offset: blobSize, size: Int64(piece.frame.count), digest: piece.zero ? nil : Digest.of(piece.content).description))
-                blobSize += Int64(piece.frame.count)
-                counter.add(Int64(piece.content.count))
+                first += batch.count
             }
-            first += batch.count
+            // Checked before the blob is published: a file that changed under the pack is refused.
+            guard contentHasher.finalize() == expected else {
+                throw PackError.snapshotIncomplete(tag: tag, reason: "\(file.path) no longer matches its digest \(expected); the store is corrupt")
+            }
         }
-        guard contentHasher.finalize() == expected else {
-            throw PackError.snapshotIncomplete(tag: tag, reason: "\(file.path) no longer matches its digest \(expected); the store is corrupt")
-        }
-        guard fsync(output) == 0 else { throw StoreError.systemCall("fsync", path: temporary.path, errno: errno) }
-        close(output)
-        closed = true
-        let digest = blobHasher.finalize()
-        let destination = layout.blobs.appendingPathComponent(digest.hex)
-        var new = false
-        if try !FileSystem.exists(destination) {
-            guard rename(temporary.path, destination.path) == 0 else { throw StoreError.systemCall("rename", path: destination.path, errno: errno) }
-            new = true
-        }
+        let (digest, blobSize, new) = (blob.digest, blob.size, blob.new)
         let rootfs = Descriptor(
             mediaType: MediaType.rootfs, digest: digest, size: blobSize,
             annotations: [AnnotationKey.contentDigest: expected.description, AnnotationKey.contentSize: "\(size)"])

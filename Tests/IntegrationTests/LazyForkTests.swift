@@ -23,6 +23,16 @@ extension PackTransferTests {
         ((try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? "").contains(" \(path.path) ")
     }
 
+    /// Bakes the shared snapshot `first` (once per run) and pushes it to `repository` in
+    /// `registry`; returns the reference.
+    func pushedFirst(_ registry: TestRegistry, repository: String) throws -> String {
+        try bake(Self.source, "first")
+        let reference = "\(registry.address)/\(repository):first"
+        let pushed = try Self.source.run(["push", "first", reference, "--insecure"])
+        try #require(pushed.status == 0, "push to \(reference): \(pushed.stderr)")
+        return reference
+    }
+
     /// Polls `condition` every 100 ms until it holds or `seconds` pass.
     func eventually(_ seconds: Double, _ condition: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
@@ -123,9 +133,7 @@ extension PackTransferTests {
     @Test func aChunkTheRegistryCorruptedIsNeverServed() throws {
         let registry = try TestRegistry()
         defer { registry.stop() }
-        try bake(Self.source, "first")
-        let reference = "\(registry.address)/clade/corrupt:first"
-        try #require(try Self.source.run(["push", "first", reference, "--insecure"]).status == 0)
+        let reference = try pushedFirst(registry, repository: "clade/corrupt")
         // Corrupt one memory chunk in the registry's storage; the registry serves it as it is.
         let layout = FileManager.default.temporaryDirectory.appendingPathComponent("clade-lazy-layout-\(getpid())")
         defer { try? FileManager.default.removeItem(at: layout) }
@@ -182,9 +190,7 @@ extension PackTransferTests {
     @Test func aRegistryLostMidRunStopsOnlyTheSandboxThatNeededTheMissingMemory() throws {
         let registry = try TestRegistry()
         defer { registry.stop() }
-        try bake(Self.source, "first")
-        let reference = "\(registry.address)/clade/lost:first"
-        try #require(try Self.source.run(["push", "first", reference, "--insecure"]).status == 0)
+        let reference = try pushedFirst(registry, repository: "clade/lost")
 
         let receiver = CLIHarness(home: CLIHarness.privateHome("lazy-lost"), environment: ["CLADE_LAZY_IDLE_SECONDS": "1"])
         // A bystander whose memory is whole: the same snapshot pulled eagerly under another tag.
@@ -253,9 +259,7 @@ extension PackTransferTests {
     @Test func theDaemonForksARegistryReferenceLazily() throws {
         let registry = try TestRegistry()
         defer { registry.stop() }
-        try bake(Self.source, "first")
-        let reference = "\(registry.address)/clade/api:first"
-        try #require(try Self.source.run(["push", "first", reference, "--insecure"]).status == 0)
+        let reference = try pushedFirst(registry, repository: "clade/api")
         let receiver = CLIHarness(
             home: CLIHarness.privateHome("lazy-api"), environment: ["CLADE_LAZY_IDLE_SECONDS": "1", "CLADE_INSECURE_REGISTRIES": registry.address])
         let daemon = DaemonProcess(receiver)

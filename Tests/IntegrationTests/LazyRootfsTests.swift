@@ -24,9 +24,7 @@ extension PackTransferTests {
     @Test func theRootFilesystemArrivesLazilyAndAFrameTheRegistryCorruptedIsNeverServed() throws {
         let registry = try TestRegistry()
         defer { registry.stop() }
-        try bake(Self.source, "first")
-        let reference = "\(registry.address)/clade/rootfs:first"
-        try #require(try Self.source.run(["push", "first", reference, "--insecure"]).status == 0)
+        let reference = try pushedFirst(registry, repository: "clade/rootfs")
         let layers = try registryLayers(registry, repository: "clade/rootfs", tag: "first")
         let rootfsLayer = try #require(layers.first { $0["mediaType"] as? String == "application/vnd.clade.disk.rootfs.v1.raw+zstd" }, "\(layers)")
         let indexLayer = try #require(layers.first { $0["mediaType"] as? String == "application/vnd.clade.disk.rootfs.index.v1+json" }, "the pack has no rootfs index: \(layers)")
