@@ -82,6 +82,12 @@ release_stores() {
         [ -d "$home/sandboxes" ] || continue
         CLADE_HOME="$home" .build/release/clade kill --all >/dev/null 2>&1 || true
     done
+    # A store's lazy file servers keep their FUSE mounts for a few seconds of idle grace after
+    # its last sandbox: detaching the mounts ends them, and rm then meets plain directories.
+    local device mount rest
+    while read -r device mount rest; do
+        case "$mount" in "$scratch"/*) umount -l "$mount" 2>/dev/null || fusermount3 -uz "$mount" 2>/dev/null || true ;; esac
+    done < /proc/mounts
     # A store's memory tier (snapshot memory placed in RAM, for forks the shim and the daemon
     # start) lives on /dev/shm, outside the store; its owner file names the store.
     local tier
