@@ -6,6 +6,11 @@ import PackageDescription
 // A module depends only on modules earlier in that list. `CladeGuestProtocol`
 // belongs to the Guest layer; it is split out so that the in-guest agent can link
 // it without pulling in any host-side code.
+// Test code is compiled without optimisation even in the release build that the tests share with
+// clade (scripts/build.sh --tests): optimising the ~5,000 lines of integration tests alone took
+// ~200 s of a clean CI build on 2 cores, and -Onone ~40 s; the code under test stays optimised.
+let testCode: [SwiftSetting] = [.unsafeFlags(["-Onone"])]
+
 let package = Package(
     name: "clade",
     platforms: [.macOS(.v14)],
@@ -196,27 +201,30 @@ let package = Package(
             name: "clade-agent",
             dependencies: ["CladeGuestProtocol", "CLinuxShims"]
         ),
-        .testTarget(name: "CladeStoreTests", dependencies: ["CladeStore"]),
+        .testTarget(name: "CladeStoreTests", dependencies: ["CladeStore"], swiftSettings: testCode),
         .testTarget(
             name: "CladeModelTests",
-            dependencies: ["CladeModel", "CladeStore", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["CladeModel", "CladeStore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: testCode
         ),
-        .testTarget(name: "CladeQEMUTests", dependencies: ["CladeQEMU", "CladeVMM"]),
+        .testTarget(name: "CladeQEMUTests", dependencies: ["CladeQEMU", "CladeVMM"], swiftSettings: testCode),
         // The in-memory backend the engine and server tests run on: a first-class stand-in for
         // a hypervisor, kept with the tests.
         .target(
             name: "CladeFakeBackend",
             dependencies: ["CladeEngine", "CladeVMM", "CladeModel", "CladeStore", "CladeGuestProtocol"],
-            path: "Tests/CladeFakeBackend"
+            path: "Tests/CladeFakeBackend",
+            swiftSettings: testCode
         ),
         .testTarget(
             name: "CladeEngineTests",
             dependencies: [
                 "CladeEngine", "CladeFakeBackend", "CladeVMM", "CladeModel", "CladeStore", "CladeGuestProtocol", "CladeGuest",
                 .product(name: "GRDB", package: "GRDB.swift"),
-            ]
+            ],
+            swiftSettings: testCode
         ),
-        .testTarget(name: "CladeGuestTests", dependencies: ["CladeGuest", "CladeGuestProtocol"]),
+        .testTarget(name: "CladeGuestTests", dependencies: ["CladeGuest", "CladeGuestProtocol"], swiftSettings: testCode),
         .testTarget(
             name: "CladeShimTests",
             dependencies: [
@@ -225,15 +233,25 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-            ]
+            ],
+            swiftSettings: testCode
         ),
-        .testTarget(name: "CladePackTests", dependencies: ["CladePack", "CladeModel", "CladeStore", "CladeQEMU"]),
+        .testTarget(name: "CladePackTests", dependencies: ["CladePack", "CladeModel", "CladeStore", "CladeQEMU"], swiftSettings: testCode),
         .testTarget(
             name: "CladeServerTests",
             dependencies: [
                 "CladeServer", "CladeEngine", "CladeStore", "CladeGuestProtocol", "CladeFakeBackend", "CladeModel",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
-            ]
+            ],
+            swiftSettings: testCode
+        ),
+        // The CLI's own tests (its README reference). Depending on the two executables also
+        // builds them, and ArgumentParser, in the test build's one graph, where they fill cores
+        // the long chain of library modules leaves idle (scripts/build.sh then only copies).
+        .testTarget(
+            name: "CladeCLITests",
+            dependencies: ["clade", "containerd-shim-clade-v2", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: testCode
         ),
         .testTarget(
             name: "IntegrationTests",
@@ -243,7 +261,8 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-            ]
+            ],
+            swiftSettings: testCode
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -20,10 +20,21 @@ report=$(mktemp -d "${TMPDIR:-/tmp}/clade-test-report.XXXXXX")
 timings="$report/timings"
 : > "$timings"
 elapsed() { echo $(( $(date +%s) - $1 )); }
+# How busy the cores were over a phase, from /proc/stat: "busy total" jiffies now (user to steal;
+# guest time is already inside user), then the share since such a reading, noted in $report/cpu.
+cpu_jiffies() { awk '/^cpu / { total = 0; for (i = 2; i <= 9; i++) total += $i; print total - $5 - $6, total }' /proc/stat; }
+note_cpu() {
+    local busy0 total0 busy1 total1
+    read -r busy0 total0 <<< "$2"
+    read -r busy1 total1 <<< "$(cpu_jiffies)"
+    echo "cores busy during $1: $(( 100 * (busy1 - busy0) / (total1 - total0 + 1) ))% of $(nproc)" >> "$report/cpu"
+}
 
 phase_start=$(date +%s)
+phase_cpu=$(cpu_jiffies)
 scripts/build.sh --tests
 printf '%s\t%s\t%s\n' "$(elapsed "$phase_start")" "build" "-" >> "$timings"
+note_cpu "the build" "$phase_cpu"
 phase_start=$(date +%s)
 # Other people's clients, pinned, from PyPI: the contract tests drive clade with them.
 scripts/python-clients.sh
@@ -54,7 +65,7 @@ quick_tests=(
 quick_exclusive='IntegrationTests.IsolationIntegrationTests/aHostileGuestReachesNothingOnTheHostAndTakesOnlyItsShare'
 
 "$bundle" --testing-library swift-testing --list-tests 2>/dev/null | grep -E '^[A-Za-z]+Tests\.' > "$report/all-tests"
-unit_filter='^(CladeStoreTests|CladeModelTests|CladeQEMUTests|CladeEngineTests|CladeGuestTests|CladePackTests|CladeServerTests|CladeShimTests)\.'
+unit_filter='^(CladeCLITests|CladeStoreTests|CladeModelTests|CladeQEMUTests|CladeEngineTests|CladeGuestTests|CladePackTests|CladeServerTests|CladeShimTests)\.'
 suites=$(grep '^IntegrationTests\.' "$report/all-tests" | cut -d/ -f1 | sort -u)
 
 # Integration jobs, longest first by the durations recorded in scripts/test-durations (a suite
@@ -141,6 +152,7 @@ filter_for() {
     esac
 }
 
+phase_cpu=$(cpu_jiffies)
 for name in "${pending[@]}"; do
     while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
     if [ "$name" = unit-tests ]; then
@@ -150,10 +162,13 @@ for name in "${pending[@]}"; do
     fi
 done
 wait
+note_cpu "the jobs run two at a time" "$phase_cpu"
+phase_cpu=$(cpu_jiffies)
 if [ $quick = 0 ]; then
     while read -r suite; do
         if echo "$suite" | grep -Eq "$exclusive"; then run_job "$suite" "$(filter_for "$suite")" --no-parallel; fi
     done <<< "$suites"
+    note_cpu "the suites run alone" "$phase_cpu"
 elif [ "$(id -u)" = 0 ]; then
     run_job "$quick_exclusive" "$(filter_for "$quick_exclusive")" --no-parallel
 fi
@@ -187,6 +202,7 @@ PY
 total=$(elapsed "$started")
 # The counts come last: CI reads the closing line.
 echo "$summary" | grep -v '^tests: '
+cat "$report/cpu"
 echo "total: ${total}s ($(( total / 60 ))m$(( total % 60 ))s)"
 echo "$summary" | grep '^tests: '
 echo "$summary" | grep -q '^all jobs passed$'
