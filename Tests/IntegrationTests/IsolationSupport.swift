@@ -42,6 +42,17 @@ enum IsolationConfiguration: String, Sendable, CustomTestStringConvertible {
         return account.pointee.pw_uid
     }
 
+    /// The peer beyond the host that this configuration's tests reach. Root's suite and the
+    /// unprivileged user's run at the same time (scripts/test.sh), so each has a namespace, a
+    /// link and a network of its own.
+    var peer: PeerNetwork {
+        isRoot
+            ? PeerNetwork(namespace: "clade-itpeer", link: "cladeit", hostCIDR: "10.231.7.1/30", peerCIDRs: ["10.231.7.2/30"])
+            : PeerNetwork(namespace: "clade-itpeer-u", link: "cladeitu", hostCIDR: "10.231.7.5/30", peerCIDRs: ["10.231.7.6/30"])
+    }
+
+    var peerAddress: String { peer.addresses[0] }
+
     /// Where a sandbox's control group would be, in every hierarchy it may use.
     func controlGroupPaths(_ sandbox: String) -> [String] {
         let base = self == .unprivileged ? "clade-test-\(Self.unprivilegedUser ?? "")/" : ""
@@ -52,9 +63,6 @@ enum IsolationConfiguration: String, Sendable, CustomTestStringConvertible {
 /// The helpers every isolation test shares: servers the guest must not reach, a peer beyond the
 /// host, forks with a default route, the guest's probe, and what `/proc` says of a VMM.
 extension IsolationIntegrationTests {
-    static let peerNamespace = "clade-itpeer"
-    static let peerAddress = "10.231.7.2"
-
     /// A web server on the host's loopback only, standing for every loopback service (the
     /// daemon's API, a registry, a database).
     final class LoopbackServer {
@@ -79,7 +87,6 @@ extension IsolationIntegrationTests {
         deinit { process.terminate() }
     }
 
-    static let peer = PeerNetwork(namespace: peerNamespace, link: "cladeit", hostCIDR: "10.231.7.1/30", peerCIDRs: ["\(peerAddress)/30"])
 
     func fork(_ cli: CLIHarness, _ tag: String, _ extra: [String] = []) throws -> (id: String, pid: Int32) {
         let result = try cli.run(["fork", tag, "--json"] + extra)
@@ -96,9 +103,9 @@ extension IsolationIntegrationTests {
     /// `clade network` on running sandboxes: a deny list with an excepted port, an allow list that
     /// names the host (which stays refused), `none` as a deny of everything, and back to
     /// `outbound`, each in force at once; a sandbox started under `none` keeps it.
-    func changePoliciesWhileRunning(_ cli: CLIHarness, neighbour: String, closed: String, hostAddresses: [String], hostPort: Int) throws {
+    func changePoliciesWhileRunning(_ cli: CLIHarness, _ configuration: IsolationConfiguration, neighbour: String, closed: String, hostAddresses: [String], hostPort: Int) throws {
         func change(_ id: String, _ policy: String) throws -> CLIHarness.Result { try cli.run(["network", id, policy]) }
-        let peer = Self.peerAddress
+        let peer = configuration.peerAddress
         let denied = try change(neighbour, "deny:\(peer)/32;allow:\(peer)/32:8001")
         #expect(denied.status == 0, "\(denied.stderr)")
         #expect(try reach(cli, neighbour, peer, 8001) && !reach(cli, neighbour, peer, 8002), "a deny list with an excepted port, changed live")
