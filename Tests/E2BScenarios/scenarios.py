@@ -7,6 +7,7 @@ non-zero. `python scenarios.py sync` runs the synchronous SDK through every scen
 """
 
 import asyncio
+import concurrent.futures
 import datetime
 import http.client
 import json
@@ -398,6 +399,43 @@ def read_tick(sandbox):
     return int(sandbox.files.read("/home/user/tick").strip())
 
 
+def auto_resume():
+    """lifecycle auto_resume: a request to a paused sandbox's port, or to its envd, resumes it."""
+    sb = Sandbox.create(TEMPLATE, timeout=CREATE_TIMEOUT, lifecycle={"on_timeout": "pause", "auto_resume": True})
+    try:
+        info = Sandbox.get_info(sb.sandbox_id)
+        check(info.lifecycle is None or getattr(info.lifecycle, "auto_resume", True), f"lifecycle: {info.lifecycle}")
+        sb.commands.run("mkdir -p /tmp/www && echo awake > /tmp/www/index.html")
+        sb.commands.run("cd /tmp/www && python3 -m http.server 8000", background=True)
+        host = sb.get_host(8000)
+        deadline, status, body = time.time() + 60, 0, b""
+        while time.time() < deadline and status != 200:
+            status, body = raw("GET", "/index.html", {"Host": host})
+            if status != 200:
+                time.sleep(1)
+        check(status == 200, f"the guest's server: {status}")
+        sb.pause()
+        check(Sandbox.get_info(sb.sandbox_id).state == e2b.SandboxState.PAUSED, "state paused")
+        # Three requests at once: one resume serves them all.
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda _: raw("GET", "/index.html", {"Host": host}), range(3)))
+        check(all(a == (200, b"awake\n") for a in answers), f"requests to a paused sandbox's port: {answers}")
+        check(Sandbox.get_info(sb.sandbox_id).state == e2b.SandboxState.RUNNING, "not running after the request woke it")
+        sb.pause()
+        check(sb.commands.run("cat /tmp/www/index.html").stdout == "awake\n", "envd did not wake the paused sandbox")
+        check(Sandbox.get_info(sb.sandbox_id).state == e2b.SandboxState.RUNNING, "not running after envd woke it")
+    finally:
+        sb.kill()
+    plain = Sandbox.create(TEMPLATE, timeout=CREATE_TIMEOUT)
+    try:
+        plain.pause()
+        status, _ = raw("GET", "/", {"Host": plain.get_host(8000)})
+        check(status != 200 and Sandbox.get_info(plain.sandbox_id).state == e2b.SandboxState.PAUSED, "a sandbox without auto_resume was woken")
+    finally:
+        plain.kill()
+    step("auto_resume: a paused sandbox's port and envd wake it; without auto_resume it stays paused")
+
+
 def raw_headers(method, path, headers, body=None):
     """One request to the daemon's E2B listener without the SDK: status, headers (lowercase names), body."""
     address = os.environ["E2B_SANDBOX_URL"].split("://", 1)[1]
@@ -477,6 +515,7 @@ def run_sync():
         sb = filesystem_pause(sb)
     finally:
         sb.kill()
+    auto_resume()
     egress()
     check(not Sandbox.connect is None and not sb.is_running(), "killed sandbox still running")
     step("kill")

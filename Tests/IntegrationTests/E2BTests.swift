@@ -44,6 +44,13 @@ import Testing
         return try ExternalCommand("timeout", ["1800", python.path, script.path, mode], environment: environment).run()
     }
 
+    /// The end of the daemon's log, for a failure's message: the store (and the log in it) is
+    /// removed with the job, and the daemon's side is often the explanation.
+    func daemonLog(lastBytes: Int = 12_000) -> String {
+        guard let data = FileManager.default.contents(atPath: Self.cli.home.appendingPathComponent("daemon.log").path) else { return "(no daemon log)" }
+        return "the daemon's log, last \(min(lastBytes, data.count)) bytes:\n" + String(decoding: data.suffix(lastBytes), as: UTF8.self)
+    }
+
     @Test func theE2BSDKDrivesCladeThroughEveryScenario() throws {
         let initialized = try Self.cli.run(["e2b", "init"], timeout: 1200)
         try #require(initialized.status == 0, "clade e2b init: \(initialized.stderr)")
@@ -70,14 +77,15 @@ import Testing
         for version: String? in [nil, "1.1"] {
             // Egress once, with the SDK's default transport: it is the host's firewall under test.
             let run = try scenarios("sync", port: port, key: key, httpVersion: version, peers: version == nil ? peers : [])
-            #expect(run.status == 0 && run.stdout.hasSuffix("all scenarios passed\n"), "E2B scenarios (HTTP \(version ?? "default")), status \(run.status):\n\(run.stdout)\n\(run.stderr)")
+            #expect(run.status == 0 && run.stdout.hasSuffix("all scenarios passed\n"), "E2B scenarios (HTTP \(version ?? "default")), status \(run.status):\n\(run.stdout)\n\(run.stderr)\n\(daemonLog())")
+            #expect(run.stdout.contains("ok auto_resume:"), "the auto-resume scenario did not run:\n\(run.stdout)")
             if version == nil, !peers.isEmpty {
                 #expect(run.stdout.contains("ok egress: allow_out over deny_out") && run.stdout.contains("ok allow_public_traffic=False"), "the egress scenario did not run:\n\(run.stdout)")
             }
         }
         withExtendedLifetime(servers) {}
         let async = try scenarios("async", port: port, key: key, template: remoteTemplate)
-        #expect(async.status == 0 && async.stdout.hasSuffix("all scenarios passed\n"), "AsyncSandbox scenarios, status \(async.status):\n\(async.stdout)\n\(async.stderr)")
+        #expect(async.status == 0 && async.stdout.hasSuffix("all scenarios passed\n"), "AsyncSandbox scenarios, status \(async.status):\n\(async.stdout)\n\(async.stderr)\n\(daemonLog())")
         let snapshots = (try? FileManager.default.contentsOfDirectory(atPath: Self.cli.home.appendingPathComponent("snapshots").path)) ?? []
         let pulled = snapshots.first { $0.hasPrefix("node-") }
         #expect(

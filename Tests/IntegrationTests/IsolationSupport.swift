@@ -87,7 +87,6 @@ extension IsolationIntegrationTests {
         deinit { process.terminate() }
     }
 
-
     func fork(_ cli: CLIHarness, _ tag: String, _ extra: [String] = []) throws -> (id: String, pid: Int32) {
         let result = try cli.run(["fork", tag, "--json"] + extra)
         try #require(result.status == 0, "\(result.stdout) \(result.stderr)")
@@ -214,7 +213,6 @@ extension IsolationIntegrationTests {
     static func hostMounts() -> String {
         (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
     }
-
 
     func cliExec(_ cli: CLIHarness, _ id: String) throws -> (ok: Bool, message: String) {
         let result = try cli.run(["exec", id, "--", "true"])

@@ -33,25 +33,6 @@ extension PackTransferTests {
         return reference
     }
 
-    /// Stops or continues a guest's vCPUs through its QEMU's monitor, behind clade's back. Unlike
-    /// SIGSTOP to QEMU, a stopped VM's clock stops too, so the guest sees no jump in time when it
-    /// continues: a jump sets its timers and watchdogs off through memory it had not touched,
-    /// which, with the registry gone, rightly stops it (a CI run saw exactly that).
-    func monitor(_ home: URL, _ id: String, _ command: String) throws {
-        let socket = home.appendingPathComponent("sandboxes/\(id)/qmp.sock").path
-        let script = """
-            import json, socket, sys
-            s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile("rw"); f.readline()
-            for command in ("qmp_capabilities", sys.argv[2]):
-                f.write(json.dumps({"execute": command}) + "\\n"); f.flush()
-                reply = json.loads(f.readline())
-                while "event" in reply: reply = json.loads(f.readline())
-                if "error" in reply: sys.exit(reply["error"]["desc"])
-            """
-        let result = try ExternalCommand("python3", ["-c", script, socket, command]).run()
-        try #require(result.status == 0, "QMP \(command) for \(id): \(result.stderr)")
-    }
-
     /// Polls `condition` every 100 ms until it holds or `seconds` pass.
     func eventually(_ seconds: Double, _ condition: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
@@ -242,9 +223,11 @@ extension PackTransferTests {
         // the guest: that fails and says why, and the guest, never held, runs on.
         // The guest's vCPUs are stopped meanwhile: a running guest may need a missing chunk of its
         // own accord at any moment (and is then rightly stopped); this checks the branch alone.
-        try monitor(receiver.home, id, "stop")
+        // Through QEMU's monitor, not SIGSTOP: a stopped VM's clock stops too, so the guest sees
+        // no jump in time when it goes on (a jump sent one through memory it had not touched).
+        try receiver.qmp(id, [["execute": "stop"]])
         let branch = try receiver.run(["branch", id, "--tag", "lost-branch", "--mode", "full", "--json"], timeout: 120)
-        try monitor(receiver.home, id, "cont")
+        try receiver.qmp(id, [["execute": "cont"]])
         #expect(branch.status != 0 && branch.stderr.contains("could not be fetched lazily") && branch.stderr.contains("keeps running"), "\(branch.stdout) \(branch.stderr)")
         #expect(try receiver.run(["exec", id, "--", "true"]).status == 0, "a failed branch stopped its sandbox")
         #expect(try receiver.run(["snapshot-info", "lost-branch"]).status != 0, "a failed branch left a snapshot")

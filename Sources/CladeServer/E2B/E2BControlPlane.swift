@@ -124,6 +124,10 @@ extension E2BService {
         guard let templateID = body.string("templateID"), !templateID.isEmpty else { throw E2BError(400, "field 'templateID' is required") }
         let timeout = body.int("timeout") ?? Self.defaultTimeout
         let diskOnly = body.has("autoPauseMemory") && !body.bool("autoPauseMemory")
+        let autoResume = body.message("autoResume")?.bool("enabled") ?? false
+        if autoResume, diskOnly {
+            throw E2BError(400, "autoResume needs a memory snapshot: a filesystem-only pause (autoPauseMemory: false) is resumed only by connect")
+        }
         let lifetime = try Self.lifetime(
             seconds: timeout, action: body.bool("autoPause") ? (diskOnly ? .standbyDiskOnly : .standby) : .kill)
         let tag = try await templates.snapshotTag(for: templateID)
@@ -142,7 +146,7 @@ extension E2BService {
             accessToken: body.has("secure") && !body.bool("secure") ? nil : Self.newToken(), startedAt: started,
             startedAtSeconds: started.timeIntervalSince1970, autoPause: body.bool("autoPause"), autoPauseDiskOnly: diskOnly ? true : nil,
             allowInternetAccess: internet, network: network == nil ? nil : egress.config,
-            trafficAccessToken: privateTraffic ? Self.newToken() : nil)
+            trafficAccessToken: privateTraffic ? Self.newToken() : nil, autoResume: autoResume ? true : nil, timeoutSeconds: timeout)
         try states.put(state)
         return Self.json(sandbox(record, state), status: .created)
     }
@@ -306,6 +310,7 @@ extension E2BService {
             if let token = state.accessToken { body["envdAccessToken"] = token }
             if let internet = state.allowInternetAccess { body["allowInternetAccess"] = internet }
             if let token = state.trafficAccessToken { body["trafficAccessToken"] = token }
+            body["lifecycle"] = ["autoResume": state.autoResume ?? false, "onTimeout": state.autoPause ? "pause" : "kill"]
             var network = (state.network ?? E2BNetworkConfig(allowOut: [], denyOut: [])).json
             network["allowPublicTraffic"] = state.trafficAccessToken == nil
             body["network"] = network

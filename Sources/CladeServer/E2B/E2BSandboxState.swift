@@ -30,6 +30,10 @@ struct E2BSandboxState: Codable, Sendable {
     /// Set when `allowPublicTraffic` is false: requests to the sandbox's ports must carry it as
     /// `e2b-traffic-access-token`.
     var trafficAccessToken: String?
+    /// `autoResume.enabled`: a request for a paused sandbox resumes it.
+    var autoResume: Bool?
+    /// The timeout it was created with, given again when traffic resumes it.
+    var timeoutSeconds: Int?
 }
 
 extension E2BSandboxState {

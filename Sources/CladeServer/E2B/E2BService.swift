@@ -72,6 +72,7 @@ public struct E2BService: Sendable {
     let watchers: E2BWatchers
     let users: E2BUserNames
     let metricsHistory: E2BMetricsHistory
+    let wakes: E2BWakeGate
     let logger: Logger
 
     public init(engine: Engine, configuration: E2BConfiguration, logger: Logger) {
@@ -82,6 +83,7 @@ public struct E2BService: Sendable {
         self.watchers = E2BWatchers()
         self.users = E2BUserNames()
         self.metricsHistory = E2BMetricsHistory()
+        self.wakes = E2BWakeGate()
         self.logger = logger
     }
 
@@ -124,7 +126,8 @@ public struct E2BService: Sendable {
 }
 
 /// Authentication and routing in front of every E2B route: guest-port hosts are proxied (with the
-/// sandbox's traffic access token, when it has one); envd
+/// sandbox's traffic access token, when it has one; a paused sandbox with `autoResume` is resumed
+/// first, as for envd requests); envd
 /// requests need a live E2B sandbox (502 "was not found" otherwise, the SDK's cue that it is
 /// gone) and, for secure sandboxes, its access token; control-plane requests need an API key.
 struct E2BGatewayMiddleware: RouterMiddleware {
@@ -139,6 +142,9 @@ struct E2BGatewayMiddleware: RouterMiddleware {
             if let token = service.states.get(target.sandbox)?.trafficAccessToken,
                 request.headers[HTTPField.Name("e2b-traffic-access-token")!] != token {
                 return E2BError(403, "sandbox \(target.sandbox) takes requests to its ports only with its traffic access token, as the e2b-traffic-access-token header").response
+            }
+            if case .failed(let reason) = await service.wakeForTraffic(target.sandbox) {
+                return E2BService.wakeFailure(target.sandbox, reason).response
             }
             return try await GuestPortProxyMiddleware<Context>(domain: service.configuration.domain, engine: service.engine)
                 .handle(request, context: context, next: next)
@@ -175,7 +181,11 @@ struct E2BGatewayMiddleware: RouterMiddleware {
                 }
             }
             if record.state == .standby {
-                return E2BError(502, "The sandbox \(sandbox) is paused; connect to it first (it was not found running)").response
+                switch await service.wakeForTraffic(sandbox) {
+                case .running: break
+                case .staysPaused: return E2BError(502, "The sandbox \(sandbox) is paused; connect to it first (it was not found running)").response
+                case .failed(let reason): return E2BService.wakeFailure(sandbox, reason).response
+                }
             }
             return try await next(request, context)
         }
