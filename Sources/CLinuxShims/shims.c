@@ -55,69 +55,6 @@ int clade_set_mac(const char *name, const unsigned char mac[6]) {
 }
 int clade_reseed_crng(int fd) { return ioctl(fd, RNDRESEEDCRNG); }
 
-#include <grp.h>
-#include <signal.h>
-#include <errno.h>
-int clade_spawn_as(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
-                   const char *cwd, unsigned uid, unsigned gid, const unsigned *groups, int group_count, int *pid_out) {
-    return clade_spawn_child(file, argv, envp, in_fd, out_fd, err_fd, -1, NULL, cwd, 1, uid, gid, groups, group_count, NULL, 0, pid_out);
-}
-
-static int spawn_cgroup_fd = -1;
-
-void clade_set_spawn_cgroup(int procs_fd) { spawn_cgroup_fd = procs_fd; }
-
-int clade_spawn_child(const char *file, char *const argv[], char *const envp[], int in_fd, int out_fd, int err_fd,
-                      int terminal_fd, const char *root, const char *cwd, int change_user, unsigned uid, unsigned gid,
-                      const unsigned *groups, int group_count, const struct clade_resource_limit *limits, int limit_count,
-                      int *pid_out) {
-    int report[2];
-    if (pipe2(report, O_CLOEXEC) != 0) return errno;
-    pid_t pid = fork();
-    if (pid < 0) {
-        int saved = errno;
-        close(report[0]);
-        close(report[1]);
-        return saved;
-    }
-    if (pid == 0) {
-        // Only async-signal-safe calls from here: the parent has other threads.
-        clade_reset_child_signals();
-        setsid();
-        // Before the program allocates anything, so its memory is charged to the user group.
-        if (spawn_cgroup_fd >= 0) (void)!write(spawn_cgroup_fd, "0", 1);
-        int saved = 0;
-        // A new session has no controlling terminal; taking the PTY's makes ^C, job control and
-        // SIGHUP on hang-up work as in a login shell.
-        if (terminal_fd >= 0 && ioctl(terminal_fd, TIOCSCTTY, 0) != 0) goto fail;
-        if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) goto fail;
-        // Before the user changes: only root may chroot.
-        if (root && (chroot(root) != 0 || chdir("/") != 0)) goto fail;
-        for (int index = 0; index < limit_count; index++) {
-            struct rlimit limit = {.rlim_cur = limits[index].soft, .rlim_max = limits[index].hard};
-            if (setrlimit(limits[index].resource, &limit) != 0) goto fail;
-        }
-        if (change_user) {
-            if (setgroups((size_t)group_count, (const gid_t *)groups) != 0) goto fail;
-            if (setgid(gid) != 0) goto fail;
-            if (setuid(uid) != 0) goto fail;
-        }
-        if (cwd && chdir(cwd) != 0) goto fail;
-        execvpe(file, argv, envp);
-    fail:
-        saved = errno;
-        (void)!write(report[1], &saved, sizeof saved);
-        _exit(127);
-    }
-    close(report[1]);
-    int child_errno = 0;
-    ssize_t count;
-    do { count = read(report[0], &child_errno, sizeof child_errno); } while (count < 0 && errno == EINTR);
-    close(report[0]);
-    *pid_out = pid;
-    return count == (ssize_t)sizeof child_errno ? child_errno : 0;
-}
-
 int clade_open_pty(int *controller, int *terminal, unsigned short rows, unsigned short columns) {
     int main_fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (main_fd < 0) return -1;
