@@ -38,7 +38,11 @@ extension Engine {
     func runningRecord(_ id: String) throws -> SandboxRecord {
         let record = try sandboxCatalog.require(id)
         guard record.state == .running, isAlive(id, pid: record.pid) else {
-            throw EngineError.notRunning(id: id, state: record.state == .running ? "dead (its VM exited)" : record.state.rawValue)
+            if record.state == .dead, let cause = record.deathCause { throw EngineError.notRunning(id: id, state: "dead (\(cause))") }
+            guard record.state == .running else { throw EngineError.notRunning(id: id, state: record.state.rawValue) }
+            // A VM that a lazy server stopped keeps saying why on every later command.
+            let cause = sandboxes.lazyMemoryFailure(sandbox: id) ?? "its VM exited"
+            throw EngineError.notRunning(id: id, state: "dead (\(cause))")
         }
         return record
     }

@@ -3,7 +3,8 @@ import Foundation
 
 extension CLIHarness {
     /// Sends `commands` to the QEMU monitor of sandbox `id` (after `qmp_capabilities`), one at a
-    /// time, each after the previous one's reply. A QMP error fails the call with QEMU's message.
+    /// time, each after the previous one's reply; stdout holds each reply's `return` as one JSON
+    /// line per command. A QMP error fails the call with QEMU's message.
     /// With `vmMayDie`, a monitor that closes mid-way (a VMM killed by what it was asked) ends the
     /// call quietly: the caller checks the outcome itself.
     @discardableResult
@@ -22,6 +23,7 @@ extension CLIHarness {
                     if sys.argv[3] == "1": sys.exit(0)
                     raise
                 if "error" in reply: sys.exit(reply["error"]["desc"])
+                print(json.dumps(reply.get("return")))
             """
         let result = try ExternalCommand("python3", ["-c", script, socket, encoded, vmMayDie ? "1" : "0"]).run()
         guard result.status == 0 else { throw HarnessError("QMP \(commands) for sandbox \(id): \(result.stderr)") }
