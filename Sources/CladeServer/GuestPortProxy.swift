@@ -14,6 +14,9 @@ import NIOHTTP1
 struct GuestPortProxyMiddleware<Context: RequestContext>: RouterMiddleware {
     let domain: String
     let engine: Engine
+    /// The Host the guest's server is sent instead of the public one (E2B's `maskRequestHost`),
+    /// with `${PORT}` standing for the guest port; nil keeps the public Host.
+    var hostMask: String? = nil
 
     /// Headers that belong to one connection, not to the request (RFC 9110, 7.6.1).
     static var hopByHop: Set<String> { ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"] }
@@ -33,7 +36,7 @@ struct GuestPortProxyMiddleware<Context: RequestContext>: RouterMiddleware {
         for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
             outgoing.headers.add(name: field.name.rawName, value: field.value)
         }
-        outgoing.headers.add(name: "Host", value: authority)
+        outgoing.headers.add(name: "Host", value: hostMask.map { Self.host(masking: $0, port: target.port) } ?? authority)
         outgoing.headers.add(name: "X-Forwarded-Host", value: authority)
         // Sent from memory, not streamed: the client retries a request whose connection closed
         // before an answer (a guest server not listening yet, a restarted VMM behind a pooled
@@ -57,6 +60,11 @@ struct GuestPortProxyMiddleware<Context: RequestContext>: RouterMiddleware {
             if let fieldName = HTTPField.Name(name) { headers.append(HTTPField(name: fieldName, value: value)) }
         }
         return Response(status: .init(code: Int(response.status.code)), headers: headers, body: ResponseBody(asyncSequence: response.body))
+    }
+
+    /// `mask` with each `${PORT}` replaced by `port`.
+    static func host(masking mask: String, port: Int) -> String {
+        mask.replacingOccurrences(of: "${PORT}", with: String(port))
     }
 
     /// The largest request body forwarded to a guest port.

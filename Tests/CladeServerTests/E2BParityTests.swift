@@ -80,9 +80,24 @@ import Testing
     @Test func whatOnlyAnEgressProxyCouldEnforceIsRefused() {
         for network: [String: Any] in [
             ["allowOut": ["example.com"], "denyOut": ["0.0.0.0/0"]], ["denyOut": ["*.example.com"]], ["denyOut": ["2001:db8::1"]],
-            ["denyOut": ["8.8.8.8/33"]], ["maskRequestHost": "x.example.com"], ["rules": ["api.example.com": [["transform": [:]]]]],
+            ["denyOut": ["8.8.8.8/33"]], ["rules": ["api.example.com": [["transform": [:]]]]],
         ] {
             #expect(throws: E2BError.self, "\(network)") { try read(network) }
+        }
+    }
+
+    /// A host mask is a host with an optional port; anything that could add a header, a path or
+    /// a second request to the forwarded one is refused.
+    @Test func aHostMaskIsAHostAndPortOnly() throws {
+        func mask(_ text: String) throws -> String? {
+            try E2BNetworkConfig.hostMask(ProtoJSON(["maskRequestHost": text]))
+        }
+        #expect(try mask("custom-host.example.com:${PORT}") == "custom-host.example.com:${PORT}")
+        #expect(try mask("localhost") == "localhost")
+        #expect(try mask("") == nil)
+        #expect(GuestPortProxyMiddleware<E2BContext>.host(masking: "${PORT}-app.example.com:${PORT}", port: 8080) == "8080-app.example.com:8080")
+        for hostile in ["a.example.com\r\nX-Injected: 1", "a.example.com/path", "a b", ":80", "user@host", String(repeating: "a", count: 300)] {
+            #expect(throws: E2BError.self, "\(hostile)") { try mask(hostile) }
         }
     }
 }

@@ -324,6 +324,21 @@ def guest_port(sb):
     step(f"get_host(8000) = {host} reaches the guest's HTTP server")
 
 
+HOST_ECHO_SERVER = """python3 -c "
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (self.headers.get('Host', '') + '|' + self.headers.get('X-Forwarded-Host', '')).encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(('', 8000), H).serve_forever()
+" """
+
+
 def reaches(sb, peer):
     """True when the guest fetches a page from `peer` (ADDRESS:PORT) beyond the host."""
     try:
@@ -367,26 +382,31 @@ def egress():
         pass
     step("egress: allow_out over deny_out, update_network live (replace, clear, no internet), domains refused")
 
-    private = Sandbox.create(TEMPLATE, timeout=CREATE_TIMEOUT, network={"allow_public_traffic": False})
+    private = Sandbox.create(
+        TEMPLATE, timeout=CREATE_TIMEOUT, network={"allow_public_traffic": False, "mask_request_host": "custom-host.example.com:${PORT}"}
+    )
     try:
         token = private.traffic_access_token
         check(token, "allow_public_traffic=False gave no traffic access token")
-        private.commands.run("mkdir -p /tmp/www && echo private > /tmp/www/index.html")
-        private.commands.run("cd /tmp/www && python3 -m http.server 8000", background=True)
+        # The guest's server answers with the Host and X-Forwarded-Host it was sent.
+        private.commands.run(HOST_ECHO_SERVER, background=True)
         host = private.get_host(8000)
         deadline, status, body = time.time() + 60, 0, b""
         while time.time() < deadline and status != 200:
             status, body = raw("GET", "/index.html", {"Host": host, "e2b-traffic-access-token": token})
             if status != 200:
                 time.sleep(1)
-        check(status == 200 and body == b"private\n", f"with the token: {status} {body!r}")
+        expected = f"custom-host.example.com:8000|{host}".encode()
+        check(status == 200 and body == expected, f"with the token and a host mask: {status} {body!r}, wanted {expected!r}")
+        info = Sandbox.get_info(private.sandbox_id)
+        check((info.network or {}).get("mask_request_host") == "custom-host.example.com:${PORT}", f"network in get_info: {info.network}")
         status, _ = raw("GET", "/index.html", {"Host": host})
         check(status == 403, f"without the token: {status}")
         status, _ = raw("GET", "/index.html", {"Host": host, "e2b-traffic-access-token": "wrong"})
         check(status == 403, f"with a wrong token: {status}")
     finally:
         private.kill()
-    step("allow_public_traffic=False: the sandbox's ports answer only with its traffic access token")
+    step("allow_public_traffic=False: the sandbox's ports answer only with its traffic access token; mask_request_host sets the Host its server sees")
 
 
 def read_tick(sandbox):

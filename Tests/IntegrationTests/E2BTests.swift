@@ -80,7 +80,8 @@ import Testing
             #expect(run.status == 0 && run.stdout.hasSuffix("all scenarios passed\n"), "E2B scenarios (HTTP \(version ?? "default")), status \(run.status):\n\(run.stdout)\n\(run.stderr)\n\(daemonLog())")
             #expect(run.stdout.contains("ok auto_resume:"), "the auto-resume scenario did not run:\n\(run.stdout)")
             if version == nil, !peers.isEmpty {
-                #expect(run.stdout.contains("ok egress: allow_out over deny_out") && run.stdout.contains("ok allow_public_traffic=False"), "the egress scenario did not run:\n\(run.stdout)")
+                #expect(run.stdout.contains("ok egress: allow_out over deny_out") && run.stdout.contains("ok allow_public_traffic=False")
+                        && run.stdout.contains("mask_request_host sets the Host"), "the egress scenario did not run:\n\(run.stdout)")
             }
         }
         withExtendedLifetime(servers) {}

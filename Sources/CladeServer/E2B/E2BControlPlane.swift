@@ -137,6 +137,7 @@ extension E2BService {
         let networkMessage = body.message("network")
         let egress = try E2BNetworkConfig.read(networkMessage, allowInternetAccess: internet)
         let network = networkMessage == nil && internet == nil ? nil : egress.policy
+        let hostMask = try E2BNetworkConfig.hostMask(networkMessage)
         let privateTraffic = networkMessage.map { $0.has("allowPublicTraffic") && !$0.bool("allowPublicTraffic") } ?? false
         let outcome = try await engine.forks.fork(tag: tag, count: 1, memoryOrder: engine.forks.serviceMemoryOrder, lifetime: lifetime, network: network).first
         guard let record = outcome?.record else { throw E2BError(500, "the sandbox did not start: \(outcome?.error ?? "no outcome")") }
@@ -146,7 +147,8 @@ extension E2BService {
             accessToken: body.has("secure") && !body.bool("secure") ? nil : Self.newToken(), startedAt: started,
             startedAtSeconds: started.timeIntervalSince1970, autoPause: body.bool("autoPause"), autoPauseDiskOnly: diskOnly ? true : nil,
             allowInternetAccess: internet, network: network == nil ? nil : egress.config,
-            trafficAccessToken: privateTraffic ? Self.newToken() : nil, autoResume: autoResume ? true : nil, timeoutSeconds: timeout)
+            trafficAccessToken: privateTraffic ? Self.newToken() : nil, maskRequestHost: hostMask, autoResume: autoResume ? true : nil,
+            timeoutSeconds: timeout)
         try states.put(state)
         return Self.json(sandbox(record, state), status: .created)
     }
@@ -313,6 +315,7 @@ extension E2BService {
             body["lifecycle"] = ["autoResume": state.autoResume ?? false, "onTimeout": state.autoPause ? "pause" : "kill"]
             var network = (state.network ?? E2BNetworkConfig(allowOut: [], denyOut: [])).json
             network["allowPublicTraffic"] = state.trafficAccessToken == nil
+            if let mask = state.maskRequestHost { network["maskRequestHost"] = mask }
             body["network"] = network
         }
         return body

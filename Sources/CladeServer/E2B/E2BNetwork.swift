@@ -7,9 +7,10 @@ import Foundation
 ///
 /// `denyOut` refuses its destinations and `allowOut` admits its own even where a deny entry
 /// covers them; `allowOut` alone restricts nothing, as in E2B. `allow_internet_access: false`
-/// is a deny of all traffic. Entries are IPv4 addresses or CIDRs. Domain names, transforms and
-/// host masks need an egress proxy that reads the name a connection is for, which clade does not
-/// have: a request that names one is refused, never accepted and left unenforced.
+/// is a deny of all traffic. Entries are IPv4 addresses or CIDRs. Domain names and transforms
+/// need an egress proxy that reads the name a connection is for, which clade does not have: a
+/// request that names one is refused, never accepted and left unenforced. `maskRequestHost` is
+/// ingress, not egress: ``hostMask(_:)`` reads it.
 struct E2BNetworkConfig: Codable, Sendable, Equatable {
     var allowOut: [String]
     var denyOut: [String]
@@ -19,7 +20,7 @@ struct E2BNetworkConfig: Codable, Sendable, Equatable {
     static func read(_ message: ProtoJSON?, allowInternetAccess: Bool?) throws -> (config: E2BNetworkConfig, policy: NetworkPolicy) {
         var config = E2BNetworkConfig(allowOut: message?.strings("allowOut") ?? [], denyOut: message?.strings("denyOut") ?? [])
         if let message {
-            for field in ["rules", "maskRequestHost", "egressProxy"] where message.has(field) && !Self.isEmpty(message, field) {
+            for field in ["rules", "egressProxy"] where message.has(field) && !Self.isEmpty(message, field) {
                 throw E2BError(
                     400,
                     "network.\(field) needs an egress proxy that sees each request's host name, which clade does not run; "
@@ -30,6 +31,22 @@ struct E2BNetworkConfig: Codable, Sendable, Equatable {
             config.denyOut.append(NetworkDestination.everywhere.cidr)
         }
         return (config, try config.policy())
+    }
+
+    /// `maskRequestHost` of a create request's `network`: the Host that requests through the
+    /// sandbox's public port URLs reach its servers with (`${PORT}` is the guest port). Only a
+    /// host name or address with an optional port is taken, so a mask cannot smuggle a header
+    /// or a path into the forwarded request.
+    static func hostMask(_ message: ProtoJSON?) throws -> String? {
+        guard let mask = message?.string("maskRequestHost"), !mask.isEmpty else { return nil }
+        let expanded = GuestPortProxyMiddleware<E2BContext>.host(masking: mask, port: 1)
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:_[]")
+        guard expanded.count <= 261, expanded.allSatisfy(allowed.contains), expanded.first != ":" else {
+            throw E2BError(
+                400,
+                "network.maskRequestHost '\(mask)' is not a host with an optional port: give a name such as custom-host.example.com or localhost:${PORT} (${PORT} is the guest port)")
+        }
+        return mask
     }
 
     /// The policy these lists give; `outbound` when nothing is denied.
@@ -73,6 +90,9 @@ extension E2BService {
         let (record, current) = try await require(id)
         guard record.state != .standby else { throw E2BError(409, "sandbox \(id) is paused; connect to it before changing its network") }
         let internet: Bool? = body.has("allow_internet_access") ? body.bool("allow_internet_access") : nil
+        if body.has("maskRequestHost") {
+            throw E2BError(400, "network.maskRequestHost is set when the sandbox is created; PUT /sandboxes/\(id)/network changes its egress rules only")
+        }
         let egress = try E2BNetworkConfig.read(body, allowInternetAccess: internet)
         try await engine.sandboxes.setNetwork(id: id, policy: egress.policy)
         var state = current

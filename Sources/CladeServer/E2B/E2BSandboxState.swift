@@ -30,6 +30,8 @@ struct E2BSandboxState: Codable, Sendable {
     /// Set when `allowPublicTraffic` is false: requests to the sandbox's ports must carry it as
     /// `e2b-traffic-access-token`.
     var trafficAccessToken: String?
+    /// `maskRequestHost`: the Host its guest servers see on requests to its public port URLs.
+    var maskRequestHost: String?
     /// `autoResume.enabled`: a request for a paused sandbox resumes it.
     var autoResume: Bool?
     /// The timeout it was created with, given again when traffic resumes it.

@@ -146,8 +146,10 @@ struct E2BGatewayMiddleware: RouterMiddleware {
             if case .failed(let reason) = await service.wakeForTraffic(target.sandbox) {
                 return E2BService.wakeFailure(target.sandbox, reason).response
             }
-            return try await GuestPortProxyMiddleware<Context>(domain: service.configuration.domain, engine: service.engine)
-                .handle(request, context: context, next: next)
+            return try await GuestPortProxyMiddleware<Context>(
+                domain: service.configuration.domain, engine: service.engine, hostMask: service.states.get(target.sandbox)?.maskRequestHost
+            )
+            .handle(request, context: context, next: next)
         }
         let path = request.uri.path
         var request = request
