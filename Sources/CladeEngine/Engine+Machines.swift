@@ -41,7 +41,7 @@ extension Engine {
             if record.state == .dead, let cause = record.deathCause { throw EngineError.notRunning(id: id, state: "dead (\(cause))") }
             guard record.state == .running else { throw EngineError.notRunning(id: id, state: record.state.rawValue) }
             // A VM that a lazy server stopped keeps saying why on every later command.
-            let cause = sandboxes.lazyMemoryFailure(sandbox: id) ?? "its VM exited"
+            let cause = sandboxes.lazyMemoryFailure(sandbox: id, record: record) ?? "its VM exited"
             throw EngineError.notRunning(id: id, state: "dead (\(cause))")
         }
         return record

@@ -105,7 +105,7 @@ extension Forks {
     /// try. Returns the bytes the servers fetched meanwhile (as far as their counters tell: a
     /// server restarted meanwhile counts anew).
     @discardableResult
-    func completeLazyMemory(tag: String, stallSeconds: TimeInterval = 60, progress: (@Sendable (Int, Int) -> Void)? = nil) async throws -> Int64 {
+    func completeLazySnapshot(tag: String, stallSeconds: TimeInterval = 60, progress: (@Sendable (Int, Int) -> Void)? = nil) async throws -> Int64 {
         let directory = snapshotCatalog.directory(tag)
         guard let metadata = try snapshotCatalog.get(tag) else { return 0 }
         var fetched: Int64 = 0
@@ -172,15 +172,16 @@ extension Forks {
 extension Sandboxes {
     /// Why a sandbox forked from a lazily pulled snapshot died, when a server of its memory or
     /// root filesystem could not fetch or verify a chunk it needed (the server then stopped its
-    /// QEMU, which logs nothing).
-    func lazyMemoryFailure(sandbox id: String) -> String? {
-        lazyMemoryFailureReason(sandbox: id).map { "part of its snapshot could not be fetched lazily, so its VM stopped: \($0)" }
+    /// QEMU, which logs nothing). A caller that holds the sandbox's `record` passes it, which
+    /// spares reading it again.
+    func lazyMemoryFailure(sandbox id: String, record: SandboxRecord? = nil) -> String? {
+        lazyMemoryFailureReason(sandbox: id, record: record).map { "part of its snapshot could not be fetched lazily, so its VM stopped: \($0)" }
     }
 
     /// Why sandbox `id` can no longer read its memory or disk, when a FUSE server that serves it
     /// is gone (killed, or crashed); nil while they serve, or for a sandbox whose files are local.
-    func lazyServerLost(sandbox id: String) -> String? {
-        for directory in lazyServerDirectories(sandbox: id) where !LazyFileServer.isServing(LazyFilePaths(directory: directory)) {
+    func lazyServerLost(sandbox id: String, record: SandboxRecord? = nil) -> String? {
+        for directory in lazyServerDirectories(sandbox: id, record: record) where !LazyFileServer.isServing(LazyFilePaths(directory: directory)) {
             let paths = LazyFilePaths(directory: directory)
             return "the FUSE server that served its \(paths.servesRootfs ? "root filesystem" : "memory") lazily stopped (see \(directory.path)/server.log), so the rest could not be read and its VM was stopped; the snapshot's next fork starts a new server"
         }
@@ -188,8 +189,8 @@ extension Sandboxes {
     }
 
     /// The last chunk failure of a lazy server whose file sandbox `id` uses.
-    func lazyMemoryFailureReason(sandbox id: String) -> String? {
-        for directory in lazyServerDirectories(sandbox: id) {
+    func lazyMemoryFailureReason(sandbox id: String, record: SandboxRecord? = nil) -> String? {
+        for directory in lazyServerDirectories(sandbox: id, record: record) {
             if let reason = try? String(contentsOf: LazyFilePaths(directory: directory).failure, encoding: .utf8) {
                 return reason.trimmingCharacters(in: .whitespacesAndNewlines)
             }
@@ -207,10 +208,11 @@ extension Sandboxes {
     }
 
     /// The server directories whose files sandbox `id` uses: its memory's, and its root
-    /// filesystem's while that is still served lazily.
-    func lazyServerDirectories(sandbox id: String) -> [URL] {
+    /// filesystem's while that is still served lazily. `record`, when the caller has it, names
+    /// the root filesystem without another read of the catalog.
+    func lazyServerDirectories(sandbox id: String, record: SandboxRecord? = nil) -> [URL] {
         var directories = lazyServerDirectory(sandbox: id).map { [$0] } ?? []
-        if let rootfs = try? sandboxCatalog.get(id)?.rootfs,
+        if let rootfs = record.map(\.rootfs) ?? (try? sandboxCatalog.get(id))?.rootfs,
             let target = try? FileManager.default.destinationOfSymbolicLink(atPath: BlobStore(home: home).url(for: rootfs).path), target.hasSuffix("/mnt/rootfs")
         {
             directories.append(URL(fileURLWithPath: target, isDirectory: false).deletingLastPathComponent().deletingLastPathComponent())

@@ -57,7 +57,7 @@ public struct Packs: EngineCapability {
         if !lazyMemory, try engine.forks.holdsLazily(tag: report.tag) {
             // The store holds this snapshot (or the root filesystem it shares) lazily: a whole
             // pull means waiting for the rest, fetched by the servers that also serve its forks.
-            report.bytesDownloaded += try await engine.forks.completeLazyMemory(tag: report.tag) { present, total in progress?("lazily held chunks", Int64(present), Int64(total)) }
+            report.bytesDownloaded += try await engine.forks.completeLazySnapshot(tag: report.tag) { present, total in progress?("lazily held chunks", Int64(present), Int64(total)) }
             report.upToDate = false
             report.completedLazyMemory = true
             report.seconds = Date().timeIntervalSince(started)

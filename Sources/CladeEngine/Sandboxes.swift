@@ -150,9 +150,9 @@ public struct Sandboxes: EngineCapability {
     /// up stays with whoever lists or stops the sandbox (the containerd shim tears its own down).
     func explainingDeath(of id: String, _ error: Error) async -> Error {
         guard let record = try? sandboxCatalog.get(id), record.state == .running || record.state == .paused else { return error }
-        let lost = lazyServerLost(sandbox: id)
+        let lost = lazyServerLost(sandbox: id, record: record)
         guard lost != nil || !isAlive(id, pid: record.pid) else { return error }
-        let cause = lost ?? lazyMemoryFailure(sandbox: id) ?? "its VM exited"
+        let cause = lost ?? lazyMemoryFailure(sandbox: id, record: record) ?? "its VM exited"
         return EngineError.guestFailed("sandbox \(id) stopped while the command ran: \(cause)")
     }
 
@@ -193,7 +193,7 @@ public struct Sandboxes: EngineCapability {
                     result.append(record)
                     continue
                 }
-                if record.state == .running || record.state == .paused, alive, !setupInProgress(id), let lost = lazyServerLost(sandbox: id) {
+                if record.state == .running || record.state == .paused, alive, !setupInProgress(id), let lost = lazyServerLost(sandbox: id, record: record) {
                     // Its memory can no longer be read: a guest touching a page not yet in would
                     // wait for ever, so it is stopped, and says why.
                     record.state = .dead
@@ -221,7 +221,7 @@ public struct Sandboxes: EngineCapability {
                     record.state = .dead
                     if record.confinement?.controlGroups != nil, engine.controlGroups.wasOutOfMemory(sandbox: id) {
                         record.deathCause = "the kernel killed its VM for passing its host memory limit of \(record.limits?.memoryMiB ?? 0) MiB"
-                    } else if let failure = lazyMemoryFailure(sandbox: id) {
+                    } else if let failure = lazyMemoryFailure(sandbox: id, record: record) {
                         record.deathCause = failure
                     } else if let panic = consoleTail(id, lines: 40).split(whereSeparator: \.isNewline).last(where: { $0.contains("Kernel panic") }) {
                         // `panic=-1` turns a guest panic into a reboot, which `-no-reboot` turns into QEMU's exit.
@@ -265,11 +265,11 @@ public struct Sandboxes: EngineCapability {
             throw ModelError.notFound(kind: "sandbox", name: id, hint: "list sandboxes with `clade ls`")
         }
         guard record.state == .running || record.state == .paused else { return record }
-        let lost = lazyServerLost(sandbox: id)
+        let lost = lazyServerLost(sandbox: id, record: record)
         if isAlive(id, pid: record.pid), lost == nil { return record }
         if setupInProgress(id) { return record }
         record.state = .dead
-        record.deathCause = lost ?? lazyMemoryFailure(sandbox: id)
+        record.deathCause = lost ?? lazyMemoryFailure(sandbox: id, record: record)
         logger.warning("sandbox's VM is gone; cleaning up", metadata: ["id": "\(id)", "cause": "\(record.deathCause ?? "unknown")"])
         await destroy(id: id, pid: record.pid)
         return record
