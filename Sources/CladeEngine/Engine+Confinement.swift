@@ -75,6 +75,11 @@ extension Engine {
             if let uid = record.confinement?.uid, let gid = record.confinement?.gid {
                 identity = JailIdentity(uid: uid, gid: gid)
                 jailIdentities.reclaim(JailIdentity(uid: uid, gid: gid), for: directory)
+                // The sandbox's own uid, held all along (standby keeps the claim): its rules are
+                // the ones it installed for the recorded policy. Staying `outbound` needs none,
+                // so the two `iptables -S` probes of a removal (~8 ms of a resume) are spared;
+                // anything left over could only refuse more, never less.
+                replacing = !(policy.mode == .outbound && record.network == policy)
             } else {
                 let claimed = try jailIdentities.claim(for: directory)
                 identity = claimed.identity

@@ -37,11 +37,15 @@ public struct HostFirewall: Sendable {
     /// Installs the shared chain and its `OUTPUT` hook once per host (idempotent; cached per process).
     public func prepare() throws {
         if Self.prepared.current { return }
+        let hook = Self.outputHook
+        // The hook jumps to the chain, so where the hook is, the chain is. Both tools' hooks in
+        // place is the common case, checked side by side (each check is a ~5 ms process).
+        if Self.bothTools({ tool in (try? ExternalCommand(tool, ["-w", "-C", "OUTPUT"] + hook).run().status) == 0 }).allSatisfy({ $0 }) {
+            Self.prepared.withLock { $0 = true }
+            return
+        }
         try withHostLock {
             for tool in ["iptables", "ip6tables"] {
-                let range = "\(JailIdentityPool.uidRange.lowerBound)-\(JailIdentityPool.uidRange.upperBound)"
-                let hook = ["-m", "owner", "--uid-owner", range, "-j", Self.chain]
-                // The hook jumps to the chain, so where the hook is, the chain is: one call, not two.
                 if try ExternalCommand(tool, ["-w", "-C", "OUTPUT"] + hook).run().status == 0 { continue }
                 if try ExternalCommand(tool, ["-w", "-S", Self.chain]).run().status != 0 {
                     let linkLocal = tool == "iptables" ? "169.254.0.0/16" : "fe80::/10"
@@ -58,6 +62,23 @@ public struct HostFirewall: Sendable {
         }
         Self.prepared.withLock { $0 = true }
         logger.debug("host firewall ready", metadata: ["chain": "\(Self.chain)"])
+    }
+
+    /// The `OUTPUT` rule that sends every jailed VMM's packets to the shared chain.
+    static var outputHook: [String] {
+        ["-m", "owner", "--uid-owner", "\(JailIdentityPool.uidRange.lowerBound)-\(JailIdentityPool.uidRange.upperBound)", "-j", chain]
+    }
+
+    /// `check` for iptables and for ip6tables, run side by side: iptables-nft does not serialise
+    /// them, and each is a process start.
+    static func bothTools(_ check: @escaping @Sendable (String) -> Bool) -> [Bool] {
+        let tools = ["iptables", "ip6tables"]
+        let results = Locked([Bool](repeating: false, count: tools.count))
+        DispatchQueue.concurrentPerform(iterations: tools.count) { index in
+            let result = check(tools[index])
+            results.withLock { $0[index] = result }
+        }
+        return results.current
     }
 
     /// Applies `policy` to the VMM running as `uid`. `outbound` needs nothing beyond the shared
@@ -105,8 +126,9 @@ public struct HostFirewall: Sendable {
     public func remove(uid: UInt32) {
         let own = Self.sandboxChain(uid)
         try? withHostLock {
-            for tool in ["iptables", "ip6tables"] {
-                guard (try? ExternalCommand(tool, ["-w", "-S", own]).run().status) == 0 else { continue }
+            let present = Self.bothTools { tool in (try? ExternalCommand(tool, ["-w", "-S", own]).run().status) == 0 }
+            for (tool, chainPresent) in zip(["iptables", "ip6tables"], present) {
+                guard chainPresent else { continue }
                 while (try? ExternalCommand(tool, ["-w", "-D", Self.chain] + Self.hook(uid)).run().status) == 0 {}
                 _ = try? ExternalCommand(tool, ["-w", "-F", own]).run()
                 _ = try? ExternalCommand(tool, ["-w", "-X", own]).run()

@@ -60,6 +60,9 @@ struct ConfinementTests {
         let resumed = try cli.run(["resume", child.id])
         #expect(resumed.status == 0, "\(resumed.stderr)")
         #expect(try cli.run(["exec", child.id, "--", "cat", "/tmp/mark"]).stdout == "kept\n")
+        // A resume keeps the uid and, staying `outbound`, installs no rule of its own: the shared
+        // chain must still hold the resumed VMM off the host.
+        #expect(try !reach(cli, child.id, "10.0.2.2", loopback.port), "the resumed guest reached the host's loopback")
         let grandchild = try fork(cli, "probe-branch")
         #expect(try cli.run(["exec", grandchild.id, "--", "cat", "/tmp/mark"]).stdout == "kept\n")
         let pid = try #require(try record(cli, child.id)["pid"] as? Int)
