@@ -5,6 +5,7 @@ import CladeEngine
 import CladeModel
 import CladePack
 import CladeStore
+import CladeVMM
 import Foundation
 
 /// One way of getting children running on a host that lacks the snapshot.
@@ -166,9 +167,17 @@ extension Engine {
     private static func dismantle(_ receiver: Engine, children: [String], root: URL) async {
         for id in children { try? await receiver.sandboxes.kill(id: id) }
         let lazy = root.appendingPathComponent("lazy", isDirectory: true)
+        var servers: [Int32] = []
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: lazy.path)) ?? [] {
-            let mount = lazy.appendingPathComponent(entry, isDirectory: true).appendingPathComponent("mnt", isDirectory: true)
-            umount2(mount.path, Int32(MNT_DETACH))
+            let paths = LazyFilePaths(directory: lazy.appendingPathComponent(entry, isDirectory: true))
+            if let pid = ProcessControl.readPidFile(paths.pidFile) { servers.append(pid) }
+            umount2(paths.mountPoint.path, Int32(MNT_DETACH))
+        }
+        // A server whose mount is gone still writes its last statistics and log as it stops:
+        // removing the store under it could leave those behind (seen once in CI).
+        for pid in servers where !(await ProcessControl.waitForExit(pid, marker: "lazy-serve", timeout: 10)) {
+            ProcessControl.forceKill(pid, marker: "lazy-serve")
+            _ = await ProcessControl.waitForExit(pid, marker: "lazy-serve", timeout: 5)
         }
         try? FileSystem.remove(root)
     }
