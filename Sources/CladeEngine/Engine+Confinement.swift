@@ -43,6 +43,18 @@ extension Engine {
                 "the network policy '\(policy)' is enforced by a packet filter (root's host firewall, or iptables in an unprivileged VMM's namespace), which this host cannot give a sandbox: "
                     + plan.gaps.map(\.description).joined(separator: "; ") + " (--allow-weaker-isolation cannot stand in for an allow or deny list)")
         }
+        if policy.usesEgressProxy {
+            guard plan.firewall else {
+                throw EngineError.isolationUnavailable(
+                    "the network policy '\(policy)' names hosts, which only root's host firewall can send to the egress proxy that reads each connection's host name; "
+                        + "this host cannot give it: " + plan.gaps.map(\.description).joined(separator: "; ") + " (list addresses or CIDRs instead, or run clade as root)")
+            }
+            guard egressProxyPort != nil else {
+                throw EngineError.isolationUnavailable(
+                    "the network policy '\(policy)' names hosts, and only the egress proxy of `clade serve --egress-proxy-port PORT` can read the name a connection is for; "
+                        + "this clade process runs none: start the sandbox through that daemon, or list addresses or CIDRs instead")
+            }
+        }
         let gaps = plan.gaps(for: policy)
         guard !gaps.isEmpty, !allowsWeakerIsolation, recorded?.weakerIsolation == nil else { return IsolationCheck(policy: policy, plan: plan, gaps: gaps) }
         throw ConfinementPlan.refusal(gaps, policy: policy)
@@ -88,7 +100,7 @@ extension Engine {
         }
         if let identity, plan.firewall {
             do {
-                try firewall.apply(policy, uid: identity.uid, replacing: replacing)
+                try firewall.apply(policy, uid: identity.uid, replacing: replacing, egressProxyPort: egressProxyPort)
             } catch {
                 jailIdentities.release(identity)
                 throw error
@@ -129,7 +141,7 @@ extension Engine {
         jailIdentities.reclaim(JailIdentity(uid: uid, gid: gid), for: sandboxCatalog.paths(record.id).directory)
         guard record.confinement?.hostFirewall == true else { return }
         do {
-            try firewall.apply(record.network ?? .standard, uid: uid, replacing: true)
+            try firewall.apply(record.network ?? .standard, uid: uid, replacing: true, egressProxyPort: egressProxyPort)
         } catch {
             logger.error("cannot re-apply a sandbox's firewall rules", metadata: ["id": "\(record.id)", "error": "\(error)"])
         }
@@ -140,7 +152,7 @@ extension Engine {
     func changeNetwork(of record: SandboxRecord, to policy: NetworkPolicy) throws {
         let check = try requireIsolation(for: policy, optedOut: record.confinement)
         if record.confinement?.hostFirewall == true, let uid = record.confinement?.uid {
-            try firewall.update(policy, uid: uid)
+            try firewall.update(policy, uid: uid, egressProxyPort: egressProxyPort)
         } else if record.confinement?.namespaces != nil, check.plan.allowLists, let pid = record.pid {
             try NamespaceFirewall.apply(policy, toNamespaceOf: pid)
         } else if policy.mode != .outbound {

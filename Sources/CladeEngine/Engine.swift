@@ -20,6 +20,10 @@ public struct Engine: Sendable {
     /// needs (`--allow-weaker-isolation`). Each such sandbox records what it lacks. Off by
     /// default: without it clade refuses before anything is made.
     public let allowsWeakerIsolation: Bool
+    /// The loopback port of the egress proxy that enforces host names in network policies
+    /// (`clade serve --egress-proxy-port`); nil in a process that runs none, which then refuses
+    /// policies that name hosts.
+    public var egressProxyPort: Int?
 
     public init(
         home: CladeHome, backend: any VMBackend = DefaultBackend.make(), logger: Logger = Logger(label: "clade.engine"),

@@ -23,11 +23,33 @@ public struct NetworkPolicy: Codable, Sendable, Equatable, CustomStringConvertib
     public var allow: [NetworkDestination]
     /// The refused destinations in `deny` mode.
     public var deny: [NetworkDestination]
+    /// Host names admitted like ``allow``'s destinations, in `allow` and `deny` mode: only on
+    /// HTTP (port 80) and TLS (port 443), where the egress proxy reads the name a connection is
+    /// for. A policy with names needs that proxy (``usesEgressProxy``).
+    public var domains: [NetworkDomain]
 
-    public init(mode: Mode, allow: [NetworkDestination] = [], deny: [NetworkDestination] = []) {
+    public init(mode: Mode, allow: [NetworkDestination] = [], deny: [NetworkDestination] = [], domains: [NetworkDomain] = []) {
         self.mode = mode
         self.allow = mode == .allow || mode == .deny ? allow : []
         self.deny = mode == .deny ? deny : []
+        self.domains = mode == .allow || mode == .deny ? domains : []
+    }
+
+    /// True when names are admitted, which only the egress proxy can enforce.
+    public var usesEgressProxy: Bool { !domains.isEmpty }
+
+    /// Whether a connection to `host` (a TLS server name or HTTP `Host`) is admitted by name.
+    public func admits(name host: String) -> Bool { domains.contains { $0.matches(host) } }
+
+    /// Whether the address rules admit a connection to the IPv4 `address` (host byte order) on
+    /// `port`, as the packet filter would: the egress proxy's verdict for a name no domain admits.
+    public func admits(address: UInt32, port: Int) -> Bool {
+        if allow.contains(where: { $0.covers(address, port: port) }) { return true }
+        switch mode {
+        case .outbound: return true
+        case .none, .allow: return false
+        case .deny: return !deny.contains { $0.covers(address, port: port) }
+        }
     }
 
     /// New sandboxes and snapshots that record no policy get this one.
@@ -42,56 +64,71 @@ public struct NetworkPolicy: Codable, Sendable, Equatable, CustomStringConvertib
     public var deniesAllTraffic: Bool { mode == .deny && deny.contains { $0.prefixLength == 0 && $0.port == nil } }
 
     /// Parses `none`, `outbound`, `allow:DEST[,DEST...]` or `deny:DEST[,DEST...][;allow:DEST[,DEST...]]`
-    /// (DEST is `CIDR[:PORT]`, e.g. `allow:10.0.0.0/8:443,192.0.2.7`, `deny:0.0.0.0/0;allow:192.0.2.7`).
+    /// (DEST is `CIDR[:PORT]`, e.g. `allow:10.0.0.0/8:443,192.0.2.7`, `deny:0.0.0.0/0;allow:192.0.2.7`;
+    /// an allow list may also name hosts: `deny:0.0.0.0/0;allow:pypi.org,*.pythonhosted.org`).
     public init(parsing text: String) throws {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         if let mode = Mode(rawValue: trimmed), mode != .allow, mode != .deny {
             self.init(mode: mode)
             return
         }
-        let usage = "write none, outbound, allow:CIDR[:PORT][,CIDR[:PORT]...], or deny:CIDR[:PORT][,...][;allow:CIDR[:PORT][,...]]"
-        func destinations(_ part: Substring, after prefix: String) throws -> [NetworkDestination] {
+        let usage = "write none, outbound, allow:DEST[,DEST...], or deny:CIDR[:PORT][,...][;allow:DEST[,DEST...]] (DEST is CIDR[:PORT] or a host name such as example.com or *.example.com)"
+        func entries(_ part: Substring, after prefix: String) throws -> [String] {
             let entries = part.dropFirst(prefix.count).split(separator: ",").map { String($0) }
             guard !entries.isEmpty else { throw ModelError.invalidNetworkPolicy(text, reason: "\(prefix) needs at least one destination") }
-            return try entries.map { try NetworkDestination(parsing: $0) }
+            return entries
+        }
+        func destinations(_ part: Substring, after prefix: String) throws -> [NetworkDestination] {
+            try entries(part, after: prefix).map { try NetworkDestination(parsing: $0) }
+        }
+        // An allow list may name hosts as well as addresses; a deny list takes addresses only.
+        func admitted(_ part: Substring) throws -> (addresses: [NetworkDestination], names: [NetworkDomain]) {
+            let all = try entries(part, after: "allow:")
+            let names = try all.filter(NetworkDomain.looksLikeName).map { try NetworkDomain(parsing: $0) }
+            return (try all.filter { !NetworkDomain.looksLikeName($0) }.map { try NetworkDestination(parsing: $0) }, names)
         }
         if trimmed.hasPrefix("allow:") {
-            self.init(mode: .allow, allow: try destinations(Substring(trimmed), after: "allow:"))
+            let admitted = try admitted(Substring(trimmed))
+            self.init(mode: .allow, allow: admitted.addresses, domains: admitted.names)
             return
         }
         guard trimmed.hasPrefix("deny:") else { throw ModelError.invalidNetworkPolicy(text, reason: usage) }
         let parts = trimmed.split(separator: ";", omittingEmptySubsequences: false)
         guard parts.count <= 2, parts.count == 1 || parts[1].hasPrefix("allow:") else { throw ModelError.invalidNetworkPolicy(text, reason: usage) }
         let deny = try destinations(parts[0], after: "deny:")
-        let allow = parts.count == 2 ? try destinations(parts[1], after: "allow:") : []
-        self.init(mode: .deny, allow: allow, deny: deny)
+        let allow: (addresses: [NetworkDestination], names: [NetworkDomain]) = parts.count == 2 ? try admitted(parts[1]) : ([], [])
+        self.init(mode: .deny, allow: allow.addresses, deny: deny, domains: allow.names)
     }
 
     /// The form ``init(parsing:)`` reads.
     public var description: String {
         switch mode {
         case .none, .outbound: return mode.rawValue
-        case .allow: return "allow:" + allow.map(\.description).joined(separator: ",")
+        case .allow: return "allow:" + admitted.joined(separator: ",")
         case .deny:
-            let exceptions = allow.isEmpty ? "" : ";allow:" + allow.map(\.description).joined(separator: ",")
+            let exceptions = admitted.isEmpty ? "" : ";allow:" + admitted.joined(separator: ",")
             return "deny:" + deny.map(\.description).joined(separator: ",") + exceptions
         }
     }
 
-    enum CodingKeys: String, CodingKey { case mode, allow, deny }
+    /// The allow list as text: addresses, then names.
+    private var admitted: [String] { allow.map(\.description) + domains.map(\.description) }
+
+    enum CodingKeys: String, CodingKey { case mode, allow, deny, domains }
 
     public init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         let mode = try container.decode(Mode.self, forKey: .mode)
         let allow = try container.decodeIfPresent([NetworkDestination].self, forKey: .allow) ?? []
         let deny = try container.decodeIfPresent([NetworkDestination].self, forKey: .deny) ?? []
-        if mode == .allow, allow.isEmpty {
+        let domains = try container.decodeIfPresent([NetworkDomain].self, forKey: .domains) ?? []
+        if mode == .allow, allow.isEmpty, domains.isEmpty {
             throw DecodingError.dataCorruptedError(forKey: .allow, in: container, debugDescription: "mode 'allow' needs at least one destination")
         }
         if mode == .deny, deny.isEmpty {
             throw DecodingError.dataCorruptedError(forKey: .deny, in: container, debugDescription: "mode 'deny' needs at least one destination")
         }
-        self.init(mode: mode, allow: allow, deny: deny)
+        self.init(mode: mode, allow: allow, deny: deny, domains: domains)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -99,6 +136,7 @@ public struct NetworkPolicy: Codable, Sendable, Equatable, CustomStringConvertib
         try container.encode(mode, forKey: .mode)
         if mode == .allow || (mode == .deny && !allow.isEmpty) { try container.encode(allow, forKey: .allow) }
         if mode == .deny { try container.encode(deny, forKey: .deny) }
+        if !domains.isEmpty { try container.encode(domains, forKey: .domains) }
     }
 }
 
@@ -148,6 +186,14 @@ public struct NetworkDestination: Codable, Sendable, Equatable, CustomStringConv
 
     /// `ADDRESS/PREFIX`, as iptables takes it.
     public var cidr: String { "\(address)/\(prefixLength)" }
+
+    /// Whether this destination covers the IPv4 `value` (host byte order) on `port`.
+    public func covers(_ value: UInt32, port: Int) -> Bool {
+        guard self.port == nil || self.port == port, let network = Self.octets(Substring(address)) else { return false }
+        let base = network.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        let mask: UInt32 = prefixLength == 0 ? 0 : ~UInt32(0) << (32 - prefixLength)
+        return value & mask == base
+    }
 
     public var description: String { port.map { "\(cidr):\($0)" } ?? cidr }
 

@@ -19,7 +19,9 @@ extension LazyFileServer {
 
     /// Whether a FUSE filesystem is mounted at `mountPoint`, from `/proc/self/mountinfo`.
     static func isMounted(_ mountPoint: URL) -> Bool {
-        guard let table = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return false }
+        // Read to its end: String(contentsOfFile:) stops at the first ~4 KiB of a /proc table.
+        guard let data = try? FileSystem.readProcFile("/proc/self/mountinfo") else { return false }
+        let table = String(decoding: data, as: UTF8.self)
         // Field 5 is the mount point (spaces escaped as \040); the type follows the " - " separator.
         let wanted = mountPoint.standardizedFileURL.path.replacingOccurrences(of: " ", with: "\\040")
         return table.split(separator: "\n").contains { line in

@@ -22,6 +22,11 @@ public struct DaemonConfiguration: Sendable {
     public var proxyDomain: String?
     /// A listener of its own for guest ports (HTTP, WebSocket, anything on HTTP/1.1), by Host.
     public var proxyListen: String?
+    /// The loopback port of the egress proxy that enforces host names in network policies; the
+    /// engine must be given the same port (``Engine/egressProxyPort``), so its rules point here.
+    public var egressProxyPort: Int?
+    /// Names the egress proxy resolves to these addresses instead of asking DNS.
+    public var egressPinnedNames: [String: String] = [:]
 
     public init(listen: String?, unixSocket: String?, token: String?, limits: APILimits = APILimits(), proxyDomain: String? = nil, proxyListen: String? = nil) {
         self.proxyListen = proxyListen
@@ -73,6 +78,12 @@ public enum Daemon {
             services.append(try service.application())
             services.append(E2BMetricsSampler(service: service))
             logger.notice("serving E2B's API", metadata: ["listen": "\(e2b.listen)", "domain": "\(e2b.domain)", "keys": "\(e2b.apiKeys.count)"])
+        }
+        if let port = configuration.egressProxyPort {
+            guard engine.egressProxyPort == port else {
+                throw APIError(.badRequest, "the engine's egress proxy port (\(engine.egressProxyPort.map(String.init) ?? "none")) is not the daemon's (\(port))")
+            }
+            services.append(EgressProxy(port: port, engine: engine, pinned: configuration.egressPinnedNames, logger: logger))
         }
         services.append(LifetimeReaper(engine: engine))
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -92,26 +92,10 @@ private final class HeadRouter: ChannelInboundHandler, RemovableChannelHandler, 
     }
 
     private func splice(context: ChannelHandlerContext, client: Channel, guest: Channel) {
-        let toGuest = Relay(), toClient = Relay()
-        toGuest.partner = toClient
-        toClient.partner = toGuest
-        do {
-            try guest.pipeline.syncOperations.addHandler(toClient)
-        } catch {
-            guest.close(promise: nil)
-            return refuse(context, 502, "cannot relay to the guest: \(error)")
-        }
-        context.pipeline.addHandler(toGuest).whenComplete { [self] result in
-            guard case .success = result else {
-                guest.close(promise: nil)
-                client.close(promise: nil)
-                return
-            }
-            // What arrived so far (the head and anything after it) goes first.
-            if let pending = self.buffered { guest.writeAndFlush(pending, promise: nil) }
-            self.buffered = nil
-            context.pipeline.removeHandler(self, promise: nil)
-            client.setOption(.autoRead, value: true).whenComplete { _ in }
+        let pending = buffered
+        buffered = nil
+        ChannelRelay.splice(context, replacing: self, client: client, partner: guest, pending: pending).whenFailure { [self] error in
+            self.refuse(context, 502, "cannot relay to the guest: \(error)")
         }
     }
 
@@ -135,52 +119,4 @@ private final class HeadRouter: ChannelInboundHandler, RemovableChannelHandler, 
     static func quoted(_ text: String) -> String {
         String(decoding: (try? JSONEncoder().encode(text)) ?? Data("\"\"".utf8), as: UTF8.self)
     }
-}
-
-/// One direction of a spliced connection: what its channel reads, the partner's channel writes.
-/// A partner that cannot keep up stops this side reading (backpressure), and a close on either
-/// side closes both.
-private final class Relay: ChannelDuplexHandler, @unchecked Sendable {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
-
-    var partner: Relay?
-    private var context: ChannelHandlerContext?
-    private var pendingRead = false
-
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
-        partner = nil
-    }
-
-    private func write(_ data: NIOAny) { context?.write(data, promise: nil) }
-    private func flush() { context?.flush() }
-    private func closeFromPartner() { context?.close(promise: nil) }
-    private var writable: Bool { context?.channel.isWritable ?? false }
-
-    private func partnerBecameWritable() {
-        if pendingRead {
-            pendingRead = false
-            context?.read()
-        }
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { partner?.write(data) }
-    func channelReadComplete(context: ChannelHandlerContext) { partner?.flush() }
-    func channelInactive(context: ChannelHandlerContext) { partner?.closeFromPartner() }
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { partner?.partnerBecameWritable() }
-    }
-
-    func read(context: ChannelHandlerContext) {
-        if partner?.writable ?? false {
-            context.read()
-        } else {
-            pendingRead = true
-        }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
 }

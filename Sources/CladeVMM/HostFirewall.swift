@@ -72,10 +72,14 @@ public struct HostFirewall: Sendable {
     /// `check` for iptables and for ip6tables, run side by side: iptables-nft does not serialise
     /// them, and each is a process start.
     static func bothTools(_ check: @escaping @Sendable (String) -> Bool) -> [Bool] {
-        let tools = ["iptables", "ip6tables"]
-        let results = Locked([Bool](repeating: false, count: tools.count))
-        DispatchQueue.concurrentPerform(iterations: tools.count) { index in
-            let result = check(tools[index])
+        inParallel(["iptables", "ip6tables"].map { tool in { check(tool) } })
+    }
+
+    /// Runs `checks` side by side (each is an iptables process) and returns their answers in order.
+    static func inParallel(_ checks: [@Sendable () -> Bool]) -> [Bool] {
+        let results = Locked([Bool](repeating: false, count: checks.count))
+        DispatchQueue.concurrentPerform(iterations: checks.count) { index in
+            let result = checks[index]()
             results.withLock { $0[index] = result }
         }
         return results.current
@@ -85,36 +89,46 @@ public struct HostFirewall: Sendable {
     /// chain; `none` is refused here too, in case the VMM's own switch is not honored. With
     /// `replacing`, whatever the uid had is dropped first (a restart, or a uid taken over from
     /// an abandoned claim); a fresh uid has nothing, which spares a fork two `iptables -S` runs.
-    public func apply(_ policy: NetworkPolicy, uid: UInt32, replacing: Bool) throws {
+    /// A policy that names hosts has its HTTP and TLS connections sent to the egress proxy on
+    /// `egressProxyPort`; without one they meet the address rules alone, which refuse them.
+    public func apply(_ policy: NetworkPolicy, uid: UInt32, replacing: Bool, egressProxyPort: Int? = nil) throws {
         try prepare()
         if replacing { remove(uid: uid) }
         guard policy.mode != .outbound else { return }
+        let nameservers = policy.usesEgressProxy ? Self.nameservers() : []
         try withHostLock {
             for tool in ["iptables", "ip6tables"] {
-                try restore(tool, Self.sandboxRules(policy, uid: uid, tool: tool, hook: true))
+                try restore(tool, Self.sandboxRules(policy, uid: uid, tool: tool, hook: true, nameservers: nameservers))
             }
+            if policy.usesEgressProxy, let egressProxyPort { try restore("iptables", Self.redirectRules(policy, uid: uid, port: egressProxyPort)) }
         }
     }
 
     /// Changes the policy of the running VMM of `uid` in one transaction per tool: its chain is
     /// emptied and refilled by one `iptables-restore`, so no packet meets a chain half-written or
     /// missing (which `remove` then `apply` would allow).
-    public func update(_ policy: NetworkPolicy, uid: UInt32) throws {
+    /// The redirect to the egress proxy is replaced after the address rules: in between, HTTP and
+    /// TLS meet the address rules alone, which admit less than the names would.
+    public func update(_ policy: NetworkPolicy, uid: UInt32, egressProxyPort: Int? = nil) throws {
         try prepare()
+        let nameservers = policy.usesEgressProxy ? Self.nameservers() : []
         try withHostLock {
             for tool in ["iptables", "ip6tables"] {
                 let hooked = try ExternalCommand(tool, ["-w", "-C", Self.chain] + Self.hook(uid)).run().status == 0
-                try restore(tool, Self.sandboxRules(policy, uid: uid, tool: tool, hook: !hooked))
+                try restore(tool, Self.sandboxRules(policy, uid: uid, tool: tool, hook: !hooked, nameservers: nameservers))
             }
+            removeRedirect(uid: uid)
+            if policy.usesEgressProxy, let egressProxyPort { try restore("iptables", Self.redirectRules(policy, uid: uid, port: egressProxyPort)) }
         }
     }
 
     /// The `iptables-restore --noflush` input that (re)fills `uid`'s own chain with `policy`, and
     /// with `hook` also sends the uid's packets there. Declaring a chain in such an input empties
     /// it within the same commit, so a chain being refilled is never seen half-written.
-    static func sandboxRules(_ policy: NetworkPolicy, uid: UInt32, tool: String, hook: Bool) -> String {
+    static func sandboxRules(_ policy: NetworkPolicy, uid: UInt32, tool: String, hook: Bool, nameservers: [String] = []) -> String {
         let own = sandboxChain(uid)
-        let rules = ["*filter", ":\(own) - [0:0]"] + PolicyRules.rules(for: policy, chain: own, pass: "RETURN", ipv6: tool == "ip6tables")
+        let rules = ["*filter", ":\(own) - [0:0]"]
+            + PolicyRules.rules(for: policy, chain: own, pass: "RETURN", ipv6: tool == "ip6tables", nameservers: nameservers)
             + (hook ? ["-A \(chain) " + Self.hook(uid).joined(separator: " ")] : []) + ["COMMIT", ""]
         return rules.joined(separator: "\n")
     }
@@ -126,7 +140,10 @@ public struct HostFirewall: Sendable {
     public func remove(uid: UInt32) {
         let own = Self.sandboxChain(uid)
         try? withHostLock {
-            let present = Self.bothTools { tool in (try? ExternalCommand(tool, ["-w", "-S", own]).run().status) == 0 }
+            // The address chains (both tools) and the redirect's chain are looked for side by side.
+            let probes = [["iptables", "-w", "-S", own], ["ip6tables", "-w", "-S", own], ["iptables", "-w", "-t", "nat", "-S", own]]
+            let present = Self.inParallel(probes.map { probe in { (try? ExternalCommand(probe[0], Array(probe.dropFirst())).run().status) == 0 } })
+            if present[2] { removeRedirect(uid: uid) }
             for (tool, chainPresent) in zip(["iptables", "ip6tables"], present) {
                 guard chainPresent else { continue }
                 while (try? ExternalCommand(tool, ["-w", "-D", Self.chain] + Self.hook(uid)).run().status) == 0 {}
@@ -145,7 +162,7 @@ public struct HostFirewall: Sendable {
 
     static func sandboxChain(_ uid: UInt32) -> String { "CLADE-\(uid)" }
 
-    private func restore(_ tool: String, _ rules: String) throws {
+    func restore(_ tool: String, _ rules: String) throws {
         let output = try ExternalCommand("\(tool)-restore", ["-w", "--noflush"]).run(stdin: Data(rules.utf8))
         guard output.status == 0 else {
             throw VMMError.confinementFailed(
@@ -164,7 +181,7 @@ public struct HostFirewall: Sendable {
     }
 
     /// Serializes rule changes of every clade process on the host.
-    private func withHostLock<R>(_ body: () throws -> R) throws -> R {
+    func withHostLock<R>(_ body: () throws -> R) throws -> R {
         try FileManager.default.createDirectory(at: lockFile.deletingLastPathComponent(), withIntermediateDirectories: true)
         let fd = open(lockFile.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw StoreError.systemCall("open", path: lockFile.path, errno: errno) }

@@ -9,10 +9,15 @@ enum PolicyRules {
     /// destination (`RETURN` in a chain called from another, `ACCEPT` in `OUTPUT` itself).
     /// Lists are IPv4 CIDRs: under IPv6 an allow list admits nothing, and a deny list refuses
     /// everything only when it denies all traffic.
-    static func rules(for policy: NetworkPolicy, chain: String, pass: String, ipv6: Bool) -> [String] {
+    /// A policy that names hosts also admits `nameservers` (IPv4 addresses) on port 53, so the
+    /// guest can look those names up (E2B admits its resolver, 8.8.8.8, the same way).
+    static func rules(for policy: NetworkPolicy, chain: String, pass: String, ipv6: Bool, nameservers: [String] = []) -> [String] {
         var rules: [String] = []
         if !ipv6 {
             for destination in policy.allow { rules += match(destination, chain: chain, verdicts: ["-j \(pass)"]) }
+            if policy.usesEgressProxy {
+                for server in nameservers { rules += ["tcp", "udp"].map { "-A \(chain) -d \(server)/32 -p \($0) --dport 53 -j \(pass)" } }
+            }
         }
         switch policy.mode {
         case .outbound:

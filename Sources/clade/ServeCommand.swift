@@ -15,6 +15,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Also serve guest ports on a listener of their own (HOST:PORT), relaying whole connections, so WebSocket upgrades work; needs --proxy-domain.") var proxyListen: String?
     @Option(help: "Serve E2B's API (control plane and envd) on HOST:PORT, for the unmodified E2B SDK.") var e2bListen: String?
     @Option(help: "E2B API keys, one a line (default: <home>/state/e2b/api-keys, created with one random key).") var e2bApiKeyFile: String?
+    @Option(help: "Run the egress proxy that enforces host names in network policies (deny:0.0.0.0/0;allow:pypi.org) on this loopback port; without it such policies are refused.") var egressProxyPort: Int?
+    @Option(help: "Have the egress proxy resolve NAME to ADDRESS instead of asking DNS (NAME=ADDRESS; repeat for more).") var egressResolve: [String] = []
     @Option(help: "The domain of E2B sandbox hosts, <port>-<sandbox id>.DOMAIN (default: --proxy-domain, else localhost).") var e2bDomain: String?
 
     func run() async throws {
@@ -31,10 +33,15 @@ struct Serve: AsyncParsableCommand {
             // A daemon logs its requests by default.
             LoggingBootstrap.once(level: .info)
         }
-        let engine = await global.makeEngine()
-        let configuration = DaemonConfiguration(
+        if let egressProxyPort, !(1...65535).contains(egressProxyPort) { throw ValidationError("--egress-proxy-port must be 1-65535") }
+        guard egressResolve.isEmpty || egressProxyPort != nil else { throw ValidationError("--egress-resolve needs --egress-proxy-port") }
+        var engine = await global.makeEngine()
+        engine.egressProxyPort = egressProxyPort
+        var configuration = DaemonConfiguration(
             listen: listen == "none" ? nil : listen, unixSocket: unix, token: token,
             limits: APILimits(concurrentForks: maxConcurrentForks), proxyDomain: proxyDomain, proxyListen: proxyListen)
+        configuration.egressProxyPort = egressProxyPort
+        configuration.egressPinnedNames = try EgressProxy.pinnedNames(egressResolve)
         var e2b: E2BConfiguration?
         if let e2bListen {
             let keyFile = try e2bApiKeyFile.map { URL(fileURLWithPath: $0) } ?? E2BConfiguration.defaultKeyFile(home: engine.home)

@@ -77,9 +77,17 @@ import Testing
         #expect(try read(["allowPublicTraffic": false]).policy == .standard)
     }
 
-    @Test func whatOnlyAnEgressProxyCouldEnforceIsRefused() {
+    @Test func hostNamesInAllowOutBecomeDomainRules() throws {
+        let policy = try read(["denyOut": ["0.0.0.0/0"], "allowOut": ["1.1.1.1", "Example.COM", "*.pythonhosted.org"]]).policy
+        #expect(policy.description == "deny:0.0.0.0/0;allow:1.1.1.1/32,example.com,*.pythonhosted.org")
+        #expect(policy.usesEgressProxy && policy.admits(name: "files.pythonhosted.org") && !policy.admits(name: "pythonhosted.org"))
+        // Without a deny, names restrict nothing either.
+        #expect(try read(["allowOut": ["example.com"]]).policy == .standard)
+    }
+
+    @Test func whatTheProxyCannotEnforceIsRefused() {
         for network: [String: Any] in [
-            ["allowOut": ["example.com"], "denyOut": ["0.0.0.0/0"]], ["denyOut": ["*.example.com"]], ["denyOut": ["2001:db8::1"]],
+            ["allowOut": ["exa_mple..com"], "denyOut": ["0.0.0.0/0"]], ["denyOut": ["*.example.com"]], ["denyOut": ["2001:db8::1"]],
             ["denyOut": ["8.8.8.8/33"]], ["rules": ["api.example.com": [["transform": [:]]]]],
         ] {
             #expect(throws: E2BError.self, "\(network)") { try read(network) }

@@ -351,7 +351,7 @@ def reaches(sb, peer):
 def egress():
     """E2B's egress rules against two peers beyond the host (CLADE_TEST_PEERS, set up by the
     Swift test as root): allowOut over denyOut at create, update_network replacing and clearing
-    the rules while the sandbox runs, domains refused, and allow_public_traffic=False."""
+    the rules while the sandbox runs, host names (egress_names), and allow_public_traffic=False."""
     peers = [p for p in os.environ.get("CLADE_TEST_PEERS", "").split(",") if p]
     if len(peers) < 2:
         step("egress: skipped, no peers beyond the host (CLADE_TEST_PEERS; the Swift test makes them as root)")
@@ -368,20 +368,67 @@ def egress():
         sb.update_network({"allow_internet_access": False})
         check(not reaches(sb, first), "allow_internet_access=False denies everything")
         try:
-            sb.update_network({"allow_out": ["example.com"], "deny_out": ["0.0.0.0/0"]})
-            raise AssertionError("a domain rule, which clade cannot enforce, was accepted")
+            sb.update_network({"allow_out": ["a..b"], "deny_out": ["0.0.0.0/0"]})
+            raise AssertionError("a malformed allow_out entry was accepted")
         except e2b.SandboxException:
             pass
         check(not reaches(sb, first), "a refused update changed the rules")
     finally:
         sb.kill()
+    step("egress: allow_out over deny_out, update_network live (replace, clear, no internet), a malformed update refused")
+    egress_names(first_ip, second_ip)
+    egress_private()
+
+
+def fetch(sb, url, target):
+    """What the guest's curl gets from `url` with its host pinned to `target` (the address the
+    guest connects to, whatever DNS says), or None when the connection is refused or closed."""
+    host = url.split("/")[2]
+    port = 443 if url.startswith("https") else 80
     try:
-        Sandbox.create(TEMPLATE, timeout=CREATE_TIMEOUT, network={"allow_out": ["example.com"], "deny_out": ["0.0.0.0/0"]})
-        raise AssertionError("a sandbox with a domain rule was created")
+        r = sb.commands.run(f"curl -sk --fail -m 8 --resolve {host}:{port}:{target} {url}")
+        return r.stdout.strip()
+    except CommandExitException:
+        return None
+
+
+def egress_names(first_ip, second_ip):
+    """Host names in allow_out, through the daemon's egress proxy (CLADE_TEST_EGRESS_NAMES set:
+    the daemon pins allowed.test and api.wild.test to the first peer). Each peer answers with
+    its own name and the Host it was sent, so a reply says which address the proxy chose."""
+    if not os.environ.get("CLADE_TEST_EGRESS_NAMES"):
+        step("egress names: skipped, the daemon runs no egress proxy (CLADE_TEST_EGRESS_NAMES)")
+        return
+    names = {"deny_out": ["0.0.0.0/0"], "allow_out": ["allowed.test", "*.wild.test"]}
+    sb = Sandbox.create(TEMPLATE, timeout=CREATE_TIMEOUT, network=names)
+    try:
+        # The guest aims at the second peer; an admitted name goes where it resolves (the first).
+        got = fetch(sb, "http://allowed.test/", second_ip)
+        check(got == "first allowed.test", f"HTTP to an admitted name: {got!r}")
+        got = fetch(sb, "https://allowed.test/", second_ip)
+        check(got == "first allowed.test", f"TLS to an admitted name (server name): {got!r}")
+        got = fetch(sb, "https://api.wild.test/", second_ip)
+        check(got == "first api.wild.test", f"TLS to a name under an admitted wildcard: {got!r}")
+        for url in ["http://blocked.test/", "https://blocked.test/", "https://wild.test/", f"https://{first_ip}/"]:
+            got = fetch(sb, url, first_ip)
+            check(got is None, f"{url} is not admitted, yet the guest got {got!r}")
+        check(not reaches(sb, f"{first_ip}:8080"), "a name rule opened another port of the address")
+        check((Sandbox.get_info(sb.sandbox_id).network or {}).get("allow_out") == names["allow_out"], "get_info's allow_out")
+        sb.update_network({"deny_out": ["0.0.0.0/0"]})
+        check(fetch(sb, "http://allowed.test/", first_ip) is None, "update_network dropping the name left it admitted")
+        sb.update_network(names)
+        check(fetch(sb, "https://allowed.test/", first_ip) == "first allowed.test", "update_network admitting a name while running")
+    finally:
+        sb.kill()
+    try:
+        Sandbox.create(TEMPLATE, timeout=CREATE_TIMEOUT, network={"allow_out": ["a..b"], "deny_out": ["0.0.0.0/0"]})
+        raise AssertionError("a sandbox with a malformed name was created")
     except e2b.SandboxException:
         pass
-    step("egress: allow_out over deny_out, update_network live (replace, clear, no internet), domains refused")
+    step("egress names: allow_out names over HTTP (Host) and TLS (server name), wildcards, live updates; the name's own address, never the guest's")
 
+
+def egress_private():
     private = Sandbox.create(
         TEMPLATE, timeout=CREATE_TIMEOUT, network={"allow_public_traffic": False, "mask_request_host": "custom-host.example.com:${PORT}"}
     )

@@ -7,9 +7,10 @@ import Foundation
 ///
 /// `denyOut` refuses its destinations and `allowOut` admits its own even where a deny entry
 /// covers them; `allowOut` alone restricts nothing, as in E2B. `allow_internet_access: false`
-/// is a deny of all traffic. Entries are IPv4 addresses or CIDRs. Domain names and transforms
-/// need an egress proxy that reads the name a connection is for, which clade does not have: a
-/// request that names one is refused, never accepted and left unenforced. `maskRequestHost` is
+/// is a deny of all traffic. Entries are IPv4 addresses or CIDRs, and `allowOut` may also name
+/// hosts (`example.com`, `*.example.com`), which the daemon's egress proxy enforces on HTTP and
+/// TLS. Transforms (`rules`) would need the proxy to terminate TLS, which it does not: a request
+/// that asks for them is refused, never accepted and left unenforced. `maskRequestHost` is
 /// ingress, not egress: ``hostMask(_:)`` reads it.
 struct E2BNetworkConfig: Codable, Sendable, Equatable {
     var allowOut: [String]
@@ -23,8 +24,8 @@ struct E2BNetworkConfig: Codable, Sendable, Equatable {
             for field in ["rules", "egressProxy"] where message.has(field) && !Self.isEmpty(message, field) {
                 throw E2BError(
                     400,
-                    "network.\(field) needs an egress proxy that sees each request's host name, which clade does not run; "
-                        + "clade enforces egress by IP address in the VMM's packet filter: leave \(field) out")
+                    "network.\(field) needs an egress proxy that terminates the sandbox's TLS to change its requests, which clade does not do; "
+                        + "clade enforces egress by address, and by host name on HTTP and TLS without changing the traffic: leave \(field) out")
             }
         }
         if allowInternetAccess == false, !config.denyOut.contains(NetworkDestination.everywhere.cidr) {
@@ -52,9 +53,12 @@ struct E2BNetworkConfig: Codable, Sendable, Equatable {
     /// The policy these lists give; `outbound` when nothing is denied.
     func policy() throws -> NetworkPolicy {
         let deny = try denyOut.map { try Self.destination($0, field: "denyOut") }
-        let allow = try allowOut.map { try Self.destination($0, field: "allowOut") }
+        let names = try allowOut.filter(NetworkDomain.looksLikeName).map { entry in
+            do { return try NetworkDomain(parsing: entry) } catch { throw E2BError(400, "allowOut entry '\(entry)' is not a host name (e.g. example.com or *.example.com)") }
+        }
+        let allow = try allowOut.filter { !NetworkDomain.looksLikeName($0) }.map { try Self.destination($0, field: "allowOut") }
         guard !deny.isEmpty else { return .standard }
-        return NetworkPolicy(mode: .deny, allow: allow, deny: deny)
+        return NetworkPolicy(mode: .deny, allow: allow, deny: deny, domains: names)
     }
 
     /// The `network` object of a sandbox's detail.
@@ -66,9 +70,7 @@ struct E2BNetworkConfig: Codable, Sendable, Equatable {
             throw E2BError(400, "\(field) entry '\(entry)' is IPv6: clade's egress rules take IPv4 addresses and CIDRs (IPv6 is refused whenever all traffic is denied)")
         }
         if text.contains(where: \.isLetter) {
-            throw E2BError(
-                400,
-                "\(field) entry '\(entry)' is a domain name: clade enforces egress by IP address in the VMM's packet filter and has no egress proxy to match names; list the addresses or CIDRs instead")
+            throw E2BError(400, "\(field) entry '\(entry)' is a domain name: host names are taken in allowOut only, as in E2B; deny by address or CIDR")
         }
         do {
             return try NetworkDestination(parsing: text)

@@ -1,0 +1,152 @@
+import CladeEngine
+import CladeModel
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+
+/// One redirected connection of the egress proxy: finds its sandbox and destination, reads the
+/// host name it is for, decides, and then either splices it to where it may go or closes it.
+final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let engine: Engine
+    private let pinned: [String: String]
+    private let counts: EgressConnectionCounts
+    private let logger: Logger
+    /// What the connection sent before a verdict (the name is in it); it goes on first.
+    private var buffered = ByteBuffer()
+    private var origin: (sandbox: String, uid: UInt32, policy: NetworkPolicy, destination: SocketAddress)?
+    private var counted: UInt32?
+    private var decided = false
+
+    init(engine: Engine, pinned: [String: String], counts: EgressConnectionCounts, logger: Logger) {
+        self.engine = engine
+        self.pinned = pinned
+        self.counts = counts
+        self.logger = logger
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel, engine = self.engine
+        guard let peer = channel.remoteAddress, let peerIP = peer.ipAddress, let peerPort = peer.port else { return close(context, "no peer address") }
+        context.eventLoop.scheduleTask(in: EgressProxy.nameTimeout) { [self] in
+            if !self.decided { self.close(context, "no host name within \(EgressProxy.nameTimeout.nanoseconds / 1_000_000_000) s") }
+        }
+        originalDestination(of: channel).flatMap { destination in
+            context.eventLoop.makeFutureWithTask { () -> (String, UInt32, NetworkPolicy, SocketAddress) in
+                guard let uid = EgressPeers.owner(ofIPv4: peerIP, port: peerPort) else {
+                    throw EgressRefusal("no sandbox VMM owns the connection from \(peerIP):\(peerPort)")
+                }
+                let records = try await engine.sandboxes.list()
+                guard let record = records.first(where: { $0.confinement?.uid == uid && $0.state != .dead }) else {
+                    throw EgressRefusal("uid \(uid) belongs to no live sandbox")
+                }
+                return (record.id, uid, record.network ?? .standard, destination)
+            }
+        }.whenComplete { [self] result in
+            switch result {
+            case .failure(let error):
+                self.close(context, "\(error)")
+            case .success(let found):
+                guard self.counts.take(found.1) else {
+                    return self.close(context, "sandbox \(found.0) has \(EgressProxy.maxConnectionsPerSandbox) connections open through the proxy")
+                }
+                self.counted = found.1
+                self.origin = found
+                self.decideIfNamed(context)
+            }
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        buffered.writeBuffer(&incoming)
+        decideIfNamed(context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let counted { counts.release(counted) }
+        counted = nil
+        decided = true
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+
+    private func decideIfNamed(_ context: ChannelHandlerContext) {
+        guard !decided, let origin, let port = origin.destination.port else { return }
+        let reading = EgressNames.read(Array(buffered.readableBytesView), port: port)
+        if reading == .incomplete { return }
+        decided = true
+        context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
+        let hostAddresses = EgressPeers.hostAddresses()
+        let targets: EventLoopFuture<[SocketAddress]>
+        let named: String?
+        switch reading {
+        case .name(let name) where origin.policy.admits(name: name):
+            named = name
+            let pinned = self.pinned
+            targets = context.eventLoop.makeFutureWithTask { try await EgressPeers.resolve(name, port: port, pinned: pinned) }
+        default:
+            named = nil
+            guard case .v4(let v4) = origin.destination, origin.policy.admits(address: UInt32(bigEndian: v4.address.sin_addr.s_addr), port: port) else {
+                if port == 80 { refuseHTTP(context, reading) }
+                return close(context, "sandbox \(origin.sandbox): \(Self.describe(reading)) is not admitted, nor is \(origin.destination.ipAddress ?? "?"):\(port)")
+            }
+            targets = context.eventLoop.makeSucceededFuture([origin.destination])
+        }
+        targets.flatMapThrowing { addresses -> [SocketAddress] in
+            let allowed = addresses.filter { !EgressPeers.isForbidden($0, hostAddresses: hostAddresses) }
+            guard !allowed.isEmpty else { throw EgressRefusal("\(named ?? "the destination") is on the host, link-local or unroutable (\(addresses.compactMap(\.ipAddress)))") }
+            return allowed
+        }.flatMap { addresses in
+            Self.connect(addresses, on: context.eventLoop)
+        }.whenComplete { [self] result in
+            switch result {
+            case .failure(let error):
+                self.close(context, "sandbox \(origin.sandbox): \(error)")
+            case .success(let upstream):
+                self.logger.debug("egress relayed", metadata: [
+                    "sandbox": "\(origin.sandbox)", "name": "\(named ?? "-")", "to": "\(upstream.remoteAddress?.description ?? "?")",
+                ])
+                let pending = self.buffered
+                self.buffered = ByteBuffer()
+                ChannelRelay.splice(context, replacing: self, client: context.channel, partner: upstream, pending: pending).whenFailure { error in
+                    self.close(context, "cannot relay: \(error)")
+                }
+            }
+        }
+    }
+
+    /// Connects to the first of `addresses` that answers.
+    private static func connect(_ addresses: [SocketAddress], on loop: EventLoop) -> EventLoopFuture<Channel> {
+        guard let first = addresses.first else { return loop.makeFailedFuture(EgressRefusal("no address to connect to")) }
+        return ClientBootstrap(group: loop).connectTimeout(.seconds(10)).connect(to: first)
+            .flatMapError { error in
+                addresses.count > 1 ? connect(Array(addresses.dropFirst()), on: loop) : loop.makeFailedFuture(error)
+            }
+    }
+
+    /// A plain-HTTP client gets a reason it can read; a TLS one only sees the connection close.
+    private func refuseHTTP(_ context: ChannelHandlerContext, _ reading: EgressNames.Reading) {
+        let body = "clade: this sandbox's network policy does not admit \(Self.describe(reading))\n"
+        let response = "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: response)), promise: nil)
+    }
+
+    private static func describe(_ reading: EgressNames.Reading) -> String {
+        switch reading {
+        case .name(let name): return "host \(name)"
+        case .unnamed(let why): return "a connection without a host name (\(why))"
+        case .incomplete: return "an incomplete request"
+        }
+    }
+
+    private func close(_ context: ChannelHandlerContext, _ reason: String) {
+        decided = true
+        logger.info("egress refused", metadata: ["reason": "\(reason)"])
+        context.close(promise: nil)
+    }
+}
