@@ -162,6 +162,15 @@ extension Engine {
         }
     }
 
+    /// The live sandbox of this store whose VMM runs as `uid` (the egress proxy's question for
+    /// each connection it takes), found through the uid's claim without scanning every record.
+    public func sandbox(runningAs uid: UInt32) -> SandboxRecord? {
+        guard let directory = jailIdentities.owner(of: uid), directory.deletingLastPathComponent().standardizedFileURL == home.sandboxes.standardizedFileURL,
+            let record = (try? sandboxCatalog.get(directory.lastPathComponent)) ?? nil, record.confinement?.uid == uid, record.state != .dead
+        else { return nil }
+        return record
+    }
+
     /// Drops a sandbox's firewall rules, control group and uid claim (its VMM is gone).
     func releaseConfinement(_ confinement: SandboxConfinement?, sandbox id: String) {
         if confinement?.controlGroups != nil { controlGroups.remove(sandbox: id) }

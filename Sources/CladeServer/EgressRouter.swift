@@ -39,10 +39,7 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
                 guard let uid = EgressPeers.owner(ofIPv4: peerIP, port: peerPort) else {
                     throw EgressRefusal("no sandbox VMM owns the connection from \(peerIP):\(peerPort)")
                 }
-                let records = try await engine.sandboxes.list()
-                guard let record = records.first(where: { $0.confinement?.uid == uid && $0.state != .dead }) else {
-                    throw EgressRefusal("uid \(uid) belongs to no live sandbox")
-                }
+                guard let record = engine.sandbox(runningAs: uid) else { throw EgressRefusal("uid \(uid) belongs to no live sandbox of this store") }
                 return (record.id, uid, record.network ?? .standard, destination)
             }
         }.whenComplete { [self] result in

@@ -52,6 +52,12 @@ public struct JailIdentityPool: Sendable {
         try? Data(owner.path.utf8).write(to: claimFile(identity.uid))
     }
 
+    /// The sandbox directory that holds the claim on `uid`, if any.
+    public func owner(of uid: UInt32) -> URL? {
+        guard let path = try? String(contentsOf: claimFile(uid), encoding: .utf8), !path.isEmpty else { return nil }
+        return URL(fileURLWithPath: path)
+    }
+
     public func release(_ identity: JailIdentity) {
         unlink(claimFile(identity.uid).path)
     }
