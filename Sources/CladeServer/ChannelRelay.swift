@@ -13,9 +13,11 @@ final class ChannelRelay: ChannelDuplexHandler, @unchecked Sendable {
     /// Joins `client` (whose pipeline `handler` reads from `context`) and `partner` with a pair
     /// of relays: `pending` (what the client sent before) goes to the partner first, `handler`
     /// leaves the pipeline, and the client reads again. A relay that cannot be added closes the
-    /// partner, and the failure is returned for the caller to answer the client.
+    /// partner, and the failure is returned for the caller to answer the client. `clientDone`
+    /// says the client already half-closed (sent all it will), which the partner is then told.
     static func splice(
-        _ context: ChannelHandlerContext, replacing handler: RemovableChannelHandler, client: Channel, partner: Channel, pending: ByteBuffer?
+        _ context: ChannelHandlerContext, replacing handler: RemovableChannelHandler, client: Channel, partner: Channel, pending: ByteBuffer?,
+        clientDone: Bool = false
     ) -> EventLoopFuture<Void> {
         let toPartner = ChannelRelay(), toClient = ChannelRelay()
         toPartner.partner = toClient
@@ -28,6 +30,7 @@ final class ChannelRelay: ChannelDuplexHandler, @unchecked Sendable {
         }
         return context.pipeline.addHandler(toPartner).map {
             if let pending { partner.writeAndFlush(pending, promise: nil) }
+            if clientDone { partner.close(mode: .output, promise: nil) }
             context.pipeline.removeHandler(handler, promise: nil)
             client.setOption(.autoRead, value: true).whenComplete { _ in }
         }.flatMapErrorThrowing { error in
@@ -60,6 +63,12 @@ final class ChannelRelay: ChannelDuplexHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) { partner?.write(data) }
     func channelReadComplete(context: ChannelHandlerContext) { partner?.flush() }
     func channelInactive(context: ChannelHandlerContext) { partner?.closeFromPartner() }
+    /// A side that half-closes (on a channel that allows it) has its partner stop writing too,
+    /// so a client that sends its request and then shuts its output still gets the answer.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed { partner?.context?.close(mode: .output, promise: nil) }
+        context.fireUserInboundEventTriggered(event)
+    }
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable { partner?.partnerBecameWritable() }
     }

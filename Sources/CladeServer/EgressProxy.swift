@@ -40,6 +40,8 @@ public struct EgressProxy: Service {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Clients that send a request and shut their side (nc, HTTP/1.0) still get the answer.
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { child in
                 child.pipeline.addHandler(EgressRouter(engine: engine, pinned: pinned, counts: counts, logger: logger))
             }

@@ -20,6 +20,8 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
     private var origin: (sandbox: String, uid: UInt32, policy: NetworkPolicy, destination: SocketAddress)?
     private var counted: UInt32?
     private var decided = false
+    /// The guest shut its side after sending what it had (a half-close).
+    private var inputClosed = false
 
     init(engine: Engine, pinned: [String: String], counts: EgressConnectionCounts, logger: Logger) {
         self.engine = engine
@@ -63,6 +65,14 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
         decideIfNamed(context)
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            inputClosed = true
+            decideIfNamed(context)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         if let counted { counts.release(counted) }
         counted = nil
@@ -75,7 +85,10 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
     private func decideIfNamed(_ context: ChannelHandlerContext) {
         guard !decided, let origin, let port = origin.destination.port else { return }
         let reading = EgressNames.read(Array(buffered.readableBytesView), port: port)
-        if reading == .incomplete { return }
+        if reading == .incomplete {
+            if inputClosed { close(context, "the connection ended before naming its host") }
+            return
+        }
         decided = true
         context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
         let hostAddresses = EgressPeers.hostAddresses()
@@ -110,7 +123,7 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
                 ])
                 let pending = self.buffered
                 self.buffered = ByteBuffer()
-                ChannelRelay.splice(context, replacing: self, client: context.channel, partner: upstream, pending: pending).whenFailure { error in
+                ChannelRelay.splice(context, replacing: self, client: context.channel, partner: upstream, pending: pending, clientDone: self.inputClosed).whenFailure { error in
                     self.close(context, "cannot relay: \(error)")
                 }
             }
@@ -120,7 +133,7 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
     /// Connects to the first of `addresses` that answers.
     private static func connect(_ addresses: [SocketAddress], on loop: EventLoop) -> EventLoopFuture<Channel> {
         guard let first = addresses.first else { return loop.makeFailedFuture(EgressRefusal("no address to connect to")) }
-        return ClientBootstrap(group: loop).connectTimeout(.seconds(10)).connect(to: first)
+        return ClientBootstrap(group: loop).connectTimeout(.seconds(10)).channelOption(.allowRemoteHalfClosure, value: true).connect(to: first)
             .flatMapError { error in
                 addresses.count > 1 ? connect(Array(addresses.dropFirst()), on: loop) : loop.makeFailedFuture(error)
             }

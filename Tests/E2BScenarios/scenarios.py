@@ -407,6 +407,14 @@ def egress_names(first_ip, second_ip):
         check(got == "first allowed.test", f"HTTP to an admitted name: {got!r}")
         got = fetch(sb, "https://allowed.test/", second_ip)
         check(got == "first allowed.test", f"TLS to an admitted name (server name): {got!r}")
+        # A client that sends its request and shuts its side (nc, HTTP/1.0) still gets the answer.
+        half_close = (
+            "python3 -c \"import socket; s = socket.create_connection(('" + second_ip + "', 80), timeout=8); "
+            "s.sendall(b'GET / HTTP/1.0\\r\\nHost: allowed.test\\r\\n\\r\\n'); s.shutdown(socket.SHUT_WR); "
+            "print(b''.join(iter(lambda: s.recv(4096), b'')).split(b'\\r\\n\\r\\n', 1)[1].decode())\""
+        )
+        got = sb.commands.run(half_close).stdout.strip()
+        check(got == "first allowed.test", f"HTTP/1.0 with a half-close: {got!r}")
         got = fetch(sb, "https://api.wild.test/", second_ip)
         check(got == "first api.wild.test", f"TLS to a name under an admitted wildcard: {got!r}")
         for url in ["http://blocked.test/", "https://blocked.test/", "https://wild.test/", f"https://{first_ip}/"]:
