@@ -4,7 +4,7 @@ import Foundation
 /// name below it, not `example.com` itself). The packet filter cannot see names, so these are
 /// enforced by the egress proxy on HTTP (port 80, its `Host`) and TLS (port 443, its server
 /// name), as E2B's domain rules are; other ports and UDP follow the address rules alone.
-public struct NetworkDomain: Codable, Sendable, Hashable, CustomStringConvertible {
+public struct NetworkDomain: TextCodable, Sendable, Hashable {
     /// The name, lowercased, without a trailing dot; with `*.` in front for a wildcard.
     public let pattern: String
 
@@ -39,18 +39,4 @@ public struct NetworkDomain: Codable, Sendable, Hashable, CustomStringConvertibl
     public static func looksLikeName(_ text: String) -> Bool { text.contains { $0.isLetter } && !text.contains(":") && !text.contains("/") }
 
     public var description: String { pattern }
-
-    public init(from decoder: Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        do {
-            try self.init(parsing: text)
-        } catch {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(error)"))
-        }
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(pattern)
-    }
 }

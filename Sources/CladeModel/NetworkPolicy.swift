@@ -141,7 +141,7 @@ public struct NetworkPolicy: Codable, Sendable, Equatable, CustomStringConvertib
 }
 
 /// One IPv4 destination an allow-list admits: a network and, optionally, one port (TCP and UDP).
-public struct NetworkDestination: Codable, Sendable, Equatable, CustomStringConvertible {
+public struct NetworkDestination: TextCodable, Sendable, Equatable {
     /// The network address, normalized (host bits cleared).
     public let address: String
     public let prefixLength: Int
@@ -196,20 +196,6 @@ public struct NetworkDestination: Codable, Sendable, Equatable, CustomStringConv
     }
 
     public var description: String { port.map { "\(cidr):\($0)" } ?? cidr }
-
-    public init(from decoder: Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
-        do {
-            try self.init(parsing: text)
-        } catch {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "\(error)"))
-        }
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        var container = encoder.singleValueContainer()
-        try container.encode(description)
-    }
 
     private static func octets(_ text: Substring) -> [UInt8]? {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
