@@ -84,7 +84,9 @@ public enum Daemon {
                 throw APIError(.badRequest, "the engine's egress proxy port (\(engine.egressProxyPort.map(String.init) ?? "none")) is not the daemon's (\(port))")
             }
             services.append(EgressProxy(port: port, engine: engine, pinned: configuration.egressPinnedNames, logger: logger))
+            try engine.registerEgressProxy(port: port)
         }
+        defer { if configuration.egressProxyPort != nil { engine.unregisterEgressProxy() } }
         services.append(LifetimeReaper(engine: engine))
         let group = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

@@ -66,7 +66,10 @@ struct GlobalOptions: ParsableArguments {
             level = verbose >= 2 ? .debug : verbose == 1 ? .info : .warning
         }
         LoggingBootstrap.once(level: level)
-        return Engine(home: CladeHome.resolve(explicit: home), allowsWeakerIsolation: allowWeakerIsolation)
+        var engine = Engine(home: CladeHome.resolve(explicit: home), allowsWeakerIsolation: allowWeakerIsolation)
+        // A daemon serving this store's egress proxy lets the CLI start sandboxes whose policies name hosts.
+        engine.egressProxyPort = engine.registeredEgressProxyPort()
+        return engine
     }
 
     /// The store, with logging set up as for ``makeEngine()``.

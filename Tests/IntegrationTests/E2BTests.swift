@@ -113,6 +113,17 @@ import Testing
                         && run.stdout.contains("mask_request_host sets the Host"), "the egress scenario did not run:\n\(run.stdout)")
             }
         }
+        if !peers.isEmpty {
+            // The CLI of a store whose daemon runs the egress proxy takes names too, pointed at it.
+            let forked = try Self.cli.run(["fork", "base", "--network", "deny:0.0.0.0/0;allow:allowed.test", "--json"])
+            #expect(forked.status == 0, "clade fork with a host name while the daemon's proxy runs: \(forked.stderr)")
+            let object = try? JSONSerialization.jsonObject(with: Data(forked.stdout.utf8)) as? [String: Any]
+            if let id = object?["id"] as? String {
+                let fetched = try Self.cli.run(["exec", id, "--", "curl", "-s", "--fail", "-m", "8", "--resolve", "allowed.test:80:\(peers[1])", "http://allowed.test/"])
+                #expect(fetched.stdout == "first allowed.test", "a CLI fork's named connection: \(fetched.status) \(fetched.stdout) \(fetched.stderr)")
+                _ = try Self.cli.run(["kill", id])
+            }
+        }
         withExtendedLifetime((servers, named)) {}
         let async = try scenarios("async", port: port, key: key, template: remoteTemplate)
         #expect(async.status == 0 && async.stdout.hasSuffix("all scenarios passed\n"), "AsyncSandbox scenarios, status \(async.status):\n\(async.stdout)\n\(async.stderr)\n\(daemonLog())")
@@ -121,6 +132,10 @@ import Testing
         #expect(
             pulled.map { FileManager.default.fileExists(atPath: Self.cli.home.appendingPathComponent("snapshots/\($0)/lazy-memory.json").path) } == true,
             "the registry template was not pulled lazily: \(snapshots)")
+        // Without a live proxy, names are refused (they fail closed), naming the flag.
+        daemon.stop()
+        let refused = try Self.cli.run(["fork", "base", "--network", "deny:0.0.0.0/0;allow:allowed.test"])
+        #expect(refused.status != 0 && refused.stderr.contains("--egress-proxy-port"), "a named policy with no proxy: \(refused.status) \(refused.stderr)")
         // Every sandbox the scenarios started is gone, and fork snapshots with them.
         let listed = try Self.cli.run(["ls", "--json"])
         let sandboxes = try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]] ?? []
