@@ -38,13 +38,16 @@ public struct HostFirewall: Sendable {
     public func prepare() throws {
         if Self.prepared.current { return }
         let hook = Self.outputHook
-        // The hook jumps to the chain, so where the hook is, the chain is. Both tools' hooks in
-        // place is the common case, checked side by side (each check is a ~5 ms process).
-        if Self.bothTools({ tool in (try? ExternalCommand(tool, ["-w", "-C", "OUTPUT"] + hook).run().status) == 0 }).allSatisfy({ $0 }) {
+        // The hook jumps to the chain, so where the hook is, the chain is. Both tools' hooks and
+        // the address-translation guard in place is the common case, checked side by side (each
+        // check is a ~5 ms process).
+        let checks = [["iptables", "-w", "-C", "OUTPUT"] + hook, ["ip6tables", "-w", "-C", "OUTPUT"] + hook, ["iptables", "-w", "-t", "nat", "-C", "OUTPUT"] + Self.translationGuard]
+        if Self.inParallel(checks.map { check in { (try? ExternalCommand(check[0], Array(check.dropFirst())).run().status) == 0 } }).allSatisfy({ $0 }) {
             Self.prepared.withLock { $0 = true }
             return
         }
         try withHostLock {
+            try guardAgainstTranslation()
             for tool in ["iptables", "ip6tables"] {
                 if try ExternalCommand(tool, ["-w", "-C", "OUTPUT"] + hook).run().status == 0 { continue }
                 if try ExternalCommand(tool, ["-w", "-S", Self.chain]).run().status != 0 {
@@ -62,6 +65,26 @@ public struct HostFirewall: Sendable {
         }
         Self.prepared.withLock { $0 = true }
         logger.debug("host firewall ready", metadata: ["chain": "\(Self.chain)"])
+    }
+
+    /// The `nat` `OUTPUT` rule, first in that chain, that keeps a jailed VMM's connections to the
+    /// host's own addresses untranslated: a DNAT of other software's (Docker publishing a port on
+    /// the host's addresses, kube-proxy's node ports) would otherwise turn one into a connection
+    /// to a container or pod address, which the filter's refusal of host addresses no longer sees.
+    static var translationGuard: [String] {
+        ["-m", "owner", "--uid-owner", "\(JailIdentityPool.uidRange.lowerBound)-\(JailIdentityPool.uidRange.upperBound)",
+         "-m", "addrtype", "--dst-type", "LOCAL", "-j", "RETURN"]
+    }
+
+    /// Installs ``translationGuard`` for IPv4 and, where the kernel has an IPv6 `nat` table (without
+    /// one, nothing can translate IPv6 either), for IPv6. Call it holding the host lock.
+    private func guardAgainstTranslation() throws {
+        for tool in ["iptables", "ip6tables"] {
+            let present = try ExternalCommand(tool, ["-w", "-t", "nat", "-C", "OUTPUT"] + Self.translationGuard).run().status == 0
+            if present { continue }
+            if tool == "ip6tables", try ExternalCommand(tool, ["-w", "-t", "nat", "-S", "OUTPUT"]).run().status != 0 { continue }
+            try run(tool, ["-w", "-t", "nat", "-I", "OUTPUT", "1"] + Self.translationGuard)
+        }
     }
 
     /// The `OUTPUT` rule that sends every jailed VMM's packets to the shared chain.

@@ -105,6 +105,22 @@ extension IsolationIntegrationTests {
         #expect(try reach(cli, listed.id, configuration.peerAddress, 8001), "allow reaches its listed destination")
         #expect(try !reach(cli, listed.id, configuration.peerAddress, 8002), "allow refuses a port it does not list")
         #expect(try !reach(cli, closed.id, configuration.peerAddress, 8001), "none reaches nothing")
+        if configuration.isRoot, let host = Self.hostAddress() {
+            // A port the host publishes by translating it to another address (as Docker does for a
+            // container's port, kube-proxy for a node port) stays the host's.
+            let published = ["-t", "nat", "-A", "OUTPUT", "!", "-d", "127.0.0.0/8", "-p", "tcp", "-m", "addrtype", "--dst-type", "LOCAL", "--dport", "18999",
+                             "-j", "DNAT", "--to-destination", "\(configuration.peerAddress):8001"]
+            _ = try ExternalCommand("iptables", ["-w"] + published).check()
+            defer { _ = try? ExternalCommand("iptables", ["-w"] + published.map { $0 == "-A" ? "-D" : $0 }).run() }
+            // The peer answers the host's own address only with a route back to it (added now, as
+            // the peer's servers look their name up at start and would wait on a route).
+            let gateway = String(peer.hostCIDR.prefix { $0 != "/" })
+            _ = try ExternalCommand("ip", ["netns", "exec", peer.namespace, "ip", "route", "add", "default", "via", gateway]).check()
+            defer { _ = try? ExternalCommand("ip", ["netns", "exec", peer.namespace, "ip", "route", "del", "default"]).run() }
+            let fromHost = try ExternalCommand("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "3", "http://\(host):18999/"]).run()
+            #expect(fromHost.stdout == "200", "the translated port does not answer the host itself: \(fromHost.stdout)")
+            #expect(try !reach(cli, neighbour.id, host, 18999), "a guest reached a port the host publishes by address translation")
+        }
         try changePoliciesWhileRunning(cli, configuration, neighbour: neighbour.id, closed: closed.id, hostAddresses: hostAddresses, hostPort: loopback.port)
         let listing = try cli.run(["ls", "--json"]).stdout
         #expect(listing.contains("\"network\" : \"none\""))
