@@ -40,7 +40,7 @@ import Testing
         init(address: String, name: String, namespace: String) throws {
             let script = CLIHarness.packageRoot.appendingPathComponent("Tests/E2BScenarios/egress_peer.py")
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["ip", "netns", "exec", namespace, "python3", script.path, address, name]
+            process.arguments = ["ip", "netns", "exec", namespace, IsolationIntegrationTests.LoopbackServer.python, script.path, address, name]
             let output = Pipe()
             process.standardOutput = output
             process.standardError = FileHandle.nullDevice
@@ -48,7 +48,7 @@ import Testing
             let ready = output.fileHandleForReading.availableData
             guard String(decoding: ready, as: UTF8.self).hasPrefix("ready") else { throw HarnessError("the named peer on \(address) did not start") }
         }
-        deinit { process.terminate() }
+        deinit { IsolationIntegrationTests.LoopbackServer.stop(process) }
     }
 
     func scenarios(_ mode: String, port: Int, key: String, httpVersion: String? = nil, peers: [String] = [], template: String? = nil) throws -> ExternalCommand.Output {

@@ -70,7 +70,7 @@ extension IsolationIntegrationTests {
         let port: Int
         init(bind: String = "127.0.0.1", namespace: String? = nil, port: Int) throws {
             self.port = port
-            let server = ["python3", "-m", "http.server", "\(port)", "--bind", bind]
+            let server = [Self.python, "-m", "http.server", "\(port)", "--bind", bind]
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             process.arguments = namespace.map { ["ip", "netns", "exec", $0] + server } ?? server
             process.standardOutput = FileHandle.nullDevice
@@ -84,7 +84,19 @@ extension IsolationIntegrationTests {
             }
             throw HarnessError("the test server on \(bind):\(port) did not start")
         }
-        deinit { process.terminate() }
+        deinit { Self.stop(process) }
+
+        /// Debian's interpreter where there is one: a version manager's `python3` shim may start
+        /// the server as a child of its own, which stopping the shim leaves running.
+        static var python: String { FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ? "/usr/bin/python3" : "python3" }
+
+        /// A test's servers inherit the test runner's blocked signals, SIGTERM among them, so
+        /// `terminate()` leaves them running after the test: SIGKILL cannot be blocked.
+        static func stop(_ process: Process) {
+            guard process.isRunning else { return }
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
     }
 
     func fork(_ cli: CLIHarness, _ tag: String, _ extra: [String] = []) throws -> (id: String, pid: Int32) {
