@@ -47,7 +47,9 @@ extension Engine {
             ProtectionReport(state: .missing, reason: $0 + " (policy none still cuts every connection in the VMM)")
         } ?? ProtectionReport(state: .on, reason: unprivileged
             ? "a network namespace of its own: the guest's gateway reaches its empty loopback; iptables inside it refuses the host's addresses and enforces allow lists; slirp4netns (--disable-host-loopback) carries outbound traffic and the agent's port; policies none, outbound, allow"
-            : "host firewall rules on the VMM's uid: guests cannot reach the host; policies none, outbound, allow")
+            : "host firewall rules on the VMM's uid: guests cannot reach the host, nor ports it publishes by address translation; policies none, outbound, allow, deny; "
+                + (egressProxyPort.map { "host names in allow lists through the egress proxy on 127.0.0.1:\($0)" }
+                    ?? "host names in allow lists need a running `clade serve --egress-proxy-port PORT` (none runs for this store)"))
         if case .unavailable(let reason) = groups {
             protections[Protection.resourceLimits.rawValue] = ProtectionReport(state: .off, reason: "no resource limits: \(reason)")
         } else {
