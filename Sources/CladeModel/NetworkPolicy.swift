@@ -176,9 +176,7 @@ public struct NetworkDestination: TextCodable, Sendable, Equatable {
         guard let prefix, (0...32).contains(prefix) else {
             throw ModelError.invalidNetworkPolicy(text, reason: "the prefix length must be 0-32")
         }
-        let value = octets.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        let mask: UInt32 = prefix == 0 ? 0 : ~UInt32(0) << (32 - prefix)
-        let masked = value & mask
+        let masked = Self.value(octets) & Self.mask(prefix)
         address = (0..<4).map { String((masked >> (24 - 8 * $0)) & 0xff) }.joined(separator: ".")
         prefixLength = prefix
         self.port = port
@@ -190,12 +188,16 @@ public struct NetworkDestination: TextCodable, Sendable, Equatable {
     /// Whether this destination covers the IPv4 `value` (host byte order) on `port`.
     public func covers(_ value: UInt32, port: Int) -> Bool {
         guard self.port == nil || self.port == port, let network = Self.octets(Substring(address)) else { return false }
-        let base = network.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        let mask: UInt32 = prefixLength == 0 ? 0 : ~UInt32(0) << (32 - prefixLength)
-        return value & mask == base
+        return value & Self.mask(prefixLength) == Self.value(network)
     }
 
     public var description: String { port.map { "\(cidr):\($0)" } ?? cidr }
+
+    /// An address's four octets as one number, host byte order.
+    private static func value(_ octets: [UInt8]) -> UInt32 { octets.reduce(UInt32(0)) { $0 << 8 | UInt32($1) } }
+
+    /// The network mask of a prefix length.
+    private static func mask(_ prefixLength: Int) -> UInt32 { prefixLength == 0 ? 0 : ~UInt32(0) << (32 - prefixLength) }
 
     private static func octets(_ text: Substring) -> [UInt8]? {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)

@@ -17,7 +17,9 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
     private let logger: Logger
     /// What the connection sent before a verdict (the name is in it); it goes on first.
     private var buffered = ByteBuffer()
-    private var origin: (sandbox: String, uid: UInt32, policy: NetworkPolicy, destination: SocketAddress)?
+    /// Whose connection this is and where the guest sent it.
+    private typealias Origin = (sandbox: String, uid: UInt32, policy: NetworkPolicy, destination: SocketAddress)
+    private var origin: Origin?
     private var counted: UInt32?
     private var decided = false
     /// The guest shut its side after sending what it had (a half-close).
@@ -37,7 +39,7 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
             if !self.decided { self.close(context, "no host name within \(EgressProxy.nameTimeout.nanoseconds / 1_000_000_000) s") }
         }
         originalDestination(of: channel).flatMap { destination in
-            context.eventLoop.makeFutureWithTask { () -> (String, UInt32, NetworkPolicy, SocketAddress) in
+            context.eventLoop.makeFutureWithTask { () -> Origin in
                 guard let uid = EgressPeers.owner(ofIPv4: peerIP, port: peerPort) else {
                     throw EgressRefusal("no sandbox VMM owns the connection from \(peerIP):\(peerPort)")
                 }
@@ -49,10 +51,10 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
             case .failure(let error):
                 self.close(context, "\(error)")
             case .success(let found):
-                guard self.counts.take(found.1) else {
-                    return self.close(context, "sandbox \(found.0) has \(EgressProxy.maxConnectionsPerSandbox) connections open through the proxy")
+                guard self.counts.take(found.uid) else {
+                    return self.close(context, "sandbox \(found.sandbox) has \(EgressProxy.maxConnectionsPerSandbox) connections open through the proxy")
                 }
-                self.counted = found.1
+                self.counted = found.uid
                 self.origin = found
                 self.decideIfNamed(context)
             }
@@ -91,7 +93,6 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
         }
         decided = true
         context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
-        let hostAddresses = EgressPeers.hostAddresses()
         let targets: EventLoopFuture<[SocketAddress]>
         let named: String?
         switch reading {
@@ -108,6 +109,7 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
             targets = context.eventLoop.makeSucceededFuture([origin.destination])
         }
         targets.flatMapThrowing { addresses -> [SocketAddress] in
+            let hostAddresses = EgressPeers.hostAddresses()
             let allowed = addresses.filter { !EgressPeers.isForbidden($0, hostAddresses: hostAddresses) }
             guard !allowed.isEmpty else { throw EgressRefusal("\(named ?? "the destination") is on the host, link-local or unroutable (\(addresses.compactMap(\.ipAddress)))") }
             return allowed

@@ -36,6 +36,13 @@ extension HostFirewall {
         ["-d", "127.0.0.1/32", "-p", "tcp", "--dport", "\(port)", "-m", "owner", "--uid-owner", "\(uid)", "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]
     }
 
+    /// Installs the redirect when `policy` names hosts and a proxy listens on `port`; without a
+    /// proxy the names meet the address rules alone, which refuse them. Call it holding the host lock.
+    func redirectNames(of policy: NetworkPolicy, uid: UInt32, to port: Int?) throws {
+        guard policy.usesEgressProxy, let port else { return }
+        try restore("iptables", Self.redirectRules(policy, uid: uid, port: port))
+    }
+
     /// Drops `uid`'s redirect, whatever port it named. Call it holding the host lock.
     func removeRedirect(uid: UInt32) {
         let own = Self.sandboxChain(uid)

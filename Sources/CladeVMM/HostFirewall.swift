@@ -42,7 +42,7 @@ public struct HostFirewall: Sendable {
         // the address-translation guard in place is the common case, checked side by side (each
         // check is a ~5 ms process).
         let checks = [["iptables", "-w", "-C", "OUTPUT"] + hook, ["ip6tables", "-w", "-C", "OUTPUT"] + hook, ["iptables", "-w", "-t", "nat", "-C", "OUTPUT"] + Self.translationGuard]
-        if Self.inParallel(checks.map { check in { (try? ExternalCommand(check[0], Array(check.dropFirst())).run().status) == 0 } }).allSatisfy({ $0 }) {
+        if Self.succeed(checks).allSatisfy({ $0 }) {
             Self.prepared.withLock { $0 = true }
             return
         }
@@ -92,17 +92,13 @@ public struct HostFirewall: Sendable {
         ["-m", "owner", "--uid-owner", "\(JailIdentityPool.uidRange.lowerBound)-\(JailIdentityPool.uidRange.upperBound)", "-j", chain]
     }
 
-    /// `check` for iptables and for ip6tables, run side by side: iptables-nft does not serialise
-    /// them, and each is a process start.
-    static func bothTools(_ check: @escaping @Sendable (String) -> Bool) -> [Bool] {
-        inParallel(["iptables", "ip6tables"].map { tool in { check(tool) } })
-    }
-
-    /// Runs `checks` side by side (each is an iptables process) and returns their answers in order.
-    static func inParallel(_ checks: [@Sendable () -> Bool]) -> [Bool] {
-        let results = Locked([Bool](repeating: false, count: checks.count))
-        DispatchQueue.concurrentPerform(iterations: checks.count) { index in
-            let result = checks[index]()
+    /// Runs `commands` (each a tool and its arguments) side by side, as iptables-nft does not
+    /// serialise them and each is a ~5 ms process start, and tells which exited 0, in order.
+    static func succeed(_ commands: [[String]]) -> [Bool] {
+        let results = Locked([Bool](repeating: false, count: commands.count))
+        DispatchQueue.concurrentPerform(iterations: commands.count) { index in
+            let command = commands[index]
+            let result = (try? ExternalCommand(command[0], Array(command.dropFirst())).run().status) == 0
             results.withLock { $0[index] = result }
         }
         return results.current
@@ -123,7 +119,7 @@ public struct HostFirewall: Sendable {
             for tool in ["iptables", "ip6tables"] {
                 try restore(tool, Self.sandboxRules(policy, uid: uid, tool: tool, hook: true, nameservers: nameservers))
             }
-            if policy.usesEgressProxy, let egressProxyPort { try restore("iptables", Self.redirectRules(policy, uid: uid, port: egressProxyPort)) }
+            try redirectNames(of: policy, uid: uid, to: egressProxyPort)
         }
     }
 
@@ -140,8 +136,9 @@ public struct HostFirewall: Sendable {
                 let hooked = try ExternalCommand(tool, ["-w", "-C", Self.chain] + Self.hook(uid)).run().status == 0
                 try restore(tool, Self.sandboxRules(policy, uid: uid, tool: tool, hook: !hooked, nameservers: nameservers))
             }
-            removeRedirect(uid: uid)
-            if policy.usesEgressProxy, let egressProxyPort { try restore("iptables", Self.redirectRules(policy, uid: uid, port: egressProxyPort)) }
+            // Most sandboxes never had a redirect: one probe spares them the removal's four runs.
+            if Self.succeed([["iptables", "-w", "-t", "nat", "-S", Self.sandboxChain(uid)]]) == [true] { removeRedirect(uid: uid) }
+            try redirectNames(of: policy, uid: uid, to: egressProxyPort)
         }
     }
 
@@ -164,8 +161,7 @@ public struct HostFirewall: Sendable {
         let own = Self.sandboxChain(uid)
         try? withHostLock {
             // The address chains (both tools) and the redirect's chain are looked for side by side.
-            let probes = [["iptables", "-w", "-S", own], ["ip6tables", "-w", "-S", own], ["iptables", "-w", "-t", "nat", "-S", own]]
-            let present = Self.inParallel(probes.map { probe in { (try? ExternalCommand(probe[0], Array(probe.dropFirst())).run().status) == 0 } })
+            let present = Self.succeed([["iptables", "-w", "-S", own], ["ip6tables", "-w", "-S", own], ["iptables", "-w", "-t", "nat", "-S", own]])
             if present[2] { removeRedirect(uid: uid) }
             for (tool, chainPresent) in zip(["iptables", "ip6tables"], present) {
                 guard chainPresent else { continue }
