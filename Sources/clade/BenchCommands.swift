@@ -4,7 +4,7 @@ import CladeEngine
 import Foundation
 
 struct Bench: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks, each measured against baselines in the same run.", subcommands: [ForkBench.self, BranchBench.self, PackBench.self, PullBench.self])
+    static let configuration = CommandConfiguration(commandName: "bench", abstract: "Benchmarks, each measured against baselines in the same run.", subcommands: [ForkBench.self, BranchBench.self, PackBench.self, PullBench.self])
 
     struct ForkBench: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

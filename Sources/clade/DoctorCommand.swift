@@ -3,7 +3,7 @@ import CladeEngine
 import Foundation
 
 struct Doctor: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Check every prerequisite and print the fix for each problem.")
+    static let configuration = CommandConfiguration(commandName: "doctor", abstract: "Check every prerequisite and print the fix for each problem.")
 
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print the checks as JSON.") var json = false

@@ -10,6 +10,7 @@ import Glibc
 
 struct Exec: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "exec",
         abstract: "Run a command in a running sandbox, streaming its output as it comes.",
         discussion: "Exits with the command's exit code (124 when --timeout killed it). -i forwards standard input; --tty runs the command on a pseudo-terminal in raw mode, for an interactive shell.")
     @OptionGroup var global: GlobalOptions

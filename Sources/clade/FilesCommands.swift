@@ -9,6 +9,7 @@ import Glibc
 
 struct Files: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "files",
         abstract: "Work with files in a running sandbox.",
         subcommands: [FilesList.self, FilesStat.self, FilesMakeDirectory.self, FilesMove.self, FilesRemove.self, FilesGet.self, FilesPut.self, FilesWatch.self])
 }

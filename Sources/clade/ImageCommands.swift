@@ -25,6 +25,7 @@ struct ImageCommand: AsyncParsableCommand {
 
     struct Pull: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "pull",
             abstract: "Pull a container image (OCI or Docker) from a registry and make it a clade image.",
             discussion: "REF is read as docker does: python:3.12-slim is docker.io/library/python:3.12-slim; localhost:5000/app:v1 names a registry.")
         @OptionGroup var global: GlobalOptions
@@ -46,6 +47,7 @@ struct ImageCommand: AsyncParsableCommand {
 
     struct Import: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "import",
             abstract: "Import an image from an OCI layout directory, a docker save archive, or a rootfs tarball.")
         @OptionGroup var global: GlobalOptions
         @OptionGroup var ingest: IngestOptions
@@ -63,7 +65,7 @@ struct ImageCommand: AsyncParsableCommand {
     }
 
     struct Inspect: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show an image's record and config (JSON).")
+        static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show an image's record and config (JSON).")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Image name.") var name: String
 
@@ -74,6 +76,7 @@ struct ImageCommand: AsyncParsableCommand {
 
     struct Build: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "build",
             abstract: "Build a deterministic image from a directory (--from-dir) or a Debian suite (--debian, through mmdebstrap).",
             discussion: """
                 --debian SUITE installs a minimal Debian from the host's configured Debian mirror (or --mirror) with --packages, \

@@ -45,6 +45,7 @@ struct SignalCommand: AsyncParsableCommand {
 
 struct Attach: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "attach",
         abstract: "Stream a running process's further output (by pid or tag) and exit with its exit code.")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Sandbox id.") var id: String
@@ -66,6 +67,7 @@ struct Attach: AsyncParsableCommand {
 
 struct Eval: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "eval",
         abstract: "Evaluate Python code in a sandbox's resident interpreter (see `clade bake --interpreter`).",
         discussion: "Prints what the code printed, then the value of a final expression. State persists between calls in the same sandbox; each fork has its own.")
     @OptionGroup var global: GlobalOptions

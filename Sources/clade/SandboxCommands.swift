@@ -115,6 +115,7 @@ func emit(_ response: AgentResponse) -> Int32 {
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Cold-boot a VM, run a command in it, print its output and exit with its exit code.")
     @OptionGroup var global: GlobalOptions
     @OptionGroup var machine: MachineOptions
@@ -150,7 +151,7 @@ struct LifetimeOptions: ParsableArguments {
 extension TimeoutAction: ExpressibleByArgument {}
 
 struct Boot: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Cold-boot a VM and leave it running; prints its id.")
+    static let configuration = CommandConfiguration(commandName: "boot", abstract: "Cold-boot a VM and leave it running; prints its id.")
     @OptionGroup var global: GlobalOptions
     @OptionGroup var machine: MachineOptions
     @OptionGroup var lifetime: LifetimeOptions
@@ -194,7 +195,7 @@ struct List: AsyncParsableCommand {
 }
 
 struct Kill: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Stop sandboxes and remove their files.")
+    static let configuration = CommandConfiguration(commandName: "kill", abstract: "Stop sandboxes and remove their files.")
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Kill every sandbox.") var all = false
     @Argument(help: "Sandbox ids.") var ids: [String] = []
@@ -221,7 +222,7 @@ struct Kill: AsyncParsableCommand {
 }
 
 struct Pause: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Stop a running sandbox's vCPUs (it keeps its process and memory).")
+    static let configuration = CommandConfiguration(commandName: "pause", abstract: "Stop a running sandbox's vCPUs (it keeps its process and memory).")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Sandbox id.") var id: String
 
@@ -232,7 +233,7 @@ struct Pause: AsyncParsableCommand {
 }
 
 struct Unpause: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Continue a paused sandbox.")
+    static let configuration = CommandConfiguration(commandName: "unpause", abstract: "Continue a paused sandbox.")
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Sandbox id.") var id: String
 
@@ -243,7 +244,7 @@ struct Unpause: AsyncParsableCommand {
 }
 
 struct Standby: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Capture a running sandbox to disk and stop its process.")
+    static let configuration = CommandConfiguration(commandName: "standby", abstract: "Capture a running sandbox to disk and stop its process.")
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print the report as JSON.") var json = false
     @Flag(help: "Keep only the disk (no memory): `clade resume` then boots the sandbox from it, files kept, processes gone.") var diskOnly = false
@@ -256,7 +257,7 @@ struct Standby: AsyncParsableCommand {
 }
 
 struct Resume: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Restore a standby sandbox in place (same id, disk and endpoint).")
+    static let configuration = CommandConfiguration(commandName: "resume", abstract: "Restore a standby sandbox in place (same id, disk and endpoint).")
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print the sandbox as JSON.") var json = false
     @Argument(help: "Sandbox id.") var id: String
@@ -305,6 +306,7 @@ struct SetTimeout: AsyncParsableCommand {
 
 struct Port: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "port",
         abstract: "Publish a guest TCP port on the host's loopback; prints 127.0.0.1:HOST_PORT.",
         discussion: "The forward lives as long as the sandbox's VM; resume re-applies it on the same host port. Forks do not inherit it.")
     @OptionGroup var global: GlobalOptions

@@ -5,6 +5,7 @@ import Logging
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "serve",
         abstract: "Serve the HTTP API (forkd-compatible v1 plus clade's own routes) until SIGTERM or SIGINT.")
     @OptionGroup var global: GlobalOptions
     @Option(help: "TCP address to listen on.") var listen: String = "127.0.0.1:8889"

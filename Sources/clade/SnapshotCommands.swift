@@ -23,7 +23,7 @@ struct SnapshotCommand: AsyncParsableCommand {
 }
 
 struct Bake: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Boot an image, optionally warm it up, and snapshot it.")
+    static let configuration = CommandConfiguration(commandName: "bake", abstract: "Boot an image, optionally warm it up, and snapshot it.")
     @OptionGroup var global: GlobalOptions
     @OptionGroup var machine: MachineOptions
     @Option(help: "Tag of the new snapshot.") var tag: String
@@ -43,7 +43,7 @@ struct Bake: AsyncParsableCommand {
 }
 
 struct Snapshots: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List snapshots.")
+    static let configuration = CommandConfiguration(commandName: "snapshots", abstract: "List snapshots.")
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Print JSON.") var json = false
 
@@ -128,7 +128,7 @@ enum MemoryPlacement: String, ExpressibleByArgument, CaseIterable {
 }
 
 struct Fork: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Start sandboxes from a snapshot, in parallel.")
+    static let configuration = CommandConfiguration(commandName: "fork", abstract: "Start sandboxes from a snapshot, in parallel.")
     @OptionGroup var global: GlobalOptions
     @Option(name: .short, help: "Number of children (1-\(Engine.maxForkCount)).") var n = 1
     @Option(help: "How each child gets the memory file: auto (hardlink first), reflink, copy, or ram (a shared copy on tmpfs, for live branches).") var memoryPlacement = MemoryPlacement.auto
@@ -207,7 +207,7 @@ struct RemoveSnapshot: AsyncParsableCommand {
 extension BranchMode: ExpressibleByArgument {}
 
 struct Branch: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Snapshot a running fork into a new tag (parent: its origin) and keep it running.")
+    static let configuration = CommandConfiguration(commandName: "branch", abstract: "Snapshot a running fork into a new tag (parent: its origin) and keep it running.")
     @OptionGroup var global: GlobalOptions
     @Option(help: "Tag of the new snapshot.") var tag: String
     @Option(help: "diff: only the pages the fork wrote; full: all of guest RAM; live: copy RAM while the fork runs, pausing it only briefly; auto: live where the backend can, else diff.") var mode = BranchMode.diff
@@ -225,7 +225,7 @@ struct Branch: AsyncParsableCommand {
 }
 
 struct Compact: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Flatten a snapshot's disk chain into a standalone snapshot.")
+    static let configuration = CommandConfiguration(commandName: "compact", abstract: "Flatten a snapshot's disk chain into a standalone snapshot.")
     @OptionGroup var global: GlobalOptions
     @Option(help: "Tag of the standalone snapshot.") var to: String
     @Argument(help: "Snapshot tag.") var tag: String
