@@ -3,3 +3,7 @@
 // calls keep a digest in progress a plain value; OpenSSL 3 marks them deprecated but keeps them.
 #define OPENSSL_SUPPRESS_DEPRECATED 1
 #include <openssl/sha.h>
+// The E2B listener's certificate checks (the key is the certificate's; the certificate names
+// the hosts the SDK will ask for), with OpenSSL's own host-name matching.
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>

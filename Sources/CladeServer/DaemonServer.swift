@@ -77,7 +77,7 @@ public enum Daemon {
             let service = E2BService(engine: engine, configuration: e2b, logger: logger)
             services.append(try service.application())
             services.append(E2BMetricsSampler(service: service))
-            logger.notice("serving E2B's API", metadata: ["listen": "\(e2b.listen)", "domain": "\(e2b.domain)", "keys": "\(e2b.apiKeys.count)"])
+            logger.notice("serving E2B's API", metadata: ["listen": "\(e2b.tls == nil ? "http" : "https")://\(e2b.listen)", "domain": "\(e2b.domain)", "keys": "\(e2b.apiKeys.count)"])
         }
         if let port = configuration.egressProxyPort {
             guard engine.egressProxyPort == port else {

@@ -19,6 +19,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Run the egress proxy that enforces host names in network policies (deny:0.0.0.0/0;allow:pypi.org) on this loopback port; without it such policies are refused.") var egressProxyPort: Int?
     @Option(help: "Have the egress proxy resolve NAME to ADDRESS instead of asking DNS (NAME=ADDRESS; repeat for more).") var egressResolve: [String] = []
     @Option(help: "The domain of E2B sandbox hosts, <port>-<sandbox id>.DOMAIN (default: --proxy-domain, else localhost).") var e2bDomain: String?
+    @Option(help: "Serve the E2B listener over HTTPS with this PEM certificate (for *.DOMAIN), so clients need only E2B_DOMAIN; needs --e2b-tls-key.") var e2bTlsCert: String?
+    @Option(help: "The PEM private key of --e2b-tls-cert.") var e2bTlsKey: String?
 
     func run() async throws {
         var token: String?
@@ -36,6 +38,8 @@ struct Serve: AsyncParsableCommand {
         }
         if let egressProxyPort, !(1...65535).contains(egressProxyPort) { throw ValidationError("--egress-proxy-port must be 1-65535") }
         guard egressResolve.isEmpty || egressProxyPort != nil else { throw ValidationError("--egress-resolve needs --egress-proxy-port") }
+        guard (e2bTlsCert == nil) == (e2bTlsKey == nil) else { throw ValidationError("give --e2b-tls-cert and --e2b-tls-key together") }
+        guard e2bTlsCert == nil || e2bListen != nil else { throw ValidationError("--e2b-tls-cert needs --e2b-listen") }
         var engine = await global.makeEngine()
         engine.egressProxyPort = egressProxyPort
         var configuration = DaemonConfiguration(
@@ -46,8 +50,10 @@ struct Serve: AsyncParsableCommand {
         var e2b: E2BConfiguration?
         if let e2bListen {
             let keyFile = try e2bApiKeyFile.map { URL(fileURLWithPath: $0) } ?? E2BConfiguration.defaultKeyFile(home: engine.home)
+            let domain = e2bDomain ?? proxyDomain ?? "localhost"
             e2b = E2BConfiguration(
-                listen: e2bListen, apiKeys: try E2BConfiguration.apiKeys(from: keyFile), domain: e2bDomain ?? proxyDomain ?? "localhost")
+                listen: e2bListen, apiKeys: try E2BConfiguration.apiKeys(from: keyFile), domain: domain,
+                tls: try e2bTlsCert.map { try E2BEdgeTLS.load(certificate: $0, key: e2bTlsKey ?? "", domain: domain) })
         }
         try await Daemon.run(engine: engine, configuration: configuration, e2b: e2b)
     }

@@ -17,6 +17,9 @@ final class DaemonProcess: @unchecked Sendable {
     /// Serve only E2B's API (`--listen none`), on the `--e2b-listen` port given in
     /// ``extraArguments``, which is then the port whose `/health` says the daemon is up.
     var e2bOnlyPort: Int?
+    /// curl's arguments for the readiness check, when the daemon's health is not on plain
+    /// HTTP at 127.0.0.1 (an E2B listener serving TLS).
+    var healthCheck: [String]?
 
     /// How clade is run (binary, user, control group); the default harness of `home` unless given.
     private let cli: CLIHarness
@@ -50,7 +53,7 @@ final class DaemonProcess: @unchecked Sendable {
             process.standardError = handle
             try process.run()
             for _ in 0..<200 where process.isRunning {
-                if (try? ExternalCommand("curl", ["-sf", health]).run().status) == 0 {
+                if (try? ExternalCommand("curl", healthCheck ?? ["-sf", health]).run().status) == 0 {
                     self.process = process
                     return
                 }

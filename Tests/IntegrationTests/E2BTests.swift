@@ -136,6 +136,8 @@ import Testing
         daemon.stop()
         let refused = try Self.cli.run(["fork", "base", "--network", "deny:0.0.0.0/0;allow:allowed.test"])
         #expect(refused.status != 0 && refused.stderr.contains("--egress-proxy-port"), "a named policy with no proxy: \(refused.status) \(refused.stderr)")
+        // The same store served the way E2B is reached: HTTPS, by domain alone (E2BEdgeTests).
+        try serveTheEdgeOverTLS()
         // Every sandbox the scenarios started is gone, and fork snapshots with them.
         let listed = try Self.cli.run(["ls", "--json"])
         let sandboxes = try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]] ?? []

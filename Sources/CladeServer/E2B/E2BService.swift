@@ -19,11 +19,15 @@ public struct E2BConfiguration: Sendable {
     /// The domain in sandbox hosts (`<port>-<sandboxID>.<domain>`), returned to the SDK as each
     /// sandbox's `domain` so `get_host` names hosts this listener answers.
     public var domain: String
+    /// HTTPS for the listener; nil serves plain HTTP (clients then need `E2B_API_URL` and
+    /// `E2B_SANDBOX_URL`, or a TLS proxy in front).
+    public var tls: E2BEdgeTLS?
 
-    public init(listen: String, apiKeys: Set<String>, domain: String) {
+    public init(listen: String, apiKeys: Set<String>, domain: String, tls: E2BEdgeTLS? = nil) {
         self.listen = listen
         self.apiKeys = apiKeys
         self.domain = domain
+        self.tls = tls
     }
 
     /// Reads API keys, one a line (blank lines and `#` comments skipped).
@@ -98,7 +102,7 @@ public struct E2BService: Sendable {
     /// The listener as a service for the daemon's service group.
     public func application() throws -> some ApplicationProtocol {
         let (host, port) = try Daemon.parse(configuration.listen)
-        return Application(router: router(), configuration: .init(address: .hostname(host, port: port), serverName: "clade-e2b"), logger: logger)
+        return Application(router: router(), server: try configuration.tls?.serverBuilder() ?? .http1(), configuration: .init(address: .hostname(host, port: port), serverName: "clade-e2b"), logger: logger)
     }
 
     /// The sandbox an envd request is for: its `E2b-Sandbox-Id` header or its `49983-<id>` host.
