@@ -102,9 +102,19 @@ public struct QEMUDriver: VMBackend {
         }
         let spawned = elapsed()
         let machine = QEMUMachine(files: files, pid: pid, logger: logger)
+        // The control group is joined while QEMU starts, not after: its vCPUs run only once clade
+        // resumes them, so nothing escapes the limits, and the move (a cgroup v1 host's first
+        // one waits out an RCU grace period, ~10-20 ms) leaves the launch's critical path.
+        let confining = spec.confinement.controlGroup.map { group in
+            Self.onOwnThread { try group.groups.confine(pid: pid, sandbox: group.name, limits: group.limits) }
+        }
         guard await machine.waitUntilReady() else {
             let directoryGone = (try? FileSystem.status(of: spec.runtimeDirectory)) == nil
             await machine.stop()
+            if let group = spec.confinement.controlGroup {
+                _ = await confining?.result
+                group.groups.remove(sandbox: group.name)
+            }
             throw launchFailure(Self.silentExitReason(pid: pid, after: elapsed(), directoryGone: directoryGone))
         }
         let ready = elapsed()
@@ -120,9 +130,9 @@ public struct QEMUDriver: VMBackend {
                 throw error
             }
         }
-        if let group = spec.confinement.controlGroup {
+        if let group = spec.confinement.controlGroup, let confining {
             do {
-                try group.groups.confine(pid: pid, sandbox: group.name, limits: group.limits)
+                try await confining.value
             } catch {
                 await machine.stop()
                 group.groups.remove(sandbox: group.name)
@@ -133,6 +143,16 @@ public struct QEMUDriver: VMBackend {
         // start until its monitor answers, then the network helper and the control group.
         logger.debug("qemu launched", metadata: ["vm": "\(spec.name)", "spawned": "\(spawned)", "monitor_ready": "\(ready)", "confined": "\(elapsed())"])
         return machine
+    }
+
+    /// Runs blocking work (a control group's writes: an RCU grace period on a first move) off
+    /// the cooperative pool, whose few threads forks launched together must not hold waiting.
+    static func onOwnThread(_ work: @escaping @Sendable () throws -> Void) -> Task<Void, any Error> {
+        Task {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
+            }
+        }
     }
 
     /// Why a QEMU that wrote nothing is gone before its monitor answered, with where to look: a
