@@ -119,7 +119,9 @@ unshare --mount sh -c '
     mount --bind "$SUITE_WORK/client-resolv.conf" /etc/resolv.conf
     dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --listen-address="$SUITE_RESOLVER" \
         --address="/$SUITE_DOMAIN/$SUITE_EDGE" --user=root &
-    trap "kill $!" EXIT
+    resolver=$!
+    trap "kill $resolver" EXIT
+    trap "exit 143" TERM INT
     until getent hosts "api.$SUITE_DOMAIN" >/dev/null; do sleep 0.05; done
     env -i PATH="$PATH" HOME="$HOME" E2B_DOMAIN="$SUITE_DOMAIN" E2B_API_KEY="$SUITE_KEY" SSL_CERT_FILE="$SUITE_WORK/ca.pem" \
         "$SUITE_VENV/bin/python" -m pytest -p no:cacheprovider -o timeout=180 -rf "$@"

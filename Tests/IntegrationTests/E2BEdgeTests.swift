@@ -42,8 +42,10 @@ extension E2BTests {
             mount --bind \(resolvConf.path) /etc/resolv.conf
             dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --listen-address=\(resolver) \
                 --address=/\(Self.edgeDomain)/\(address) --user=root &
-            trap 'kill $!' EXIT
-            until getent hosts api.\(Self.edgeDomain) >/dev/null; do kill -0 $! || exit 70; sleep 0.05; done
+            dns=$!
+            trap 'kill $dns' EXIT
+            trap 'exit 143' TERM INT
+            until getent hosts api.\(Self.edgeDomain) >/dev/null; do kill -0 $dns || exit 70; sleep 0.05; done
             \(python) \(script)
             """
         let environment = [
