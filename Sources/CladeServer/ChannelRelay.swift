@@ -10,13 +10,13 @@ final class ChannelRelay: ChannelDuplexHandler, @unchecked Sendable {
 
     var partner: ChannelRelay?
 
-    /// Joins `client` (whose pipeline `handler` reads from `context`) and `partner` with a pair
-    /// of relays: `pending` (what the client sent before) goes to the partner first, `handler`
-    /// leaves the pipeline, and the client reads again. A relay that cannot be added closes the
+    /// Joins `client` (whose pipeline the handler of `context` reads for) and `partner` with a
+    /// pair of relays: `pending` (what the client sent before) goes to the partner first, that
+    /// handler leaves the pipeline, and the client reads again. A relay that cannot be added closes the
     /// partner, and the failure is returned for the caller to answer the client. `clientDone`
     /// says the client already half-closed (sent all it will), which the partner is then told.
     static func splice(
-        _ context: ChannelHandlerContext, replacing handler: RemovableChannelHandler, client: Channel, partner: Channel, pending: ByteBuffer?,
+        _ context: ChannelHandlerContext, client: Channel, partner: Channel, pending: ByteBuffer?,
         clientDone: Bool = false
     ) -> EventLoopFuture<Void> {
         let toPartner = ChannelRelay(), toClient = ChannelRelay()
@@ -28,10 +28,12 @@ final class ChannelRelay: ChannelDuplexHandler, @unchecked Sendable {
             partner.close(promise: nil)
             return context.eventLoop.makeFailedFuture(error)
         }
+        // The replaced handler is removed on the client's event loop, where `map` runs.
+        let onLoop = NIOLoopBound(context, eventLoop: context.eventLoop)
         return context.pipeline.addHandler(toPartner).map {
             if let pending { partner.writeAndFlush(pending, promise: nil) }
             if clientDone { partner.close(mode: .output, promise: nil) }
-            context.pipeline.removeHandler(handler, promise: nil)
+            onLoop.value.pipeline.syncOperations.removeHandler(context: onLoop.value, promise: nil)
             client.setOption(.autoRead, value: true).whenComplete { _ in }
         }.flatMapErrorThrowing { error in
             partner.close(promise: nil)

@@ -72,7 +72,8 @@ enum EgressPeers {
             let length = raw.pointee.sa_family == sa_family_t(AF_INET) ? MemoryLayout<sockaddr_in>.size : MemoryLayout<sockaddr_in6>.size
             guard getnameinfo(raw, socklen_t(length), &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0 else { continue }
             // A scoped link-local address prints with its zone, which a peer's address lacks.
-            result.insert(String(cString: host).split(separator: "%").first.map(String.init) ?? "")
+            let printed = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            result.insert(printed.split(separator: "%").first.map(String.init) ?? "")
         }
         return result
     }

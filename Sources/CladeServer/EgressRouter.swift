@@ -33,13 +33,15 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        let channel = context.channel, engine = self.engine
+        let channel = context.channel, engine = self.engine, loop = context.eventLoop
+        // The callbacks below run on the channel's event loop, where the context may be used.
+        let onLoop = NIOLoopBound(context, eventLoop: loop)
         guard let peer = channel.remoteAddress, let peerIP = peer.ipAddress, let peerPort = peer.port else { return close(context, "no peer address") }
-        context.eventLoop.scheduleTask(in: EgressProxy.nameTimeout) { [self] in
-            if !self.decided { self.close(context, "no host name within \(EgressProxy.nameTimeout.nanoseconds / 1_000_000_000) s") }
+        loop.scheduleTask(in: EgressProxy.nameTimeout) { [self] in
+            if !self.decided { self.close(onLoop.value, "no host name within \(EgressProxy.nameTimeout.nanoseconds / 1_000_000_000) s") }
         }
         originalDestination(of: channel).flatMap { destination in
-            context.eventLoop.makeFutureWithTask { () -> Origin in
+            loop.makeFutureWithTask { () -> Origin in
                 guard let uid = EgressPeers.owner(ofIPv4: peerIP, port: peerPort) else {
                     throw EgressRefusal("no sandbox VMM owns the connection from \(peerIP):\(peerPort)")
                 }
@@ -49,14 +51,14 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
         }.whenComplete { [self] result in
             switch result {
             case .failure(let error):
-                self.close(context, "\(error)")
+                self.close(onLoop.value, "\(error)")
             case .success(let found):
                 guard self.counts.take(found.uid) else {
-                    return self.close(context, "sandbox \(found.sandbox) has \(EgressProxy.maxConnectionsPerSandbox) connections open through the proxy")
+                    return self.close(onLoop.value, "sandbox \(found.sandbox) has \(EgressProxy.maxConnectionsPerSandbox) connections open through the proxy")
                 }
                 self.counted = found.uid
                 self.origin = found
-                self.decideIfNamed(context)
+                self.decideIfNamed(onLoop.value)
             }
         }
     }
@@ -92,6 +94,8 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
             return
         }
         decided = true
+        let loop = context.eventLoop
+        let onLoop = NIOLoopBound(context, eventLoop: loop)
         context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
         let targets: EventLoopFuture<[SocketAddress]>
         let named: String?
@@ -114,19 +118,20 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
             guard !allowed.isEmpty else { throw EgressRefusal("\(named ?? "the destination") is on the host, link-local or unroutable (\(addresses.compactMap(\.ipAddress)))") }
             return allowed
         }.flatMap { addresses in
-            Self.connect(addresses, on: context.eventLoop)
+            Self.connect(addresses, on: loop)
         }.whenComplete { [self] result in
             switch result {
             case .failure(let error):
-                self.close(context, "sandbox \(origin.sandbox): \(error)")
+                self.close(onLoop.value, "sandbox \(origin.sandbox): \(error)")
             case .success(let upstream):
                 self.logger.debug("egress relayed", metadata: [
                     "sandbox": "\(origin.sandbox)", "name": "\(named ?? "-")", "to": "\(upstream.remoteAddress?.description ?? "?")",
                 ])
                 let pending = self.buffered
                 self.buffered = ByteBuffer()
-                ChannelRelay.splice(context, replacing: self, client: context.channel, partner: upstream, pending: pending, clientDone: self.inputClosed).whenFailure { error in
-                    self.close(context, "cannot relay: \(error)")
+                let context = onLoop.value
+                ChannelRelay.splice(context, client: context.channel, partner: upstream, pending: pending, clientDone: self.inputClosed).whenFailure { error in
+                    self.close(onLoop.value, "cannot relay: \(error)")
                 }
             }
         }

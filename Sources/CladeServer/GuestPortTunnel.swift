@@ -75,6 +75,8 @@ private final class HeadRouter: ChannelInboundHandler, RemovableChannelHandler, 
         let engine = self.engine
         let loop = context.eventLoop
         let client = context.channel
+        // The callbacks below run on the channel's event loop, where the context may be used.
+        let onLoop = NIOLoopBound(context, eventLoop: loop)
         let published = loop.makeFutureWithTask {
             try await engine.sandboxes.publishPort(id: target.sandbox, guestPort: target.port)
         }
@@ -83,10 +85,10 @@ private final class HeadRouter: ChannelInboundHandler, RemovableChannelHandler, 
         }.whenComplete { [self] result in
             switch result {
             case .success(let guest):
-                self.splice(context: context, client: client, guest: guest)
+                self.splice(context: onLoop.value, client: client, guest: guest)
             case .failure(let error):
                 self.logger.info("guest port unreachable", metadata: ["sandbox": "\(target.sandbox)", "port": "\(target.port)", "error": "\(error)"])
-                self.refuse(context, 502, "guest port \(target.port) of sandbox \(target.sandbox) does not answer: \(error)")
+                self.refuse(onLoop.value, 502, "guest port \(target.port) of sandbox \(target.sandbox) does not answer: \(error)")
             }
         }
     }
@@ -94,8 +96,9 @@ private final class HeadRouter: ChannelInboundHandler, RemovableChannelHandler, 
     private func splice(context: ChannelHandlerContext, client: Channel, guest: Channel) {
         let pending = buffered
         buffered = nil
-        ChannelRelay.splice(context, replacing: self, client: client, partner: guest, pending: pending).whenFailure { [self] error in
-            self.refuse(context, 502, "cannot relay to the guest: \(error)")
+        let onLoop = NIOLoopBound(context, eventLoop: context.eventLoop)
+        ChannelRelay.splice(context, client: client, partner: guest, pending: pending).whenFailure { [self] error in
+            self.refuse(onLoop.value, 502, "cannot relay to the guest: \(error)")
         }
     }
 
@@ -103,7 +106,8 @@ private final class HeadRouter: ChannelInboundHandler, RemovableChannelHandler, 
         let reason = [404: "Not Found", 431: "Request Header Fields Too Large", 502: "Bad Gateway"][status] ?? "Error"
         let body = "{\"error\":\(Self.quoted(message))}"
         let response = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: response))).whenComplete { _ in context.close(promise: nil) }
+        let onLoop = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: response))).whenComplete { _ in onLoop.value.close(promise: nil) }
     }
 
     static func hostHeader(_ head: String) -> String? {

@@ -22,7 +22,7 @@ extension ShimPod {
             let attachment = try attachPodNetwork(spec, policy: effectivePolicy)
             let outcomes: [ForkOutcome]
             do {
-                defer { attachment.map { close($0.tap) } }
+                defer { if let attachment { close(attachment.tap) } }
                 outcomes = try await engine.forks.fork(
                     tag: tag, count: 1, memoryOrder: engine.forks.serviceMemoryOrder, network: policy,
                     attachment: attachment.map { GuestNetworkAttachment(tapDescriptor: $0.tap, agentPort: $0.relay.port) })
@@ -54,7 +54,7 @@ extension ShimPod {
             let attachment = try attachPodNetwork(spec, policy: options.network ?? .standard)
             options.attachment = attachment.map { GuestNetworkAttachment(tapDescriptor: $0.tap, agentPort: $0.relay.port) }
             do {
-                defer { attachment.map { close($0.tap) } }
+                defer { if let attachment { close(attachment.tap) } }
                 record = try await engine.sandboxes.boot(options)
             } catch {
                 attachment?.relay.stop()

@@ -259,7 +259,7 @@ actor E2BWatchers {
                     return !Task.isCancelled
                 }
             } catch {
-                await self.fail(id, "\(error)")
+                self.fail(id, "\(error)")
             }
             ready.continuation.finish()
         }
