@@ -106,7 +106,7 @@ public struct QEMUDriver: VMBackend {
         // resumes them, so nothing escapes the limits, and the move (a cgroup v1 host's first
         // one waits out an RCU grace period, ~10-20 ms) leaves the launch's critical path.
         let confining = spec.confinement.controlGroup.map { group in
-            Self.onOwnThread { try group.groups.confine(pid: pid, sandbox: group.name, limits: group.limits) }
+            Task { try await onOwnThread { try group.groups.confine(pid: pid, sandbox: group.name, limits: group.limits) } }
         }
         guard await machine.waitUntilReady() else {
             let directoryGone = (try? FileSystem.status(of: spec.runtimeDirectory)) == nil
@@ -143,16 +143,6 @@ public struct QEMUDriver: VMBackend {
         // start until its monitor answers, then the network helper and the control group.
         logger.debug("qemu launched", metadata: ["vm": "\(spec.name)", "spawned": "\(spawned)", "monitor_ready": "\(ready)", "confined": "\(elapsed())"])
         return machine
-    }
-
-    /// Runs blocking work (a control group's writes: an RCU grace period on a first move) off
-    /// the cooperative pool, whose few threads forks launched together must not hold waiting.
-    static func onOwnThread(_ work: @escaping @Sendable () throws -> Void) -> Task<Void, any Error> {
-        Task {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
-            }
-        }
     }
 
     /// Why a QEMU that wrote nothing is gone before its monitor answered, with where to look: a

@@ -30,11 +30,7 @@ enum QEMUUserNetwork {
     /// forwards it on to the guest). A port the host already uses is ``VMMError/agentPortTaken(port:)``.
     static func forward(host hostPort: Int, guest guestPort: Int, socket: URL, timeout: Double = 10) async throws {
         let request = #"{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "127.0.0.1", "host_port": \#(hostPort), "guest_port": \#(guestPort)}}"#
-        let reply: Data = try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result { try exchange(Data(request.utf8), socket: socket, timeout: timeout) })
-            }
-        }
+        let reply = try await onOwnThread { try exchange(Data(request.utf8), socket: socket, timeout: timeout) }
         let object = try? JSONSerialization.jsonObject(with: reply) as? [String: Any]
         guard object?["return"] == nil else { return }
         let message = (object?["error"] as? [String: Any])?["desc"] as? String ?? String(decoding: reply, as: UTF8.self)

@@ -42,11 +42,7 @@ final class QMPDescriptorSession {
     /// Runs `body` on a new session to `socket` on a thread of its own (it blocks), so the
     /// caller's task does not hold a thread of the concurrency pool while QEMU works.
     static func run<R: Sendable>(socket: URL, timeout: Double = 30, _ body: @escaping @Sendable (QMPDescriptorSession) throws -> R) async throws -> R {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result { try body(try QMPDescriptorSession(socket: socket, timeout: timeout)) })
-            }
-        }
+        try await onOwnThread { try body(try QMPDescriptorSession(socket: socket, timeout: timeout)) }
     }
 
     /// Runs `command` and returns its `return` value, skipping events; QEMU's errors become ``QMPError``.
