@@ -16,7 +16,7 @@ import threading
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def answer(self, with_body):
+    def answer(self):
         if self.path.startswith("/generate_204"):
             status = 204
         else:
@@ -28,10 +28,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_GET(self):
-        self.answer(True)
+        self.answer()
 
     def do_HEAD(self):
-        self.answer(False)
+        self.answer()
 
     def log_message(self, *args):
         pass

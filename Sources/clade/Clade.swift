@@ -19,8 +19,8 @@ struct Clade: AsyncParsableCommand {
             PackCommand.self, UnpackCommand.self, PushCommand.self, PullCommand.self, RecordWorkingSet.self, GarbageCollect.self, Serve.self, E2BCommand.self, LazyServe.self,
         ])
 
-    // Every command below names itself (CommandNamesTests): a derived name costs a scan of the
-    // conformance table per command on every run.
+    // Every command in `subcommands`, and below them, names itself (CommandNamesTests): a derived
+    // name costs a scan of the binary's conformance table, per command, on every run.
 
     /// Runs the command; a failure exits with its category's code (the README's error table),
     /// so scripts can tell "not found" from "the guest failed".

@@ -15,16 +15,7 @@ import urllib.request
 
 from e2b import Sandbox
 
-TEMPLATE = os.environ.get("CLADE_E2B_TEMPLATE", "base")
-
-
-def check(condition, what):
-    if not condition:
-        raise AssertionError(what)
-
-
-def step(name):
-    print(f"ok {name}", flush=True)
+from scenarios import TEMPLATE, check, step
 
 
 def fetch(url, context, deadline_seconds=60):

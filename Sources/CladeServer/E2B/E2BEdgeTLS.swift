@@ -38,20 +38,12 @@ public struct E2BEdgeTLS: Sendable {
     }
 
     private static func checkPair(certificate: String, key: String, domain: String) throws {
-        guard let certificateFile = BIO_new_file(certificate, "r") else {
-            throw APIError(.badRequest, "cannot read the E2B listener's certificate \(certificate): \(String(cString: strerror(errno)))")
-        }
-        defer { BIO_free(certificateFile) }
-        guard let x509 = PEM_read_bio_X509(certificateFile, nil, nil, nil) else {
-            throw APIError(.badRequest, "\(certificate) holds no PEM certificate; give the certificate (and its chain) in PEM form")
+        let x509 = try readPEM(certificate, what: "certificate", notPEM: "\(certificate) holds no PEM certificate; give the certificate (and its chain) in PEM form") {
+            PEM_read_bio_X509($0, nil, nil, nil)
         }
         defer { X509_free(x509) }
-        guard let keyFile = BIO_new_file(key, "r") else {
-            throw APIError(.badRequest, "cannot read the E2B listener's private key \(key): \(String(cString: strerror(errno)))")
-        }
-        defer { BIO_free(keyFile) }
-        guard let privateKey = PEM_read_bio_PrivateKey(keyFile, nil, nil, nil) else {
-            throw APIError(.badRequest, "\(key) holds no unencrypted PEM private key; give the key in PEM form, without a passphrase")
+        let privateKey = try readPEM(key, what: "private key", notPEM: "\(key) holds no unencrypted PEM private key; give the key in PEM form, without a passphrase") {
+            PEM_read_bio_PrivateKey($0, nil, nil, nil)
         }
         defer { EVP_PKEY_free(privateKey) }
         guard X509_check_private_key(x509, privateKey) == 1 else {
@@ -62,5 +54,15 @@ public struct E2BEdgeTLS: Sendable {
                 .badRequest,
                 "the certificate \(certificate) does not name \(host); the E2B SDK asks for api.\(domain) and <port>-<sandbox id>.\(domain), so issue it for *.\(domain) (or give --e2b-domain the domain it was issued for)")
         }
+    }
+
+    /// The first PEM object `read` finds in the file at `path`; the caller frees it.
+    private static func readPEM(_ path: String, what: String, notPEM: String, _ read: (OpaquePointer) -> OpaquePointer?) throws -> OpaquePointer {
+        guard let file = BIO_new_file(path, "r") else {
+            throw APIError(.badRequest, "cannot read the E2B listener's \(what) \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { BIO_free(file) }
+        guard let object = read(file) else { throw APIError(.badRequest, notPEM) }
+        return object
     }
 }
