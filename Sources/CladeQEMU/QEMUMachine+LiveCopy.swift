@@ -43,6 +43,8 @@ extension QEMUMachine {
         defer { unlink(streamFile.path) }
         do {
             defer { close(stream) }
+            // A branch whose clade died mid-copy leaves QEMU finishing that copy on its own.
+            try session.waitForAbandonedMigration()
             try session.execute("migrate-set-capabilities", arguments: Self.liveCapabilities(true))
             try session.execute("getfd", arguments: ["fdname": .string(Self.liveDescriptorName)], attaching: stream)
         }

@@ -50,11 +50,11 @@ public struct QEMUMachine: VMHandle {
     }
 
     public func resumeAfterInterruption() async throws {
-        try await withQMP { client in
+        try await QMPDescriptorSession.run(socket: files.qmpSocket) { session in
             // A live copy whose clade died may leave the guest stopped with a migration started;
-            // cancelling it (a no-op without one) lifts its write protection before `cont`.
-            _ = try await client.execute("migrate_cancel")
-            _ = try await client.execute("cont")
+            // QEMU finishes it while the guest is stopped, which lifts its write protection.
+            try session.waitForAbandonedMigration()
+            try session.execute("cont")
         }
     }
 

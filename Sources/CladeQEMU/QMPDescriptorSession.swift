@@ -91,6 +91,25 @@ final class QMPDescriptorSession {
         throw VMMError.stateTransferFailed(backend: "qemu", reason: "migration did not reach \(states.sorted().joined(separator: " or ")) within \(Int(timeout)) s")
     }
 
+    /// Waits until a migration that a dead clade process left running has finished: QEMU refuses
+    /// new migration settings while one runs. A live copy's stream goes to a file, so QEMU
+    /// finishes it alone; cancelling it instead can leave the guest stuck on a write-protected
+    /// page and its RAM unable to be write-protected again. Callers hold the sandbox's lock, so a
+    /// running migration is never a live operation's own.
+    func waitForAbandonedMigration(timeout: Double = 600) throws {
+        let settled: Set<String> = ["none", "completed", "failed", "cancelled"]
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let status = try execute("query-migrate")["status"]?.stringValue ?? "none"
+            if settled.contains(status) { return }
+            guard Date() < deadline else {
+                throw VMMError.stateTransferFailed(
+                    backend: "qemu", reason: "a copy of this sandbox's memory left by an interrupted clade is still \(status) after \(Int(timeout)) s; kill the sandbox or try again later")
+            }
+            usleep(2_000)
+        }
+    }
+
     /// One line from QEMU, without its newline; lines are bounded so a broken monitor cannot grow memory.
     private func readLine() throws -> [UInt8] {
         while true {
