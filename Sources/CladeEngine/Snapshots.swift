@@ -211,7 +211,9 @@ public struct Snapshots: EngineCapability {
         try snapshotCatalog.recordRemoved(tag)
         try FileSystem.remove(doomed)
         // Sandboxes left running by --force still name the RAM tier's copy: it stays until they go.
-        if let snapshotID, live.isEmpty || cascade { engine.memoryTier.remove(snapshotID: snapshotID) }
+        // A tag pulled from this store's own push shares the id, and the copy, with the original.
+        let sharedID = (try? snapshotCatalog.list().contains { $0.id == snapshotID }) ?? true
+        if let snapshotID, live.isEmpty || cascade, !sharedID { engine.memoryTier.remove(snapshotID: snapshotID) }
         removed.append(tag)
         return removed
     }

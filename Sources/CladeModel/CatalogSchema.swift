@@ -85,6 +85,40 @@ enum CatalogSchema {
                 CREATE INDEX sandboxes_by_end_time ON sandboxes(expires_at_unix) WHERE expires_at_unix IS NOT NULL;
                 """)
         }
+        migrator.registerMigration("v3-snapshot-ids-shared-by-tags") { db in
+            // A snapshot pulled into the store that pushed it (or pulled twice, lazily and
+            // whole) keeps its id under a second tag. With `id` UNIQUE, recording that tag's row
+            // replaced the first tag's: the snapshot vanished from listings while its files
+            // stayed. Ids are not keys; tags are. The rebuilt table drops the constraint, and the
+            // next open reconciles the rows with the directories, restoring any lost tag.
+            try db.execute(sql: """
+                DROP VIEW lineage;
+                CREATE TABLE snapshots_by_tag (
+                    tag TEXT PRIMARY KEY,
+                    id TEXT NOT NULL,
+                    parent_tag TEXT,
+                    parent_id TEXT,
+                    branched_from TEXT,
+                    image TEXT,
+                    memory_mib INTEGER NOT NULL,
+                    stored_bytes INTEGER NOT NULL DEFAULT 0,
+                    created_at TEXT NOT NULL,
+                    record TEXT NOT NULL
+                );
+                INSERT INTO snapshots_by_tag SELECT tag, id, parent_tag, parent_id, branched_from, image, memory_mib, stored_bytes, created_at, record FROM snapshots;
+                DROP TABLE snapshots;
+                ALTER TABLE snapshots_by_tag RENAME TO snapshots;
+                CREATE INDEX snapshots_by_parent ON snapshots(parent_tag);
+                CREATE INDEX snapshots_by_id ON snapshots(id);
+                CREATE VIEW lineage AS
+                    SELECT 'snapshot' AS kind, tag AS name, parent_tag AS parent, 'layered-on' AS relation
+                        FROM snapshots WHERE parent_tag IS NOT NULL
+                    UNION ALL
+                    SELECT 'sandbox', id, snapshot_tag, 'forked-from'
+                        FROM sandboxes WHERE snapshot_tag IS NOT NULL;
+                DELETE FROM catalog_state WHERE key = 'reconciled';
+                """)
+        }
         return migrator
     }
 }

@@ -94,6 +94,48 @@ import Testing
         #expect(try catalog.list().map(\.tag) == ["a", "c", "d"])
     }
 
+    /// A snapshot pulled into the store that pushed it keeps its id under a second tag; both
+    /// tags stay listed (the UNIQUE id of schema v1 dropped the first tag's row).
+    @Test func twoTagsOfOneSnapshotAreBothListed() throws {
+        let home = Self.temporaryHome()
+        defer { try? FileSystem.remove(home.root) }
+        try home.prepare()
+        let catalog = SnapshotCatalog(home: home)
+        let base = Self.metadata("base")
+        var pulled = base
+        pulled.tag = "node-0123"
+        for snapshot in [base, pulled] {
+            try Self.writeSnapshotDirectory(snapshot, home: home)
+            try catalog.recordPublished(snapshot.tag)
+        }
+        #expect(try catalog.list().map(\.tag) == ["base", "node-0123"])
+        try catalog.recordRemoved("node-0123")
+        #expect(try catalog.list().map(\.tag) == ["base"])
+    }
+
+    /// A store whose v1 catalog lost a tag that way gets it back when it is next opened.
+    @Test func theUpgradeRestoresATagTheUniqueIdDropped() throws {
+        let home = Self.temporaryHome()
+        defer { try? FileSystem.remove(home.root) }
+        try home.prepare()
+        let base = Self.metadata("base")
+        var pulled = base
+        pulled.tag = "node-0123"
+        for snapshot in [base, pulled] { try Self.writeSnapshotDirectory(snapshot, home: home) }
+        // A v1 catalog as the bug left it: only the second tag's row.
+        let old = try DatabaseQueue(path: CatalogDatabase.url(in: home).path)
+        try CatalogSchema.migrator.migrate(old, upTo: "v2-sandbox-end-times")
+        try old.write { db in
+            try CatalogRows.putSnapshot(base, storedBytes: 0, in: db)
+            try CatalogRows.putSnapshot(pulled, storedBytes: 0, in: db)
+            try db.execute(sql: "INSERT OR REPLACE INTO catalog_state (key, value) VALUES ('reconciled', 'x')")
+        }
+        #expect(try old.read { try CatalogRows.snapshots(in: $0).map(\.tag) } == ["node-0123"])
+        try old.close()
+        _ = try CatalogDatabase.openUncached(home)
+        #expect(try SnapshotCatalog(home: home).list().map(\.tag) == ["base", "node-0123"])
+    }
+
     @Test func reconcilingFollowsTheDirectories() throws {
         let home = Self.temporaryHome()
         defer { try? FileSystem.remove(home.root) }
