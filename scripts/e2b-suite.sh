@@ -9,8 +9,10 @@
 # - a resolver (dnsmasq) in the suite's own mount namespace answering every name under it;
 # - a stand-in for the public endpoints the suite names: a network namespace holding 1.1.1.1 and
 #   8.8.8.8 (host routes point there while it runs) that serves HTTPS (scripts/internet-standin.py)
-#   and DNS (connectivitycheck.gstatic.com); the daemon runs in a mount namespace whose
-#   resolv.conf names 8.8.8.8, so its guests' DNS goes there too;
+#   and DNS (connectivitycheck.gstatic.com; names under the E2B domain get an address beyond the
+#   host, whose connections the egress proxy sends to clade's own listener); the daemon runs in a
+#   mount namespace whose resolv.conf names 8.8.8.8, so its guests' DNS goes there too;
+# - the `httpbin` template the network tests name (`clade e2b init --template httpbin`);
 # - one test authority for all of it, which the store's `base` template trusts, and 8.8.8.8 as
 #   that template's resolver, as in E2B's sandboxes (both baked in; the template is otherwise
 #   `clade e2b init`'s).
@@ -81,7 +83,7 @@ ip route replace 8.8.8.8/32 via 10.231.10.2
 ip netns exec "$namespace" python3 "$here/scripts/internet-standin.py" "$work/internet.pem" "$work/internet.key" 1.1.1.1 8.8.8.8 >"$work/standin.out" 2>&1 &
 pids+=($!)
 ip netns exec "$namespace" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --listen-address=8.8.8.8 \
-    --address=/connectivitycheck.gstatic.com/1.1.1.1 --user=root 2>"$work/standin-dns.log" &
+    --address=/connectivitycheck.gstatic.com/1.1.1.1 --address="/$SUITE_DOMAIN/198.51.100.80" --user=root 2>"$work/standin-dns.log" &
 pids+=($!)
 until grep -q ready "$work/standin.out" 2>/dev/null; do sleep 0.1; done
 
@@ -91,12 +93,18 @@ if [ ! -f "$work/base-trusts-authority" ]; then
     "$clade" rmi --home "$store" base >/dev/null
     "$clade" bake --home "$store" --image base --memory 512 --tag base --warm-user root \
         --warm "printf '%s\n' '$(cat "$work/ca.pem")' >/usr/local/share/ca-certificates/clade-e2b-suite.crt && update-ca-certificates >/dev/null && echo 'nameserver 8.8.8.8' >/etc/resolv.conf" >"$work/bake.log" 2>&1
+    "$clade" rmi --home "$store" httpbin >/dev/null 2>&1 || true
     touch "$work/base-trusts-authority"
+fi
+if ! "$clade" snapshots --home "$store" | grep -q "^httpbin "; then
+    echo "== the httpbin template"
+    "$clade" e2b init --home "$store" --template httpbin >>"$work/bake.log" 2>&1
 fi
 
 echo "== clade serve: https://api.$SUITE_DOMAIN on $SUITE_EDGE:443"
 echo "nameserver 8.8.8.8" >"$work/daemon-resolv.conf"
-unshare --mount sh -c 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"' sh "$work/daemon-resolv.conf" \
+# SSL_CERT_FILE: the egress proxy verifies the hosts it connects to (the listener here) with the test authority.
+SSL_CERT_FILE=$work/ca.pem unshare --mount sh -c 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"' sh "$work/daemon-resolv.conf" \
     "$clade" serve --home "$store" --listen none --e2b-listen "$SUITE_EDGE:443" --e2b-domain "$SUITE_DOMAIN" \
     --e2b-tls-cert "$work/edge.pem" --e2b-tls-key "$work/edge.key" --egress-proxy-port 18081 >"$work/daemon.log" 2>&1 &
 daemon=$!

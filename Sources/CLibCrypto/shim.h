@@ -7,3 +7,6 @@
 // the hosts the SDK will ask for), with OpenSSL's own host-name matching.
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
+// The egress proxy's interception authority: an EC key pair and certificates issued with it.
+#include <openssl/ec.h>
+#include <openssl/rand.h>

@@ -91,7 +91,7 @@ extension Engine {
                 // the ones it installed for the recorded policy. Staying `outbound` needs none,
                 // so the two `iptables -S` probes of a removal (~8 ms of a resume) are spared;
                 // anything left over could only refuse more, never less.
-                replacing = !(policy.mode == .outbound && record.network == policy)
+                replacing = !(policy.mode == .outbound && !policy.usesEgressProxy && record.network == policy)
             } else {
                 let claimed = try jailIdentities.claim(for: directory)
                 identity = claimed.identity
@@ -155,7 +155,7 @@ extension Engine {
             try firewall.update(policy, uid: uid, egressProxyPort: egressProxyPort)
         } else if record.confinement?.namespaces != nil, check.plan.allowLists, let pid = record.pid {
             try NamespaceFirewall.apply(policy, toNamespaceOf: pid)
-        } else if policy.mode != .outbound {
+        } else if policy.mode != .outbound || policy.usesEgressProxy {
             throw EngineError.isolationUnavailable(
                 "sandbox \(record.id) runs without a packet filter of its own, so the policy '\(policy)' cannot be put in force while it runs; "
                     + "start a new sandbox with that policy (clade fork --network)")

@@ -27,16 +27,30 @@ public struct NetworkPolicy: Codable, Sendable, Equatable, CustomStringConvertib
     /// HTTP (port 80) and TLS (port 443), where the egress proxy reads the name a connection is
     /// for. A policy with names needs that proxy (``usesEgressProxy``).
     public var domains: [NetworkDomain]
+    /// Headers set on HTTP and HTTPS requests to some hosts, in any mode but `none`; they need
+    /// the egress proxy too. Only E2B's API sets them (its `rules`): the text form has none.
+    public var transforms: [NetworkTransform]
 
-    public init(mode: Mode, allow: [NetworkDestination] = [], deny: [NetworkDestination] = [], domains: [NetworkDomain] = []) {
+    public init(
+        mode: Mode, allow: [NetworkDestination] = [], deny: [NetworkDestination] = [], domains: [NetworkDomain] = [], transforms: [NetworkTransform] = []
+    ) {
         self.mode = mode
         self.allow = mode == .allow || mode == .deny ? allow : []
         self.deny = mode == .deny ? deny : []
         self.domains = mode == .allow || mode == .deny ? domains : []
+        self.transforms = mode == .none ? [] : transforms
     }
 
-    /// True when names are admitted, which only the egress proxy can enforce.
-    public var usesEgressProxy: Bool { !domains.isEmpty }
+    /// True when names are admitted or requests changed, which only the egress proxy can do.
+    public var usesEgressProxy: Bool { !domains.isEmpty || !transforms.isEmpty }
+
+    /// The headers to set on requests to `host`: those of every transform matching it, later
+    /// ones overriding earlier ones; nil when none matches.
+    public func headers(forHost host: String) -> [String: String]? {
+        let matching = transforms.filter { $0.host.matches(host) }
+        guard !matching.isEmpty else { return nil }
+        return matching.reduce(into: [:]) { merged, transform in merged.merge(transform.headers) { _, new in new } }
+    }
 
     /// Whether a connection to `host` (a TLS server name or HTTP `Host`) is admitted by name.
     public func admits(name host: String) -> Bool { domains.contains { $0.matches(host) } }
@@ -114,7 +128,7 @@ public struct NetworkPolicy: Codable, Sendable, Equatable, CustomStringConvertib
     /// The allow list as text: addresses, then names.
     private var admitted: [String] { allow.map(\.description) + domains.map(\.description) }
 
-    enum CodingKeys: String, CodingKey { case mode, allow, deny, domains }
+    enum CodingKeys: String, CodingKey { case mode, allow, deny, domains, transforms }
 
     public init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -122,13 +136,14 @@ public struct NetworkPolicy: Codable, Sendable, Equatable, CustomStringConvertib
         let allow = try container.decodeIfPresent([NetworkDestination].self, forKey: .allow) ?? []
         let deny = try container.decodeIfPresent([NetworkDestination].self, forKey: .deny) ?? []
         let domains = try container.decodeIfPresent([NetworkDomain].self, forKey: .domains) ?? []
+        let transforms = try container.decodeIfPresent([NetworkTransform].self, forKey: .transforms) ?? []
         if mode == .allow, allow.isEmpty, domains.isEmpty {
             throw DecodingError.dataCorruptedError(forKey: .allow, in: container, debugDescription: "mode 'allow' needs at least one destination")
         }
         if mode == .deny, deny.isEmpty {
             throw DecodingError.dataCorruptedError(forKey: .deny, in: container, debugDescription: "mode 'deny' needs at least one destination")
         }
-        self.init(mode: mode, allow: allow, deny: deny, domains: domains)
+        self.init(mode: mode, allow: allow, deny: deny, domains: domains, transforms: transforms)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -137,6 +152,7 @@ public struct NetworkPolicy: Codable, Sendable, Equatable, CustomStringConvertib
         if mode == .allow || (mode == .deny && !allow.isEmpty) { try container.encode(allow, forKey: .allow) }
         if mode == .deny { try container.encode(deny, forKey: .deny) }
         if !domains.isEmpty { try container.encode(domains, forKey: .domains) }
+        if !transforms.isEmpty { try container.encode(transforms, forKey: .transforms) }
     }
 }
 

@@ -83,7 +83,8 @@ public enum Daemon {
             guard engine.egressProxyPort == port else {
                 throw APIError(.badRequest, "the engine's egress proxy port (\(engine.egressProxyPort.map(String.init) ?? "none")) is not the daemon's (\(port))")
             }
-            services.append(EgressProxy(port: port, engine: engine, pinned: configuration.egressPinnedNames, logger: logger))
+            let edge = try e2b.map { try EgressLocalEdge(domain: $0.domain, listen: $0.listen, tls: $0.tls != nil) }
+            services.append(EgressProxy(port: port, engine: engine, pinned: configuration.egressPinnedNames, edge: edge, logger: logger))
             try engine.registerEgressProxy(port: port)
         }
         defer { if configuration.egressProxyPort != nil { engine.unregisterEgressProxy() } }

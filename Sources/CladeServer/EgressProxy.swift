@@ -7,6 +7,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 
 /// `clade serve --egress-proxy-port PORT`: enforces the host names of network policies
@@ -27,7 +28,17 @@ public struct EgressProxy: Service {
     let engine: Engine
     /// Names the operator pinned to addresses (`--egress-resolve NAME=ADDRESS`), used before DNS.
     let pinned: [String: String]
+    /// The E2B listener of the same daemon, when it serves one.
+    let edge: EgressLocalEdge?
     let logger: Logger
+
+    public init(port: Int, engine: Engine, pinned: [String: String], edge: EgressLocalEdge? = nil, logger: Logger) {
+        self.port = port
+        self.engine = engine
+        self.pinned = pinned
+        self.edge = edge
+        self.logger = logger
+    }
 
     /// Connections one sandbox may have open through the proxy at once.
     static let maxConnectionsPerSandbox = 256
@@ -35,15 +46,24 @@ public struct EgressProxy: Service {
     static let nameTimeout: TimeAmount = .seconds(10)
 
     public func run() async throws {
-        let engine = self.engine, pinned = self.pinned, logger = self.logger
+        let engine = self.engine, logger = self.logger
         let counts = EgressConnectionCounts()
+        var settings = EgressSettings(pinned: pinned, edge: edge)
+        do {
+            settings.interception = (try EgressAuthority.load(state: engine.home.state), try EgressInterception.upstreamTLSContext())
+        } catch {
+            // Transforms then fail closed: their connections are refused with this reason.
+            settings.interceptionUnavailable = "\(error)"
+            logger.error("the egress proxy cannot change requests (network transforms)", metadata: ["error": "\(error)"])
+        }
+        let shared = settings
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // Clients that send a request and shut their side (nc, HTTP/1.0) still get the answer.
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { child in
-                child.pipeline.addHandler(EgressRouter(engine: engine, pinned: pinned, counts: counts, logger: logger))
+                child.pipeline.addHandler(EgressRouter(engine: engine, settings: shared, counts: counts, logger: logger))
             }
             .bind(host: "127.0.0.1", port: port).get()
         logger.notice("egress proxy for host names in network policies", metadata: ["listen": "127.0.0.1:\(port)"])
@@ -67,6 +87,51 @@ public struct EgressProxy: Service {
             pinned[name.pattern] = parts[1]
         }
         return pinned
+    }
+}
+
+/// What every connection's router shares.
+struct EgressSettings: Sendable {
+    var pinned: [String: String]
+    var edge: EgressLocalEdge?
+    /// What changes requests for transforms; nil (with the reason) when the authority cannot be loaded.
+    var interception: (authority: EgressAuthority, upstreamTLS: NIOSSLContext)?
+    var interceptionUnavailable: String?
+}
+
+/// The daemon's own E2B listener as a destination: a guest asking for a sandbox host under its
+/// domain (`<port>-<id>.<domain>`, as `get_host` names it) is connected there, as a client on
+/// the internet would be, though the listener is on the host, which guests otherwise never reach.
+/// The listener admits such a request only as it admits any other (public traffic, access tokens).
+public struct EgressLocalEdge: Sendable {
+    let domain: String
+    let address: SocketAddress
+    /// The listener speaks TLS: guests' connections to port 443 go there; else those to port 80.
+    let tls: Bool
+
+    /// `listen` is the E2B listener's `HOST:PORT`; an unspecified host is reached on loopback.
+    public init(domain: String, listen: String, tls: Bool) throws {
+        self.tls = tls
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]) else {
+            throw APIError(.badRequest, "--e2b-listen '\(listen)' is not HOST:PORT")
+        }
+        var host = String(listen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        if host == "0.0.0.0" || host.isEmpty { host = "127.0.0.1" }
+        if host == "::" { host = "::1" }
+        self.domain = domain.lowercased()
+        self.address = try SocketAddress.makeAddressResolvingHost(host, port: port)
+    }
+
+    /// The listener's address when `host` is a sandbox host under the domain, asked for on the
+    /// port of the listener's protocol.
+    func address(for host: String, port: Int) -> SocketAddress? {
+        guard port == (tls ? 443 : 80) else { return nil }
+        let name = host.lowercased()
+        guard name.hasSuffix("." + domain) else { return nil }
+        let label = name.dropLast(domain.count + 1)
+        let parts = label.split(separator: "-", maxSplits: 1)
+        guard parts.count == 2, !label.contains("."), parts[0].allSatisfy(\.isNumber), !parts[1].isEmpty else { return nil }
+        return address
     }
 }
 

@@ -12,7 +12,7 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
     typealias OutboundOut = ByteBuffer
 
     private let engine: Engine
-    private let pinned: [String: String]
+    private let settings: EgressSettings
     private let counts: EgressConnectionCounts
     private let logger: Logger
     /// What the connection sent before a verdict (the name is in it); it goes on first.
@@ -20,14 +20,13 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
     /// Whose connection this is and where the guest sent it.
     private typealias Origin = (sandbox: String, uid: UInt32, policy: NetworkPolicy, destination: SocketAddress)
     private var origin: Origin?
-    private var counted: UInt32?
     private var decided = false
     /// The guest shut its side after sending what it had (a half-close).
     private var inputClosed = false
 
-    init(engine: Engine, pinned: [String: String], counts: EgressConnectionCounts, logger: Logger) {
+    init(engine: Engine, settings: EgressSettings, counts: EgressConnectionCounts, logger: Logger) {
         self.engine = engine
-        self.pinned = pinned
+        self.settings = settings
         self.counts = counts
         self.logger = logger
     }
@@ -56,7 +55,10 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
                 guard self.counts.take(found.uid) else {
                     return self.close(onLoop.value, "sandbox \(found.sandbox) has \(EgressProxy.maxConnectionsPerSandbox) connections open through the proxy")
                 }
-                self.counted = found.uid
+                // Released when the connection closes, whichever handler it then has: the router
+                // leaves the pipeline once the connection is spliced or intercepted.
+                let counts = self.counts
+                onLoop.value.channel.closeFuture.whenComplete { _ in counts.release(found.uid) }
                 self.origin = found
                 self.decideIfNamed(onLoop.value)
             }
@@ -78,8 +80,6 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let counted { counts.release(counted) }
-        counted = nil
         decided = true
         context.fireChannelInactive()
     }
@@ -97,27 +97,36 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
         let loop = context.eventLoop
         let onLoop = NIOLoopBound(context, eventLoop: loop)
         context.channel.setOption(.autoRead, value: false).whenComplete { _ in }
-        let targets: EventLoopFuture<[SocketAddress]>
         let named: String?
+        let host: String? = if case .name(let name) = reading { name } else { nil }
+        // This daemon's own E2B edge serves sandbox hosts under its domain wherever they are asked for.
+        let edge = host.flatMap { settings.edge?.address(for: $0, port: port) }
+        let unresolved: EventLoopFuture<[SocketAddress]>
         switch reading {
         case .name(let name) where origin.policy.admits(name: name):
             named = name
-            let pinned = self.pinned
-            targets = context.eventLoop.makeFutureWithTask { try await EgressPeers.resolve(name, port: port, pinned: pinned) }
+            let pinned = settings.pinned
+            unresolved = edge.map { loop.makeSucceededFuture([$0]) }
+                ?? loop.makeFutureWithTask { try await EgressPeers.resolve(name, port: port, pinned: pinned) }
         default:
             named = nil
             guard case .v4(let v4) = origin.destination, origin.policy.admits(address: UInt32(bigEndian: v4.address.sin_addr.s_addr), port: port) else {
                 if port == 80 { refuseHTTP(context, reading) }
                 return close(context, "sandbox \(origin.sandbox): \(Self.describe(reading)) is not admitted, nor is \(origin.destination.ipAddress ?? "?"):\(port)")
             }
-            targets = context.eventLoop.makeSucceededFuture([origin.destination])
+            unresolved = loop.makeSucceededFuture([edge ?? origin.destination])
         }
-        targets.flatMapThrowing { addresses -> [SocketAddress] in
+        let targets = unresolved.flatMapThrowing { addresses -> [SocketAddress] in
+            if edge != nil { return addresses }
             let hostAddresses = EgressPeers.hostAddresses()
             let allowed = addresses.filter { !EgressPeers.isForbidden($0, hostAddresses: hostAddresses) }
             guard !allowed.isEmpty else { throw EgressRefusal("\(named ?? "the destination") is on the host, link-local or unroutable (\(addresses.compactMap(\.ipAddress)))") }
             return allowed
-        }.flatMap { addresses in
+        }
+        if let host, let headers = origin.policy.headers(forHost: host) {
+            return intercept(context, host: host, port: port, headers: headers, targets: targets, sandbox: origin.sandbox)
+        }
+        targets.flatMap { addresses in
             Self.connect(addresses, on: loop)
         }.whenComplete { [self] result in
             switch result {
@@ -132,6 +141,38 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
                 let context = onLoop.value
                 ChannelRelay.splice(context, client: context.channel, partner: upstream, pending: pending, clientDone: self.inputClosed).whenFailure { error in
                     self.close(onLoop.value, "cannot relay: \(error)")
+                }
+            }
+        }
+    }
+
+    /// Hands the connection to ``EgressInterception`` once its destination is known: its
+    /// requests to `host` get `headers`.
+    private func intercept(
+        _ context: ChannelHandlerContext, host: String, port: Int, headers: [String: String], targets: EventLoopFuture<[SocketAddress]>, sandbox: String
+    ) {
+        guard let interception = settings.interception else {
+            return close(context, "sandbox \(sandbox): requests to \(host) must be changed, and this proxy cannot: \(settings.interceptionUnavailable ?? "no interception authority")")
+        }
+        let onLoop = NIOLoopBound(context, eventLoop: context.eventLoop)
+        let logger = self.logger
+        targets.whenComplete { [self] result in
+            let context = onLoop.value
+            switch result {
+            case .failure(let error):
+                self.close(context, "sandbox \(sandbox): \(error)")
+            case .success(let addresses):
+                let upstreamTLS = port == 443 ? interception.upstreamTLS : nil
+                let pending = self.buffered
+                self.buffered = ByteBuffer()
+                do {
+                    try EgressInterception.take(
+                        context, pending: pending, host: host, tls: port == 443, headers: headers,
+                        upstream: { loop, responses in EgressInterception.connect(addresses, host: host, tls: upstreamTLS, on: loop, responses: responses) },
+                        authority: interception.authority, logger: logger)
+                    logger.debug("egress intercepted", metadata: ["sandbox": "\(sandbox)", "name": "\(host)", "headers": "\(headers.keys.sorted())"])
+                } catch {
+                    self.close(context, "sandbox \(sandbox): cannot intercept \(host): \(error)")
                 }
             }
         }

@@ -113,7 +113,8 @@ public struct HostFirewall: Sendable {
     public func apply(_ policy: NetworkPolicy, uid: UInt32, replacing: Bool, egressProxyPort: Int? = nil) throws {
         try prepare()
         if replacing { remove(uid: uid) }
-        guard policy.mode != .outbound else { return }
+        // Plain `outbound` needs nothing; with transforms it still needs the redirect to the proxy.
+        guard policy.mode != .outbound || policy.usesEgressProxy else { return }
         let nameservers = policy.usesEgressProxy ? Self.nameservers() : []
         try withHostLock {
             for tool in ["iptables", "ip6tables"] {

@@ -15,7 +15,8 @@ struct E2BInit: AsyncParsableCommand {
         abstract: "Build and bake an E2B template (default: base, Debian with user and passwordless sudo, python, pip, curl and git), and print the API key file.",
         discussion: """
             Templates are baked on first use anyway; running this first keeps the first Sandbox.create fast. \
-            A template id names a snapshot; an image of that name is baked into one; `base` is built if missing.
+            A template id names a snapshot; an image of that name is baked into one; `base` is built if missing; \
+            `httpbin` is `base` with an HTTP echo server running on port 8080 (the sidecar E2B's SDK tests name).
             """)
     @OptionGroup var global: GlobalOptions
     @Option(help: "The template to prepare.") var template: String = E2BTemplates.baseName

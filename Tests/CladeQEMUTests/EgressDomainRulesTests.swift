@@ -52,6 +52,17 @@ struct EgressDomainRulesTests {
         #expect(lines.contains("-I CLADE-VMM 2 -d 127.0.0.1/32 -p tcp --dport 15480 -m owner --uid-owner 200007 -m conntrack --ctstate DNAT -j ACCEPT"))
     }
 
+    /// An `outbound` sandbox with header transforms refuses nothing, yet its HTTP and TLS still
+    /// go to the proxy, which changes the requests to the transforms' hosts.
+    @Test func transformsRedirectAnOutboundPolicyThatRefusesNothing() throws {
+        let policy = NetworkPolicy(mode: .outbound, transforms: [try NetworkTransform(host: NetworkDomain(parsing: "api.example.com"), headers: ["X-A": "b"])])
+        #expect(policy.usesEgressProxy)
+        #expect(!PolicyRules.rules(for: policy, chain: "C", pass: "RETURN", ipv6: false, nameservers: ["8.8.8.8"]).contains { $0.contains("REJECT") })
+        let lines = HostFirewall.redirectRules(policy, uid: 200_008, port: 15480).split(separator: "\n").map(String.init)
+        #expect(lines.contains("-A CLADE-200008 -p tcp -m multiport --dports 80,443 -j REDIRECT --to-ports 15480"))
+        #expect(NetworkPolicy(mode: .none, transforms: policy.transforms).transforms.isEmpty, "a sandbox with no network has nothing to change")
+    }
+
     @Test func theHostsResolversAreReadButNotItsLoopbackOnes() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("resolv-\(UUID().uuidString)")
         try "# generated\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver\tfe80::1\noptions edns0\nnameserver 8.8.8.8\n".write(to: file, atomically: true, encoding: .utf8)

@@ -88,7 +88,7 @@ import Testing
     @Test func whatTheProxyCannotEnforceIsRefused() {
         for network: [String: Any] in [
             ["allowOut": ["exa_mple..com"], "denyOut": ["0.0.0.0/0"]], ["denyOut": ["*.example.com"]], ["denyOut": ["2001:db8::1"]],
-            ["denyOut": ["8.8.8.8/33"]], ["rules": ["api.example.com": [["transform": [:]]]]],
+            ["denyOut": ["8.8.8.8/33"]], ["rules": ["api.example.com": [["redirect": [:]]]]], ["egressProxy": ["address": "socks5://10.0.0.1:1080"]],
         ] {
             #expect(throws: E2BError.self, "\(network)") { try read(network) }
         }

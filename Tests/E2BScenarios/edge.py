@@ -4,16 +4,18 @@ Run by Tests/IntegrationTests/E2BTests.swift with only E2B_DOMAIN and E2B_API_KE
 E2B_API_URL, no E2B_SANDBOX_URL): the SDK derives https://api.<domain> and
 https://<port>-<id>.<domain> itself, which clade's listener serves over TLS. SSL_CERT_FILE
 names the test's certificate authority, and a resolver in the test's own mount namespace
-answers every name under the domain.
+answers every name under the domain. The daemon runs the egress proxy too, for the transform
+scenario: a sandbox whose `rules` set a header on requests to another sandbox's public host.
 """
 
+import json
 import os
 import ssl
 import sys
 import time
 import urllib.request
 
-from e2b import Sandbox
+from e2b import Sandbox, SandboxNetworkOpts
 
 from scenarios import TEMPLATE, check, step
 
@@ -29,6 +31,38 @@ def fetch(url, context, deadline_seconds=60):
             if time.time() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def transforms(domain):
+    """E2B's firewall transforms: the egress proxy sets a rule's headers on the sandbox's HTTPS
+    requests to the rule's host, here another sandbox's public URL (the httpbin template)."""
+    echo = Sandbox.create("httpbin", timeout=300, network=SandboxNetworkOpts(allow_public_traffic=True))
+    try:
+        host = echo.get_host(8080)
+        rules = {"rules": {host: [{"transform": {"headers": {"X-Test-Token": "transform-value-1"}}}]}}
+        sb = Sandbox.create(TEMPLATE, timeout=300, network=rules)
+        try:
+            # The guest names the host at an address beyond the host; the proxy sends the
+            # connection to clade's own listener, which serves the domain's sandbox hosts.
+            # The guest's own X-Test-Token is replaced, not kept beside the rule's.
+            r = sb.commands.run(
+                f"curl -sS --max-time 30 --resolve {host}:443:198.51.100.80 -H 'X-Test-Token: from-guest' -H 'X-Kept: yes' https://{host}/headers")
+            headers = json.loads(r.stdout)["headers"]
+            check(headers.get("X-Test-Token") == ["transform-value-1"], f"the transform's header: {headers}")
+            check(headers.get("X-Kept") == ["yes"], f"the guest's other headers pass unchanged: {headers}")
+            step(f"rules transform: https://{host}/headers from a sandbox reflects X-Test-Token set by clade's egress proxy")
+            other = echo.commands.run("curl -sS --max-time 10 http://127.0.0.1:8080/headers -H 'X-Test-Token: direct'")
+            check(json.loads(other.stdout)["headers"].get("X-Test-Token") == ["direct"], f"httpbin without the proxy: {other.stdout}")
+        finally:
+            sb.kill()
+        try:
+            Sandbox.create(TEMPLATE, timeout=60, network={"rules": {"10.0.0.1": [{"transform": {"headers": {"A": "b"}}}]}})
+            check(False, "a rule keyed by an address was accepted")
+        except Exception as error:
+            check("not a host name" in str(error), f"a rule keyed by an address: {error}")
+        step("a rule keyed by an address is refused with the reason")
+    finally:
+        echo.kill()
 
 
 def main():
@@ -57,6 +91,7 @@ def main():
         sb.kill()
     check(not sb.is_running(), "kill over TLS")
     step("kill")
+    transforms(domain)
 
 
 if __name__ == "__main__":

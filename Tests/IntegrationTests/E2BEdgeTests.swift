@@ -9,7 +9,8 @@ import Testing
 /// `E2B_DOMAIN` and an API key, nothing else. The listener has a certificate for `*.clade.test`
 /// from a test authority and listens on port 443 of a loopback address; a dnsmasq in the
 /// scenario's own mount namespace (its /etc/resolv.conf bound over the host's) answers every
-/// name under the domain with that address, so the host's resolver is untouched.
+/// name under the domain with that address, so the host's resolver is untouched. The same daemon
+/// runs the egress proxy, whose transforms the scenario's last part drives.
 extension E2BTests {
     static let edgeDomain = "clade.test"
 
@@ -81,11 +82,18 @@ extension E2BTests {
         ])
         #expect(otherDomain.status != 0 && otherDomain.stderr.contains("does not name api.other.test"), "a certificate for another domain: \(otherDomain.stderr)")
 
+        // The transform scenario's echo server: E2B's httpbin template, made from base.
+        let httpbin = try Self.cli.run(["e2b", "init", "--template", "httpbin", "--json"])
+        #expect(httpbin.status == 0, "clade e2b init --template httpbin: \(httpbin.stderr)")
+
         let address = "127.0.\(Int.random(in: 1...255)).\(Int.random(in: 2...254))"
-        let daemon = DaemonProcess(CLIHarness(home: Self.cli.home))
+        var harness = CLIHarness(home: Self.cli.home)
+        // The egress proxy verifies the hosts it connects to, here the listener, against the test authority.
+        harness.environment["SSL_CERT_FILE"] = issued.authority
+        let daemon = DaemonProcess(harness)
         daemon.extraArguments = [
             "--e2b-listen", "\(address):443", "--e2b-api-key-file", keyFile.path, "--e2b-domain", Self.edgeDomain,
-            "--e2b-tls-cert", issued.certificate, "--e2b-tls-key", issued.key,
+            "--e2b-tls-cert", issued.certificate, "--e2b-tls-key", issued.key, "--egress-proxy-port", "\(Self.egressProxyPort)",
         ]
         daemon.e2bOnlyPort = 443
         daemon.healthCheck = ["-sf", "--cacert", issued.authority, "--resolve", "api.\(Self.edgeDomain):443:\(address)", "https://api.\(Self.edgeDomain)/health"]

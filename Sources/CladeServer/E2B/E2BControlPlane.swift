@@ -141,6 +141,12 @@ extension E2BService {
         let privateTraffic = networkMessage.map { $0.has("allowPublicTraffic") && !$0.bool("allowPublicTraffic") } ?? false
         let outcome = try await engine.forks.fork(tag: tag, count: 1, memoryOrder: engine.forks.serviceMemoryOrder, lifetime: lifetime, network: network).first
         guard let record = outcome?.record else { throw E2BError(500, "the sandbox did not start: \(outcome?.error ?? "no outcome")") }
+        if network?.transforms.isEmpty == false {
+            do { try await trustEgressAuthority(record.id) } catch {
+                try? await engine.sandboxes.kill(id: record.id)
+                throw error
+            }
+        }
         let started = Date()
         let state = E2BSandboxState(
             sandboxID: record.id, templateID: templateID, alias: templateID, metadata: body.map("metadata"), envVars: body.map("envVars"),

@@ -8,7 +8,8 @@ import Logging
 /// OCI registry (`HOST/REPO:TAG`), pulled lazily on first use so the sandbox starts before its
 /// memory and disk have arrived. An image of that name with no snapshot yet is baked on first use; `base` is built first if there is no such
 /// image: Debian with `user` (`/home/user`, bash, passwordless sudo), `python` (python3), pip,
-/// curl and git, as E2B documents its own `base`.
+/// curl and git, as E2B documents its own `base`. `httpbin`, which E2B's SDK tests use, is made
+/// from `base` (see ``E2BHttpbinTemplate``).
 public actor E2BTemplates {
     /// The template SDK users get when they name none.
     public static let baseName = "base"
@@ -42,6 +43,16 @@ public actor E2BTemplates {
         }
         if try await engine.snapshots.list().contains(where: { $0.tag == templateID }) { return templateID }
         let logger = logger
+        if templateID == E2BHttpbinTemplate.name, try !engine.images.list().contains(where: { $0.name == templateID }) {
+            let baseTag = try await snapshotTag(for: Self.baseName, progress: progress)
+            let task = Task<String, Error> {
+                try await E2BHttpbinTemplate.bake(engine: engine, baseTag: baseTag, logger: logger, progress: progress)
+                return templateID
+            }
+            inFlight[templateID] = task
+            defer { inFlight[templateID] = nil }
+            return try await task.value
+        }
         let task = Task<String, Error> {
             let images = try engine.images.list()
             if !images.contains(where: { $0.name == templateID }) {
