@@ -25,8 +25,21 @@ final class EgressAuthority: Sendable {
     static let hostValidityDays = 7
     static let reissueAfter: TimeInterval = 86_400
 
-    /// Loads the authority of the store whose state directory is `state`, making it first if needed.
+    /// Loads the authority of the store whose state directory is `state`, making it first if
+    /// needed, with a new host key for the certificates this process issues.
     static func load(state: URL) throws -> EgressAuthority {
+        let (certificate, key) = try files(state: state)
+        let hostKey = try OwnedKey.generate()
+        return EgressAuthority(
+            certificatePEM: try certificate.pem(), authorityCertificate: certificate, authorityKey: key, hostKey: hostKey, hostKeyPEM: try hostKey.pem())
+    }
+
+    /// The authority's certificate in PEM form, making the authority first if needed: what a
+    /// guest is given to trust (no host key is made for it).
+    static func certificatePEM(state: URL) throws -> String { try files(state: state).certificate.pem() }
+
+    /// The authority's certificate and key from `state/egress-ca/`, made first if missing.
+    private static func files(state: URL) throws -> (certificate: OwnedX509, key: OwnedKey) {
         let directory = state.appendingPathComponent("egress-ca")
         let certificateFile = directory.appendingPathComponent("ca.pem"), keyFile = directory.appendingPathComponent("ca.key")
         if !FileManager.default.fileExists(atPath: directory.path) {
@@ -46,9 +59,7 @@ final class EgressAuthority: Sendable {
         guard X509_check_private_key(certificate.pointer, key.pointer) == 1 else {
             throw EgressAuthorityError("\(keyFile.path) is not the key of \(certificateFile.path); remove both and clade makes a new authority (guests trusting the old one must be restarted)")
         }
-        let hostKey = try OwnedKey.generate()
-        return EgressAuthority(
-            certificatePEM: try certificate.pem(), authorityCertificate: certificate, authorityKey: key, hostKey: hostKey, hostKeyPEM: try hostKey.pem())
+        return (certificate, key)
     }
 
     private init(certificatePEM: String, authorityCertificate: OwnedX509, authorityKey: OwnedKey, hostKey: OwnedKey, hostKeyPEM: String) {

@@ -44,8 +44,7 @@ enum EgressInterception {
     static func connect(
         _ addresses: [SocketAddress], host: String, tls: NIOSSLContext?, on loop: EventLoop, responses: @escaping @Sendable () -> ChannelHandler
     ) -> EventLoopFuture<Channel> {
-        guard let first = addresses.first else { return loop.makeFailedFuture(EgressRefusal("no address to connect to")) }
-        return ClientBootstrap(group: loop).connectTimeout(.seconds(10))
+        let bootstrap = ClientBootstrap(group: loop).connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
@@ -54,10 +53,7 @@ enum EgressInterception {
                     try pipeline.addHandler(responses())
                 }
             }
-            .connect(to: first)
-            .flatMapError { error in
-                addresses.count > 1 ? connect(Array(addresses.dropFirst()), host: host, tls: tls, on: loop, responses: responses) : loop.makeFailedFuture(error)
-            }
+        return EgressRouter.connect(addresses, with: bootstrap, on: loop)
     }
 }
 

@@ -112,10 +112,8 @@ public struct EgressLocalEdge: Sendable {
     /// `listen` is the E2B listener's `HOST:PORT`; an unspecified host is reached on loopback.
     public init(domain: String, listen: String, tls: Bool) throws {
         self.tls = tls
-        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]) else {
-            throw APIError(.badRequest, "--e2b-listen '\(listen)' is not HOST:PORT")
-        }
-        var host = String(listen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let (listenHost, port) = try Daemon.parse(listen)
+        var host = listenHost.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         if host == "0.0.0.0" || host.isEmpty { host = "127.0.0.1" }
         if host == "::" { host = "::1" }
         self.domain = domain.lowercased()

@@ -127,7 +127,7 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
             return intercept(context, host: host, port: port, headers: headers, targets: targets, sandbox: origin.sandbox)
         }
         targets.flatMap { addresses in
-            Self.connect(addresses, on: loop)
+            Self.connect(addresses, with: ClientBootstrap(group: loop).connectTimeout(.seconds(10)).channelOption(.allowRemoteHalfClosure, value: true), on: loop)
         }.whenComplete { [self] result in
             switch result {
             case .failure(let error):
@@ -178,13 +178,12 @@ final class EgressRouter: ChannelInboundHandler, RemovableChannelHandler, @unche
         }
     }
 
-    /// Connects to the first of `addresses` that answers.
-    private static func connect(_ addresses: [SocketAddress], on loop: EventLoop) -> EventLoopFuture<Channel> {
+    /// Connects `bootstrap` to the first of `addresses` that answers.
+    static func connect(_ addresses: [SocketAddress], with bootstrap: ClientBootstrap, on loop: EventLoop) -> EventLoopFuture<Channel> {
         guard let first = addresses.first else { return loop.makeFailedFuture(EgressRefusal("no address to connect to")) }
-        return ClientBootstrap(group: loop).connectTimeout(.seconds(10)).channelOption(.allowRemoteHalfClosure, value: true).connect(to: first)
-            .flatMapError { error in
-                addresses.count > 1 ? connect(Array(addresses.dropFirst()), on: loop) : loop.makeFailedFuture(error)
-            }
+        return bootstrap.connect(to: first).flatMapError { error in
+            addresses.count > 1 ? connect(Array(addresses.dropFirst()), with: bootstrap, on: loop) : loop.makeFailedFuture(error)
+        }
     }
 
     /// A plain-HTTP client gets a reason it can read; a TLS one only sees the connection close.

@@ -148,7 +148,7 @@ extension E2BService {
     /// Makes the guest of `id` trust the egress proxy's interception authority, which its
     /// transforms need for HTTPS; at most once per guest.
     func trustEgressAuthority(_ id: String) async throws {
-        let pem = try EgressAuthority.load(state: engine.home.state).certificatePEM
+        let pem = try EgressAuthority.certificatePEM(state: engine.home.state)
         let script = """
             set -e
             mkdir -p "${1%/*}" "${2%/*}"
