@@ -32,7 +32,9 @@ enum InitScript {
         i=0
         while [ ! -b /dev/vda ] && [ $i -lt 250 ]; do $B usleep 20000; i=$((i + 1)); done
         $B mkdir -p /newroot
-        if ! $B mount -t ext4 -o rw /dev/vda /newroot; then
+        # noinit_itable: no background zeroing of inode tables, which would go on in every fork
+        # (work for an emulated CPU, and writes into each child's private disk).
+        if ! $B mount -t ext4 -o rw,noinit_itable /dev/vda /newroot; then
             echo "clade-init: cannot mount the root filesystem on /dev/vda"
             $B poweroff -f
         fi
@@ -45,6 +47,13 @@ enum InitScript {
         $B mount -t tmpfs -o mode=0755 tmpfs /newroot/run
         $B hostname "$host"
         $B ip link set lo up
+        # IPv6 autoconfiguration done at once, not seconds after the link comes up: left running,
+        # it is still under way when a snapshot is taken soon after boot, and every fork then runs
+        # duplicate address detection and router discovery again. Nothing else shares the link
+        # with user-mode networking, and forks keep the snapshot's addresses anyway.
+        for knob in dad_transmits router_solicitation_delay; do
+            [ -w /proc/sys/net/ipv6/conf/eth0/$knob ] && echo 0 > /proc/sys/net/ipv6/conf/eth0/$knob
+        done
         $B ip link set eth0 up && $B ip addr add 10.0.2.15/24 dev eth0 && $B ip route add default via 10.0.2.2
         $B mount --move /proc /newroot/proc
         $B mount --move /sys /newroot/sys

@@ -21,8 +21,16 @@ enum HostsFile {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    /// Rewrites `/etc/hosts` for the current hostname (a new file renamed over the old, so a
-    /// reader never sees half of it). Returns why not when it cannot (a read-only root).
+    /// Rewrites `/etc/hosts` for the current hostname. Returns why not when it cannot (a
+    /// read-only root).
+    ///
+    /// A new name as long as the old one (a fork's sandbox id replacing its snapshot's) is
+    /// written over the old bytes in place; any other change is a new file renamed over the old.
+    /// Creating, renaming and evicting an inode run far more of the filesystem than an
+    /// overwrite, and a restored guest under emulation pays for every kernel path it runs the
+    /// first time (~5,000 translated blocks for the rename against ~1,000). Nothing can read a
+    /// half-written file: this runs while the guest's init is starting, or in an identity's
+    /// follow-up, while user processes are still frozen and new ones wait (see IdentityFollowUp).
     static func update() -> String? {
         // Only the guest's init owns the guest's files: an agent run on a host (tests) leaves it alone.
         guard getpid() == 1 else { return nil }
@@ -33,6 +41,7 @@ enum HostsFile {
         guard let current = readWhole(path, limit: 1 << 20) else { return "\(path) is unreadable or over 1 MiB; left as it is" }
         let wanted = claiming(hostname, in: current)
         if wanted == current { return nil }
+        if wanted.utf8.count == current.utf8.count, overwrite(path, with: Array(wanted.utf8)) { return nil }
         let staging = path + ".clade-new"
         let fd = open(staging, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return "cannot write \(staging): \(String(cString: strerror(errno)))" }
@@ -44,6 +53,15 @@ enum HostsFile {
             return "cannot replace \(path): \(String(cString: strerror(errno)))"
         }
         return nil
+    }
+
+    /// Writes `bytes` over the start of the existing file at `path`; false when that failed part-way
+    /// or not at all (the caller then replaces the file whole).
+    private static func overwrite(_ path: String, with bytes: [UInt8]) -> Bool {
+        let fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } == bytes.count
     }
 
     /// The whole file (empty when it does not exist), or nil past `limit` bytes or on an error.

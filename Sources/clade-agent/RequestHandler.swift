@@ -55,7 +55,13 @@ struct RequestHandler: Sendable {
                 }
             case .writeFile: response = try writeFile(request)
             case .ping: response = ping()
-            case .identity: response = identity(request)
+            case .identity:
+                // The answer goes out first and the follow-up runs on this thread after it
+                // (see IdentityFollowUp), so the reply is sent here rather than by the caller.
+                var answer = identity(request)
+                answer.id = request.id
+                IdentityFollowUp.run(rewriteHosts: request.hostname != nil) { connection.send(answer) }
+                return nil
             case .start:
                 guard let detached = try processes.start(request, on: connection) else { return nil }
                 response = detached
@@ -87,6 +93,8 @@ struct RequestHandler: Sendable {
             case .freeze:
                 response = AgentResponse()
                 response.held = try UserFreezer.freeze()
+                // Every snapshot is preceded by a freeze.
+                SnapshotWarmUp.run(handler: self)
             case .thaw:
                 UserFreezer.thaw()
                 response = AgentResponse()
@@ -236,17 +244,17 @@ struct RequestHandler: Sendable {
             if sethostname(hostname, hostname.utf8.count) != 0 { warnings.append("cannot set the hostname: \(String(cString: strerror(errno)))") }
         }
         if let mac = request.mac {
-            let octets = mac.split(separator: ":").compactMap { UInt8($0, radix: 16) }
-            if octets.count != 6 {
+            if let octets = macOctets(mac) {
+                if octets.withUnsafeBufferPointer({ clade_set_mac("eth0", $0.baseAddress) }) != 0 {
+                    warnings.append("cannot set the MAC address: \(String(cString: strerror(errno)))")
+                }
+            } else {
                 warnings.append("'\(mac)' is not a MAC address")
-            } else if octets.withUnsafeBufferPointer({ clade_set_mac("eth0", $0.baseAddress) }) != 0 {
-                warnings.append("cannot set the MAC address: \(String(cString: strerror(errno)))")
             }
         }
         if let generation = request.generation { GuestIdentity.generation.withLock { $0 = generation } }
         // Only now, with a fresh seed and name, may processes frozen for the snapshot run; they
         // wake once /etc/hosts names the new host, after this answer (see IdentityFollowUp).
-        IdentityFollowUp.start(rewriteHosts: request.hostname != nil)
         var response = ping()
         if !warnings.isEmpty { response.warnings = warnings }
         return response
@@ -258,6 +266,12 @@ struct RequestHandler: Sendable {
         }
         return path
     }
+}
+
+/// The six octets of a MAC address written `aa:bb:cc:dd:ee:ff`, or nil.
+func macOctets(_ mac: String) -> [UInt8]? {
+    let octets = mac.split(separator: ":").compactMap { UInt8($0, radix: 16) }
+    return octets.count == 6 ? octets : nil
 }
 
 func readSmallFile(_ path: String) -> String {

@@ -79,6 +79,13 @@ import Testing
             let first = try exec(id, "grep '^127.0.1.1' /etc/hosts; echo \(id) > /tmp/who; echo \(id) > /root/who; sync")
             #expect(first.stdout == "127.0.1.1\t\(id)\n", "/etc/hosts of a fresh fork: \(first.stdout) \(first.stderr)")
         }
+        // A fork starts with the network its snapshot configured: IPv6 autoconfiguration finished
+        // at boot (no duplicate address detection or router solicitation delay to redo after each
+        // restore), and no background zeroing of inode tables on the root filesystem.
+        let settled = try exec(
+            children[0],
+            "cat /proc/sys/net/ipv6/conf/eth0/dad_transmits /proc/sys/net/ipv6/conf/eth0/router_solicitation_delay; grep -c ' / ext4 .*noinit_itable' /proc/mounts; awk '$6 == \"eth0\" && $1 ~ /^fec0/ {print $5}' /proc/net/if_inet6")
+        #expect(settled.stdout == "0\n0\n1\n00\n", "network and root of a fresh fork: \(settled.stdout) \(settled.stderr)")
         var hostnames: Set<String> = [], macs: Set<String> = [], randoms: Set<String> = [], generations: Set<String> = []
         for id in children {
             let seen = try exec(id, "cat /tmp/who /root/who; hostname; cat /sys/class/net/eth0/address; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'")
