@@ -97,6 +97,13 @@ public struct QEMUMachine: VMHandle {
         ["device": .string("root"), "snapshot-file": .string(overlay.path), "format": .string("qcow2"), "mode": .string("existing")]
     }
 
+    /// After an incoming migration QEMU has the guest announce its addresses five times over
+    /// half a second (gratuitous ARP, unsolicited neighbour advertisements, multicast reports),
+    /// for switches that must learn where a migrated VM went. A restored child is not a VM that
+    /// moved: user-mode networking has no switch to tell, it takes on a new MAC address a moment
+    /// later, and under emulation each round is guest network code run in every fork.
+    static let noSelfAnnouncement: [String: JSONValue] = ["announce-rounds": .number(0)]
+
     /// The name QEMU's monitor gives the state file's descriptor clade hands it.
     static let stateDescriptorName = "clade-state"
 
@@ -106,6 +113,7 @@ public struct QEMUMachine: VMHandle {
         defer { close(input) }
         try await QMPDescriptorSession.run(socket: files.qmpSocket) { session in
             if kind == .memoryInSharedFile { try session.execute("migrate-set-capabilities", arguments: Self.ignoreSharedCapability) }
+            try session.execute("migrate-set-parameters", arguments: Self.noSelfAnnouncement)
             try session.execute("getfd", arguments: ["fdname": .string(Self.stateDescriptorName)], attaching: input)
             try session.execute("migrate-incoming", arguments: ["uri": .string("fd:\(Self.stateDescriptorName)")])
             try session.waitForMigration()

@@ -4,9 +4,16 @@ import Glibc
 import Musl
 #endif
 
-/// Runs `body` on a new detached OS thread. The agent uses plain threads rather than
-/// Swift concurrency so that blocking syscalls (accept, read, poll) never starve a pool.
+/// Runs `body` on a detached OS thread: an idle one left by an earlier body when there is one,
+/// else a new one. The agent uses plain threads rather than Swift concurrency so that blocking
+/// syscalls (accept, read, poll) never starve a pool.
+///
+/// Reusing threads matters under emulation: every connection and every command's stream has a
+/// thread, and a thread's creation and exit (clone, its stack's pages faulted in and released,
+/// the exit path) are guest kernel code that a restored guest's emulator translates afresh in
+/// each fork. Idle threads parked before a snapshot take a fork's first requests instead.
 func startThread(_ body: @escaping @Sendable () -> Void) {
+    guard !ThreadCache.handOff(body) else { return }
     final class Box: @unchecked Sendable {
         let body: @Sendable () -> Void
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }
@@ -19,13 +26,53 @@ func startThread(_ body: @escaping @Sendable () -> Void) {
     let result = pthread_create(&thread, &attributes, { raw in
         guard let raw else { return nil }
         let box = Unmanaged<Box>.fromOpaque(raw).takeRetainedValue()
-        box.body()
+        ThreadCache.run(first: box.body)
         return nil
     }, box)
     pthread_attr_destroy(&attributes)
     if result != 0 {
         Unmanaged<Box>.fromOpaque(box).release()
         log("cannot start a thread: error \(result)")
+    }
+}
+
+/// Threads that finished their body and wait for another (see ``startThread(_:)``).
+enum ThreadCache {
+    private struct State {
+        var idle = 0
+        var work: [@Sendable () -> Void] = []
+    }
+
+    /// Idle threads kept at most; a thread finishing while this many wait exits instead.
+    static let maxIdle = 4
+    private static let state = Guarded(State())
+
+    /// Gives `body` to an idle thread; false when none is free to take it.
+    static func handOff(_ body: @escaping @Sendable () -> Void) -> Bool {
+        state.withLock { state in
+            guard state.idle > state.work.count else { return false }
+            state.work.append(body)
+            return true
+        }
+    }
+
+    /// A thread's life: `first`, then whatever is handed to it while it waits idle.
+    static func run(first: @escaping @Sendable () -> Void) {
+        var body = first
+        while true {
+            body()
+            let parked = state.withLock { state -> Bool in
+                guard state.idle < maxIdle else { return false }
+                state.idle += 1
+                return true
+            }
+            guard parked else { return }
+            body = state.wait { state -> (@Sendable () -> Void)? in
+                guard !state.work.isEmpty else { return nil }
+                state.idle -= 1
+                return state.work.removeFirst()
+            }
+        }
     }
 }
 
