@@ -262,6 +262,13 @@ final class ProcessTable: @unchecked Sendable {
         }
     }
 
+    /// Drops the process `pid` from the table once it has ended (within `seconds`), so that it is
+    /// not listed: for the agent's own warm-up command, which users never started.
+    func forgetOnceEnded(pid: pid_t, within seconds: Double) {
+        _ = state.wait(until: { $0.running[pid] == nil ? () : nil }, atMost: seconds)
+        state.withLock { $0.ended.removeAll { $0.pid == pid } }
+    }
+
     /// By pid, else by tag: a running process first, then the latest that ended.
     func find(pid: Int32?, tag: String?) throws -> ManagedProcess {
         let found = state.withLock { state -> ManagedProcess? in

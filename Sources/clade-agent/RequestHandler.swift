@@ -92,6 +92,7 @@ struct RequestHandler: Sendable {
             case .eval: response = try InterpreterBridge.evaluate(request)
             case .freeze:
                 response = AgentResponse()
+                SnapshotWarmUp.runCommand(handler: self)
                 response.held = try UserFreezer.freeze()
                 // Every snapshot is preceded by a freeze.
                 SnapshotWarmUp.run(handler: self)

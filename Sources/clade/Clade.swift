@@ -100,10 +100,35 @@ func printJSON<T: Encodable>(_ value: T, compact: Bool = false) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = compact ? [.sortedKeys, .withoutEscapingSlashes] : [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     encoder.dateEncodingStrategy = .iso8601
-    FileHandle.standardOutput.write(try encoder.encode(value))
-    FileHandle.standardOutput.write(Data("\n".utf8))
+    var line = try encoder.encode(value)
+    line.append(0x0A)
+    writeStandardOutput(line)
 }
 
 func writeStandardError(_ text: String) {
-    FileHandle.standardError.write(Data(text.utf8))
+    writeStandardError(Data(text.utf8))
+}
+
+func writeStandardOutput(_ data: Data) { writeWhole(data, to: STDOUT_FILENO) }
+
+func writeStandardError(_ data: Data) { writeWhole(data, to: STDERR_FILENO) }
+
+/// Writes all of `data` to `descriptor`. A reader that went away (`clade exec ID -- cmd | head`)
+/// ends clade at once with status 141, as a shell reports a command that SIGPIPE killed; the
+/// Swift runtime ignores SIGPIPE, and Foundation's `FileHandle.write(_:)` turns the EPIPE into a crash.
+private func writeWhole(_ data: Data, to descriptor: Int32) {
+    data.withUnsafeBytes { buffer in
+        var offset = 0
+        while offset < buffer.count, let base = buffer.baseAddress {
+            let written = write(descriptor, base + offset, buffer.count - offset)
+            if written > 0 {
+                offset += written
+            } else if written < 0 && errno == EINTR {
+                continue
+            } else {
+                if errno == EPIPE { exit(141) }
+                return
+            }
+        }
+    }
 }

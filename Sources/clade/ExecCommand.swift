@@ -51,8 +51,8 @@ struct Exec: AsyncParsableCommand {
                 try await forwardStandardInput(to: session, pid: pid, enabled: forwardInput)
             }, onEvent: { event in
                 switch event {
-                case .stdout(let data): FileHandle.standardOutput.write(data)
-                case .stderr(let data): FileHandle.standardError.write(data)
+                case .stdout(let data): writeStandardOutput(data)
+                case .stderr(let data): writeStandardError(data)
                 default: break
                 }
             })

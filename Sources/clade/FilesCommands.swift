@@ -99,7 +99,7 @@ struct FilesGet: AsyncParsableCommand {
     func run() async throws {
         let agent = try await global.makeEngine().processes.agent(for: target.id)
         if local == "-" {
-            _ = try await agent.download(target.path) { FileHandle.standardOutput.write($0) }
+            _ = try await agent.download(target.path) { writeStandardOutput($0) }
             return
         }
         // Into a temporary file beside the target, renamed when complete: never a half-written copy.

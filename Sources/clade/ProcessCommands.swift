@@ -56,8 +56,8 @@ struct Attach: AsyncParsableCommand {
         let pid = Int32(process)
         let exit = try await agent.attach(pid: pid, tag: pid == nil ? process : nil) { event in
             switch event {
-            case .stdout(let data): FileHandle.standardOutput.write(data)
-            case .stderr(let data): FileHandle.standardError.write(data)
+            case .stdout(let data): writeStandardOutput(data)
+            case .stderr(let data): writeStandardError(data)
             default: break
             }
         }
@@ -79,8 +79,8 @@ struct Eval: AsyncParsableCommand {
     func run() async throws {
         let answer = try await global.makeEngine().processes.eval(id: id, code: code, timeout: timeout)
         if json { return try printJSON(answer) }
-        FileHandle.standardOutput.write(Data(answer.stdout.utf8))
-        FileHandle.standardError.write(Data(answer.stderr.utf8))
+        writeStandardOutput(Data(answer.stdout.utf8))
+        writeStandardError(Data(answer.stderr.utf8))
         if let result = answer.result { print(result) }
         if let error = answer.error { writeStandardError(error) }
         throw ExitCode(answer.exitCode)

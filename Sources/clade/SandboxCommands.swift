@@ -100,8 +100,8 @@ struct SandboxView: Encodable {
 
 /// Prints an exec result the way a local command would, and returns its exit code.
 func emit(_ response: AgentResponse) -> Int32 {
-    if let stdout = response.stdout { FileHandle.standardOutput.write(Data(stdout.utf8)) }
-    if let stderr = response.stderr { FileHandle.standardError.write(Data(stderr.utf8)) }
+    if let stdout = response.stdout { writeStandardOutput(Data(stdout.utf8)) }
+    if let stderr = response.stderr { writeStandardError(Data(stderr.utf8)) }
     if response.timedOut == true {
         writeStandardError("clade: \(response.error ?? "command timed out")\n")
         return 124

@@ -86,6 +86,14 @@ import Testing
             children[0],
             "cat /proc/sys/net/ipv6/conf/eth0/dad_transmits /proc/sys/net/ipv6/conf/eth0/router_solicitation_delay; grep -c ' / ext4 .*noinit_itable' /proc/mounts; awk '$6 == \"eth0\" && $1 ~ /^fec0/ {print $5}' /proc/net/if_inet6")
         #expect(settled.stdout == "0\n0\n1\n00\n", "network and root of a fresh fork: \(settled.stdout) \(settled.stderr)")
+        // The agent's warm-up command before the snapshot (SnapshotWarmUp) leaves nothing listed.
+        let listed = try cli.run(["ps", children[0], "--json"])
+        let rows = try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]] ?? []
+        #expect(listed.status == 0 && !rows.isEmpty, "processes of a fork: \(listed.stdout) \(listed.stderr)")
+        #expect(!rows.contains { ($0["args"] as? [String]) == ["/bin/sh", "-c", ":"] }, "the warm-up command is listed: \(listed.stdout)")
+        // A reader that stops early (`| head`) ends clade with 141, as SIGPIPE would, not a crash.
+        let piped = try shellPipeline("\"$CLADE\" exec \(children[1]) -- sh -c 'yes | head -c 300000' | head -c 4; echo \" ${PIPESTATUS[0]}\"")
+        #expect(piped.stdout == "y\ny\n 141\n" && !piped.stderr.contains("Fatal error"), "clade exec into a closed pipe: \(piped.stdout) \(piped.stderr)")
         var hostnames: Set<String> = [], macs: Set<String> = [], randoms: Set<String> = [], generations: Set<String> = []
         for id in children {
             let seen = try exec(id, "cat /tmp/who /root/who; hostname; cat /sys/class/net/eth0/address; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'")
@@ -102,6 +110,22 @@ import Testing
         #expect(hostnames.count == 4 && macs.count == 4 && randoms.count == 4 && generations.count == 4)
         #expect(!generations.contains(""))
         #expect(try cli.run(["kill"] + children).status == 0)
+    }
+
+    /// Runs `script` in bash with `$CLADE` naming the clade binary and this suite's store.
+    func shellPipeline(_ script: String) throws -> (stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = ["-c", script]
+        process.environment = ProcessInfo.processInfo.environment.merging(["CLADE": CLIHarness.binary.path, "CLADE_HOME": Self.home.path]) { _, new in new }
+        let output = Pipe(), errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let stdout = output.fileHandleForReading.readDataToEndOfFile()
+        let stderr = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
     }
 
     func port(of id: String) throws -> Int {
