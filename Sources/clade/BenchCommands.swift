@@ -52,6 +52,7 @@ struct Bench: AsyncParsableCommand {
             }
             let idle = report.idlePrivateGuestRAMBytes.map { String(format: "%.1f MiB", Double($0) / 1_048_576) }.joined(separator: ", ")
             print("  idle fork private guest RAM: \(idle)")
+            if let blocks = report.translatedBlocksPerFork { print("  guest code blocks translated per fork: \(blocks.map(String.init).joined(separator: ", "))") }
             for (name, value) in report.ratios.sorted(by: { $0.key < $1.key }) {
                 print(String(format: "  %-42@ %.2f", name as NSString, value))
             }

@@ -231,6 +231,10 @@ import Testing
         let ratios = try #require(report["ratios"] as? [String: Double])
         #expect(ratios.keys.contains("cold_boot/clade_fork"))
         #expect((report["idle_private_guest_ram_bytes"] as? [Int])?.count == 1)
+        if report["accelerator"] as? String == "tcg" {
+            let blocks = report["translated_blocks_per_fork"] as? [Int] ?? []
+            #expect(blocks.count == 1 && blocks.allSatisfy { $0 > 1_000 }, "translated blocks per fork: \(blocks)")
+        }
         #expect(cli.sandboxDirectories().isEmpty)
         let remaining = (try? FileManager.default.contentsOfDirectory(atPath: SnapshotForkTests.home.appendingPathComponent("snapshots").path)) ?? []
         #expect(remaining.allSatisfy { !$0.hasPrefix("bench-") }, "the bench must remove its snapshot: \(remaining)")
