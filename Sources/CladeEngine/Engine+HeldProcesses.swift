@@ -35,3 +35,40 @@ extension Engine {
         }
     }
 }
+
+extension Engine {
+    /// Waits, at most `limit` seconds, until the VM `pid` has been idle for a tenth of a second
+    /// (its threads together on a CPU less than 5% of that time).
+    ///
+    /// What a guest is still doing when it is captured, every fork of the capture does again,
+    /// and under emulation pays for as new code: the end of the connection that asked for the
+    /// freeze, kernel work queued by the last commands. Captured once the guest idles, a
+    /// snapshot's forks translated ~1,400 fewer blocks of guest code each (~7%). Only for
+    /// snapshots that will be forked (`bake`, `snapshot`); a branch's pause is not delayed.
+    func waitUntilGuestIdles(pid: Int32?, limit: Double = 1) async {
+        guard let pid else { return }
+        let window: UInt64 = 100_000_000
+        let deadline = Date().addingTimeInterval(limit)
+        var previous = Self.cpuNanoseconds(of: pid)
+        while Date() < deadline, previous != nil {
+            try? await Task.sleep(nanoseconds: window)
+            guard let now = Self.cpuNanoseconds(of: pid), let before = previous else { return }
+            if now - before < window / 20 { return }
+            previous = now
+        }
+    }
+
+    /// The CPU time of every thread of process `pid` so far (`/proc/PID/task/*/schedstat`).
+    static func cpuNanoseconds(of pid: Int32) -> UInt64? {
+        let tasks = "/proc/\(pid)/task"
+        guard let threads = try? FileManager.default.contentsOfDirectory(atPath: tasks) else { return nil }
+        var total: UInt64 = 0
+        for thread in threads {
+            guard let data = FileManager.default.contents(atPath: "\(tasks)/\(thread)/schedstat"),
+                  let first = String(decoding: data, as: UTF8.self).split(separator: " ").first, let value = UInt64(first)
+            else { continue }
+            total += value
+        }
+        return total
+    }
+}

@@ -79,6 +79,7 @@ public struct Snapshots: EngineCapability {
         let machine = machine(id, pid: record.pid)
         // Held until each fork has its own seed; `keepRunning` restarts it as such a fork.
         let held = await engine.holdUserProcesses(record)
+        await engine.waitUntilGuestIdles(pid: record.pid)
         progress("pausing \(id) and saving its device state")
         let pauseStart = Date()
         do {
