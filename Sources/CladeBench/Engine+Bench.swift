@@ -217,7 +217,6 @@ extension Engine {
         return (id, 0)
     }
 
-    /// Private bytes of the guest-RAM mapping (pages the guest wrote since the restore), from smaps.
     /// The `TB count` of QEMU's `info jit` for sandbox `id`, or nil (not TCG, or no answer).
     func translatedBlocks(of id: String) async -> Int? {
         guard let record = try? sandboxCatalog.get(id), let pid = record.pid else { return nil }
@@ -237,6 +236,7 @@ extension Engine {
         return line.flatMap { $0.split(whereSeparator: \.isWhitespace).last }.flatMap { Int($0) }
     }
 
+    /// Private bytes of the guest-RAM mapping (pages the guest wrote since the restore), from smaps.
     func privateGuestRAM(of id: String) -> Int64? {
         guard let record = try? sandboxCatalog.get(id), let pid = record.pid,
               let data = try? FileSystem.readProcFile("/proc/\(pid)/smaps") else { return nil }
